@@ -1,0 +1,84 @@
+"""Fixtures shared by every test: the lab, its S3 server, and the rule that CI never skips it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.lab.errors import LabUnavailable
+from tests.lab.lab import Lab
+from tests.lab.s3 import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+LAB_FIXTURES = {"lab", "s3_server", "s3"}
+
+
+def in_ci() -> bool:
+    """Return whether this run is CI's, where a lab that cannot start is a failure."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def lab_unavailable(error: Exception) -> None:
+    """Fail in CI, skip elsewhere, saying why the lab cannot run here."""
+    if in_ci():
+        pytest.fail(f"the lab cannot start here, and CI must run it: {error}", pytrace=False)
+    pytest.skip(f"the lab cannot start here: {error}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the lab, so `-m 'not lab'` selects the fast unit tests."""
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker(
+            "lab"
+        ):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A running lab with as many hosts as the test's `@pytest.mark.lab(hosts=N)` asks."""
+    marker = request.node.get_closest_marker("lab")
+    hosts = int(marker.kwargs.get("hosts", 1)) if marker else 1
+    running = Lab(host_count=hosts)
+    try:
+        running.start()
+    except LabUnavailable as error:
+        running.stop()
+        lab_unavailable(error)
+    except BaseException:
+        running.stop()
+        raise
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto S3 server on loopback for the whole session."""
+    server = S3Server()
+    try:
+        server.start()
+    except LabUnavailable as error:
+        server.stop()
+        lab_unavailable(error)
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Client:
+    """A boto3 client for the lab's S3 server, emptied before the test."""
+    s3_server.reset()
+    return s3_server.client()

@@ -1,0 +1,40 @@
+"""Every setting of the lab in one place: its network, its caches and its naming."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+# The one private network the lab owns. Each running lab takes one /24 slot of it, so that
+# several labs (parallel test runs, a demo beside a test run) never share a bridge or address.
+# The lab creates every address it uses inside this network and sends nothing anywhere else.
+LAB_NETWORK = ipaddress.ip_network(os.environ.get("TSOPS_LAB_NETWORK", "10.213.0.0/16"))
+SLOT_PREFIXLEN = 24
+# Inside a slot: the bridge (the control machine's side) is .1, hosts start at .11.
+GATEWAY_OFFSET = 1
+FIRST_HOST_OFFSET = 11
+
+# The Debian rootfs is built once and cached outside the repository.
+CACHE_DIR = Path(os.environ.get("TSOPS_LAB_CACHE", "/var/cache/tsops-lab"))
+# Live state of running labs: keys, logs and a record of what each created, for cleanup.
+RUN_DIR = Path(os.environ.get("TSOPS_LAB_RUN", "/run/tsops-lab"))
+
+DEBIAN_SUITE = "bookworm"
+# Every interface, namespace and bridge name starts with this, so leftovers are findable.
+NAME_PREFIX = "tsl"
+
+# How long a host may take to answer SSH after its container starts.
+BOOT_TIMEOUT_S = 60.0
+# How long a container may take to power off before it is killed.
+STOP_TIMEOUT_S = 15.0
+
+
+def slot_network(slot: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Return the /24 of the lab network that lab slot `slot` owns."""
+    return list(LAB_NETWORK.subnets(new_prefix=SLOT_PREFIXLEN))[slot]
+
+
+def slot_count() -> int:
+    """Return how many labs may run at once on this machine."""
+    return 2 ** (SLOT_PREFIXLEN - LAB_NETWORK.prefixlen)

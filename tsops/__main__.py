@@ -1,0 +1,5 @@
+"""Allow `python -m tsops`."""
+
+from tsops.cli.app import main
+
+main()
