@@ -122,6 +122,8 @@ class Lab:
 
     host_count: int = 1
     host_names: list[str] | None = None
+    # Ask for one particular slot (the demo does: inventories/lab.yaml addresses slot 0).
+    requested_slot: int | None = None
     hosts: list[LabHost] = field(default_factory=list)
     slot: int = -1
     workdir: Path = Path()
@@ -243,7 +245,11 @@ class Lab:
         """Take the first free /24 of the lab network; the lock dies with this process."""
         slots = config.RUN_DIR / "slots"
         slots.mkdir(parents=True, exist_ok=True)
-        for slot in range(config.slot_count()):
+        wanted = (
+            [self.requested_slot] if self.requested_slot is not None
+            else range(config.slot_count())
+        )
+        for slot in wanted:
             lock = (slots / f"{slot}.lock").open("w")
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -255,6 +261,8 @@ class Lab:
             if self.workdir.exists():  # left by a lab whose journal was lost
                 run(["rm", "-rf", "--one-file-system", str(self.workdir)])
             return
+        if self.requested_slot is not None:
+            raise LabUnavailable(f"lab slot {self.requested_slot} is in use by another lab")
         raise LabUnavailable(f"all {config.slot_count()} lab slots are in use")
 
     def _make_client_key(self) -> None:

@@ -1,0 +1,93 @@
+"""The `tsops` command: parses arguments, hands off to one module per command, maps errors.
+
+Heavy modules (boto3, fabric, paramiko, pydantic models) are imported inside commands, so that
+`tsops --help` and `tsops --version` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from tsops import __version__
+from tsops.errors import ExitCode, TsopsError
+
+app = typer.Typer(
+    name="tsops",
+    help="Record every SSH session on your servers with Tailscale SSH and tsrecorder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_debug = os.environ.get("TSOPS_DEBUG", "") not in ("", "0")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tsops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
+    ] = False,
+) -> None:
+    """Record every SSH session on your servers with Tailscale SSH and tsrecorder."""
+    global _debug
+    _debug = _debug or debug
+
+
+InventoryArg = Annotated[
+    Path, typer.Argument(help="The inventory file (YAML).", show_default=False)
+]
+
+
+@app.command()
+def check(inventory: InventoryArg) -> None:
+    """Validate an inventory offline: nothing remote is contacted."""
+    from tsops.cli.check import run_check
+
+    run_check(inventory)
+
+
+def main() -> None:
+    """Entry point: run the app and turn every outcome into one exit code."""
+    from tsops import console
+
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.UsageError as error:
+        error.show()
+        sys.exit(ExitCode.BAD_INPUT)
+    except click.exceptions.Abort:
+        console.error("aborted")
+        sys.exit(ExitCode.FAILED)
+    except TsopsError as error:
+        console.error(error.message)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        sys.exit(130)
+    except Exception as error:
+        if _debug:
+            raise
+        console.error(
+            f"internal error: {type(error).__name__}: {error}\n"
+            "This is a bug in tsops; rerun with --debug for the traceback."
+        )
+        sys.exit(ExitCode.FAILED)
+    sys.exit(ExitCode.OK)

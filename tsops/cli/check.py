@@ -1,0 +1,32 @@
+"""`tsops check`: validate an inventory offline and show what it describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from tsops import console
+from tsops.inventory.load import load_inventory
+
+
+def run_check(path: Path) -> None:
+    """Load the inventory (raising InventoryError on any problem) and print a summary."""
+    inventory = load_inventory(path)
+    for message in inventory.warnings:
+        console.warning(message)
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for column in ("host", "role", "group", "address", "user", "port", "tags"):
+        table.add_column(column)
+    for target in inventory.targets:
+        table.add_row(
+            target.name, target.role, target.group or "-", target.address, target.user,
+            str(target.port), " ".join(target.tags),
+        )
+    console.out.print(table)
+    model = inventory.model
+    storage = model.storage.destination if model.storage else "none"
+    console.line(
+        f"{path}: valid: {len(inventory.servers)} server(s), {len(inventory.recorders)} "
+        f"recorder(s), {len(model.ssh_rules)} ssh rule(s), storage {storage}"
+    )

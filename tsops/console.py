@@ -1,0 +1,31 @@
+"""All terminal output goes through here: results on stdout, diagnostics on stderr."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.text import Text
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """Print an error for the operator (never interpreted as markup)."""
+    err.print(Text(message, style="red" if err.is_terminal else ""))
+
+
+def warning(message: str) -> None:
+    """Print a warning line prefixed with 'warning:'."""
+    err.print(Text(f"warning: {message}", style="yellow" if err.is_terminal else ""))
+
+
+def line(message: str = "") -> None:
+    """Print plain text on stdout (never interpreted as markup)."""
+    out.print(Text(message))
+
+
+def is_interactive() -> bool:
+    """Whether both ends are a terminal, so that prompting the operator makes sense."""
+    return sys.stdin.isatty() and sys.stdout.isatty()

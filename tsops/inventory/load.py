@@ -1,0 +1,336 @@
+"""Read an inventory file into typed objects, or report every problem with file:line and field."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from tsops.errors import InventoryError
+from tsops.inventory.model import Connection, Host, Inventory
+
+Loc = tuple[str | int, ...]
+SECRET_LIKE = re.compile(r"tskey-(api|auth|client)-[A-Za-z0-9]+|AKIA[0-9A-Z]{16}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One host tsops acts on, with every inherited setting resolved."""
+
+    name: str
+    role: Literal["server", "recorder"]
+    group: str | None
+    address: str
+    tags: tuple[str, ...]
+    user: str
+    port: int
+    identity_file: str | None
+    sudo: bool
+    jump_host: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class LoadedInventory:
+    """A valid inventory: the model, the flat list of hosts, and warnings worth reading."""
+
+    path: Path
+    model: Inventory
+    targets: tuple[Target, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def servers(self) -> tuple[Target, ...]:
+        """The hosts whose sessions are recorded."""
+        return tuple(t for t in self.targets if t.role == "server")
+
+    @property
+    def recorders(self) -> tuple[Target, ...]:
+        """The hosts that run tsrecorder."""
+        return tuple(t for t in self.targets if t.role == "recorder")
+
+
+def load_inventory(path: Path) -> LoadedInventory:
+    """Load and validate `path`; raise InventoryError listing every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InventoryError([f"{path}: cannot read the inventory: {error}"]) from error
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise InventoryError([f"{where}: invalid YAML: {error.problem or error}"]) from error
+    if not isinstance(document, CommentedMap):
+        raise InventoryError([f"{path}:1: the inventory must be a mapping of sections"])
+    secrets = list(_inline_secrets(path, document))
+    if secrets:
+        raise InventoryError(secrets)
+    try:
+        model = Inventory.model_validate(_plain(document))
+    except ValidationError as error:
+        problems = [_describe(path, document, e) for e in error.errors(include_url=False)]
+        raise InventoryError(sorted(problems, key=_line_of)) from error
+    targets = tuple(_targets(model, document))
+    problems = list(_cross_check(path, document, model, targets))
+    if problems:
+        raise InventoryError(problems)
+    return LoadedInventory(path, model, targets, tuple(_warnings(path, document, model, targets)))
+
+
+def _line_of(problem: str) -> tuple[int, int]:
+    """Sort key: the line and column a problem names."""
+    match = re.match(r"^.*?:(\d+)(?::(\d+))?: ", problem)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else (0, 0)
+
+
+def _plain(node: Any) -> Any:
+    """Turn ruamel's round-trip nodes into dicts, tuples and plain scalars for validation."""
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return tuple(_plain(v) for v in node)
+    if isinstance(node, ScalarBoolean):
+        return bool(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, bool):
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    return node
+
+
+def _position(document: CommentedMap, loc: Loc, *, key: bool = False) -> tuple[int, int]:
+    """Return (line, column), 1-based, of the value (or key) at `loc`, or its nearest parent."""
+    node: Any = document
+    line, column = 1, 1
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, CommentedMap) and part in node:
+            row, col = node.lc.key(part) if key and last else node.lc.value(part)
+            line, column = row + 1, col + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            row, col = node.lc.item(part)
+            line, column = row + 1, col + 1
+            node = node[part]
+        else:
+            break
+    return line, column
+
+
+def _field_path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(path: Path, document: CommentedMap, error: Any) -> str:
+    """One line for one validation error: file:line:col: field: what was expected."""
+    loc: Loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        line, col = _position(document, loc, key=True)
+        name = str(loc[-1])
+        message = f"unknown field {name!r}"
+        close = difflib.get_close_matches(name, _known_fields(loc[:-1]), n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        return f"{path}:{line}:{col}: {_field_path(loc[:-1])}: {message}"
+    line, col = _position(document, loc)
+    if kind == "missing":
+        return f"{path}:{line}:{col}: {_field_path(loc)}: required field is missing"
+    return f"{path}:{line}:{col}: {_field_path(loc)}: {_message(error)}"
+
+
+def _is_union_tag(part: str | int) -> bool:
+    """pydantic adds the member type's name to locations inside unions; hide it."""
+    return isinstance(part, str) and (part in {"SecretRef", "Host", "none"} or "[" in part)
+
+
+def _message(error: Any) -> str:
+    kind, got = error["type"], error.get("input")
+    expected = {
+        "string_type": "a string",
+        "int_type": "a whole number",
+        "bool_type": "true or false",
+        "tuple_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "model_attributes_type": "a mapping",
+    }.get(kind)
+    if expected:
+        return f"expected {expected}, got {_shown(got)}"
+    if kind == "literal_error":
+        return f"expected {error['ctx']['expected']}, got {_shown(got)}"
+    message: str = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message[:1].lower() + message[1:]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, tuple | list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _known_fields(loc: Loc) -> list[str]:
+    """Return the field names a mapping at `loc` accepts, for 'did you mean' suggestions."""
+    candidates: list[Any] = [Inventory]
+    for part in loc:
+        following: list[Any] = []
+        for candidate in candidates:
+            for member in _members(candidate):
+                if isinstance(member, type) and issubclass(member, BaseModel):
+                    field = member.model_fields.get(str(part))
+                    if field is not None:
+                        following.append(field.annotation)
+                elif typing.get_origin(member) is dict:
+                    following.append(typing.get_args(member)[1])
+                elif typing.get_origin(member) is tuple:
+                    following.append(typing.get_args(member)[0])
+        candidates = following
+    names: list[str] = []
+    for candidate in candidates:
+        for member in _members(candidate):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                names.extend(member.model_fields)
+    return names
+
+
+def _members(annotation: Any) -> list[Any]:
+    """Unwrap Annotated and unions into the plain types they allow."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _inline_secrets(path: Path, node: Any, loc: Loc = ()) -> Iterator[str]:
+    """Find values that look like Tailscale or AWS secrets written into the file."""
+    items: Any = (
+        node.items() if isinstance(node, CommentedMap)
+        else enumerate(node) if isinstance(node, CommentedSeq) else ()
+    )
+    for key, value in items:
+        if isinstance(value, str) and SECRET_LIKE.search(value):
+            document = node
+            row, col = document.lc.value(key) if isinstance(node, CommentedMap) else node.lc.item(key)
+            yield (
+                f"{path}:{row + 1}:{col + 1}: {_field_path((*loc, key))}: this looks like a secret "
+                "written into the inventory; remove it (and rotate it), then name where it is "
+                "kept, e.g. {env: TS_API_KEY} or {keyring: tsops/api-token}"
+            )
+        else:
+            yield from _inline_secrets(path, value, (*loc, key))
+
+
+def _targets(model: Inventory, document: CommentedMap) -> Iterator[Target]:
+    servers = model.servers
+    for name, host in servers.hosts.items():
+        yield _target(name, "server", None, host, (model.connection, servers), servers.tags,
+                      _position(document, ("servers", "hosts", name), key=True)[0])
+    for group_name, group in servers.groups.items():
+        for name, host in group.hosts.items():
+            line = _position(document, ("servers", "groups", group_name, "hosts", name), key=True)
+            yield _target(name, "server", group_name, host,
+                          (model.connection, servers, group), (*servers.tags, *group.tags), line[0])
+    if model.recorders is not None:
+        recorders = model.recorders
+        for name, host in recorders.hosts.items():
+            yield _target(name, "recorder", None, host, (model.connection, recorders),
+                          (recorders.tag,),
+                          _position(document, ("recorders", "hosts", name), key=True)[0])
+
+
+def _target(
+    name: str,
+    role: Literal["server", "recorder"],
+    group: str | None,
+    host: Host | None,
+    layers: tuple[Connection, ...],
+    inherited_tags: tuple[str, ...],
+    line: int,
+) -> Target:
+    """Resolve one host: later layers (defaults, section, group, host) override earlier ones."""
+    host = host or Host()
+    chain = (*layers, host)
+
+    def pick(field: str) -> Any:
+        for layer in reversed(chain):
+            value = getattr(layer, field)
+            if value is not None:
+                return value
+        return None
+
+    tags = tuple(dict.fromkeys((*inherited_tags, *host.tags)))
+    return Target(
+        name=name, role=role, group=group, address=host.address or name, tags=tags,
+        user=pick("user") or "root", port=pick("port") or 22,
+        identity_file=pick("identity_file"), sudo=bool(pick("sudo")),
+        jump_host=pick("jump_host"), line=line,
+    )
+
+
+def _cross_check(
+    path: Path, document: CommentedMap, model: Inventory, targets: tuple[Target, ...]
+) -> Iterator[str]:
+    """Problems that involve more than one field."""
+    seen: dict[str, Target] = {}
+    for target in targets:
+        if target.name in seen:
+            first = seen[target.name]
+            yield (f"{path}:{target.line}: host {target.name!r} is listed twice "
+                   f"(first at line {first.line})")
+        seen.setdefault(target.name, target)
+    rule_names: set[str] = set()
+    for index, rule in enumerate(model.ssh_rules):
+        line, col = _position(document, ("ssh_rules", index, "name"))
+        if rule.name in rule_names:
+            yield f"{path}:{line}:{col}: ssh_rules[{index}].name: {rule.name!r} is used twice"
+        rule_names.add(rule.name)
+        if rule.enforce_recorder and model.recorders is None:
+            line, col = _position(document, ("ssh_rules", index))
+            yield (f"{path}:{line}:{col}: ssh_rules[{index}]: enforce_recorder is true but the "
+                   "inventory has no `recorders`; every session would be refused (lockout)")
+    if model.recorders is not None and model.storage is None:
+        line, col = _position(document, ("recorders",), key=True)
+        yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
+
+
+def _warnings(
+    path: Path, document: CommentedMap, model: Inventory, targets: tuple[Target, ...]
+) -> Iterator[str]:
+    """Findings that are legal but probably not what the operator meant."""
+    server_tags = {tag for t in targets if t.role == "server" for tag in t.tags}
+    for index, rule in enumerate(model.ssh_rules):
+        for position, tag in enumerate(rule.dst):
+            if tag not in server_tags:
+                line, col = _position(document, ("ssh_rules", index, "dst", position))
+                yield (f"{path}:{line}:{col}: ssh_rules[{index}].dst[{position}]: no server in "
+                       f"this inventory carries {tag}")
+    if not any(t.role == "server" for t in targets):
+        yield f"{path}:1: the inventory lists no servers"

@@ -1,0 +1,262 @@
+"""The inventory as frozen, typed objects; every field here is documented in docs/inventory.md."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+TAG_RE = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+
+
+def _tag(value: str) -> str:
+    if not TAG_RE.match(value):
+        raise PydanticCustomError(
+            "tag", 'expected a tag like "tag:server", got {value}', {"value": repr(value)}
+        )
+    return value
+
+
+def _hostname(value: str) -> str:
+    if not HOSTNAME_RE.match(value):
+        raise PydanticCustomError(
+            "hostname",
+            "expected a host name of lowercase letters, digits and hyphens, got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+def _version(value: str) -> str:
+    if not VERSION_RE.match(value):
+        raise PydanticCustomError(
+            "version", 'expected a version like "1.76.1", got {value}', {"value": repr(value)}
+        )
+    return value
+
+
+def _sha256(value: str) -> str:
+    if not SHA256_RE.match(value):
+        raise PydanticCustomError(
+            "sha256", "expected 64 lowercase hex digits, got {value}", {"value": repr(value)}
+        )
+    return value
+
+
+def _url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise PydanticCustomError(
+            "url", "expected an http:// or https:// URL, got {value}", {"value": repr(value)}
+        )
+    return value.rstrip("/")
+
+
+def _destination(value: str) -> str:
+    if value.startswith("s3://"):
+        if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+            raise PydanticCustomError(
+                "destination",
+                "expected s3://BUCKET or s3://BUCKET/PREFIX with a valid bucket name, "
+                "got {value}",
+                {"value": repr(value)},
+            )
+        return value
+    if not value.startswith("/"):
+        raise PydanticCustomError(
+            "destination",
+            "expected s3://BUCKET[/PREFIX] or an absolute local path, got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+Tag = Annotated[str, AfterValidator(_tag)]
+HostName = Annotated[str, AfterValidator(_hostname)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    """Base of every inventory object: immutable, strict types, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class SecretRef(Model):
+    """Where a secret is kept: an environment variable, a keyring entry, or both (env wins)."""
+
+    env: str | None = None
+    keyring: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_inline(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            raise PydanticCustomError(
+                "inline_secret",
+                "a secret must not be written in the inventory; name where it is kept, "
+                "e.g. {{env: TS_API_KEY}} or {{keyring: tsops/api-token}}",
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if self.env is None and self.keyring is None:
+            raise PydanticCustomError("secret_source", "give `env`, `keyring` or both")
+        if self.env is not None and not ENV_VAR_RE.match(self.env):
+            raise PydanticCustomError(
+                "env_name", "`env` must be an environment variable name, got {value}",
+                {"value": repr(self.env)},
+            )
+        return self
+
+
+class OAuthClient(Model):
+    """An OAuth client of the tailnet; its secret is a reference, never inline."""
+
+    client_id: str
+    client_secret: SecretRef
+
+
+class Credentials(Model):
+    """How tsops authenticates to the Tailscale API: one API token or one OAuth client."""
+
+    api_token: SecretRef | None = None
+    oauth: OAuthClient | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Credentials:
+        if (self.api_token is None) == (self.oauth is None):
+            raise PydanticCustomError("credentials", "give exactly one of `api_token` or `oauth`")
+        return self
+
+
+class Tailnet(Model):
+    """The tailnet tsops manages."""
+
+    name: str = "-"
+    api_url: Annotated[str, AfterValidator(_url)] = "https://api.tailscale.com"
+    login_server: Annotated[str, AfterValidator(_url)] | None = None
+    credentials: Credentials
+
+
+class Connection(Model):
+    """How tsops reaches hosts over SSH; each field can be overridden per group or host."""
+
+    user: str | None = None
+    port: Port | None = None
+    identity_file: str | None = None
+    sudo: bool | None = None
+    jump_host: str | None = None
+
+
+class Tarball(Model):
+    """A static Tailscale tarball, by URL or local file, with the digest it must have."""
+
+    url: Annotated[str, AfterValidator(_url)] | None = None
+    path: str | None = None
+    sha256: Annotated[str, AfterValidator(_sha256)]
+
+    @model_validator(mode="after")
+    def _one_location(self) -> Tarball:
+        if (self.url is None) == (self.path is None):
+            raise PydanticCustomError("tarball", "give exactly one of `url` or `path`")
+        return self
+
+
+class Install(Model):
+    """How Tailscale gets onto hosts."""
+
+    method: Literal["apt", "rhel", "tarball", "preinstalled"] = "apt"
+    repository: Annotated[str, AfterValidator(_url)] = "https://pkgs.tailscale.com/stable"
+    version: Annotated[str, AfterValidator(_version)] | None = None
+    tarball: Tarball | None = None
+
+    @model_validator(mode="after")
+    def _tarball_given(self) -> Install:
+        if self.method == "tarball" and self.tarball is None:
+            raise PydanticCustomError("tarball", "method `tarball` needs a `tarball` section")
+        if self.method != "tarball" and self.tarball is not None:
+            raise PydanticCustomError(
+                "tarball", "a `tarball` section is only used with method `tarball`"
+            )
+        return self
+
+
+class Tailscale(Model):
+    """Tailscale on the hosts."""
+
+    install: Install = Install()
+
+
+class Host(Connection):
+    """One machine: where it is, how to reach it, its extra tags."""
+
+    address: str | None = None
+    tags: tuple[Tag, ...] = ()
+
+
+class Group(Connection):
+    """Hosts that share tags and connection settings."""
+
+    tags: tuple[Tag, ...] = ()
+    hosts: dict[HostName, Host | None] = Field(min_length=1)
+
+
+class Servers(Connection):
+    """The servers whose SSH sessions are recorded."""
+
+    tags: tuple[Tag, ...] = ("tag:server",)
+    hosts: dict[HostName, Host | None] = {}
+    groups: dict[HostName, Group] = {}
+
+
+class Recorders(Connection):
+    """The hosts that run tsrecorder; each joins the tailnet with `tag`."""
+
+    tag: Tag = "tag:recorder"
+    runtime: Literal["binary", "container"] = "binary"
+    hosts: dict[HostName, Host | None] = Field(min_length=1)
+
+
+class Storage(Model):
+    """Where recordings land."""
+
+    destination: Annotated[str, AfterValidator(_destination)]
+    region: str | None = None
+    endpoint: Annotated[str, AfterValidator(_url)] | None = None
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether recordings go to an S3 bucket (else a local directory on the recorder)."""
+        return self.destination.startswith("s3://")
+
+
+class SshRule(Model):
+    """One `ssh` rule of the tailnet policy that tsops manages."""
+
+    name: HostName
+    action: Literal["accept", "check"] = "accept"
+    src: tuple[str, ...] = Field(min_length=1)
+    dst: tuple[Tag, ...] = Field(min_length=1)
+    users: tuple[str, ...] = Field(min_length=1)
+    check_period: str | None = None
+    enforce_recorder: bool = True
+
+
+class Inventory(Model):
+    """A whole inventory file."""
+
+    version: Literal[1]
+    tailnet: Tailnet
+    connection: Connection = Connection()
+    tailscale: Tailscale = Tailscale()
+    servers: Servers = Servers()
+    recorders: Recorders | None = None
+    storage: Storage | None = None
+    ssh_rules: tuple[SshRule, ...] = ()
