@@ -9,7 +9,7 @@ from pathlib import Path
 # The one private network the lab owns. Each running lab takes one /24 slot of it, so that
 # several labs (parallel test runs, a demo beside a test run) never share a bridge or address.
 # The lab creates every address it uses inside this network and sends nothing anywhere else.
-LAB_NETWORK = ipaddress.ip_network(os.environ.get("TSOPS_LAB_NETWORK", "10.213.0.0/16"))
+LAB_NETWORK = ipaddress.IPv4Network(os.environ.get("TSOPS_LAB_NETWORK", "10.213.0.0/16"))
 SLOT_PREFIXLEN = 24
 # Inside a slot: the bridge (the control machine's side) is .1, hosts start at .11.
 GATEWAY_OFFSET = 1
@@ -30,11 +30,14 @@ BOOT_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 
 
-def slot_network(slot: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def slot_network(slot: int) -> ipaddress.IPv4Network:
     """Return the /24 of the lab network that lab slot `slot` owns."""
-    return list(LAB_NETWORK.subnets(new_prefix=SLOT_PREFIXLEN))[slot]
+    if not 0 <= slot < slot_count():
+        raise ValueError(f"lab slot {slot} is outside {LAB_NETWORK}")
+    size = 2 ** (32 - SLOT_PREFIXLEN)
+    return ipaddress.IPv4Network((int(LAB_NETWORK.network_address) + slot * size, SLOT_PREFIXLEN))
 
 
 def slot_count() -> int:
     """Return how many labs may run at once on this machine."""
-    return 2 ** (SLOT_PREFIXLEN - LAB_NETWORK.prefixlen)
+    return int(2 ** (SLOT_PREFIXLEN - LAB_NETWORK.prefixlen))

@@ -80,12 +80,14 @@ class LabHost:
 
     def connection(self, user: str = "root") -> Connection:
         """Return a Fabric connection that trusts only this host's real host key."""
-        from fabric import Connection
+        from fabric import Config, Connection
         from paramiko import RejectPolicy
 
         conn = Connection(
             self.ip,
             user=user,
+            # Tests never type into remote commands; reading our stdin breaks under pytest.
+            config=Config(overrides={"run": {"in_stream": False}}),
             connect_kwargs={
                 "key_filename": str(self.lab.client_key),
                 "look_for_keys": False,
@@ -132,7 +134,7 @@ class Lab:
     _previous_sigterm: Any = None
 
     @property
-    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    def network(self) -> ipaddress.IPv4Network:
         """The /24 this lab owns."""
         return config.slot_network(self.slot)
 

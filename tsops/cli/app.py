@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from tsops import __version__
@@ -67,15 +66,8 @@ def main() -> None:
     from tsops import console
 
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.UsageError as error:
-        error.show()
-        sys.exit(ExitCode.BAD_INPUT)
-    except click.exceptions.Abort:
-        console.error("aborted")
-        sys.exit(ExitCode.FAILED)
+        # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
+        app()
     except TsopsError as error:
         console.error(error.message)
         sys.exit(error.exit_code)
@@ -90,4 +82,3 @@ def main() -> None:
             "This is a bug in tsops; rerun with --debug for the traceback."
         )
         sys.exit(ExitCode.FAILED)
-    sys.exit(ExitCode.OK)

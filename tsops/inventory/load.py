@@ -237,8 +237,7 @@ def _inline_secrets(path: Path, node: Any, loc: Loc = ()) -> Iterator[str]:
     )
     for key, value in items:
         if isinstance(value, str) and SECRET_LIKE.search(value):
-            document = node
-            row, col = document.lc.value(key) if isinstance(node, CommentedMap) else node.lc.item(key)
+            row, col = node.lc.value(key) if isinstance(node, CommentedMap) else node.lc.item(key)
             yield (
                 f"{path}:{row + 1}:{col + 1}: {_field_path((*loc, key))}: this looks like a secret "
                 "written into the inventory; remove it (and rotate it), then name where it is "

@@ -100,7 +100,7 @@ class SecretRef(Model):
             raise PydanticCustomError(
                 "inline_secret",
                 "a secret must not be written in the inventory; name where it is kept, "
-                "e.g. {{env: TS_API_KEY}} or {{keyring: tsops/api-token}}",
+                "e.g. {env: TS_API_KEY} or {keyring: tsops/api-token}",
             )
         return data
 

@@ -1,0 +1,73 @@
+"""The CLI's contract: fast help, version, exit codes, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tsops import __version__
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tsops(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed CLI the way an operator does."""
+    return subprocess.run(
+        [sys.executable, "-m", "tsops", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['tsops', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('tsops', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import json\n"
+        "heavy = ('boto3', 'botocore', 'fabric', 'paramiko', 'invoke', 'pydantic', 'httpx')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "Usage" in result.stdout
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_version() -> None:
+    result = tsops("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"tsops {__version__}"
+
+
+def test_check_valid_inventory_exits_0() -> None:
+    result = tsops("check", str(REPO / "inventories" / "example.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "valid: 3 server(s), 2 recorder(s), 1 ssh rule(s)" in result.stdout
+
+
+def test_check_invalid_inventory_exits_2_with_location(tmp_path: Path) -> None:
+    bad = tmp_path / "inv.yaml"
+    bad.write_text("version: 1\ntailnet:\n  credentials:\n    api_token: {env: X}\nserver: {}\n")
+    result = tsops("check", str(bad))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"{bad}:5:1: (top level): unknown field 'server'; did you mean 'servers'?"
+    )
+
+
+def test_missing_argument_is_a_usage_error() -> None:
+    result = tsops("check")
+    assert result.returncode == 2
+    assert "Missing argument" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = tsops("bootstrapp")
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
