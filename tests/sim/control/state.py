@@ -1,0 +1,628 @@
+"""The control plane's state: policy, credentials, auth keys and devices, behind one lock."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.sim.control import policy
+
+ONLINE_SECONDS = 15.0  # a device not polled for this long is offline (tests/sim/README.md)
+MAX_KEY_EXPIRY = 90 * 24 * 3600  # auth keys live at most 90 days
+USER_KEY_EXPIRY = 180 * 24 * 3600  # node key expiry of user-owned devices
+ACCESS_TOKEN_SECONDS = 3600  # OAuth access tokens expire after an hour (reference §5)
+ZERO_TIME = "0001-01-01T00:00:00Z"  # how the API spells "no expiry"
+SCOPES = frozenset(
+    {"all", "policy_file", "auth_keys", "devices:core"}
+)  # each also has a `:read` variant
+IPV4_BASE = ipaddress.IPv4Address("100.64.0.0")
+IPV6_BASE = ipaddress.IPv6Address("fd7a:115c:a1e0::")
+
+
+class ControlError(Exception):
+    """A refusal with the HTTP status and message the API answers with."""
+
+    def __init__(self, status: int, message: str, data: Any = None) -> None:
+        """Remember the status, message and optional data."""
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.data = data
+
+    def body(self) -> dict[str, Any]:
+        """Return the JSON error body."""
+        body: dict[str, Any] = {"message": self.message}
+        if self.data is not None:
+            body["data"] = self.data
+        return body
+
+
+def timestamp(seconds: float | None) -> str:
+    """Format simulated unix seconds as the API's RFC 3339 UTC time (zero time for None)."""
+    if seconds is None:
+        return ZERO_TIME
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def etag_of(text: str) -> str:
+    """Return the (unquoted) ETag of a policy text: the hex SHA-256 of its bytes."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stable_id(prefix: str) -> str:
+    """Return an ID in the control plane's style, e.g. `n1a2b3c4d5eCNTRL`."""
+    return f"{prefix}{secrets.token_hex(5)}CNTRL"
+
+
+def _not_permitted(tags: list[str]) -> ControlError:
+    """Return the refusal for tags that are undeclared or not permitted."""
+    return ControlError(400, f"requested tags [{' '.join(tags)}] are invalid or not permitted")
+
+
+@dataclass
+class PolicyVersion:
+    """One stored policy file: its exact text, its ETag, and whether it is the untouched default."""
+
+    text: str
+    etag: str
+    default: bool
+    saved: float
+
+
+@dataclass
+class Credential:
+    """An API token or OAuth access token; scopes None means every scope."""
+
+    token: str
+    scopes: frozenset[str] | None
+    user: str | None
+    client_tags: list[str] | None = None
+    expires: float | None = None
+
+
+@dataclass
+class OAuthClient:
+    """An OAuth client: its ID, secret, scopes and tags."""
+
+    client_id: str
+    secret: str
+    scopes: frozenset[str]
+    tags: list[str]
+
+
+@dataclass
+class AuthKey:
+    """An auth key; the secret is shown only when created."""
+
+    id: str
+    secret: str
+    reusable: bool
+    ephemeral: bool
+    preauthorized: bool
+    tags: list[str]
+    description: str
+    created: float
+    expires: float
+    creator: str
+    revoked: float | None = None
+    uses: int = 0
+
+    def invalid_at(self, now: float) -> str | None:
+        """Return why the key cannot register a node at `now`, or None when it can."""
+        if self.revoked is not None:
+            return "revoked"
+        if now >= self.expires:
+            return "expired"
+        if self.uses and not self.reusable:
+            return "already used"
+        return None
+
+    def api(self, now: float) -> dict[str, Any]:
+        """Return the key as the API shows it, without the secret."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "keyType": "auth",
+            "description": self.description,
+            "created": timestamp(self.created),
+            "expires": timestamp(self.expires),
+            "invalid": self.invalid_at(now) is not None,
+            "capabilities": {
+                "devices": {
+                    "create": {
+                        "reusable": self.reusable,
+                        "ephemeral": self.ephemeral,
+                        "preauthorized": self.preauthorized,
+                        "tags": list(self.tags),
+                    }
+                }
+            },
+        }
+        if self.revoked is not None:
+            body["revoked"] = timestamp(self.revoked)
+        return body
+
+
+@dataclass
+class Device:
+    """A node of the tailnet, as registered through the enrollment protocol."""
+
+    id: str
+    node_id: str
+    machine_key: str
+    node_key: str
+    hostname: str
+    name: str
+    tags: list[str]
+    addresses: list[str]
+    os: str
+    client_version: str
+    endpoint: str
+    user: str
+    ssh: bool
+    ephemeral: bool
+    created: float
+    last_seen: float
+    logged_out: float | None = None
+    key_expiry: float | None = None
+
+    def online(self, now: float) -> bool:
+        """Return whether the device polled within the last ONLINE_SECONDS and is logged in."""
+        return self.logged_out is None and now - self.last_seen < ONLINE_SECONDS
+
+    def node(self, tailnet: str, suffix: str, now: float) -> dict[str, Any]:
+        """Return the enrollment protocol's NODE object."""
+        return {
+            "id": self.id,
+            "nodeId": self.node_id,
+            "name": self.name,
+            "hostname": self.hostname,
+            "tags": list(self.tags),
+            "addresses": list(self.addresses),
+            "os": self.os,
+            "clientVersion": self.client_version,
+            "endpoint": self.endpoint,
+            "user": self.user,
+            "tailnet": tailnet,
+            "magicDNSSuffix": suffix,
+            "online": self.online(now),
+            "authorized": True,
+        }
+
+    def api(self, now: float) -> dict[str, Any]:
+        """Return the device as API v2 shows it (`tags` absent when untagged)."""
+        expires = self.logged_out if self.logged_out is not None else self.key_expiry
+        body: dict[str, Any] = {
+            "addresses": list(self.addresses),
+            "id": self.id,
+            "nodeId": self.node_id,
+            "user": self.user,
+            "name": self.name,
+            "hostname": self.hostname,
+            "clientVersion": self.client_version,
+            "updateAvailable": False,
+            "os": self.os,
+            "created": timestamp(self.created),
+            "lastSeen": timestamp(self.last_seen),
+            "connectedToControl": self.online(now),
+            "keyExpiryDisabled": expires is None,
+            "expires": timestamp(expires),
+            "authorized": True,
+            "isExternal": False,
+            "machineKey": self.machine_key,
+            "nodeKey": self.node_key,
+            "blocksIncomingConnections": False,
+        }
+        if self.tags:
+            body["tags"] = list(self.tags)
+        return body
+
+
+@dataclass
+class RequestRecord:
+    """One request the server answered."""
+
+    method: str
+    path: str
+    status: int
+
+
+@dataclass
+class _Store:
+    """Everything the lock protects."""
+
+    policies: list[PolicyVersion] = field(default_factory=list)
+    credentials: dict[str, Credential] = field(default_factory=dict)
+    clients: dict[str, OAuthClient] = field(default_factory=dict)
+    keys: dict[str, AuthKey] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    requests: list[RequestRecord] = field(default_factory=list)
+    next_address: int = 1
+
+
+class ControlState:
+    """The tailnet's state and every rule about changing it; all methods are thread-safe."""
+
+    def __init__(self, tailnet: str) -> None:
+        """Start with the untouched default policy and nothing else."""
+        self.tailnet = tailnet
+        self.magic_dns_suffix = f"tail{hashlib.sha256(tailnet.encode()).hexdigest()[:6]}.ts.net"
+        self.admin = f"admin@{tailnet}"
+        self._lock = threading.RLock()
+        self._offset = 0.0
+        self._store = _Store()
+        self._store.policies.append(
+            PolicyVersion(policy.DEFAULT_POLICY, etag_of(policy.DEFAULT_POLICY), True, self.now())
+        )
+
+    def now(self) -> float:
+        """Return the simulated time: the wall clock plus what advance_clock added."""
+        return time.time() + self._offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move simulated time forward (expiring keys and tokens, taking devices offline)."""
+        with self._lock:
+            self._offset += seconds
+
+    # Reading state (copies, so callers never race the server).
+
+    def policy(self) -> PolicyVersion:
+        """Return the current policy version."""
+        with self._lock:
+            return copy.copy(self._store.policies[-1])
+
+    def policy_versions(self) -> list[PolicyVersion]:
+        """Return every policy version, oldest first, the default included."""
+        with self._lock:
+            return [copy.copy(version) for version in self._store.policies]
+
+    def auth_keys(self) -> list[AuthKey]:
+        """Return every auth key ever created, revoked ones included."""
+        with self._lock:
+            return [copy.deepcopy(key) for key in self._store.keys.values()]
+
+    def devices(self) -> list[Device]:
+        """Return the devices currently in the tailnet."""
+        with self._lock:
+            return [copy.deepcopy(device) for device in self._store.devices.values()]
+
+    def requests(self) -> list[RequestRecord]:
+        """Return every request answered so far, in order."""
+        with self._lock:
+            return list(self._store.requests)
+
+    def record(self, method: str, path: str, status: int) -> None:
+        """Remember one answered request."""
+        with self._lock:
+            self._store.requests.append(RequestRecord(method, path, status))
+
+    # Credentials.
+
+    def create_api_token(self, scopes: list[str] | None = None) -> str:
+        """Create an API token of the admin user, limited to scopes when given."""
+        token = f"tskey-api-{_stable_id('k')}-{secrets.token_hex(16)}"
+        with self._lock:
+            self._store.credentials[token] = Credential(token, self._scopes(scopes), self.admin)
+        return token
+
+    def create_oauth_client(self, scopes: list[str], tags: list[str]) -> tuple[str, str]:
+        """Create an OAuth client and return (client_id, client_secret)."""
+        client_id = _stable_id("k")
+        secret = f"tskey-client-{client_id}-{secrets.token_hex(16)}"
+        client = OAuthClient(client_id, secret, self._scopes(scopes) or frozenset(), list(tags))
+        with self._lock:
+            self._store.clients[client_id] = client
+        return client_id, secret
+
+    def _scopes(self, scopes: list[str] | None) -> frozenset[str] | None:
+        """Check scope names and return them as a set (None stays None: every scope)."""
+        if scopes is None:
+            return None
+        unknown = [s for s in scopes if s.removesuffix(":read") not in SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}")
+        return frozenset(scopes)
+
+    def issue_access_token(
+        self, client_id: str, client_secret: str, requested: list[str] | None
+    ) -> dict[str, Any]:
+        """Exchange OAuth client credentials for an access token (client credentials grant)."""
+        with self._lock:
+            client = self._store.clients.get(client_id)
+            if client is None or not secrets.compare_digest(client.secret, client_secret):
+                raise ControlError(401, "invalid client_id or client_secret")
+            scopes = client.scopes if requested is None else frozenset(requested)
+            if not scopes <= client.scopes:
+                raise ControlError(400, f"scope {sorted(scopes - client.scopes)} not granted")
+            token = f"tskey-api-{_stable_id('k')}-{secrets.token_hex(16)}"
+            self._store.credentials[token] = Credential(
+                token, scopes, None, list(client.tags), self.now() + ACCESS_TOKEN_SECONDS
+            )
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TOKEN_SECONDS,
+            "scope": " ".join(sorted(scopes)),
+        }
+
+    def authenticate(self, token: str) -> Credential:
+        """Return the credential for a token, or raise 401."""
+        with self._lock:
+            credential = self._store.credentials.get(token)
+            if credential is None or (
+                credential.expires is not None and self.now() >= credential.expires
+            ):
+                raise ControlError(401, "API token invalid")
+            return credential
+
+    # The policy file.
+
+    def seed_policy(self, text: str) -> PolicyVersion:
+        """Store a policy as if an admin saved it (it must be valid); return the new version."""
+        _, invalid = policy.check(text)
+        if invalid:
+            raise ValueError(f"seed policy is invalid: {invalid.message} {invalid.data}")
+        with self._lock:
+            version = PolicyVersion(text, etag_of(text), False, self.now())
+            self._store.policies.append(version)
+            return copy.copy(version)
+
+    def write_policy(self, text: str, if_match: str | None) -> PolicyVersion:
+        """Replace the policy: check If-Match, validate (tests included), then store."""
+        with self._lock:
+            current = self._store.policies[-1]
+            if if_match is not None and not _etag_matches(if_match, current):
+                raise ControlError(412, "precondition failed, invalid old hash")
+            _, invalid = policy.check(text)
+            if invalid:
+                raise ControlError(400, invalid.message, invalid.data)
+            version = PolicyVersion(text, etag_of(text), False, self.now())
+            self._store.policies.append(version)
+            return copy.copy(version)
+
+    def _current_policy(self) -> dict[str, Any]:
+        """Return the current policy parsed (stored policies are always valid)."""
+        parsed, _ = policy.check(self._store.policies[-1].text)
+        return parsed or {}
+
+    def _check_tags(self, tags: list[str], credential: Credential | None) -> None:
+        """Refuse tags that are undeclared or, for an OAuth caller, not owned by its tags."""
+        current = self._current_policy()
+        refused = policy.undeclared_tags(current, tags)
+        if credential is not None and credential.client_tags is not None:
+            owner_tags = credential.client_tags
+            refused += [
+                t
+                for t in tags
+                if t not in refused and not policy.owned_by_tags(current, t, owner_tags)
+            ]
+        if refused:
+            raise _not_permitted(refused)
+
+    # Auth keys.
+
+    def create_auth_key(
+        self,
+        *,
+        tags: list[str] | None = None,
+        reusable: bool = False,
+        ephemeral: bool = False,
+        preauthorized: bool = True,
+        expiry_seconds: int = MAX_KEY_EXPIRY,
+        description: str = "",
+        credential: Credential | None = None,
+    ) -> AuthKey:
+        """Create an auth key (for credential, or as the admin when None); return it with secret."""
+        tags = list(tags or [])
+        if not 0 < expiry_seconds <= MAX_KEY_EXPIRY:
+            raise ControlError(400, f"expirySeconds must be between 1 and {MAX_KEY_EXPIRY}")
+        if credential is not None and credential.client_tags is not None and not tags:
+            raise ControlError(400, "keys created by an OAuth client must be tagged")
+        with self._lock:
+            self._check_tags(tags, credential)
+            key_id = _stable_id("k")
+            now = self.now()
+            creator = self.admin if credential is None else credential.user or "oauth-client"
+            key = AuthKey(
+                id=key_id,
+                secret=f"tskey-auth-{key_id}-{secrets.token_hex(16)}",
+                reusable=reusable,
+                ephemeral=ephemeral,
+                preauthorized=preauthorized,
+                tags=tags,
+                description=description,
+                created=now,
+                expires=now + expiry_seconds,
+                creator=creator,
+            )
+            self._store.keys[key_id] = key
+            return copy.deepcopy(key)
+
+    def key_api(self, key_id: str) -> dict[str, Any]:
+        """Return one key as the API shows it, or raise 404."""
+        with self._lock:
+            key = self._store.keys.get(key_id)
+            if key is None:
+                raise ControlError(404, "key not found")
+            return key.api(self.now())
+
+    def keys_api(self) -> list[dict[str, Any]]:
+        """Return every auth key as the API lists them."""
+        with self._lock:
+            return [key.api(self.now()) for key in self._store.keys.values()]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke a key, or raise 404."""
+        with self._lock:
+            key = self._store.keys.get(key_id)
+            if key is None:
+                raise ControlError(404, "key not found")
+            if key.revoked is None:
+                key.revoked = self.now()
+
+    # Devices, through the API.
+
+    def _device(self, device_id: str) -> Device:
+        """Return a device by numeric ID or stable node ID, or raise 404."""
+        for device in self._store.devices.values():
+            if device_id in (device.id, device.node_id):
+                return device
+        raise ControlError(404, "device not found")
+
+    def device_api(self, device_id: str) -> dict[str, Any]:
+        """Return one device as the API shows it."""
+        with self._lock:
+            return self._device(device_id).api(self.now())
+
+    def devices_api(self) -> list[dict[str, Any]]:
+        """Return every device as the API lists them."""
+        with self._lock:
+            return [device.api(self.now()) for device in self._store.devices.values()]
+
+    def set_device_tags(self, device_id: str, tags: list[str], credential: Credential) -> None:
+        """Replace a device's tags, refusing tags that are not permitted."""
+        with self._lock:
+            device = self._device(device_id)
+            self._check_tags(tags, credential)
+            if not tags and credential.user is None:
+                raise ControlError(400, "an OAuth client cannot own an untagged device")
+            if tags:
+                device.user = "tagged-devices"
+                device.key_expiry = None
+            elif device.tags:
+                device.user = credential.user or device.user
+                device.key_expiry = self.now() + USER_KEY_EXPIRY
+            device.tags = list(tags)
+
+    def delete_device(self, device_id: str) -> None:
+        """Remove a device from the tailnet."""
+        with self._lock:
+            del self._store.devices[self._device(device_id).id]
+
+    # Devices, through the enrollment protocol.
+
+    def register(self, request: RegisterRequest) -> dict[str, Any]:
+        """Register (or re-authenticate) a node with an auth key; return its NODE."""
+        with self._lock:
+            now = self.now()
+            key = next((k for k in self._store.keys.values() if k.secret == request.auth_key), None)
+            if key is None:
+                raise ControlError(401, "invalid key: unable to validate API key")
+            reason = key.invalid_at(now)
+            if reason:
+                raise ControlError(401, f"invalid key: API key {key.id} is {reason}")
+            outside = [tag for tag in request.advertise_tags if tag not in key.tags]
+            if outside:
+                raise _not_permitted(outside)
+            tags = list(request.advertise_tags or key.tags)
+            self._check_tags(tags, None)
+            device = self._by_machine_key(request.machine_key)
+            if device is None:
+                device = self._new_device(request, key, now)
+            device.hostname = request.hostname
+            device.name = self._unique_name(request.hostname, device)
+            device.tags = tags
+            device.user = "tagged-devices" if tags else key.creator
+            device.key_expiry = None if tags else now + USER_KEY_EXPIRY
+            device.os = request.os
+            device.client_version = request.client_version
+            device.endpoint = request.endpoint
+            device.ssh = request.ssh
+            device.last_seen = now
+            device.logged_out = None
+            device.node_key = f"nodekey:{secrets.token_hex(32)}"
+            key.uses += 1
+            return device.node(self.tailnet, self.magic_dns_suffix, now)
+
+    def poll(self, machine_key: str, ssh: bool, client_version: str) -> dict[str, Any]:
+        """Record a heartbeat and return the node, or raise 404 when logged out or deleted."""
+        with self._lock:
+            device = self._by_machine_key(machine_key)
+            if device is None or device.logged_out is not None:
+                raise ControlError(404, "node not found or logged out")
+            device.last_seen = self.now()
+            device.ssh = ssh
+            device.client_version = client_version
+            return device.node(self.tailnet, self.magic_dns_suffix, device.last_seen)
+
+    def logout(self, machine_key: str) -> None:
+        """Expire a node's key; an ephemeral node is removed at once."""
+        with self._lock:
+            device = self._by_machine_key(machine_key)
+            if device is None or device.logged_out is not None:
+                raise ControlError(404, "node not found or logged out")
+            if device.ephemeral:
+                del self._store.devices[device.id]
+            else:
+                device.logged_out = self.now()
+
+    def _by_machine_key(self, machine_key: str) -> Device | None:
+        """Return the device registered with this machine key, if any."""
+        return next((d for d in self._store.devices.values() if d.machine_key == machine_key), None)
+
+    def _new_device(self, request: RegisterRequest, key: AuthKey, now: float) -> Device:
+        """Create and store a device with fresh IDs and addresses."""
+        number = self._store.next_address
+        self._store.next_address += 1
+        device_id = str(secrets.randbelow(9 * 10**15) + 10**15)
+        device = Device(
+            id=device_id,
+            node_id=_stable_id("n"),
+            machine_key=request.machine_key,
+            node_key="",
+            hostname=request.hostname,
+            name="",
+            tags=[],
+            addresses=[str(IPV4_BASE + number), str(IPV6_BASE + number)],
+            os=request.os,
+            client_version=request.client_version,
+            endpoint=request.endpoint,
+            user=key.creator,
+            ssh=request.ssh,
+            ephemeral=key.ephemeral,
+            created=now,
+            last_seen=now,
+        )
+        self._store.devices[device_id] = device
+        return device
+
+    def _unique_name(self, hostname: str, device: Device) -> str:
+        """Return the device's MagicDNS name, adding -1, -2... when another device has it."""
+        label = re.sub(r"[^a-z0-9-]+", "-", hostname.lower()).strip("-") or "device"
+        taken = {d.name for d in self._store.devices.values() if d is not device}
+        candidate, suffix = label, 0
+        while f"{candidate}.{self.magic_dns_suffix}" in taken:
+            suffix += 1
+            candidate = f"{label}-{suffix}"
+        return f"{candidate}.{self.magic_dns_suffix}"
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    """The body of POST /sim/v1/register."""
+
+    auth_key: str
+    machine_key: str
+    hostname: str
+    advertise_tags: list[str]
+    os: str
+    client_version: str
+    endpoint: str
+    ssh: bool
+
+
+def _etag_matches(if_match: str, current: PolicyVersion) -> bool:
+    """Return whether an If-Match value (quoted exactly once) names the current version."""
+    if not (len(if_match) >= 2 and if_match[0] == if_match[-1] == '"'):
+        return False
+    wanted = if_match[1:-1]
+    if wanted == "ts-default":
+        return current.default
+    return wanted == current.etag
