@@ -24,6 +24,11 @@ DEBIAN_SUITE = "bookworm"
 # Every interface, namespace and bridge name starts with this, so leftovers are findable.
 NAME_PREFIX = "tsl"
 
+# Each host's container runs in cgroups of its own, below this name, in each hierarchy present.
+CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"),
+                      Path("/sys/fs/cgroup"))
+CGROUP_NAME = "tsops-lab"
+
 # How long a host may take to answer SSH after its container starts.
 BOOT_TIMEOUT_S = 60.0
 # How long a container may take to power off before it is killed.

@@ -33,6 +33,10 @@ def leftovers(slot: int) -> list[str]:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         if workdir in line or f"/run/netns/{prefix}-" in line:
             found.append(f"mount {line.split()[4]}")
+    for hierarchy in config.CGROUP_HIERARCHIES:
+        cgroup = hierarchy / config.CGROUP_NAME / f"lab-{slot}"
+        if cgroup.exists():
+            found.append(f"cgroup {cgroup}")
     if Path(workdir).exists():
         found.append(f"directory {workdir}")
     return found

@@ -52,6 +52,7 @@ class Journal:
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
+    cgroups: list[str] = field(default_factory=list)
 
     @classmethod
     def create(cls) -> Journal:
@@ -77,6 +78,7 @@ class Journal:
             netns=list(data["netns"]),
             links=list(data["links"]),
             dirs=list(data.get("dirs", [])),
+            cgroups=list(data.get("cgroups", [])),
         )
 
     def save(self) -> None:
@@ -109,6 +111,11 @@ class Journal:
         self.dirs.append(str(path))
         self.save()
 
+    def add_cgroup(self, path: Path) -> None:
+        """Record a cgroup directory, before it is created."""
+        self.cgroups.append(str(path))
+        self.save()
+
     def cleanup(self, timeout: float = config.STOP_TIMEOUT_S) -> None:
         """Remove everything recorded, newest first; what is already gone is skipped."""
         terminate_all(self.pids, timeout)
@@ -116,9 +123,20 @@ class Journal:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
         for name in reversed(self.links):
             subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+        for cgroup in reversed(self.cgroups):
+            remove_cgroup(Path(cgroup))
         for directory in reversed(self.dirs):
             subprocess.run(["rm", "-rf", "--one-file-system", directory], check=False)
         self.path.unlink(missing_ok=True)
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove a cgroup and the empty cgroups a container's systemd left below it."""
+    if not path.is_dir():
+        return
+    for below, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            Path(below).rmdir()
 
 
 def terminate_all(pids: list[tuple[int, int]], timeout: float) -> None:

@@ -78,6 +78,16 @@ class LabHost:
             raise LabError(f"{self.name}: `{command}` failed: {result.stderr.strip()}")
         return result
 
+    def wait_until_running(self) -> None:
+        """Wait for systemd to finish booting; raise LabError naming failed units if degraded."""
+        state = self.nsenter("systemctl is-system-running --wait", check=False).stdout.strip()
+        if state != "running":
+            failed = self.nsenter(
+                "systemctl --failed --no-legend --plain; "
+                "journalctl -b --no-pager -p warning -n 30", check=False
+            ).stdout
+            raise LabError(f"{self.name}: systemd is {state!r}:\n{failed}")
+
     def connection(self, user: str = "root") -> Connection:
         """Return a Fabric connection that trusts only this host's real host key."""
         from fabric import Config, Connection
@@ -202,6 +212,8 @@ class Lab:
         for index, name in enumerate(names):
             self.hosts.append(self._create_host_network(index, name))
         self._write_ssh_files()
+        for cgroup in self._cgroups():
+            self.journal.add_cgroup(cgroup)
         for host in self.hosts:
             self._boot(host, rootfs)
         deadline = time.monotonic() + config.BOOT_TIMEOUT_S
@@ -323,12 +335,32 @@ class Lab:
             f"--bind-ro={key}.pub:/etc/ssh/ssh_host_ed25519_key.pub",
             f"--bind-ro={self.client_key}.pub:/root/.ssh/authorized_keys",
         ]
+        # Each container gets cgroups of its own: containers sharing one race each other when
+        # their systemd creates and removes the same unit cgroups (seen: "Failed at step CGROUP").
+        cgroups = []
+        for lab_cgroup in self._cgroups():
+            (lab_cgroup / host.name).mkdir(parents=True, exist_ok=True)
+            cgroups.append(str(lab_cgroup / host.name))
+        enter = 'for cg in "$@"; do [ "$cg" = -- ] && break; echo $$ > "$cg/cgroup.procs"; done'
+        wrapper = ["sh", "-c", f'{enter}; shift {len(cgroups) + 1}; exec "$@"', "sh",
+                   *cgroups, "--"]
         host.console = host.console_log.open("wb")
         host.process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=host.console, stderr=subprocess.STDOUT,
+            [*wrapper, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=host.console,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.journal.add_pid(host.process.pid)
+
+    def _cgroups(self) -> list[Path]:
+        """This lab's cgroup in every cgroup hierarchy the machine has."""
+        return [
+            hierarchy / config.CGROUP_NAME / f"lab-{self.slot}"
+            for hierarchy in config.CGROUP_HIERARCHIES
+            if (hierarchy / "cgroup.procs").exists()
+        ]
 
     def _machine(self, host: LabHost) -> str:
         return f"{config.NAME_PREFIX}{self.slot}-{host.name}-{os.getpid()}"
