@@ -1,0 +1,539 @@
+#!/usr/bin/python3
+"""Simulated `tailscaled` for lab hosts: keeps the node's state and talks to the control server.
+
+Installed as /usr/sbin/tailscaled. Python 3 standard library only. It serves the local API on a
+Unix socket for the CLI, enrolls through the lab control simulator's `/sim/v1/register` and
+heartbeats with `/sim/v1/poll` (see tests/sim/README.md). It sends nothing to any address but
+the login server the node was given, and never to Tailscale's own control plane.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+# Replaced by the package builder with the version being packaged.
+VERSION = "0.0.0"
+
+DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
+# Tailscale's own domains: this simulator must never contact the real control plane.
+TAILSCALE_DOMAINS = ("tailscale.com", "tailscale.io")
+# The control simulator marks a device offline after 15 s without a poll.
+POLL_INTERVAL_S = 5.0
+ONLINE_WINDOW_S = 15.0
+REQUEST_TIMEOUT_S = 10.0
+RETRY_INTERVAL_S = 1.0
+DEFAULT_PREFS: dict[str, Any] = {
+    "AdvertiseTags": [],
+    "ControlURL": "",
+    "Hostname": "",
+    "RunSSH": False,
+    "WantRunning": False,
+}
+ACCESS_DENIED = (
+    "Access denied: prefs write access denied\n\n"
+    "Use 'sudo tailscale up' or 'tailscale up --operator=$USER' to not require root."
+)
+
+
+class LocalAPIError(Exception):
+    """An error answered to the CLI with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def log(message: str) -> None:
+    """Write one line to stderr (the journal under systemd)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def long_version() -> str:
+    """The long version string, as `tailscale version` derives it."""
+    commit = "".join(f"{ord(char):02x}" for char in VERSION)[:9].ljust(9, "0")
+    return f"{VERSION}-t{commit}-g{commit}"
+
+
+def control_base(control_url: str) -> str:
+    """Return the login server's base URL, refusing Tailscale's real control plane."""
+    if not control_url or control_url == DEFAULT_CONTROL_URL:
+        raise LocalAPIError(
+            400,
+            "this lab simulator never contacts Tailscale's control plane: "
+            "pass --login-server=<the lab control server>",
+        )
+    parsed = urllib.parse.urlsplit(control_url)
+    host = (parsed.hostname or "").lower()
+    if parsed.scheme not in ("http", "https") or not host:
+        raise LocalAPIError(400, f"invalid --login-server {control_url!r}")
+    if any(host == domain or host.endswith("." + domain) for domain in TAILSCALE_DOMAINS):
+        raise LocalAPIError(
+            400, f"this lab simulator never contacts Tailscale's servers ({host})"
+        )
+    return control_url.rstrip("/")
+
+
+def local_address_towards(control_url: str) -> str:
+    """Return this host's address on the route to the login server (a UDP connect sends nothing)."""
+    parsed = urllib.parse.urlsplit(control_url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    family = socket.AF_INET6 if ":" in (parsed.hostname or "") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((parsed.hostname or "", port))
+        return str(probe.getsockname()[0])
+
+
+class ControlError(Exception):
+    """The control server answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def control_post(control_url: str, path: str, body: dict[str, Any], timeout: float) -> Any:
+    """POST JSON to the login server; the only place this daemon sends anything on the network."""
+    url = f"{control_base(control_url)}/sim/v1/{path}"
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": f"tailscaled/{VERSION}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            message = json.loads(error.read()).get("message", "")
+        except (ValueError, AttributeError):
+            message = ""
+        raise ControlError(error.code, message or f"HTTP {error.code}") from None
+
+
+class Backend:
+    """The node: prefs, login and the control server's view of it, kept in the state file."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.state_path = state_path
+        self.lock = threading.RLock()
+        self.up_lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.last_poll_ok = 0.0
+        self.machine_key = ""
+        self.prefs: dict[str, Any] = dict(DEFAULT_PREFS)
+        self.node: dict[str, Any] | None = None
+        self.load()
+
+    def load(self) -> None:
+        """Read the state file, creating a machine key on first start."""
+        if self.state_path.exists():
+            state = json.loads(self.state_path.read_text())
+            self.machine_key = state["machineKey"]
+            self.prefs = {**DEFAULT_PREFS, **state["prefs"]}
+            self.node = state["node"]
+        else:
+            self.machine_key = "mkey:" + secrets.token_hex(32)
+            self.save()
+
+    def save(self) -> None:
+        """Write the state file atomically, readable by root only."""
+        self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = self.state_path.with_name(self.state_path.name + ".tmp")
+        state = {"machineKey": self.machine_key, "prefs": self.prefs, "node": self.node}
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(state, out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(self.state_path)
+
+    def backend_state(self) -> str:
+        """Return BackendState as the real daemon names it."""
+        if self.node is None:
+            return "NeedsLogin"
+        if not self.prefs["WantRunning"]:
+            return "Stopped"
+        return "Running" if self.last_poll_ok else "Starting"
+
+    def online(self) -> bool:
+        """Return whether the control server saw this node recently."""
+        return (
+            self.backend_state() == "Running"
+            and self.node is not None
+            and bool(self.node.get("online"))
+            and time.monotonic() - self.last_poll_ok < ONLINE_WINDOW_S
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Return `tailscale status --json` for this node (peers are not simulated)."""
+        with self.lock:
+            node = self.node
+            hostname = self.prefs["Hostname"] or socket.gethostname()
+            me: dict[str, Any] = {
+                "ID": "",
+                "PublicKey": "",
+                "HostName": hostname,
+                "DNSName": "",
+                "OS": "linux",
+                "UserID": 0,
+                "TailscaleIPs": None,
+                "Addrs": None,
+                "Online": False,
+                "Active": False,
+            }
+            status: dict[str, Any] = {
+                "Version": long_version(),
+                "TUN": True,
+                "BackendState": self.backend_state(),
+                "HaveNodeKey": node is not None,
+                "AuthURL": "",
+                "TailscaleIPs": None,
+                "Self": me,
+                "Health": [],
+                "MagicDNSSuffix": "",
+                "CurrentTailnet": None,
+                "Peer": None,
+                "User": None,
+                "ClientVersion": None,
+            }
+            if node is None:
+                return status
+            me.update(
+                ID=node["nodeId"],
+                PublicKey="nodekey:" + self.machine_key.removeprefix("mkey:"),
+                HostName=node["hostname"],
+                DNSName=node["name"] + ".",
+                TailscaleIPs=node["addresses"],
+                Addrs=[f"{node['endpoint']}:41641"],
+                Online=self.online(),
+                Active=self.online(),
+            )
+            if node.get("tags"):
+                me["Tags"] = node["tags"]
+            status.update(
+                TailscaleIPs=node["addresses"],
+                MagicDNSSuffix=node["magicDNSSuffix"],
+                CurrentTailnet={
+                    "Name": node["tailnet"],
+                    "MagicDNSSuffix": node["magicDNSSuffix"],
+                    "MagicDNSEnabled": True,
+                },
+                User={"0": {"ID": 0, "LoginName": node.get("user") or "tagged-devices"}},
+            )
+            return status
+
+    def up(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply `tailscale up`: log in when needed, then run with the new prefs."""
+        wanted = body["prefs"]
+        timeout = float(body.get("timeoutSeconds") or 0)
+        deadline = time.monotonic() + timeout if timeout else None
+        # One `up` at a time; the state lock is not held while waiting for the control server,
+        # so `tailscale status` keeps answering meanwhile.
+        with self.up_lock:
+            control_url = wanted["ControlURL"]
+            control_base(control_url)
+            with self.lock:
+                needs_login = (
+                    self.node is None
+                    or bool(body.get("forceReauth"))
+                    or sorted(wanted["AdvertiseTags"]) != sorted(self.prefs["AdvertiseTags"])
+                    or control_url != self.prefs["ControlURL"]
+                )
+            node = None
+            if needs_login:
+                auth_key = body.get("authKey")
+                if not auth_key:
+                    raise LocalAPIError(
+                        400,
+                        "this node needs to log in, and interactive login is not simulated: "
+                        "pass --auth-key",
+                    )
+                node = self.register(wanted, auth_key, deadline)
+            with self.lock:
+                if node is not None:
+                    self.node = node
+                    self.last_poll_ok = time.monotonic()
+                self.prefs = {**wanted, "WantRunning": True}
+                self.save()
+            if node is None:  # already logged in: reconnect before answering, as `up` waits
+                self.poll_once()
+        self.wake.set()
+        return self.status()
+
+    def register(
+        self, prefs: dict[str, Any], auth_key: str, deadline: float | None
+    ) -> dict[str, Any]:
+        """Enroll with the control server, retrying while it is unreachable until `deadline`."""
+        control_url = prefs["ControlURL"]
+        body = {
+            "authKey": auth_key,
+            "machineKey": self.machine_key,
+            "hostname": prefs["Hostname"] or socket.gethostname(),
+            "advertiseTags": prefs["AdvertiseTags"],
+            "os": "linux",
+            "clientVersion": VERSION,
+            "endpoint": local_address_towards(control_url),
+            "ssh": prefs["RunSSH"],
+        }
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise LocalAPIError(
+                    504,
+                    "timeout waiting for Tailscale service to enter a Running state; "
+                    f"last state: {self.backend_state()}",
+                )
+            try:
+                answer = control_post(
+                    control_url, "register", body, min(left or REQUEST_TIMEOUT_S, REQUEST_TIMEOUT_S)
+                )
+            except ControlError as error:
+                raise LocalAPIError(400, f"backend error: {error}") from None
+            except OSError as error:
+                log(f"control: {control_url} unreachable ({error}); retrying")
+                time.sleep(RETRY_INTERVAL_S)
+                continue
+            node: dict[str, Any] = answer["node"]
+            log(f"control: logged in as {node['nodeId']} tags={node.get('tags')}")
+            return node
+
+    def patch_prefs(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply `tailscale set` / `tailscale down`: change only the prefs given."""
+        unknown = set(patch) - {"RunSSH", "Hostname", "WantRunning"}
+        if unknown:
+            raise LocalAPIError(400, f"unsupported prefs: {sorted(unknown)}")
+        with self.lock:
+            self.prefs.update(patch)
+            if not self.prefs["WantRunning"]:
+                self.last_poll_ok = 0.0
+            self.save()
+        self.wake.set()
+        return dict(self.prefs)
+
+    def logout(self) -> None:
+        """Expire this node's key at the control server and forget the login."""
+        with self.lock:
+            if self.node is not None:
+                with contextlib.suppress(ControlError):
+                    control_post(
+                        self.prefs["ControlURL"],
+                        "logout",
+                        {"machineKey": self.machine_key},
+                        REQUEST_TIMEOUT_S,
+                    )
+            self.node = None
+            self.prefs = dict(DEFAULT_PREFS)
+            self.last_poll_ok = 0.0
+            self.save()
+
+    def poll_once(self) -> None:
+        """Heartbeat to the control server and take its view of this node."""
+        with self.lock:
+            if self.node is None or not self.prefs["WantRunning"]:
+                return
+            control_url = self.prefs["ControlURL"]
+            body = {
+                "machineKey": self.machine_key,
+                "ssh": self.prefs["RunSSH"],
+                "clientVersion": VERSION,
+            }
+        try:
+            answer = control_post(control_url, "poll", body, REQUEST_TIMEOUT_S)
+        except ControlError as error:
+            with self.lock:
+                if error.status == 404:
+                    log("control: this node was deleted or logged out; NeedsLogin")
+                    self.node = None
+                    self.last_poll_ok = 0.0
+                    self.save()
+                else:
+                    log(f"control: poll failed: {error.status} {error}")
+            return
+        except (OSError, LocalAPIError) as error:
+            log(f"control: poll failed: {error}")
+            return
+        with self.lock:
+            if self.node is not None and self.prefs["WantRunning"]:
+                if answer["node"] != self.node:
+                    self.node = answer["node"]
+                    self.save()
+                self.last_poll_ok = time.monotonic()
+
+    def poll_forever(self) -> None:
+        """Heartbeat every POLL_INTERVAL_S, or at once after a change, until stopping."""
+        while not self.stopping.is_set():
+            self.poll_once()
+            self.wake.wait(POLL_INTERVAL_S)
+            self.wake.clear()
+
+
+class LocalAPIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """tailscaled's local API on its Unix socket."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, backend: Backend) -> None:
+        self.backend = backend
+        super().__init__(path, LocalAPIHandler)
+
+
+class LocalAPIHandler(BaseHTTPRequestHandler):
+    """Answers the CLI's requests under /localapi/v0/."""
+
+    server: LocalAPIServer
+
+    def address_string(self) -> str:
+        """Name the peer for logs (a Unix socket has no address)."""
+        return "local"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep request logs out of the journal; errors are logged where they happen."""
+
+    def do_GET(self) -> None:
+        """Read-only requests, open to every local user."""
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        """Changes (root only)."""
+        self.dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        """Pref edits (root only)."""
+        self.dispatch("PATCH")
+
+    def peer_uid(self) -> int:
+        """Return the uid of the process on the other end of the socket."""
+        creds = self.connection.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        )
+        return int(struct.unpack("3i", creds)[1])
+
+    def dispatch(self, method: str) -> None:
+        """Route one request and answer JSON."""
+        backend = self.server.backend
+        route = (method, self.path.removeprefix("/localapi/v0/"))
+        try:
+            if method != "GET" and self.peer_uid() != 0:
+                raise LocalAPIError(403, ACCESS_DENIED)
+            if route == ("GET", "status"):
+                answer: Any = backend.status()
+            elif route == ("GET", "prefs"):
+                with backend.lock:
+                    answer = dict(backend.prefs)
+            elif route == ("POST", "up"):
+                answer = backend.up(self.read_json())
+            elif route == ("PATCH", "prefs"):
+                answer = backend.patch_prefs(self.read_json())
+            elif route == ("POST", "logout"):
+                backend.logout()
+                answer = {}
+            else:
+                raise LocalAPIError(404, f"no local API {method} {self.path}")
+            self.answer(200, answer)
+        except LocalAPIError as error:
+            self.answer(error.status, {"error": str(error)})
+
+    def read_json(self) -> dict[str, Any]:
+        """Read the request's JSON body."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if not isinstance(body, dict):
+            raise LocalAPIError(400, "request body must be a JSON object")
+        return body
+
+    def answer(self, status: int, body: object) -> None:
+        """Send a JSON answer."""
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def notify_systemd(message: str) -> None:
+    """Tell systemd we are ready (the unit is Type=notify), when started by systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def remove_socket(path: Path) -> None:
+    """Remove a socket file left by an earlier run."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse tailscaled's flags (the subset the package's unit and users pass)."""
+    parser = argparse.ArgumentParser(prog="tailscaled", allow_abbrev=False)
+    parser.add_argument("--state", required=False, default="/var/lib/tailscale/tailscaled.state")
+    parser.add_argument("--socket", default="/run/tailscale/tailscaled.sock")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cleanup", action="store_true")
+    parser.add_argument("--version", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    args = parse_args(argv)
+    socket_path = Path(args.socket)
+    if args.version:
+        print(VERSION)
+        return 0
+    if args.cleanup:
+        remove_socket(socket_path)
+        return 0
+    backend = Backend(Path(args.state))
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_socket(socket_path)
+    server = LocalAPIServer(str(socket_path), backend)
+    socket_path.chmod(0o666)  # any user may read status; writes are checked per request
+
+    def on_signal(signum: int, frame: object) -> None:
+        backend.stopping.set()
+        backend.wake.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    poller = threading.Thread(target=backend.poll_forever, name="poll", daemon=True)
+    poller.start()
+    log(f"tailscaled {VERSION} (lab simulator) listening on {socket_path}, port {args.port}")
+    notify_systemd("READY=1")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        remove_socket(socket_path)
+    poller.join(timeout=REQUEST_TIMEOUT_S)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,169 @@
+"""tailscaled and the CLI together on this machine, against a control server on loopback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.sim.tailscale.conftest import LocalNode
+from tests.sim.tailscale.control_standin import ControlStandin
+
+
+def status(node: LocalNode) -> dict[str, Any]:
+    """Return `tailscale status --json`."""
+    result = node.cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def enroll(node: LocalNode, control: ControlStandin, *extra: str) -> None:
+    """Enroll with a key for tag:server and the flags tsops uses."""
+    key = control.create_key(["tag:server"])
+    result = node.cli(
+        "up", f"--auth-key={key}", "--advertise-tags=tag:server", "--ssh",
+        f"--login-server={control.url}", "--hostname=web1", "--timeout=20s", *extra,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_fresh_node_needs_login(local_node: LocalNode) -> None:
+    answer = status(local_node)
+    assert answer["BackendState"] == "NeedsLogin"
+    assert answer["Self"]["ID"] == ""
+    assert "Tags" not in answer["Self"]
+    assert answer["CurrentTailnet"] is None
+
+
+def test_enrollment_reports_documented_status(
+    local_node: LocalNode, local_control: ControlStandin
+) -> None:
+    enroll(local_node, local_control)
+    answer = status(local_node)
+    me = answer["Self"]
+    assert answer["BackendState"] == "Running"
+    assert me["ID"].startswith("n") and me["ID"].endswith("CNTRL")
+    assert me["HostName"] == "web1"
+    assert me["DNSName"] == f"web1.{answer['MagicDNSSuffix']}."
+    assert me["Tags"] == ["tag:server"]
+    assert me["Online"] is True
+    assert me["TailscaleIPs"] == answer["TailscaleIPs"]
+    assert answer["CurrentTailnet"]["Name"]
+    assert answer["Version"].startswith("0.0.0-t")
+    [device] = local_control.device_list()
+    assert device["tags"] == ["tag:server"]
+    assert device["nodeId"] == me["ID"]
+    prefs = json.loads(local_node.cli("debug", "prefs").stdout)
+    assert prefs["RunSSH"] is True and prefs["WantRunning"] is True
+
+
+def test_untagged_node_has_no_tags_field(
+    local_node: LocalNode, local_control: ControlStandin
+) -> None:
+    key = local_control.create_key([])
+    result = local_node.cli("up", f"--auth-key={key}", f"--login-server={local_control.url}")
+    assert result.returncode == 0, result.stderr
+    assert "Tags" not in status(local_node)["Self"]
+
+
+def test_key_without_the_tag_is_refused(
+    local_node: LocalNode, local_control: ControlStandin
+) -> None:
+    key = local_control.create_key(["tag:other"])
+    result = local_node.cli(
+        "up", f"--auth-key={key}", "--advertise-tags=tag:server",
+        f"--login-server={local_control.url}", "--timeout=10s",
+    )
+    assert result.returncode == 1
+    assert "requested tags [tag:server] are invalid or not permitted" in result.stderr
+    assert status(local_node)["BackendState"] == "NeedsLogin"
+    assert local_control.device_list() == []
+
+
+def test_changed_flags_need_reset(local_node: LocalNode, local_control: ControlStandin) -> None:
+    enroll(local_node, local_control)
+    result = local_node.cli("up", f"--login-server={local_control.url}", "--hostname=web1")
+    assert result.returncode == 1
+    assert "requires mentioning all\nnon-default flags" in result.stderr
+    assert (
+        f"\ttailscale up --advertise-tags=tag:server --hostname=web1 "
+        f"--login-server={local_control.url} --ssh\n"
+    ) in result.stderr
+    restated = local_node.cli(
+        "up", "--advertise-tags=tag:server", "--ssh", f"--login-server={local_control.url}",
+        "--hostname=web1",
+    )
+    assert restated.returncode == 0, restated.stderr
+    reset = local_node.cli(
+        "up", "--reset", "--advertise-tags=tag:server", f"--login-server={local_control.url}",
+        "--hostname=web1",
+    )
+    assert reset.returncode == 0, reset.stderr
+    assert json.loads(local_node.cli("debug", "prefs").stdout)["RunSSH"] is False
+
+
+def test_set_changes_ssh_but_not_tags(
+    local_node: LocalNode, local_control: ControlStandin
+) -> None:
+    enroll(local_node, local_control)
+    refused = local_node.cli("set", "--advertise-tags=tag:other")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "flag provided but not defined: -advertise-tags"
+    assert local_node.cli("set", "--ssh=false").returncode == 0
+    assert json.loads(local_node.cli("debug", "prefs").stdout)["RunSSH"] is False
+
+
+def test_ssh_toggle_over_tailscale_needs_accepted_risk(
+    local_node: LocalNode, local_control: ControlStandin
+) -> None:
+    enroll(local_node, local_control)
+    over_tailscale = {"SSH_CLIENT": "100.64.0.7 50000 22", "PATH": "/usr/bin:/bin"}
+    refused = local_node.cli("set", "--ssh=false", env=over_tailscale)
+    assert refused.returncode == 1
+    assert "--accept-risk=lose-ssh" in refused.stderr
+    accepted = local_node.cli("set", "--ssh=false", "--accept-risk=lose-ssh", env=over_tailscale)
+    assert accepted.returncode == 0, accepted.stderr
+    lab_network = {"SSH_CLIENT": "10.0.0.5 50000 22", "PATH": "/usr/bin:/bin"}
+    assert local_node.cli("set", "--ssh", env=lab_network).returncode == 0
+
+
+def test_state_survives_restart(local_node: LocalNode, local_control: ControlStandin) -> None:
+    enroll(local_node, local_control)
+    before = status(local_node)["Self"]["ID"]
+    local_node.stop()
+    local_node.start()
+    assert local_node.cli("up", "--advertise-tags=tag:server", "--ssh", "--hostname=web1",
+                          f"--login-server={local_control.url}").returncode == 0
+    after = status(local_node)
+    assert after["BackendState"] == "Running"
+    assert after["Self"]["ID"] == before
+    assert len(local_control.device_list()) == 1
+
+
+def test_default_login_server_is_never_contacted(local_node: LocalNode) -> None:
+    result = local_node.cli("up", "--auth-key=tskey-auth-x", "--timeout=5s")
+    assert result.returncode == 1
+    assert "never contacts Tailscale's control plane" in result.stderr
+    other = local_node.cli(
+        "up", "--auth-key=tskey-auth-x", "--login-server=https://login.tailscale.com"
+    )
+    assert other.returncode == 1
+    assert "never contacts Tailscale's servers" in other.stderr
+
+
+def test_down_and_logout(local_node: LocalNode, local_control: ControlStandin) -> None:
+    enroll(local_node, local_control)
+    assert local_node.cli("down").returncode == 0
+    assert status(local_node)["BackendState"] == "Stopped"
+    assert local_node.cli("status").stdout.strip() == "Tailscale is stopped."
+    assert local_node.cli("logout").returncode == 0
+    assert status(local_node)["BackendState"] == "NeedsLogin"
+    [device] = local_control.device_list()
+    assert device["keyExpired"] is True
+
+
+def test_cli_without_daemon_fails_like_the_real_one(local_node: LocalNode) -> None:
+    local_node.stop()
+    result = local_node.cli("status")
+    assert result.returncode == 1
+    assert "failed to connect to local tailscaled" in result.stderr
