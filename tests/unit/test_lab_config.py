@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
 from tests.lab import config
@@ -23,10 +21,8 @@ Suites: bookworm-security
 Components: main
 """
 
-
 def test_mirror_from_deb822_sources() -> None:
     assert _mirror_in(DEB822) == "http://deb.debian.org/debian"
-
 
 def test_mirror_from_one_line_sources() -> None:
     text = (
@@ -35,10 +31,8 @@ def test_mirror_from_one_line_sources() -> None:
     )
     assert _mirror_in(text) == "http://mirror.example.org/debian"
 
-
 def test_no_mirror_for_other_suites() -> None:
     assert _mirror_in("deb http://deb.debian.org/debian bullseye main\n") is None
-
 
 def test_each_slot_owns_its_own_24_inside_the_lab_network() -> None:
     first, second = config.slot_network(0), config.slot_network(1)
@@ -48,6 +42,5 @@ def test_each_slot_owns_its_own_24_inside_the_lab_network() -> None:
     assert config.slot_network(config.slot_count() - 1).broadcast_address == (
         config.LAB_NETWORK.broadcast_address
     )
-    assert ipaddress.ip_network("10.213.0.0/16") == config.LAB_NETWORK
     with pytest.raises(ValueError, match="outside"):
         config.slot_network(config.slot_count())
