@@ -432,8 +432,12 @@ class ControlServer:
         if self._http is not None:
             raise RuntimeError("the control server is already running")
         self._http = _HTTPServer(self.host, self.requested_port, self)
+        # A short poll interval lets stop() return at once instead of after up to 0.5 s.
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="sim-control", daemon=True
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="sim-control",
+            daemon=True,
         )
         self._thread.start()
         return self
