@@ -1,0 +1,1 @@
+"""The simulated tsrecorder (run inside lab hosts) and the SSH session generator (run in tests)."""
