@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.lab import Lab
+from tests.lab.lab import Lab, LabHost
+from tests.sim.control import ControlServer
 from tests.sim.tailscale.build import PACKAGE_DIR, RepoTree, ensure_repo_tree
-from tests.sim.tailscale.control_standin import ControlStandin
 from tests.sim.tailscale.server import RepoServer
 
 
@@ -25,30 +25,55 @@ def tailscale_repo_tree() -> RepoTree:
 
 
 @pytest.fixture
+def lab_host(lab: Lab) -> LabHost:
+    """The lab's first host."""
+    return lab.hosts[0]
+
+
+@pytest.fixture
 def tailscale_repo(lab: Lab, tailscale_repo_tree: RepoTree) -> Iterator[RepoServer]:
     """The package tree served on the lab gateway, like pkgs.tailscale.com for lab hosts."""
     with RepoServer(tailscale_repo_tree, lab.gateway) as server:
         yield server
 
 
-@pytest.fixture
-def lab_control(lab: Lab) -> Iterator[ControlStandin]:
-    """A control server on the lab gateway."""
-    control = ControlStandin(lab.gateway)
+# Declares the tags these tests advertise, so that keys may carry them.
+POLICY = """{
+  "tagOwners": {"tag:server": [], "tag:other": []},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}
+"""
+
+
+def control_server(host: str) -> ControlServer:
+    """Return a started control server on `host` with POLICY saved."""
+    server = ControlServer(host).start()
     try:
-        yield control
-    finally:
-        control.stop()
+        server.seed_policy(POLICY)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 @pytest.fixture
-def local_control() -> Iterator[ControlStandin]:
+def lab_control(lab: Lab) -> Iterator[ControlServer]:
+    """A control server on the lab gateway, where lab hosts reach it."""
+    server = control_server(lab.gateway)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def local_control() -> Iterator[ControlServer]:
     """A control server on loopback, for a tailscaled run on this machine."""
-    control = ControlStandin("127.0.0.1")
+    server = control_server("127.0.0.1")
     try:
-        yield control
+        yield server
     finally:
-        control.stop()
+        server.stop()
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tests.sim.tailscale.conftest import LocalNode
-from tests.sim.tailscale.control_standin import ControlStandin
+from tests.sim.control import ControlServer
 
 
 def status(node: LocalNode) -> dict[str, Any]:
@@ -17,9 +17,9 @@ def status(node: LocalNode) -> dict[str, Any]:
     return answer
 
 
-def enroll(node: LocalNode, control: ControlStandin, *extra: str) -> None:
+def enroll(node: LocalNode, control: ControlServer, *extra: str) -> None:
     """Enroll with a key for tag:server and the flags tsops uses."""
-    key = control.create_key(["tag:server"])
+    key = control.create_auth_key(["tag:server"]).secret
     result = node.cli(
         "up", f"--auth-key={key}", "--advertise-tags=tag:server", "--ssh",
         f"--login-server={control.url}", "--hostname=web1", "--timeout=20s", *extra,
@@ -36,7 +36,7 @@ def test_fresh_node_needs_login(local_node: LocalNode) -> None:
 
 
 def test_enrollment_reports_documented_status(
-    local_node: LocalNode, local_control: ControlStandin
+    local_node: LocalNode, local_control: ControlServer
 ) -> None:
     enroll(local_node, local_control)
     answer = status(local_node)
@@ -50,26 +50,27 @@ def test_enrollment_reports_documented_status(
     assert me["TailscaleIPs"] == answer["TailscaleIPs"]
     assert answer["CurrentTailnet"]["Name"]
     assert answer["Version"].startswith("0.0.0-t")
-    [device] = local_control.device_list()
-    assert device["tags"] == ["tag:server"]
-    assert device["nodeId"] == me["ID"]
+    [device] = local_control.devices()
+    assert device.tags == ["tag:server"]
+    assert device.node_id == me["ID"]
+    assert device.ssh is True
     prefs = json.loads(local_node.cli("debug", "prefs").stdout)
     assert prefs["RunSSH"] is True and prefs["WantRunning"] is True
 
 
 def test_untagged_node_has_no_tags_field(
-    local_node: LocalNode, local_control: ControlStandin
+    local_node: LocalNode, local_control: ControlServer
 ) -> None:
-    key = local_control.create_key([])
+    key = local_control.create_auth_key([]).secret
     result = local_node.cli("up", f"--auth-key={key}", f"--login-server={local_control.url}")
     assert result.returncode == 0, result.stderr
     assert "Tags" not in status(local_node)["Self"]
 
 
 def test_key_without_the_tag_is_refused(
-    local_node: LocalNode, local_control: ControlStandin
+    local_node: LocalNode, local_control: ControlServer
 ) -> None:
-    key = local_control.create_key(["tag:other"])
+    key = local_control.create_auth_key(["tag:other"]).secret
     result = local_node.cli(
         "up", f"--auth-key={key}", "--advertise-tags=tag:server",
         f"--login-server={local_control.url}", "--timeout=10s",
@@ -77,10 +78,10 @@ def test_key_without_the_tag_is_refused(
     assert result.returncode == 1
     assert "requested tags [tag:server] are invalid or not permitted" in result.stderr
     assert status(local_node)["BackendState"] == "NeedsLogin"
-    assert local_control.device_list() == []
+    assert local_control.devices() == []
 
 
-def test_changed_flags_need_reset(local_node: LocalNode, local_control: ControlStandin) -> None:
+def test_changed_flags_need_reset(local_node: LocalNode, local_control: ControlServer) -> None:
     enroll(local_node, local_control)
     result = local_node.cli("up", f"--login-server={local_control.url}", "--hostname=web1")
     assert result.returncode == 1
@@ -103,7 +104,7 @@ def test_changed_flags_need_reset(local_node: LocalNode, local_control: ControlS
 
 
 def test_set_changes_ssh_but_not_tags(
-    local_node: LocalNode, local_control: ControlStandin
+    local_node: LocalNode, local_control: ControlServer
 ) -> None:
     enroll(local_node, local_control)
     refused = local_node.cli("set", "--advertise-tags=tag:other")
@@ -114,7 +115,7 @@ def test_set_changes_ssh_but_not_tags(
 
 
 def test_ssh_toggle_over_tailscale_needs_accepted_risk(
-    local_node: LocalNode, local_control: ControlStandin
+    local_node: LocalNode, local_control: ControlServer
 ) -> None:
     enroll(local_node, local_control)
     over_tailscale = {"SSH_CLIENT": "100.64.0.7 50000 22", "PATH": "/usr/bin:/bin"}
@@ -127,7 +128,7 @@ def test_ssh_toggle_over_tailscale_needs_accepted_risk(
     assert local_node.cli("set", "--ssh", env=lab_network).returncode == 0
 
 
-def test_state_survives_restart(local_node: LocalNode, local_control: ControlStandin) -> None:
+def test_state_survives_restart(local_node: LocalNode, local_control: ControlServer) -> None:
     enroll(local_node, local_control)
     before = status(local_node)["Self"]["ID"]
     local_node.stop()
@@ -137,7 +138,7 @@ def test_state_survives_restart(local_node: LocalNode, local_control: ControlSta
     after = status(local_node)
     assert after["BackendState"] == "Running"
     assert after["Self"]["ID"] == before
-    assert len(local_control.device_list()) == 1
+    assert len(local_control.devices()) == 1
 
 
 def test_default_login_server_is_never_contacted(local_node: LocalNode) -> None:
@@ -151,15 +152,15 @@ def test_default_login_server_is_never_contacted(local_node: LocalNode) -> None:
     assert "never contacts Tailscale's servers" in other.stderr
 
 
-def test_down_and_logout(local_node: LocalNode, local_control: ControlStandin) -> None:
+def test_down_and_logout(local_node: LocalNode, local_control: ControlServer) -> None:
     enroll(local_node, local_control)
     assert local_node.cli("down").returncode == 0
     assert status(local_node)["BackendState"] == "Stopped"
     assert local_node.cli("status").stdout.strip() == "Tailscale is stopped."
     assert local_node.cli("logout").returncode == 0
     assert status(local_node)["BackendState"] == "NeedsLogin"
-    [device] = local_control.device_list()
-    assert device["keyExpired"] is True
+    [device] = local_control.devices()
+    assert device.logged_out is not None
 
 
 def test_cli_without_daemon_fails_like_the_real_one(local_node: LocalNode) -> None:
