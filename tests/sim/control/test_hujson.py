@@ -32,7 +32,7 @@ def test_a_trailing_comma_before_a_comment_is_accepted() -> None:
     "text",
     [
         "{'a': 1}",  # single quotes
-        '{a: 1}',  # unquoted key
+        "{a: 1}",  # unquoted key
         "[,]",  # a comma with no value before it
         "[1,,]",  # two commas
         '{"a":,}',  # a missing value
@@ -54,4 +54,4 @@ def test_anything_beyond_hujson_is_refused(text: str) -> None:
 def test_errors_name_line_and_column() -> None:
     """A syntax error names its position in the original text, comments counted."""
     with pytest.raises(hujson.HuJSONError, match="line 3 column 3"):
-        hujson.loads('{\n  // c\n  x: 1}')
+        hujson.loads("{\n  // c\n  x: 1}")

@@ -41,7 +41,9 @@ def test_tailnet_by_name_works_and_other_names_are_404(
     assert api.get("/tailnet/other.org/acl").status_code == 404
 
 
-def test_comments_written_are_read_back_unchanged(control: ControlServer, api: httpx.Client) -> None:
+def test_comments_written_are_read_back_unchanged(
+    control: ControlServer, api: httpx.Client
+) -> None:
     """A POSTed HuJSON file keeps its comments byte for byte."""
     etag = api.get("/tailnet/-/acl").headers["etag"]
     written = api.post("/tailnet/-/acl", content=HUJSON_WITH_COMMENTS, headers={"If-Match": etag})

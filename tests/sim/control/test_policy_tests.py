@@ -72,7 +72,7 @@ def test_deny_fails_when_access_is_allowed() -> None:
 
 def test_without_acls_or_grants_nothing_is_allowed() -> None:
     """A policy with no acls and no grants denies everything."""
-    bare = {"tagOwners": {"tag:server": []}}
+    bare: dict[str, Any] = {"tagOwners": {"tag:server": []}}
     tests = [{"src": "alice@example.com", "accept": ["tag:server:22"]}]
     assert policy.run_tests({**bare, "tests": tests})
 
