@@ -75,7 +75,9 @@ def test_hand_enrollment_from_the_apt_repo(
     with host.connection() as conn:
         conn.run(f"{up} --auth-key=file:/root/ts.key", hide=True)
         [device] = lab_control.devices()
-        assert (device.hostname, device.tags, device.endpoint) == (host.name, ["tag:server"], host.ip)
+        assert device.hostname == host.name
+        assert device.tags == ["tag:server"]
+        assert device.endpoint == host.ip
         answer = status(host)
         me = answer["Self"]
         assert answer["BackendState"] == "Running"

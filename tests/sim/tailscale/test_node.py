@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.sim.tailscale.conftest import LocalNode
 from tests.sim.control import ControlServer
+from tests.sim.tailscale.conftest import LocalNode
 
 
 def status(node: LocalNode) -> dict[str, Any]:
