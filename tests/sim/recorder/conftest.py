@@ -156,13 +156,14 @@ def start_recorder(
     def start(
         dst: str, *, tag: str = "tag:recorder", extra: list[str] | None = None,
         env: dict[str, str] | None = None, statedir: Path | None = None,
+        address: str | None = None,
     ) -> RecorderProcess:
         number = next(names)
         if statedir is None:
             statedir = tmp_path / f"state{number}"
             statedir.mkdir()
         auth_key = control.create_auth_key([tag]).secret
-        address = loopback_address()
+        address = address or loopback_address()
         log = tmp_path / f"recorder{number}.log"
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TS_AUTHKEY": auth_key,
@@ -177,7 +178,7 @@ def start_recorder(
             )
         recorder = RecorderProcess(process, address, statedir, log)
         started.append(recorder)
-        wait_until_serving(recorder, control, f"recorder{number}")
+        wait_until_serving(recorder, control)
         return recorder
 
     try:
@@ -187,7 +188,7 @@ def start_recorder(
             recorder.stop()
 
 
-def wait_until_serving(recorder: RecorderProcess, control: ControlServer, hostname: str) -> None:
+def wait_until_serving(recorder: RecorderProcess, control: ControlServer) -> None:
     """Block until the recorder is online in the tailnet and accepts connections on :80."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -195,7 +196,7 @@ def wait_until_serving(recorder: RecorderProcess, control: ControlServer, hostna
             pytest.fail(f"tsrecorder exited with {recorder.process.returncode}:\n"
                         f"{recorder.output()}")
         now = control.state.now()
-        if any(d.hostname == hostname and d.online(now) for d in control.state.devices()):
+        if any(d.endpoint == recorder.address and d.online(now) for d in control.state.devices()):
             with contextlib.suppress(OSError), socket.create_connection((recorder.address, 80), 1):
                 return
         time.sleep(0.05)

@@ -145,7 +145,11 @@ def check_state_dir(path: Path, *, create: bool) -> None:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:
             raise ConfigError(f"creating state directory {path}: {error.strerror}") from error
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as error:
+        raise ConfigError(f"state directory {path}: {error.strerror}") from error
+    if not is_dir:
         raise ConfigError(f"state directory {path} does not exist (it is not created)")
     try:
         with tempfile.TemporaryFile(dir=path):
@@ -201,7 +205,10 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
                  node.get("name"), node.get("nodeId"), node.get("tags"), storage.describe())
         server.start()
         tailnet.start_heartbeat(stop)
-        stop.wait()
+        # A signal may land on another thread; waking up regularly lets the main thread run
+        # the handler soon after.
+        while not stop.wait(0.2):
+            pass
     except JoinError as error:
         log.error("%s", error)
         return EXIT_FATAL
