@@ -97,7 +97,7 @@ def check(text: str) -> tuple[dict[str, Any] | None, Invalid | None]:
     if errors:
         message = errors[0] if len(errors) == 1 else f"{len(errors)} errors: {errors[0]}; ..."
         return None, Invalid(message, [{"errors": errors}])
-    failures = run_tests(parsed)
+    failures = run_tests(parsed) + run_ssh_tests(parsed)
     if failures:
         return None, Invalid("test(s) failed", failures)
     return parsed, None
@@ -288,9 +288,10 @@ class _Checker:
             self.errors.append(f"{where}.proto: unknown protocol {test['proto']!r}")
 
     def _check_ssh_test(self, where: str, test: dict[str, Any]) -> None:
-        """Check the shape of one sshTests entry (the simulator does not evaluate them)."""
-        if not isinstance(test.get("src"), str):
-            self.errors.append(f"{where}.src must be a string")
+        """Check one sshTests entry in the subset the simulator evaluates."""
+        source = test.get("src")
+        if not isinstance(source, str) or not (source.startswith("tag:") or "@" in source):
+            self.errors.append(f"{where}.src must be a user or a tag (simulator subset)")
         self._strings(f"{where}.dst", test.get("dst"))
         for key in ("accept", "check", "deny"):
             self._strings(f"{where}.{key}", test.get(key), required=False)
@@ -366,6 +367,46 @@ def run_tests(policy: dict[str, Any]) -> list[dict[str, Any]]:
         if errors:
             failures.append({"user": source, "errors": errors})
     return failures
+
+
+def run_ssh_tests(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """Evaluate the policy's `sshTests`; return one `{"user", "errors"}` per failing test."""
+    failures: list[dict[str, Any]] = []
+    for test in policy.get("sshTests", []):
+        source = test["src"]
+        errors = [
+            f"{source} to {host} as {user}: expected {wanted}, got {got or 'deny'}"
+            for host in test["dst"]
+            for wanted in ("accept", "check", "deny")
+            for user in test.get(wanted, [])
+            if (got := _ssh_action(policy, source, host, user))
+            != (None if wanted == "deny" else wanted)
+        ]
+        if errors:
+            failures.append({"user": source, "errors": errors})
+    return failures
+
+
+def _ssh_action(policy: dict[str, Any], source: str, host: str, user: str) -> str | None:
+    """Return the action of the first SSH rule matching source, host and local user, if any."""
+    for rule in policy.get("ssh", []):
+        if (
+            any(_source_matches(policy, s, source) for s in rule["src"])
+            and any(_destination_matches(policy, d, host, source) for d in rule["dst"])
+            and any(_ssh_user_matches(u, user, source) for u in rule["users"])
+        ):
+            action: str = rule["action"]
+            return action
+    return None
+
+
+def _ssh_user_matches(selector: str, user: str, source: str) -> bool:
+    """Return whether an SSH rule's `users` entry lets source log in as the local user."""
+    if selector == "autogroup:nonroot":
+        return user != "root"
+    if selector.startswith("localpart:*@"):
+        return source == f"{user}@{selector.removeprefix('localpart:*@')}"
+    return selector == user
 
 
 def _allowed(policy: dict[str, Any], source: str, destination: str, protocol: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -82,3 +83,61 @@ def test_unsupported_test_sources_are_reported_not_guessed() -> None:
     _, invalid = policy.check('{"tests": [{"src": "group:ops", "accept": ["tag:x:22"]}]}')
     assert invalid is not None
     assert "simulator subset" in invalid.message
+
+
+SSH_POLICY: dict[str, Any] = {
+    "groups": {"group:ops": ["alice@example.com"]},
+    "tagOwners": {"tag:server": [], "tag:db": []},
+    "ssh": [
+        {"action": "check", "src": ["group:ops"], "dst": ["tag:db"], "users": ["root"]},
+        {
+            "action": "accept",
+            "src": ["autogroup:member"],
+            "dst": ["tag:server", "tag:db"],
+            "users": ["autogroup:nonroot"],
+        },
+        {
+            "action": "accept",
+            "src": ["autogroup:member"],
+            "dst": ["autogroup:self"],
+            "users": ["localpart:*@example.com"],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "host", "user", "expected"),
+    [
+        ("alice@example.com", "tag:db", "root", "check"),  # first matching rule decides
+        ("bob@example.com", "tag:db", "root", None),  # not in group:ops; nonroot excludes root
+        ("bob@example.com", "tag:server", "deploy", "accept"),  # autogroup:nonroot
+        ("tag:server", "tag:db", "deploy", None),  # tags are not members
+        ("bob@example.com", "bob@example.com", "bob", "accept"),  # localpart on own devices
+        ("bob@example.com", "bob@example.com", "alice", None),
+        ("bob@example.com", "alice@example.com", "alice", None),  # not bob's device
+    ],
+)
+def test_ssh_tests_follow_the_first_matching_rule(
+    source: str, host: str, user: str, expected: str | None
+) -> None:
+    """An sshTests entry expects accept, check or deny for each (dst, user) pair."""
+    wanted = expected or "deny"
+    test = {"src": source, "dst": [host], wanted: [user]}
+    assert policy.run_ssh_tests({**SSH_POLICY, "sshTests": [test]}) == []
+    for other in {"accept", "check", "deny"} - {wanted}:
+        wrong = {"src": source, "dst": [host], other: [user]}
+        [failure] = policy.run_ssh_tests({**SSH_POLICY, "sshTests": [wrong]})
+        assert failure["errors"] == [
+            f"{source} to {host} as {user}: expected {other}, got {wanted}"
+        ]
+
+
+def test_failing_ssh_tests_make_the_policy_invalid() -> None:
+    """check() reports sshTests failures like tests failures."""
+    ssh_test = {"src": "a@b.c", "dst": ["tag:s"], "accept": ["root"]}
+    _, invalid = policy.check(json.dumps({"tagOwners": {"tag:s": []}, "sshTests": [ssh_test]}))
+    assert invalid is not None
+    assert invalid.data == [
+        {"user": "a@b.c", "errors": ["a@b.c to tag:s as root: expected accept, got deny"]}
+    ]
