@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
+
 from tests.sim.control import ControlServer
 from tests.sim.tailscale.conftest import LocalNode
 
@@ -168,3 +170,57 @@ def test_cli_without_daemon_fails_like_the_real_one(local_node: LocalNode) -> No
     result = local_node.cli("status")
     assert result.returncode == 1
     assert "failed to connect to local tailscaled" in result.stderr
+
+
+def api(control: ControlServer) -> httpx.Client:
+    """An API v2 client with an all-scopes token."""
+    token = control.create_api_token()
+    return httpx.Client(
+        base_url=control.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=5
+    )
+
+
+def test_retag_by_reauth_keeps_the_device(
+    local_node: LocalNode, local_control: ControlServer
+) -> None:
+    enroll(local_node, local_control)
+    before = status(local_node)["Self"]["ID"]
+    other = local_control.create_auth_key(["tag:other"]).secret
+    result = local_node.cli(
+        "up", "--reset", f"--auth-key={other}", "--advertise-tags=tag:other", "--ssh",
+        f"--login-server={local_control.url}", "--hostname=web1",
+    )
+    assert result.returncode == 0, result.stderr
+    after = status(local_node)["Self"]
+    assert (after["ID"], after["Tags"]) == (before, ["tag:other"])
+    [device] = local_control.devices()
+    assert device.tags == ["tag:other"]
+
+
+def test_api_changes_reach_the_node(local_node: LocalNode, local_control: ControlServer) -> None:
+    enroll(local_node, local_control)
+    [device] = local_control.devices()
+    up_again = (
+        "up", "--advertise-tags=tag:server", "--ssh", "--hostname=web1",
+        f"--login-server={local_control.url}",
+    )
+    with api(local_control) as client:
+        client.post(f"/device/{device.id}/tags", json={"tags": ["tag:other"]}).raise_for_status()
+        assert local_node.cli("down").returncode == 0
+        assert local_node.cli(*up_again).returncode == 0
+        assert status(local_node)["Self"]["Tags"] == ["tag:other"]
+        client.delete(f"/device/{device.id}").raise_for_status()
+    refused = local_node.cli(*up_again)
+    assert refused.returncode == 1
+    assert "pass --auth-key" in refused.stderr
+    assert status(local_node)["BackendState"] == "NeedsLogin"
+
+
+def test_status_text(local_node: LocalNode, local_control: ControlServer) -> None:
+    assert local_node.cli("status").stdout == "Logged out.\n"
+    enroll(local_node, local_control)
+    result = local_node.cli("status")
+    assert result.returncode == 0
+    assert result.stdout.split() == [
+        status(local_node)["TailscaleIPs"][0], "web1", "tagged-devices", "linux", "-",
+    ]

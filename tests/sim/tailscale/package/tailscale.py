@@ -357,6 +357,8 @@ class LocalClient:
             raise CLIError(
                 "timeout waiting for Tailscale service to enter a Running state"
             ) from None
+        except (OSError, http.client.HTTPException) as error:
+            raise CLIError(f"tailscaled dropped the request: {error}") from None
         finally:
             connection.close()
         if response.status >= 400:
@@ -443,12 +445,12 @@ def cmd_status(client: LocalClient, args: list[str]) -> int:
     if state == "NeedsLogin":
         print("Logged out.")
         return 1
-    if state != "Running":
-        print(f"# Health check:\n#     - state is {state}")
+    if state not in ("Running", "Starting"):
+        print(f"unexpected state: {state}", file=sys.stderr)
         return 1
     me = status["Self"]
     ips = me.get("TailscaleIPs") or ["-"]
-    owner = "tagged-devices" if me.get("Tags") else status.get("User", {}).get("LoginName", "-")
+    owner = status["User"][str(me["UserID"])]["LoginName"]
     print(f"{ips[0]:<16} {me['HostName']:<20} {owner:<20} {me['OS']:<8} -")
     return 0
 
@@ -459,7 +461,7 @@ def cmd_version(client: LocalClient, args: list[str]) -> int:
     if flags.boolean("json"):
         print(json.dumps({"majorMinorPatch": VERSION, "short": VERSION, "long": long_version()}))
     else:
-        print(f"{VERSION}\n  tailscale commit: {commit_hash()}\n  lab simulator: true")
+        print(f"{VERSION}\n  tailscale commit: {commit_hash()}\n  go version: none (lab simulator)")
     return 0
 
 

@@ -21,6 +21,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -252,12 +253,17 @@ class Backend:
             control_url = wanted["ControlURL"]
             control_base(control_url)
             with self.lock:
-                needs_login = (
-                    self.node is None
-                    or bool(body.get("forceReauth"))
-                    or sorted(wanted["AdvertiseTags"]) != sorted(self.prefs["AdvertiseTags"])
-                    or control_url != self.prefs["ControlURL"]
+                same_login = (
+                    self.node is not None
+                    and not body.get("forceReauth")
+                    and sorted(wanted["AdvertiseTags"]) == sorted(self.prefs["AdvertiseTags"])
+                    and control_url == self.prefs["ControlURL"]
                 )
+            if same_login:
+                # Reconnect first: the node may have been deleted or logged out meanwhile.
+                self.poll_once(force=True)
+            with self.lock:
+                needs_login = not same_login or self.node is None
             node = None
             if needs_login:
                 auth_key = body.get("authKey")
@@ -274,8 +280,6 @@ class Backend:
                     self.last_poll_ok = time.monotonic()
                 self.prefs = {**wanted, "WantRunning": True}
                 self.save()
-            if node is None:  # already logged in: reconnect before answering, as `up` waits
-                self.poll_once()
         self.wake.set()
         return self.status()
 
@@ -291,7 +295,7 @@ class Backend:
             "advertiseTags": prefs["AdvertiseTags"],
             "os": "linux",
             "clientVersion": VERSION,
-            "endpoint": local_address_towards(control_url),
+            "endpoint": "",
             "ssh": prefs["RunSSH"],
         }
         while True:
@@ -303,6 +307,7 @@ class Backend:
                     f"last state: {self.backend_state()}",
                 )
             try:
+                body["endpoint"] = local_address_towards(control_url)
                 answer = control_post(
                     control_url, "register", body, min(left or REQUEST_TIMEOUT_S, REQUEST_TIMEOUT_S)
                 )
@@ -333,22 +338,32 @@ class Backend:
         """Expire this node's key at the control server and forget the login."""
         with self.lock:
             if self.node is not None:
-                with contextlib.suppress(ControlError):
+                try:
                     control_post(
                         self.prefs["ControlURL"],
                         "logout",
                         {"machineKey": self.machine_key},
                         REQUEST_TIMEOUT_S,
                     )
+                except ControlError as error:
+                    if error.status != 404:  # 404: already logged out or deleted there
+                        raise LocalAPIError(502, f"logout: {error}") from None
+                except OSError as error:
+                    raise LocalAPIError(
+                        502, f"logout: control server unreachable: {error}"
+                    ) from None
             self.node = None
             self.prefs = dict(DEFAULT_PREFS)
             self.last_poll_ok = 0.0
             self.save()
 
-    def poll_once(self) -> None:
-        """Heartbeat to the control server and take its view of this node."""
+    def poll_once(self, force: bool = False) -> None:
+        """Heartbeat to the control server and take its view of this node.
+
+        Only a running node polls, unless `force` (an `up` checking its login first).
+        """
         with self.lock:
-            if self.node is None or not self.prefs["WantRunning"]:
+            if self.node is None or not (force or self.prefs["WantRunning"]):
                 return
             control_url = self.prefs["ControlURL"]
             body = {
@@ -372,7 +387,7 @@ class Backend:
             log(f"control: poll failed: {error}")
             return
         with self.lock:
-            if self.node is not None and self.prefs["WantRunning"]:
+            if self.node is not None and (force or self.prefs["WantRunning"]):
                 if answer["node"] != self.node:
                     self.node = answer["node"]
                     self.save()
@@ -451,6 +466,10 @@ class LocalAPIHandler(BaseHTTPRequestHandler):
             self.answer(200, answer)
         except LocalAPIError as error:
             self.answer(error.status, {"error": str(error)})
+        except Exception as error:
+            # A bug in this simulator: say so to the CLI and keep the traceback in the journal.
+            log(traceback.format_exc())
+            self.answer(500, {"error": f"tailscaled internal error: {error!r}"})
 
     def read_json(self) -> dict[str, Any]:
         """Read the request's JSON body."""
@@ -491,7 +510,7 @@ def remove_socket(path: Path) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse tailscaled's flags (the subset the package's unit and users pass)."""
     parser = argparse.ArgumentParser(prog="tailscaled", allow_abbrev=False)
-    parser.add_argument("--state", required=False, default="/var/lib/tailscale/tailscaled.state")
+    parser.add_argument("--state", default="/var/lib/tailscale/tailscaled.state")
     parser.add_argument("--socket", default="/run/tailscale/tailscaled.sock")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cleanup", action="store_true")
