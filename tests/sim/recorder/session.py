@@ -244,11 +244,11 @@ class V2Upload:
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.error = "the recorder ended the connection"
 
-    def check(self) -> None:
+    def check(self, *, finishing: bool = False) -> None:
         """Raise UploadError when the recorder failed or stopped acknowledging."""
         if self.error is not None:
             raise UploadError(self.error)
-        if self.ended:
+        if self.ended and not finishing:
             raise UploadError("the recorder ended the response early")
         if time.monotonic() - self.last_ack > self.ack_window:
             raise UploadError(f"did not receive ack frames from the recorder in {self.ack_window}s")
@@ -282,10 +282,7 @@ class V2Upload:
             self.flush()
             while not self.ended:
                 self.pump(1.0)
-                if self.error is not None:
-                    raise UploadError(self.error)
-                if time.monotonic() - self.last_ack > self.ack_window:
-                    raise UploadError("no final ack from the recorder")
+                self.check(finishing=True)
         except (OSError, h2.exceptions.ProtocolError, ValueError) as error:
             raise UploadError(str(error)) from error
         finally:
