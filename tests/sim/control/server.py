@@ -281,12 +281,13 @@ def register(control: ControlServer, request: Request) -> Response:
 
 @route("POST", "/sim/v1/poll", None)
 def poll(control: ControlServer, request: Request) -> Response:
-    """Heartbeat: mark the node online and return it."""
+    """Heartbeat: mark the node online (and note a new endpoint, if sent) and return it."""
     body = request.json()
     node = control.state.poll(
         _field(body, "machineKey", str),
         _field(body, "ssh", bool, False),
         _field(body, "clientVersion", str, ""),
+        _field(body, "endpoint", str, ""),
     )
     return json_response({"node": node})
 

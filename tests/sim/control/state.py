@@ -541,7 +541,9 @@ class ControlState:
             key.uses += 1
             return device.node(self.tailnet, self.magic_dns_suffix, now)
 
-    def poll(self, machine_key: str, ssh: bool, client_version: str) -> dict[str, Any]:
+    def poll(
+        self, machine_key: str, ssh: bool, client_version: str, endpoint: str | None = None
+    ) -> dict[str, Any]:
         """Record a heartbeat and return the node, or raise 404 when logged out or deleted."""
         with self._lock:
             device = self._by_machine_key(machine_key)
@@ -550,6 +552,8 @@ class ControlState:
             device.last_seen = self.now()
             device.ssh = ssh
             device.client_version = client_version
+            if endpoint:
+                device.endpoint = endpoint
             return device.node(self.tailnet, self.magic_dns_suffix, device.last_seen)
 
     def logout(self, machine_key: str) -> None:
