@@ -103,8 +103,12 @@ def test_hand_enrollment_from_the_apt_repo(
         assert "requires mentioning all\nnon-default flags" in changed.stderr
         assert "\ttailscale up --advertise-tags=tag:server" in changed.stderr
 
+    # A changed conffile survives the upgrade, and the daemon takes its FLAGS.
+    host.nsenter("sed -i 's/^FLAGS=.*/FLAGS=\"--verbose=1\"/' /etc/default/tailscaled")
     host.nsenter(f"apt-get install -y -q tailscale={NEW}")
     assert host.nsenter("tailscale version").stdout.splitlines()[0] == NEW
+    main_pid = host.nsenter("systemctl show -p MainPID --value tailscaled").stdout.strip()
+    assert "--verbose=1" in host.nsenter(f"tr '\\0' ' ' < /proc/{main_pid}/cmdline").stdout
     host.nsenter("systemctl restart tailscaled")
     after = wait_for_state(host, "Running")
     assert after["Self"]["ID"] == device.node_id
@@ -146,3 +150,10 @@ def test_static_tarball_install(
     )
     assert lab_host.nsenter("tailscale version").stdout.splitlines()[0] == OLD
     assert status(lab_host)["BackendState"] == "NeedsLogin"
+    verify = lab_host.nsenter("systemd-analyze verify tailscaled.service", check=False)
+    assert (verify.returncode, verify.stderr) == (0, "")
+    as_nobody = "runuser -u nobody -- tailscale"
+    assert lab_host.nsenter(f"{as_nobody} status --json", check=False).returncode == 0
+    denied = lab_host.nsenter(f"{as_nobody} set --ssh", check=False)
+    assert denied.returncode == 1
+    assert "Access denied: prefs write access denied" in denied.stderr

@@ -513,6 +513,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--state", default="/var/lib/tailscale/tailscaled.state")
     parser.add_argument("--socket", default="/run/tailscale/tailscaled.sock")
     parser.add_argument("--port", type=int, default=0)
+    # Real flags that change nothing here (no data plane, no log upload); accepted so that
+    # FLAGS= lines written for the real daemon work.
+    parser.add_argument("--tun")
+    parser.add_argument("--verbose", type=int)
+    parser.add_argument("--no-logs-no-support", action="store_true")
     parser.add_argument("--cleanup", action="store_true")
     parser.add_argument("--version", action="store_true")
     return parser.parse_args(argv)
