@@ -179,8 +179,6 @@ class _Checker:
 
     def _strings(self, where: str, value: Any, *, required: bool = True) -> list[str]:
         """Return value as a list of strings, noting when it is not one (or empty if required)."""
-        if value is None and not required:
-            return []
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             self.errors.append(f"{where} must be an array of strings")
             return []
@@ -244,7 +242,7 @@ class _Checker:
             self._check_selector(f"{where}.dst", destination)
         if "ip" not in rule and "app" not in rule:
             self.errors.append(f"{where}: needs 'ip' or 'app'")
-        for entry in self._strings(f"{where}.ip", rule.get("ip"), required=False):
+        for entry in self._strings(f"{where}.ip", rule.get("ip", []), required=False):
             if _grant_ports(entry) is None:
                 self.errors.append(f"{where}.ip: {entry!r} is not a valid port specification")
         if "app" in rule and not isinstance(rule["app"], dict):
@@ -262,7 +260,7 @@ class _Checker:
             else:
                 self._check_selector(f"{where}.dst", destination)
         self._strings(f"{where}.users", rule.get("users"))
-        self._strings(f"{where}.acceptEnv", rule.get("acceptEnv"), required=False)
+        self._strings(f"{where}.acceptEnv", rule.get("acceptEnv", []), required=False)
         if "recorder" in rule:
             recorders = self._strings(f"{where}.recorder", rule["recorder"])
             if len(recorders) != 1 or not recorders[0].startswith("tag:"):
@@ -280,7 +278,7 @@ class _Checker:
         if not isinstance(source, str) or not (source.startswith("tag:") or "@" in source):
             self.errors.append(f"{where}.src must be a user or a tag (simulator subset)")
         for key in ("accept", "deny"):
-            for destination in self._strings(f"{where}.{key}", test.get(key), required=False):
+            for destination in self._strings(f"{where}.{key}", test.get(key, []), required=False):
                 host, _, port = destination.rpartition(":")
                 if not host or not port.isdigit():
                     self.errors.append(f"{where}.{key}: {destination!r} must be 'host:port'")
@@ -294,7 +292,7 @@ class _Checker:
             self.errors.append(f"{where}.src must be a user or a tag (simulator subset)")
         self._strings(f"{where}.dst", test.get("dst"))
         for key in ("accept", "check", "deny"):
-            self._strings(f"{where}.{key}", test.get(key), required=False)
+            self._strings(f"{where}.{key}", test.get(key, []), required=False)
 
 
 def _is_address(text: str) -> bool:

@@ -373,14 +373,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         """Read the body, find the route, check auth, tailnet and scope, and answer."""
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        length = self.headers.get("Content-Length", "0")
+        body = self.rfile.read(int(length)) if length.isdigit() else b""
         path = urlsplit(self.path).path
         control = self.server.control
         try:
             response = self._answer(control, method, path, body)
         except ControlError as error:
             response = json_response(error.body(), error.status)
+        except Exception as error:  # a simulator bug: answer it plainly rather than drop the line
+            response = json_response({"message": f"simulator error: {error!r}"}, 500)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
