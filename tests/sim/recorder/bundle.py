@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import shlex
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,4 +70,6 @@ def allow_port_80(host: LabHost) -> None:
     privilege; the simulator binds the host's lab address instead. This per-namespace sysctl
     stands in for tsnet, so the unit tsops writes needs no capability the real one lacks.
     """
-    host.nsenter("sysctl -q -w net.ipv4.ip_unprivileged_port_start=80")
+    # From the root mount namespace: the container sees /proc/sys read-only.
+    subprocess.run(["ip", "netns", "exec", host.netns, "sysctl", "-q", "-w",
+                    "net.ipv4.ip_unprivileged_port_start=80"], check=True, capture_output=True)

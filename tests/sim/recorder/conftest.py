@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab.lab import Lab
+from tests.lab.s3 import S3Server
 from tests.sim.control import ControlServer
 from tests.sim.control.state import Device, RegisterRequest
 from tests.sim.recorder.bundle import build_executable
@@ -90,16 +92,21 @@ def control() -> Iterator[ControlServer]:
         yield server
 
 
-@pytest.fixture
-def server_device(control: ControlServer) -> Device:
-    """A tagged SSH server registered in the tailnet (the destination of sessions)."""
+def register_server(control: ControlServer, hostname: str = "web1") -> Device:
+    """Register a tagged SSH server (the destination of sessions) without running a client."""
     key = control.create_auth_key(["tag:server"])
     control.state.register(RegisterRequest(
-        auth_key=key.secret, machine_key="mkey:" + "ab" * 32, hostname="web1",
+        auth_key=key.secret, machine_key="mkey:" + "ab" * 32, hostname=hostname,
         advertise_tags=["tag:server"], os="linux", client_version="1.76.6",
         endpoint="127.0.0.1", ssh=True,
     ))
-    return next(d for d in control.state.devices() if d.hostname == "web1")
+    return next(d for d in control.state.devices() if d.hostname == hostname)
+
+
+@pytest.fixture
+def server_device(control: ControlServer) -> Device:
+    """The SSH server web1 in the loopback tailnet."""
+    return register_server(control)
 
 
 @dataclass
@@ -201,3 +208,22 @@ def wait_until_serving(recorder: RecorderProcess, control: ControlServer) -> Non
                 return
         time.sleep(0.05)
     pytest.fail(f"tsrecorder did not serve within {START_TIMEOUT_S}s:\n{recorder.output()}")
+
+
+@pytest.fixture
+def lab_s3(lab: Lab) -> Iterator[S3Server]:
+    """A moto S3 server on the lab bridge, reachable from lab hosts."""
+    server = S3Server(host=lab.gateway)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def lab_control(lab: Lab) -> Iterator[ControlServer]:
+    """The control plane on the lab bridge, with the recorder tests' policy."""
+    with ControlServer(host=lab.gateway) as server:
+        server.state.seed_policy(RECORDERS_POLICY)
+        yield server
