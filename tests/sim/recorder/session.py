@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import h2.config
 import h2.connection
@@ -97,15 +97,6 @@ class SessionResult:
     def accepted(self) -> bool:
         """Return whether the session was let in at all."""
         return self.outcome not in (Outcome.DENIED, Outcome.REFUSED)
-
-
-@dataclass(frozen=True)
-class Destination:
-    """The SSH server's node."""
-
-    node_id: str
-    tags: tuple[str, ...]
-    owner: str
 
 
 class Upload(Protocol):
@@ -301,7 +292,7 @@ class V1Upload:
     """Legacy `POST /record` over HTTP/1.1 with a chunked body and `Expect: 100-continue`."""
 
     sock: socket.socket
-    reader: Any
+    reader: BinaryIO
     protocol: str = "v1"
 
     @classmethod
@@ -358,7 +349,7 @@ class V1Upload:
         self.sock.close()
 
 
-def read_response_head(reader: Any) -> tuple[int, dict[str, str]]:
+def read_response_head(reader: BinaryIO) -> tuple[int, dict[str, str]]:
     """Read a status line and headers; raise UploadError on a closed connection."""
     status_line = reader.readline(65536).decode("latin-1")
     if not status_line:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,3 +91,23 @@ def test_legacy_record_endpoint(
     key = upload.finish()
 
     assert (tmp_path / "rec" / key).read_bytes() == b'{"version":2}\n[0.5,"o","hi"]\n'
+
+
+def test_s3_refusing_the_upload_is_an_error_frame_that_ends_the_session(
+    control: ControlServer, server_device: Device, start_recorder: StartRecorder,
+    s3_server: S3Server, s3: S3Client,
+) -> None:
+    s3.create_bucket(Bucket=BUCKET)
+    start_recorder(f"s3://{s3_server.endpoint.removeprefix('http://')}", extra=S3_ARGS)
+
+    def bucket_deleted_mid_session() -> Iterator[OutputChunk]:
+        yield OutputChunk(0.1, "$ ")
+        s3.delete_bucket(Bucket=BUCKET)
+        yield OutputChunk(0.2, "ls\r\n")
+
+    result = run_session(control, "web1", ALICE, "alice", bucket_deleted_mid_session())
+
+    assert result.outcome is Outcome.ENDED
+    assert result.failure is not None
+    assert "received error from the recorder" in result.failure
+    assert "NoSuchBucket" in result.failure
