@@ -224,3 +224,13 @@ def test_status_text(local_node: LocalNode, local_control: ControlServer) -> Non
     assert result.stdout.split() == [
         status(local_node)["TailscaleIPs"][0], "web1", "tagged-devices", "linux", "-",
     ]
+
+
+def test_unreachable_login_server_times_out(local_node: LocalNode) -> None:
+    # Port 1 on loopback: nothing listens there, so every attempt is refused at once.
+    result = local_node.cli(
+        "up", "--auth-key=tskey-auth-x", "--login-server=http://127.0.0.1:1", "--timeout=2s"
+    )
+    assert result.returncode == 1
+    assert "timeout waiting for Tailscale service to enter a Running state" in result.stderr
+    assert status(local_node)["BackendState"] == "NeedsLogin"

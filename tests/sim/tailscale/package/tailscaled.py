@@ -132,8 +132,9 @@ def control_post(control_url: str, path: str, body: dict[str, Any], timeout: flo
 class Backend:
     """The node: prefs, login and the control server's view of it, kept in the state file."""
 
-    def __init__(self, state_path: Path) -> None:
+    def __init__(self, state_path: Path, port: int) -> None:
         self.state_path = state_path
+        self.port = port
         self.lock = threading.RLock()
         self.up_lock = threading.Lock()
         self.wake = threading.Event()
@@ -224,7 +225,7 @@ class Backend:
                 HostName=node["hostname"],
                 DNSName=node["name"] + ".",
                 TailscaleIPs=node["addresses"],
-                Addrs=[f"{node['endpoint']}:41641"],
+                Addrs=[f"{node['endpoint']}:{self.port}"],
                 Online=self.online(),
                 Active=self.online(),
             )
@@ -533,7 +534,7 @@ def main(argv: list[str]) -> int:
     if args.cleanup:
         remove_socket(socket_path)
         return 0
-    backend = Backend(Path(args.state))
+    backend = Backend(Path(args.state), args.port)
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     remove_socket(socket_path)
     server = LocalAPIServer(str(socket_path), backend)
