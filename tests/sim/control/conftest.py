@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,6 +40,9 @@ SERVERS_POLICY = """\
 
 Register = Callable[..., httpx.Response]
 
+# Built once: httpx otherwise loads the CA bundle for every client, which dominates test time.
+TLS = ssl.create_default_context()
+
 
 @pytest.fixture
 def control() -> Iterator[ControlServer]:
@@ -57,7 +61,16 @@ def servers_policy(control: ControlServer) -> ControlServer:
 def client(control: ControlServer, token: str | None) -> httpx.Client:
     """Return an httpx client for the API, authenticated with token when given."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=control.api_url, headers=headers, timeout=5)
+    return httpx.Client(base_url=control.api_url, headers=headers, timeout=5, verify=TLS)
+
+
+def oauth_token(control: ControlServer, scopes: list[str], tags: list[str]) -> str:
+    """Return an access token of a new OAuth client with scopes and tags."""
+    client_id, secret = control.create_oauth_client(scopes, tags)
+    with client(control, None) as http:
+        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+        token: str = http.post("/oauth/token", data=form).json()["access_token"]
+    return token
 
 
 @pytest.fixture
@@ -70,7 +83,7 @@ def api(control: ControlServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def sim(control: ControlServer) -> Iterator[httpx.Client]:
     """A client for the enrollment protocol (no API credentials)."""
-    with httpx.Client(base_url=f"{control.url}/sim/v1", timeout=5) as http:
+    with httpx.Client(base_url=f"{control.url}/sim/v1", timeout=5, verify=TLS) as http:
         yield http
 
 

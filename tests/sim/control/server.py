@@ -350,6 +350,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 10
+    disable_nagle_algorithm = True  # headers and body go out separately; no 40 ms ACK stalls
     server: _HTTPServer
 
     def do_GET(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.sim.control import ControlServer
@@ -32,7 +31,7 @@ def test_an_unknown_token_is_401(control: ControlServer) -> None:
 def test_basic_auth_with_the_token_as_user_and_empty_password(control: ControlServer) -> None:
     """Basic auth works with the token as user name and an empty password, and only so."""
     token = control.create_api_token()
-    with httpx.Client(base_url=control.api_url) as http:
+    with client(control, None) as http:
         assert http.get("/tailnet/-/acl", auth=(token, "")).status_code == 200
         assert http.get("/tailnet/-/acl", auth=(token, "x")).status_code == 401
 
@@ -66,7 +65,7 @@ def test_a_write_scope_implies_its_read_scope(control: ControlServer) -> None:
 def test_oauth_client_credentials_flow(control: ControlServer) -> None:
     """POST /oauth/token with the client's ID and secret returns a Bearer token with its scopes."""
     client_id, secret = control.create_oauth_client(["policy_file:read"], ["tag:tsops"])
-    with httpx.Client(base_url=control.api_url) as http:
+    with client(control, None) as http:
         response = http.post(
             "/oauth/token",
             data={
@@ -90,7 +89,7 @@ def test_oauth_client_credentials_flow(control: ControlServer) -> None:
 def test_oauth_client_credentials_in_basic_auth(control: ControlServer) -> None:
     """The client credentials may also come as Basic auth, as OAuth libraries send them."""
     client_id, secret = control.create_oauth_client(["devices:core"], ["tag:tsops"])
-    with httpx.Client(base_url=control.api_url) as http:
+    with client(control, None) as http:
         response = http.post(
             "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
         )
@@ -108,7 +107,7 @@ def test_oauth_client_credentials_in_basic_auth(control: ControlServer) -> None:
 def test_oauth_refusals(control: ControlServer, form: dict[str, str], status: int) -> None:
     """A wrong secret is 401; a wrong grant type or a scope the client lacks is 400."""
     client_id, secret = control.create_oauth_client(["devices:core"], ["tag:tsops"])
-    with httpx.Client(base_url=control.api_url) as http:
+    with client(control, None) as http:
         response = http.post(
             "/oauth/token", data={"client_id": client_id, "client_secret": secret, **form}
         )

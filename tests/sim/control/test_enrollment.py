@@ -8,7 +8,7 @@ import re
 import httpx
 
 from tests.sim.control import ControlServer
-from tests.sim.control.conftest import Register, client, register_body
+from tests.sim.control.conftest import Register, client, oauth_token, register_body
 
 
 def test_register_returns_the_node_and_lists_the_device(
@@ -143,9 +143,7 @@ def test_set_tags_refuses_tags_not_permitted(
     refused = api.post(f"/device/{node['id']}/tags", json={"tags": ["tag:ghost"]})
     assert refused.status_code == 400
     assert "tag:ghost" in refused.json()["message"]
-    client_id, secret = servers_policy.create_oauth_client(["devices:core"], ["tag:tsops"])
-    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-    token = httpx.post(f"{servers_policy.api_url}/oauth/token", data=form).json()["access_token"]
+    token = oauth_token(servers_policy, ["devices:core"], ["tag:tsops"])
     with client(servers_policy, token) as oauth:
         assert (
             oauth.post(f"/device/{node['id']}/tags", json={"tags": ["tag:other"]}).status_code

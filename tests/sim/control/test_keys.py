@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from tests.sim.control import ControlServer
-from tests.sim.control.conftest import Register, client
+from tests.sim.control.conftest import Register, client, oauth_token
 
 
 def key_request(tags: list[str], **create: Any) -> dict[str, Any]:
@@ -19,15 +19,6 @@ def key_request(tags: list[str], **create: Any) -> dict[str, Any]:
         "expirySeconds": 3600,
         "description": "tsops web1",
     }
-
-
-def oauth_token(control: ControlServer, scopes: list[str], tags: list[str]) -> str:
-    """Return an access token of a new OAuth client with scopes and tags."""
-    client_id, secret = control.create_oauth_client(scopes, tags)
-    with httpx.Client(base_url=control.api_url) as http:
-        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-        token: str = http.post("/oauth/token", data=form).json()["access_token"]
-    return token
 
 
 def test_create_shows_the_secret_once(servers_policy: ControlServer, api: httpx.Client) -> None:

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.sim.control import ControlServer
+from tests.sim.control.conftest import TLS
 
 
 def connects(host: str, port: int) -> bool:
@@ -52,7 +53,7 @@ def test_stop_closes_the_socket() -> None:
 
 def test_unknown_paths_are_404_and_wrong_methods_405(control: ControlServer) -> None:
     """Routing is strict: unknown endpoints and methods are refused with a JSON message."""
-    with httpx.Client(base_url=control.url) as http:
+    with httpx.Client(base_url=control.url, verify=TLS) as http:
         missing = http.get("/api/v2/tailnet/-/nothing")
         assert missing.status_code == 404
         assert missing.json()["message"]
