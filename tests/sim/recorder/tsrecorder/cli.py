@@ -18,6 +18,7 @@ from . import VERSION
 from .control import ControlClient, JoinError, Tailnet
 from .server import RecordingServer
 from .storage import LocalStorage, S3Credentials, S3Storage, Storage, StorageError
+from .ui import UiServer
 
 log = logging.getLogger("tsrecorder")
 
@@ -44,6 +45,7 @@ class Config:
     auth_key: str | None
     login_server: str
     send_content_md5: bool
+    ui: bool
     # Simulator-only: the lab address to listen on and register, instead of discovering it.
     listen_address: str | None
 
@@ -66,7 +68,8 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--statedir", default="",
                    help="state directory; must exist and be writable (required with S3)")
     p.add_argument("--ui", action="store_true",
-                   default=environ.get("TSRECORDER_UI", "").lower() == "true")
+                   default=environ.get("TSRECORDER_UI", "").lower() == "true",
+                   help="web UI on :443 (plain HTTP in the lab) (TSRECORDER_UI=true)")
     p.add_argument("--version", action="version", version=VERSION)
     return p
 
@@ -93,8 +96,6 @@ def read_auth_key(environ: Mapping[str, str]) -> str | None:
 def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """Turn flags and environment into a Config, or raise ConfigError saying what is wrong."""
     args = parser(environ).parse_args(list(argv))
-    if args.ui:
-        raise ConfigError("--ui: the web UI is not simulated in the lab (see README.md)")
     if not args.dst:
         raise ConfigError("--dst (or TSRECORDER_DST) is required")
     s3 = args.dst.startswith("s3://")
@@ -134,6 +135,7 @@ def parse_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         auth_key=read_auth_key(environ),
         login_server=login_server.rstrip("/"),
         send_content_md5=environ.get("S3_SEND_CONTENT_MD5", "").lower() == "true",
+        ui=args.ui,
         listen_address=environ.get("TSRECORDER_SIM_LISTEN_ADDRESS") or None,
     )
 
@@ -195,6 +197,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         control = ControlClient(config.login_server)
         address = config.listen_address or control.local_address()
         server = RecordingServer(address, storage)
+        ui = UiServer(address, storage) if config.ui else None
     except (StorageError, JoinError, OSError) as error:
         log.error("%s", error)
         return EXIT_FATAL
@@ -204,6 +207,8 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         log.info("joined the tailnet as %s (%s), tags %s; recording to %s",
                  node.get("name"), node.get("nodeId"), node.get("tags"), storage.describe())
         server.start()
+        if ui is not None:
+            ui.start()
         tailnet.start_heartbeat(stop)
         # A signal may land on another thread; waking up regularly lets the main thread run
         # the handler soon after.
@@ -214,6 +219,8 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         return EXIT_FATAL
     finally:
         server.close()
+        if ui is not None:
+            ui.close()
     if tailnet.failure is not None:
         log.error("%s", tailnet.failure)
         return EXIT_FATAL

@@ -22,6 +22,7 @@ from typing import Protocol
 from xml.etree import ElementTree
 
 S3_TIMEOUT_S = 30.0
+S3_XML = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
 class StorageError(Exception):
@@ -51,6 +52,12 @@ class Storage(Protocol):
 
     def describe(self) -> str:
         """Say where recordings go, for the log."""
+
+    def recording_keys(self) -> list[str]:
+        """Return every stored recording's key, `<node ID>/<name>.cast`, sorted."""
+
+    def read(self, key: str) -> bytes:
+        """Return a stored recording; raise StorageError when it cannot be read."""
 
 
 def recording_name(now: datetime.datetime) -> str:
@@ -116,6 +123,19 @@ class LocalStorage:
     def describe(self) -> str:
         """Name the directory."""
         return str(self.root)
+
+    def recording_keys(self) -> list[str]:
+        """List `<root>/*/*.cast`."""
+        return sorted(str(path.relative_to(self.root)) for path in self.root.glob("*/*.cast"))
+
+    def read(self, key: str) -> bytes:
+        """Read one recording (only keys that recording_keys() lists)."""
+        if key not in self.recording_keys():
+            raise StorageError(f"no recording {key}")
+        try:
+            return (self.root / key).read_bytes()
+        except OSError as error:
+            raise StorageError(f"reading {key}: {error.strerror}") from error
 
 
 @dataclass(frozen=True)
@@ -253,6 +273,28 @@ class S3Storage:
     def describe(self) -> str:
         """Name the bucket and endpoint."""
         return f"s3://{self.bucket} on http://{self.endpoint}"
+
+    def recording_keys(self) -> list[str]:
+        """ListObjectsV2 through every page (needs s3:ListBucket)."""
+        keys: list[str] = []
+        query = {"list-type": "2"}
+        while True:
+            status, body = self.request("GET", "", query)
+            if status != 200:
+                raise StorageError(f"listing bucket {self.bucket!r}: {s3_error(status, body)}")
+            root = ElementTree.fromstring(body)  # noqa: S314 (the lab's own S3 server)
+            keys += [element.text or "" for element in root.iter(f"{S3_XML}Key")]
+            token = root.findtext(f"{S3_XML}NextContinuationToken")
+            if root.findtext(f"{S3_XML}IsTruncated") != "true" or not token:
+                return sorted(key for key in keys if key.endswith(".cast"))
+            query = {"list-type": "2", "continuation-token": token}
+
+    def read(self, key: str) -> bytes:
+        """GetObject (needs s3:GetObject)."""
+        status, body = self.request("GET", key, {})
+        if status != 200:
+            raise StorageError(f"reading {key}: {s3_error(status, body)}")
+        return body
 
 
 @dataclass
