@@ -448,6 +448,9 @@ class LocalAPIHandler(BaseHTTPRequestHandler):
         backend = self.server.backend
         route = (method, self.path.removeprefix("/localapi/v0/"))
         try:
+            # Read the whole request before answering, even a refusal: a client still sending
+            # its body would otherwise see the connection reset instead of the answer.
+            body = self.read_json() if method != "GET" else {}
             if method != "GET" and self.peer_uid() != 0:
                 raise LocalAPIError(403, ACCESS_DENIED)
             if route == ("GET", "status"):
@@ -456,9 +459,9 @@ class LocalAPIHandler(BaseHTTPRequestHandler):
                 with backend.lock:
                     answer = dict(backend.prefs)
             elif route == ("POST", "up"):
-                answer = backend.up(self.read_json())
+                answer = backend.up(body)
             elif route == ("PATCH", "prefs"):
-                answer = backend.patch_prefs(self.read_json())
+                answer = backend.patch_prefs(body)
             elif route == ("POST", "logout"):
                 backend.logout()
                 answer = {}
