@@ -155,6 +155,12 @@ class Connection(Model):
     jump_host: str | None = None
 
 
+class Defaults(Connection):
+    """SSH defaults for every host, plus the ssh_config file to read them from."""
+
+    ssh_config: str | None = None
+
+
 class Tarball(Model):
     """A static Tailscale tarball, by URL or local file, with the digest it must have."""
 
@@ -254,7 +260,7 @@ class Inventory(Model):
 
     version: Literal[1]
     tailnet: Tailnet
-    connection: Connection = Connection()
+    connection: Defaults = Defaults()
     tailscale: Tailscale = Tailscale()
     servers: Servers = Servers()
     recorders: Recorders | None = None

@@ -1,0 +1,2 @@
+set -eu
+tailscale set --hostname=db1

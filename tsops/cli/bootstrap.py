@@ -1,0 +1,201 @@
+"""`tsops plan` and `tsops bootstrap`: show the changes, then (bootstrap) make them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Literal
+
+from rich.live import Live
+from rich.table import Table
+
+from tsops import console
+from tsops.engine import Engine, HostResult
+from tsops.errors import ExitCode, TsopsError, UsageError
+from tsops.inventory.load import LoadedInventory, Target, load_inventory
+from tsops.plan import HostPlan
+from tsops.remote import Remote
+from tsops.tailscale_api import OAuthClientCredentials, TailscaleApi
+
+OutputFormat = Literal["table", "json"]
+
+
+def select(inventory: LoadedInventory, limits: list[str]) -> tuple[Target, ...]:
+    """The servers named by `--limit` (host, group or tag), or every server."""
+    servers = inventory.servers
+    if not limits:
+        return servers
+    chosen = tuple(
+        t for t in servers if any(x in (t.name, t.group) or x in t.tags for x in limits)
+    )
+    unmatched = [x for x in limits if not any(x in (t.name, t.group, *t.tags) for t in servers)]
+    if unmatched:
+        raise UsageError(f"--limit {', '.join(unmatched)}: no server of {inventory.path} has "
+                         "that name, group or tag")
+    return chosen
+
+
+def connect_api(inventory: LoadedInventory, no_input: bool) -> TailscaleApi:
+    """A Tailscale API client with the inventory's credentials, resolved now."""
+    from tsops.secrets import resolve
+
+    tailnet = inventory.model.tailnet
+    credentials = tailnet.credentials
+    if credentials.api_token is not None:
+        token = resolve(credentials.api_token, no_input=no_input,
+                        prompt_label="Tailscale API token")
+        return TailscaleApi(tailnet.api_url, tailnet.name, token=token)
+    assert credentials.oauth is not None
+    secret = resolve(credentials.oauth.client_secret, no_input=no_input,
+                     prompt_label="Tailscale OAuth client secret")
+    return TailscaleApi(tailnet.api_url, tailnet.name, oauth=OAuthClientCredentials(
+        credentials.oauth.client_id, secret))
+
+
+def build_engine(
+    path: Path, limits: list[str], concurrency: int, no_input: bool, output: OutputFormat
+) -> Engine:
+    """Load and validate everything local first; only then is anything remote touched."""
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    inventory = load_inventory(path)
+    targets = select(inventory, limits)
+    api = connect_api(inventory, no_input)
+    ssh_config = inventory.model.connection.ssh_config
+    return Engine(
+        inventory=inventory, targets=targets, api=api, concurrency=concurrency,
+        connect=lambda target: Remote(target, ssh_config=ssh_config),
+    )
+
+
+def _progress(output: OutputFormat) -> Progress:
+    return Progress(enabled=output == "table" and console.err.is_terminal)
+
+
+def run_plan(path: Path, limits: list[str], concurrency: int, no_input: bool,
+             output: OutputFormat, detailed_exitcode: bool) -> None:
+    """Print what bootstrap would change; exit 3 with --detailed-exitcode when anything would."""
+    engine = build_engine(path, limits, concurrency, no_input, output)
+    try:
+        with _progress(output) as engine.report:
+            plans = engine.gather_and_plan()
+    finally:
+        engine.close()
+    _print_plans(plans, output)
+    if any(p.problem for p in plans):
+        sys.exit(ExitCode.FAILED)
+    if detailed_exitcode and any(p.steps for p in plans):
+        sys.exit(ExitCode.DRIFT)
+
+
+def run_bootstrap(path: Path, limits: list[str], concurrency: int, no_input: bool,
+                  output: OutputFormat, yes: bool) -> None:
+    """Plan, confirm, apply, verify, and summarise."""
+    engine = build_engine(path, limits, concurrency, no_input, output)
+    try:
+        with _progress(output) as engine.report:
+            plans = engine.gather_and_plan()
+        _print_plans(plans, output if output == "table" else "none")
+        if all(p.converged for p in plans):
+            results = [HostResult(p.target.name, "unchanged", round_trips=_trips(engine, p))
+                       for p in plans]
+        else:
+            if not yes:
+                _confirm(no_input)
+            with _progress(output) as engine.report:
+                results = engine.apply(plans)
+    finally:
+        engine.close()
+    _print_results(results, output)
+    if any(r.outcome in ("failed", "skipped") for r in results):
+        sys.exit(ExitCode.FAILED)
+
+
+def _trips(engine: Engine, plan: HostPlan) -> int:
+    remote = engine.remotes.get(plan.target.name)
+    return remote.round_trips if remote is not None else 0
+
+
+def _confirm(no_input: bool) -> None:
+    if no_input or not console.is_interactive():
+        raise UsageError("changes are pending and there is no terminal to confirm them: "
+                         "rerun with --yes to apply")
+    import typer
+
+    if not typer.confirm("Apply these changes?", default=False):
+        raise TsopsError("nothing was changed")
+
+
+def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"]) -> None:
+    if output == "json":
+        console.line(json.dumps({"hosts": [{
+            "name": p.target.name,
+            "problem": p.problem,
+            "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
+                        for s in p.steps],
+        } for p in plans]}, indent=2))
+        return
+    if output == "none":
+        return
+    for plan in plans:
+        if plan.problem is not None:
+            console.line(f"{plan.target.name}: cannot plan: {plan.problem}")
+        elif not plan.steps:
+            console.line(f"{plan.target.name}: no change")
+        else:
+            console.line(f"{plan.target.name}:")
+            for step in plan.steps:
+                console.line(f"  + {step.summary}")
+                for call in step.api_calls:
+                    console.line(f"      API {call}")
+    pending = sum(1 for p in plans if p.steps)
+    console.line(f"Plan: {pending} of {len(plans)} host(s) to change, "
+                 f"{sum(1 for p in plans if p.problem)} cannot be planned.")
+
+
+def _print_results(results: list[HostResult], output: OutputFormat) -> None:
+    if output == "json":
+        console.line(json.dumps({"hosts": [asdict(r) for r in results]}, indent=2))
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("host", "outcome", "changes", "reason"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.name, r.outcome, str(len(r.done)), r.reason or "-")
+    console.out.print(table)
+    counts = {o: sum(1 for r in results if r.outcome == o)
+              for o in ("changed", "unchanged", "failed", "skipped")}
+    console.line(", ".join(f"{n} {o}" for o, n in counts.items()))
+
+
+class Progress:
+    """A live per-host status display on a terminal; silent elsewhere (and in JSON mode)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.state: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.live = Live(Table(), console=console.err, transient=True) if enabled else None
+
+    def __enter__(self) -> Progress:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __call__(self, host: str, message: str) -> None:
+        """Record a host's latest activity (called from the engine's threads)."""
+        if self.live is None:
+            return
+        with self.lock:
+            self.state[host] = message
+            table = Table(show_edge=False, pad_edge=False, show_header=False)
+            for name, activity in sorted(self.state.items()):
+                table.add_row(name, activity)
+            self.live.update(table)

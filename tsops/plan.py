@@ -1,0 +1,173 @@
+"""Planning: compare a host's facts with what the inventory wants; pure code, no I/O.
+
+A plan is a list of steps per host, each with the sentence the operator reads and the API calls
+it will make. An empty list means the host is converged. A host that cannot be planned (not
+reachable, unsupported) carries a `problem` instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tsops.facts import HostFacts
+from tsops.inventory.load import LoadedInventory, Target
+from tsops.inventory.model import Install
+from tsops.tailscale_api import Device
+
+StepKind = Literal["repo", "install", "service", "enroll", "retag", "ssh", "hostname"]
+APT_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
+APT_SOURCE = "/etc/apt/sources.list.d/tailscale.list"
+TARBALL_NAME = re.compile(r"tailscale_(\d+\.\d+\.\d+)_([a-z0-9]+)\.tgz$")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change to one host."""
+
+    kind: StepKind
+    summary: str
+    api_calls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the inventory wants on one server."""
+
+    tags: tuple[str, ...]
+    hostname: str
+    login_server: str | None
+    install: Install
+    tailnet: str
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """The steps for one host, or the problem that prevents planning it."""
+
+    target: Target
+    desired: Desired
+    facts: HostFacts | None = None
+    device: Device | None = None
+    steps: tuple[Step, ...] = ()
+    problem: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def converged(self) -> bool:
+        """Whether nothing needs to change."""
+        return self.problem is None and not self.steps
+
+
+def desired_for(inventory: LoadedInventory, target: Target) -> Desired:
+    """Read what the inventory wants for one server."""
+    model = inventory.model
+    return Desired(
+        tags=target.tags, hostname=target.name, login_server=model.tailnet.login_server,
+        install=model.tailscale.install, tailnet=model.tailnet.name,
+    )
+
+
+def apt_source_line(repository: str, facts: HostFacts) -> str:
+    """The sources.list line for Tailscale's apt repository, as the official installer writes."""
+    return f"deb [signed-by={APT_KEYRING}] {repository}/{facts.os_id} {facts.codename} main"
+
+
+def tarball_version(install: Install) -> str | None:
+    """The version a static tarball holds, from its file name."""
+    if install.tarball is None:
+        return None
+    name = (install.tarball.url or install.tarball.path or "").rsplit("/", 1)[-1]
+    match = TARBALL_NAME.search(name)
+    return match.group(1) if match else None
+
+
+def plan_host(
+    target: Target, desired: Desired, facts: HostFacts, devices: list[Device]
+) -> HostPlan:
+    """Compute the steps that bring one server to the desired state."""
+    plan = HostPlan(target=target, desired=desired, facts=facts)
+    if facts.init != "systemd":
+        return _problem(plan, f"init system is {facts.init!r}; tsops needs systemd")
+    steps: list[Step] = []
+    install = desired.install
+    wanted_version = tarball_version(install) if install.method == "tarball" else install.version
+    installed = facts.tailscale_version
+    if install.method == "preinstalled":
+        if installed is None:
+            return _problem(plan, "Tailscale is not installed and install.method is preinstalled")
+    elif install.method == "apt":
+        if not facts.debian_family:
+            return _problem(plan, f"install.method apt needs a Debian-family host, not "
+                                  f"{facts.os_id!r}")
+        if facts.apt_source != apt_source_line(install.repository, facts) or not (
+            facts.apt_keyring_sha256
+        ):
+            steps.append(Step("repo", f"configure the apt repository {install.repository}/"
+                                      f"{facts.os_id} {facts.codename} with its signing key"))
+    elif install.method == "rhel" and not facts.rhel_family:
+        return _problem(plan, f"install.method rhel needs a RHEL-family host, not {facts.os_id!r}")
+    elif install.method == "tarball" and facts.arch not in _tarball_arches(install):
+        return _problem(plan, f"the tarball is for {', '.join(_tarball_arches(install))}, "
+                              f"this host is {facts.arch}")
+    if install.method != "preinstalled" and (
+        installed is None or (wanted_version is not None and installed != wanted_version)
+    ):
+        target_version = wanted_version or "the repository's latest"
+        verb = "install" if installed is None else f"change {installed} to"
+        steps.append(Step("install", f"{verb} tailscale {target_version} ({install.method})"))
+    if not (facts.tailscaled_active and facts.tailscaled_enabled):
+        steps.append(Step("service", "enable and start tailscaled"))
+    status, prefs = facts.status, facts.prefs
+    device = next(
+        (d for d in devices if status is not None and d.node_id == status.node_id), None
+    )
+    plan = HostPlan(target=target, desired=desired, facts=facts, device=device)
+    tags = " ".join(desired.tags)
+    enrolled = (
+        status is not None and status.running and prefs is not None
+        and (desired.login_server is None or prefs.control_url == desired.login_server)
+    )
+    if status is not None and status.running and desired.tailnet not in ("-", status.tailnet):
+        return _problem(plan, f"enrolled in tailnet {status.tailnet!r}, the inventory says "
+                              f"{desired.tailnet!r}; log it out by hand if the move is intended")
+    if not enrolled:
+        steps.append(Step(
+            "enroll", f"enroll as {desired.hostname} with tags {tags} and Tailscale SSH on",
+            (f"POST /tailnet/{{t}}/keys: single-use key with tags {tags}",
+             "DELETE /tailnet/{t}/keys/{id}: revoke it after use"),
+        ))
+        return _with_steps(plan, steps)
+    assert status is not None and prefs is not None
+    current_tags = device.tags if device is not None else status.tags
+    if sorted(current_tags) != sorted(desired.tags):
+        if device is None:
+            return _problem(plan, f"node {status.node_id} is not in the API's device list; "
+                                  "cannot retag it")
+        steps.append(Step(
+            "retag", f"retag {' '.join(current_tags) or '(untagged)'} -> {tags}",
+            (f"POST /device/{device.id}/tags: {tags}",),
+        ))
+    if not prefs.run_ssh:
+        steps.append(Step("ssh", "turn Tailscale SSH on (tailscale set --ssh)"))
+    if prefs.hostname not in (None, desired.hostname):
+        steps.append(Step("hostname", f"rename {prefs.hostname} -> {desired.hostname}"))
+    return _with_steps(plan, steps)
+
+
+def _tarball_arches(install: Install) -> tuple[str, ...]:
+    assert install.tarball is not None
+    name = (install.tarball.url or install.tarball.path or "").rsplit("/", 1)[-1]
+    match = TARBALL_NAME.search(name)
+    return (match.group(2),) if match else ()
+
+
+def _problem(plan: HostPlan, problem: str) -> HostPlan:
+    return HostPlan(target=plan.target, desired=plan.desired, facts=plan.facts,
+                    device=plan.device, problem=problem)
+
+
+def _with_steps(plan: HostPlan, steps: list[Step]) -> HostPlan:
+    return HostPlan(target=plan.target, desired=plan.desired, facts=plan.facts,
+                    device=plan.device, steps=tuple(steps))

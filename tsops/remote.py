@@ -1,0 +1,184 @@
+"""The one seam between tsops and its hosts: run a command, with Fabric behind it.
+
+Nothing else in tsops imports fabric or paramiko. Every command is one SSH exec channel (one
+round trip), counted, so that tests and benchmarks can prove how many a flow needed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tsops.errors import TsopsError
+
+if TYPE_CHECKING:
+    from fabric import Connection
+
+    from tsops.inventory.load import Target
+
+
+class HostUnreachable(TsopsError):
+    """A host could not be reached or refused us; `reason` is a short phrase for summaries."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"{host}: {reason}")
+        self.host = host
+        self.reason = reason
+
+
+class CommandFailed(TsopsError):
+    """A remote command exited non-zero."""
+
+    def __init__(self, host: str, what: str, result: RunResult) -> None:
+        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        tail = detail[-1] if detail else "no output"
+        super().__init__(f"{host}: {what} failed (exit {result.exited}): {tail}")
+        self.host = host
+        self.result = result
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one remote command gave back."""
+
+    exited: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited 0."""
+        return self.exited == 0
+
+
+class Remote:
+    """An SSH connection to one inventory host, opened on first use."""
+
+    def __init__(self, target: Target, ssh_config: str | None = None, timeout: float = 15) -> None:
+        self.target = target
+        self.ssh_config = ssh_config
+        self.timeout = timeout
+        self.round_trips = 0
+        self._connection: Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The inventory name of the host."""
+        return self.target.name
+
+    def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
+        """Run a shell script on the host in one round trip; `stdin` keeps secrets out of argv."""
+        command = f"sh -c {shlex.quote(script)}"
+        if privileged and self.target.sudo and self.target.user != "root":
+            command = f"sudo -n {command}"
+        connection = self._connect()
+        self.round_trips += 1
+        try:
+            result = connection.run(
+                command, hide=True, warn=True, in_stream=_stream(stdin), timeout=300
+            )
+        except Exception as error:  # paramiko and invoke raise many types; classify them
+            raise HostUnreachable(self.name, describe_ssh_error(error)) from error
+        return RunResult(result.exited, result.stdout, result.stderr)
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file to the host (root-only mode), in one round trip."""
+        connection = self._connect()
+        self.round_trips += 1
+        try:
+            connection.put(str(local), remote)
+            connection.sftp().chmod(remote, 0o600)
+        except Exception as error:
+            raise HostUnreachable(self.name, describe_ssh_error(error)) from error
+
+    def close(self) -> None:
+        """Close the connection if one is open."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _connect(self) -> Connection:
+        with self._lock:
+            if self._connection is None:
+                self._connection = self._open()
+            return self._connection
+
+    def _open(self) -> Connection:
+        from fabric import Config, Connection
+        from paramiko import AutoAddPolicy, RejectPolicy
+
+        target = self.target
+        config = Config(runtime_ssh_path=self.ssh_config) if self.ssh_config else Config()
+        connect_kwargs: dict[str, Any] = {"timeout": self.timeout, "banner_timeout": self.timeout}
+        if target.identity_file:
+            connect_kwargs["key_filename"] = str(Path(target.identity_file).expanduser())
+        gateway = None
+        if target.jump_host:
+            gateway = Connection(target.jump_host, config=config)
+        connection = Connection(
+            target.address, user=target.user, port=target.port, config=config,
+            connect_kwargs=connect_kwargs, connect_timeout=int(self.timeout), gateway=gateway,
+        )
+        client = connection.client
+        for known in _known_hosts_files(connection.ssh_config):
+            if known.exists():
+                client.load_host_keys(str(known))
+        # Unknown hosts are refused unless the operator's ssh_config says to accept new ones;
+        # a changed key is always refused (paramiko raises BadHostKeyException either way).
+        strict = str(connection.ssh_config.get("stricthostkeychecking", "yes")).lower()
+        client.set_missing_host_key_policy(
+            AutoAddPolicy() if strict in ("no", "accept-new", "off") else RejectPolicy()
+        )
+        try:
+            connection.open()
+        except Exception as error:
+            raise HostUnreachable(self.name, describe_ssh_error(error)) from error
+        return connection
+
+
+def _known_hosts_files(ssh_config: Any) -> list[Path]:
+    files = [Path("~/.ssh/known_hosts").expanduser()]
+    for entry in ssh_config.get("userknownhostsfile", "").split():
+        files.append(Path(entry).expanduser())
+    return files
+
+
+def _stream(stdin: str | None) -> Any:
+    """An input stream for invoke: the given text, or none (never our own terminal)."""
+    if stdin is None:
+        return False
+    import io
+
+    return io.StringIO(stdin)
+
+
+def describe_ssh_error(error: BaseException) -> str:
+    """Turn a connection failure into the short reason an operator reads in a summary."""
+    from paramiko.ssh_exception import (
+        AuthenticationException,
+        BadHostKeyException,
+        NoValidConnectionsError,
+        SSHException,
+    )
+
+    if isinstance(error, BadHostKeyException):
+        return (f"host key changed for {error.hostname}: refusing to connect (if the change "
+                "is expected, remove the old key from known_hosts)")
+    if isinstance(error, AuthenticationException):
+        return "authentication failed"
+    if isinstance(error, socket.gaierror):
+        return f"DNS: cannot resolve the address ({error.strerror})"
+    if isinstance(error, NoValidConnectionsError | ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(error, SSHException) and "not found in known_hosts" in str(error):
+        return "unknown host key: not in known_hosts (connect once with ssh to verify it)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return f"{type(error).__name__}: {error}"
