@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import time
 import urllib.request
-from typing import Any
 
 import pytest
 
 from tests.lab.lab import LabHost
 from tests.sim.control import ControlServer
-from tests.sim.tailscale.build import KEYRING_PATH, VERSIONS, RepoTree
+from tests.sim.tailscale.build import VERSIONS, RepoTree
+from tests.sim.tailscale.hosts import add_apt_repo, node_status, wait_for_state
 from tests.sim.tailscale.server import RepoServer
 
 OLD, NEW = VERSIONS
-LIST_PATH = "/etc/apt/sources.list.d/tailscale.list"
-
-
-def add_repo(host: LabHost, repo: RepoServer, keyring_url: str) -> None:
-    """Install a keyring and the tailscale.list source, as the install instructions say."""
-    host.nsenter(
-        f"curl -fsSL {keyring_url} -o {KEYRING_PATH} && "
-        f"echo '{repo.source_line(KEYRING_PATH)}' > {LIST_PATH}"
-    )
-
-
-def status(host: LabHost) -> dict[str, Any]:
-    """Return `tailscale status --json` on the host."""
-    answer: dict[str, Any] = json.loads(host.nsenter("tailscale status --json").stdout)
-    return answer
-
-
-def wait_for_state(host: LabHost, state: str, timeout: float = 20) -> dict[str, Any]:
-    """Wait until BackendState is `state` and return the status."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = host.nsenter("tailscale status --json", check=False)
-        if result.returncode == 0:
-            answer: dict[str, Any] = json.loads(result.stdout)
-            if answer["BackendState"] == state:
-                return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{host.name}: never reached {state}: {result.stdout}")
-        time.sleep(0.2)
 
 
 @pytest.mark.lab(hosts=1)
@@ -52,7 +21,7 @@ def test_hand_enrollment_from_the_apt_repo(
     lab_host: LabHost, tailscale_repo: RepoServer, lab_control: ControlServer
 ) -> None:
     host = lab_host
-    add_repo(host, tailscale_repo, tailscale_repo.keyring_url)
+    add_apt_repo(host, tailscale_repo)
     host.nsenter(f"apt-get update -q && apt-get install -y -q tailscale={OLD}")
     assert host.nsenter("tailscale version").stdout.splitlines()[0] == OLD
     assert host.nsenter("dpkg-query -W -f '${Version}' tailscale").stdout == OLD
@@ -78,7 +47,7 @@ def test_hand_enrollment_from_the_apt_repo(
         assert device.hostname == host.name
         assert device.tags == ["tag:server"]
         assert device.endpoint == host.ip
-        answer = status(host)
+        answer = node_status(host)
         me = answer["Self"]
         assert answer["BackendState"] == "Running"
         assert (me["ID"], me["HostName"], me["Tags"], me["Online"]) == (
@@ -122,7 +91,7 @@ def test_hand_enrollment_from_the_apt_repo(
 def test_apt_refuses_the_repo_signed_by_another_key(
     lab_host: LabHost, tailscale_repo: RepoServer
 ) -> None:
-    add_repo(lab_host, tailscale_repo, "file:///usr/share/keyrings/debian-archive-keyring.gpg")
+    add_apt_repo(lab_host, tailscale_repo, "file:///usr/share/keyrings/debian-archive-keyring.gpg")
     update = lab_host.nsenter("apt-get update -q", check=False)
     assert update.returncode != 0
     assert "NO_PUBKEY" in update.stdout + update.stderr
@@ -149,7 +118,7 @@ def test_static_tarball_install(
         "systemctl daemon-reload && systemctl enable --now tailscaled"
     )
     assert lab_host.nsenter("tailscale version").stdout.splitlines()[0] == OLD
-    assert status(lab_host)["BackendState"] == "NeedsLogin"
+    assert node_status(lab_host)["BackendState"] == "NeedsLogin"
     verify = lab_host.nsenter("systemd-analyze verify tailscaled.service", check=False)
     assert (verify.returncode, verify.stderr) == (0, "")
     as_nobody = "runuser -u nobody -- tailscale"

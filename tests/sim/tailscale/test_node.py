@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.sim.control import ControlServer
-from tests.sim.tailscale.conftest import LocalNode
+from tests.sim.tailscale.localnode import LocalNode
 
 
 def status(node: LocalNode) -> dict[str, Any]:
