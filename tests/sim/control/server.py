@@ -15,8 +15,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from tests.sim.control import policy
+from tests.sim.control import hujson, policy
 from tests.sim.control.state import (
+    MAX_KEY_EXPIRY,
     AuthKey,
     ControlError,
     ControlState,
@@ -115,6 +116,11 @@ def _strings(value: Any, name: str) -> list[str]:
     return value
 
 
+def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
+    """Return body[name] when present (checked like _field), else None."""
+    return _field(body, name, kind) if name in body else None
+
+
 def _field(body: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
     """Return body[name] when it has the given type (or the default when absent), else 400."""
     if name not in body and default is not None:
@@ -132,7 +138,7 @@ def _policy_response(version: PolicyVersion, as_json: bool) -> Response:
     """Return a policy version as HuJSON (exactly as stored) or JSON, with its quoted ETag."""
     headers = (("ETag", f'"{version.etag}"'),)
     if as_json:
-        parsed, _ = policy.check(version.text)
+        parsed = hujson.loads(version.text)  # stored versions are always valid
         return Response(200, json.dumps(parsed, indent=2).encode(), JSON, headers)
     return Response(200, version.text.encode(), HUJSON, headers)
 
@@ -178,7 +184,7 @@ def create_key(control: ControlServer, request: Request) -> Response:
         reusable=_field(create, "reusable", bool, False),
         ephemeral=_field(create, "ephemeral", bool, False),
         preauthorized=_field(create, "preauthorized", bool, False),
-        expiry_seconds=_field(body, "expirySeconds", int, 90 * 24 * 3600),
+        expiry_seconds=_field(body, "expirySeconds", int, MAX_KEY_EXPIRY),
         description=_field(body, "description", str, ""),
         credential=request.credential,
     )
@@ -281,13 +287,13 @@ def register(control: ControlServer, request: Request) -> Response:
 
 @route("POST", "/sim/v1/poll", None)
 def poll(control: ControlServer, request: Request) -> Response:
-    """Heartbeat: mark the node online (and note a new endpoint, if sent) and return it."""
+    """Heartbeat: mark the node online, note the fields it sent, and return it."""
     body = request.json()
     node = control.state.poll(
         _field(body, "machineKey", str),
-        _field(body, "ssh", bool, False),
-        _field(body, "clientVersion", str, ""),
-        _field(body, "endpoint", str, ""),
+        ssh=_optional(body, "ssh", bool),
+        client_version=_optional(body, "clientVersion", str),
+        endpoint=_optional(body, "endpoint", str),
     )
     return json_response({"node": node})
 
@@ -519,7 +525,7 @@ class ControlServer:
         reusable: bool = False,
         ephemeral: bool = False,
         preauthorized: bool = True,
-        expiry_seconds: int = 90 * 24 * 3600,
+        expiry_seconds: int = MAX_KEY_EXPIRY,
         description: str = "",
     ) -> AuthKey:
         """Create an auth key as the admin (tags must be declared); `.secret` is the key."""

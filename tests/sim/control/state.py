@@ -542,16 +542,23 @@ class ControlState:
             return device.node(self.tailnet, self.magic_dns_suffix, now)
 
     def poll(
-        self, machine_key: str, ssh: bool, client_version: str, endpoint: str | None = None
+        self,
+        machine_key: str,
+        *,
+        ssh: bool | None = None,
+        client_version: str | None = None,
+        endpoint: str | None = None,
     ) -> dict[str, Any]:
-        """Record a heartbeat and return the node, or raise 404 when logged out or deleted."""
+        """Record a heartbeat (updating what was sent) and return the node; 404 when gone."""
         with self._lock:
             device = self._by_machine_key(machine_key)
             if device is None or device.logged_out is not None:
                 raise ControlError(404, "node not found or logged out")
             device.last_seen = self.now()
-            device.ssh = ssh
-            device.client_version = client_version
+            if ssh is not None:
+                device.ssh = ssh
+            if client_version:
+                device.client_version = client_version
             if endpoint:
                 device.endpoint = endpoint
             return device.node(self.tailnet, self.magic_dns_suffix, device.last_seen)

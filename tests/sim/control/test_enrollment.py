@@ -169,13 +169,18 @@ def test_poll_keeps_a_device_online_and_silence_takes_it_offline(
     assert api.get(f"/device/{node['id']}").json()["connectedToControl"] is True
 
 
-def test_poll_may_report_a_new_endpoint(servers_policy: ControlServer, sim: httpx.Client) -> None:
-    """A node that moved says so in its poll; without `endpoint` the old one stays."""
+def test_poll_updates_only_what_it_sends(servers_policy: ControlServer, sim: httpx.Client) -> None:
+    """Fields a poll sends replace the registered ones; fields it leaves out stay."""
     body = register_body(servers_policy.create_auth_key(["tag:server"]).secret)
     sim.post("/register", json=body)
     sim.post("/poll", json={"machineKey": body["machineKey"], "endpoint": "10.99.0.12"})
     sim.post("/poll", json={"machineKey": body["machineKey"]})
-    assert servers_policy.devices()[0].endpoint == "10.99.0.12"
+    [device] = servers_policy.devices()
+    assert device.endpoint == "10.99.0.12"
+    assert (device.ssh, device.client_version) == (True, "1.76.6")  # not sent, so kept
+    sim.post("/poll", json={"machineKey": body["machineKey"], "ssh": False, "clientVersion": "2"})
+    [device] = servers_policy.devices()
+    assert (device.ssh, device.client_version) == (False, "2")
 
 
 def test_deleted_devices_poll_404_and_reregister_as_new(
