@@ -61,6 +61,55 @@ def check(inventory: InventoryArg) -> None:
     run_check(inventory)
 
 
+secrets_app = typer.Typer(
+    help="Keep secrets in the OS keyring; values are never read from the command line.",
+    no_args_is_help=True,
+)
+app.add_typer(secrets_app, name="secrets")
+
+EntryArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SERVICE/NAME", help="The keyring entry, e.g. tsops/api-token.", show_default=False
+    ),
+]
+
+
+@secrets_app.command("set")
+def secrets_set(entry: EntryArg) -> None:
+    """Store a secret typed at a hidden prompt, or piped on standard input."""
+    from tsops.cli.secrets import run_set
+
+    run_set(entry)
+
+
+@secrets_app.command("get")
+def secrets_get(
+    entry: EntryArg,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Print the secret itself.")] = False,
+) -> None:
+    """Say whether a secret is set; print it only with --reveal."""
+    from tsops.cli.secrets import run_get
+
+    run_get(entry, reveal=reveal)
+
+
+@secrets_app.command("delete")
+def secrets_delete(entry: EntryArg) -> None:
+    """Delete a secret (succeeds when it was not set)."""
+    from tsops.cli.secrets import run_delete
+
+    run_delete(entry)
+
+
+@secrets_app.command("list")
+def secrets_list() -> None:
+    """List the entries tsops stored (names only)."""
+    from tsops.cli.secrets import run_list
+
+    run_list()
+
+
 def main() -> None:
     """Entry point: run the app and turn every outcome into one exit code."""
     from tsops import console
