@@ -21,6 +21,19 @@ if TYPE_CHECKING:
     from tsops.inventory.load import Target
 
 
+# What a network or SSH failure raises: OSError covers DNS, refused, reset and timeouts;
+# paramiko's SSHException covers keys, authentication and protocol errors; invoke's
+# CommandTimedOut is a command that outlived COMMAND_TIMEOUT. Anything else is a bug.
+COMMAND_TIMEOUT = 600
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    from invoke.exceptions import CommandTimedOut
+    from paramiko.ssh_exception import SSHException
+
+    return (OSError, EOFError, SSHException, CommandTimedOut)
+
+
 class HostUnreachable(TsopsError):
     """A host could not be reached or refused us; `reason` is a short phrase for summaries."""
 
@@ -80,9 +93,9 @@ class Remote:
         self.round_trips += 1
         try:
             result = connection.run(
-                command, hide=True, warn=True, in_stream=_stream(stdin), timeout=300
+                command, hide=True, warn=True, in_stream=_stream(stdin), timeout=COMMAND_TIMEOUT
             )
-        except Exception as error:  # paramiko and invoke raise many types; classify them
+        except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
         return RunResult(result.exited, result.stdout, result.stderr)
 
@@ -93,7 +106,7 @@ class Remote:
         try:
             connection.put(str(local), remote)
             connection.sftp().chmod(remote, 0o600)
-        except Exception as error:
+        except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
 
     def close(self) -> None:
@@ -114,7 +127,7 @@ class Remote:
 
         target = self.target
         config = Config(runtime_ssh_path=self.ssh_config) if self.ssh_config else Config()
-        connect_kwargs: dict[str, Any] = {"timeout": self.timeout, "banner_timeout": self.timeout}
+        connect_kwargs: dict[str, Any] = {"banner_timeout": self.timeout}
         if target.identity_file:
             connect_kwargs["key_filename"] = str(Path(target.identity_file).expanduser())
         gateway = None
@@ -136,7 +149,7 @@ class Remote:
         )
         try:
             connection.open()
-        except Exception as error:
+        except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
         return connection
 
@@ -166,6 +179,10 @@ def describe_ssh_error(error: BaseException) -> str:
         SSHException,
     )
 
+    from invoke.exceptions import CommandTimedOut
+
+    if isinstance(error, CommandTimedOut):
+        return f"a command ran longer than {COMMAND_TIMEOUT} s and was stopped"
     if isinstance(error, BadHostKeyException):
         return (f"host key changed for {error.hostname}: refusing to connect (if the change "
                 "is expected, remove the old key from known_hosts)")
