@@ -143,6 +143,8 @@ class Backend:
         self.machine_key = ""
         self.prefs: dict[str, Any] = dict(DEFAULT_PREFS)
         self.node: dict[str, Any] | None = None
+        # Bumped on every login and logout, so that a poll answered meanwhile is discarded.
+        self.login_generation = 0
         self.load()
 
     def load(self) -> None:
@@ -278,6 +280,7 @@ class Backend:
             with self.lock:
                 if node is not None:
                     self.node = node
+                    self.login_generation += 1
                     self.last_poll_ok = time.monotonic()
                 self.prefs = {**wanted, "WantRunning": True}
                 self.save()
@@ -354,6 +357,7 @@ class Backend:
                         502, f"logout: control server unreachable: {error}"
                     ) from None
             self.node = None
+            self.login_generation += 1
             self.prefs = dict(DEFAULT_PREFS)
             self.last_poll_ok = 0.0
             self.save()
@@ -367,6 +371,7 @@ class Backend:
             if self.node is None or not (force or self.prefs["WantRunning"]):
                 return
             control_url = self.prefs["ControlURL"]
+            generation = self.login_generation
             body = {
                 "machineKey": self.machine_key,
                 "ssh": self.prefs["RunSSH"],
@@ -376,6 +381,8 @@ class Backend:
             answer = control_post(control_url, "poll", body, REQUEST_TIMEOUT_S)
         except ControlError as error:
             with self.lock:
+                if generation != self.login_generation:
+                    return
                 if error.status == 404:
                     log("control: this node was deleted or logged out; NeedsLogin")
                     self.node = None
@@ -388,6 +395,8 @@ class Backend:
             log(f"control: poll failed: {error}")
             return
         with self.lock:
+            if generation != self.login_generation:
+                return
             if self.node is not None and (force or self.prefs["WantRunning"]):
                 if answer["node"] != self.node:
                     self.node = answer["node"]
