@@ -411,7 +411,12 @@ def run_session(
     source: SourceNode,
     ssh_user: str,
     output: Iterable[OutputChunk],
-    **options: Any,
+    *,
+    command: str = "",
+    term: str = "xterm-256color",
+    width: int = 80,
+    height: int = 24,
+    ack_window: float = ACK_WINDOW_S,
 ) -> SessionResult:
     """Run a session against the control plane's current policy and devices (see play_session)."""
     from tests.sim.control import hujson
@@ -420,7 +425,8 @@ def run_session(
     devices = state.devices()
     policy = hujson.loads(state.policy().text)
     return play_session(policy, devices, state.now(), find_device(devices, destination), source,
-                        ssh_user, output, **options)
+                        ssh_user, output, command=command, term=term, width=width, height=height,
+                        ack_window=ack_window)
 
 
 def play_session(
@@ -436,7 +442,6 @@ def play_session(
     term: str = "xterm-256color",
     width: int = 80,
     height: int = 24,
-    port: int = RECORDER_PORT,
     ack_window: float = ACK_WINDOW_S,
 ) -> SessionResult:
     """Decide, connect, stream `output` as a .cast, and report what happened.
@@ -451,7 +456,7 @@ def play_session(
     if rule.recorder is None:
         return SessionResult(Outcome.UNRECORDED, rule, delivered=sum(1 for _ in chunks))
     recorders = recorders_for(rule.recorder, devices, now)
-    upload, attempts = connect(recorders, destination.node_id, port, ack_window)
+    upload, attempts = connect(recorders, destination.node_id, RECORDER_PORT, ack_window)
     if upload is None:
         if rule.enforce_recorder:
             return SessionResult(Outcome.REFUSED, rule, tuple(attempts))

@@ -16,7 +16,7 @@ from tests.sim.recorder.cast import OutputChunk
 from tests.sim.recorder.conftest import ALICE, BOB, CI, RecorderProcess, StartRecorder
 from tests.sim.recorder.session import Outcome, run_session
 
-OUTPUT = [OutputChunk(0.1 * i, f"line {i}\r\n") for i in range(1, 6)]
+OUTPUT = [OutputChunk(round(0.1 * i, 1), f"line {i}\r\n") for i in range(1, 6)]
 
 
 def killing_after(recorder: RecorderProcess, count: int) -> Iterator[OutputChunk]:
@@ -120,7 +120,9 @@ def test_enforced_upload_failing_mid_way_ends_the_session(
 
     assert result.outcome is Outcome.ENDED
     assert result.accepted
-    assert result.delivered == 2
+    # The write right after the kill may still land in the socket buffer, as it would for the
+    # real SSH server; the one after it cannot.
+    assert result.delivered in (2, 3)
     assert result.failure is not None
     [partial] = (tmp_path / "rec" / server_device.node_id).iterdir()
     assert result.sent.startswith(partial.read_bytes())  # a truncated .cast stays behind

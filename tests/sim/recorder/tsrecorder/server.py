@@ -172,6 +172,8 @@ class Http1Exchange:
         self.conn.settimeout(None)
         try:
             complete = self.copy_body(headers, recording)
+        except ValueError:  # a malformed chunk size: the upload is broken off here
+            complete = False
         except StorageError as error:
             log.error("%s", error)
             with contextlib.suppress(StorageError):
