@@ -31,6 +31,12 @@ EnvironmentFile=/etc/tsrecorder/env
 ExecStart=/usr/local/bin/tsrecorder --dst s3://{endpoint} --bucket {bucket} \\
   --statedir /var/lib/tsrecorder --hostname recorder-lab
 Restart=on-failure
+# Hardening a real deployment would use: the simulator must run under it too.
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=/var/lib/tsrecorder
+ProtectHome=yes
+PrivateTmp=yes
 
 [Install]
 WantedBy=multi-user.target
