@@ -172,14 +172,13 @@ def _stream(stdin: str | None) -> Any:
 
 def describe_ssh_error(error: BaseException) -> str:
     """Turn a connection failure into the short reason an operator reads in a summary."""
+    from invoke.exceptions import CommandTimedOut
     from paramiko.ssh_exception import (
         AuthenticationException,
         BadHostKeyException,
         NoValidConnectionsError,
         SSHException,
     )
-
-    from invoke.exceptions import CommandTimedOut
 
     if isinstance(error, CommandTimedOut):
         return f"a command ran longer than {COMMAND_TIMEOUT} s and was stopped"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -59,6 +60,69 @@ def check(inventory: InventoryArg) -> None:
     from tsops.cli.check import run_check
 
     run_check(inventory)
+
+
+LimitOpt = Annotated[
+    list[str] | None,
+    typer.Option("--limit", "-l", help="Only these servers: a host, group or tag (repeatable)."),
+]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", "-c", help="How many hosts to work on at once.")
+]
+class Output(StrEnum):
+    """How results are printed."""
+
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="How to print results.")]
+NoInputOpt = Annotated[
+    bool,
+    typer.Option("--no-input", help="Never prompt; fail if a secret or confirmation is missing."),
+]
+
+
+def _output(value: Output) -> Literal["table", "json"]:
+    return "json" if value is Output.json else "table"
+
+
+@app.command()
+def plan(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = Output.table,
+    no_input: NoInputOpt = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")
+    ] = False,
+) -> None:
+    """Show what bootstrap would change on each server, and the API calls it would make."""
+    from tsops.cli.bootstrap import run_plan
+
+    run_plan(inventory, limit or [], concurrency, no_input, _output(output), detailed_exitcode)
+
+
+@app.command()
+def bootstrap(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = Output.table,
+    no_input: NoInputOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only plan (same as tsops plan).")
+    ] = False,
+) -> None:
+    """Install, enroll and tag every server: plan, confirm, apply, verify, summarise."""
+    from tsops.cli.bootstrap import run_bootstrap, run_plan
+
+    if dry_run:
+        run_plan(inventory, limit or [], concurrency, no_input, _output(output), False)
+        return
+    run_bootstrap(inventory, limit or [], concurrency, no_input, _output(output), yes)
 
 
 secrets_app = typer.Typer(

@@ -1,0 +1,154 @@
+"""`tsops plan` and `tsops bootstrap` on real lab hosts enrolling into the simulated tailnet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.lab import Lab
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
+
+SERVERS = {
+    "host1": (),
+    "host2": ("tag:db",),
+    "host3": ("tag:web",),
+    "host4": ("tag:db", "tag:web"),
+}
+
+
+@pytest.fixture
+def tailnet(lab: Lab) -> Iterator[LabTailnet]:
+    """The simulated tailnet around the lab."""
+    with lab_tailnet(lab) as running:
+        yield running
+
+
+def tsops(tailnet: LabTailnet, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run tsops as an operator would, the API token in the environment."""
+    env = {**os.environ, TOKEN_VARIABLE: tailnet.token}
+    return subprocess.run(
+        [sys.executable, "-m", "tsops", *args], capture_output=True, text=True, env=env,
+        check=False, timeout=600,
+    )
+
+
+def bootstrap_json(tailnet: LabTailnet, inventory: Path) -> dict[str, Any]:
+    """Run a bootstrap that must succeed and return its JSON report by host."""
+    result = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(inventory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {host["name"]: host for host in json.loads(result.stdout)["hosts"]}
+
+
+def devices(tailnet: LabTailnet) -> dict[str, list[str]]:
+    """Tags of every device the control simulator knows, by hostname."""
+    return {d.hostname: sorted(d.tags) for d in tailnet.control.state.devices()}
+
+
+def expected_tags() -> dict[str, list[str]]:
+    return {name: sorted({"tag:server", *tags}) for name, tags in SERVERS.items()}
+
+
+@pytest.mark.lab(hosts=4)
+def test_bootstrap_from_scratch_then_converged(lab: Lab, tailnet: LabTailnet,
+                                               tmp_path: Path) -> None:
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", SERVERS)
+    plan = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))
+    assert plan.returncode == 3, plan.stderr
+    assert "Plan: 4 of 4 host(s) to change" in plan.stdout
+    assert tailnet.control.state.devices() == []
+
+    first = bootstrap_json(tailnet, inventory)
+    assert {name: host["outcome"] for name, host in first.items()} == dict.fromkeys(
+        SERVERS, "changed")
+    assert devices(tailnet) == expected_tags()
+    assert all(d.ssh for d in tailnet.control.state.devices())
+    keys = tailnet.control.state.auth_keys()
+    assert len(keys) == 4
+    assert all(k.uses == 1 and not k.reusable and k.revoked is not None for k in keys)
+    for host in lab.hosts:
+        assert host.nsenter("ls -A /run/tsops").stdout == ""
+        status = json.loads(host.nsenter("tailscale status --json").stdout)
+        assert status["BackendState"] == "Running"
+        assert sorted(status["Self"]["Tags"]) == expected_tags()[host.name]
+        prefs = json.loads(host.nsenter("tailscale debug prefs").stdout)
+        assert prefs["RunSSH"] is True
+
+    # The second run: nothing to change, one SSH round trip per host, no mutating API call.
+    requests_before = len(tailnet.control.state.requests())
+    second = bootstrap_json(tailnet, inventory)
+    assert {name: (h["outcome"], h["round_trips"]) for name, h in second.items()} == (
+        dict.fromkeys(SERVERS, ("unchanged", 1)))
+    calls = tailnet.control.state.requests()[requests_before:]
+    assert [(c.method, c.path) for c in calls] == [("GET", "/api/v2/tailnet/example.com/devices")]
+    assert len(tailnet.control.state.auth_keys()) == 4
+    again = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@pytest.mark.lab(hosts=2)
+def test_changed_tags_are_retagged_through_the_api(tailnet: LabTailnet, tmp_path: Path) -> None:
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": (), "host2": ()})
+    bootstrap_json(tailnet, inventory)
+    tailnet.inventory(inventory, {"host1": ("tag:db",), "host2": ()})
+    plan = tsops(tailnet, "plan", str(inventory))
+    device = next(d for d in tailnet.control.state.devices() if d.hostname == "host1")
+    assert "host1:\n  + retag tag:server -> tag:server tag:db\n" in plan.stdout
+    assert f"API POST /device/{device.id}/tags: tag:server tag:db" in plan.stdout
+    assert "host2: no change" in plan.stdout
+    keys_before = len(tailnet.control.state.auth_keys())
+    result = bootstrap_json(tailnet, inventory)
+    assert (result["host1"]["outcome"], result["host2"]["outcome"]) == ("changed", "unchanged")
+    assert devices(tailnet) == {"host1": ["tag:db", "tag:server"], "host2": ["tag:server"]}
+    # Retagging goes through the API: no new key, the same device.
+    assert len(tailnet.control.state.auth_keys()) == keys_before
+    assert next(d for d in tailnet.control.state.devices() if d.hostname == "host1").id == (
+        device.id)
+
+
+@pytest.mark.lab(hosts=3)
+def test_one_host_down_the_others_succeed_and_a_rerun_converges(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {h.name: () for h in lab.hosts})
+    down = lab.host("host2")
+    down.nsenter("systemctl stop ssh.service")
+    result = tsops(tailnet, "bootstrap", "--yes", "--no-input", str(inventory))
+    assert result.returncode == 1
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()
+            if line.startswith("host")}
+    assert "changed" in rows["host1"] and "changed" in rows["host3"]
+    assert "failed" in rows["host2"] and "connection refused" in rows["host2"]
+    assert sorted(devices(tailnet)) == ["host1", "host3"]
+
+    down.nsenter("systemctl start ssh.service")
+    rerun = bootstrap_json(tailnet, inventory)
+    assert {n: h["outcome"] for n, h in rerun.items()} == {
+        "host1": "unchanged", "host2": "changed", "host3": "unchanged"}
+    assert sorted(devices(tailnet)) == ["host1", "host2", "host3"]
+
+
+@pytest.mark.lab(hosts=1)
+def test_the_auth_key_never_shows(lab: Lab, tailnet: LabTailnet, tmp_path: Path) -> None:
+    (host,) = lab.hosts
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": ()})
+    # Sample every process's command line on the host while tsops runs.
+    host.nsenter("nohup sh -c 'while :; do ps -ww -eo args >> /root/ps.log; sleep 0.02; done' "
+                 ">/dev/null 2>&1 & echo $! > /root/sampler.pid")
+    result = tsops(tailnet, "bootstrap", "--yes", "--no-input", str(inventory))
+    assert result.returncode == 0, result.stdout + result.stderr
+    host.nsenter("kill $(cat /root/sampler.pid)")
+    (key,) = tailnet.control.state.auth_keys()
+    ps_log = host.nsenter("cat /root/ps.log").stdout
+    assert "tailscale up --reset --auth-key=file:/run/tsops/authkey." in ps_log
+    assert key.secret not in ps_log
+    assert key.secret not in result.stdout + result.stderr
+    leftover = host.nsenter(f"grep -rl {key.secret} /run /tmp /var/tmp /root /etc "
+                            "/var/lib/tailscale", check=False)
+    assert leftover.stdout == ""
