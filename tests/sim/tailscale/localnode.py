@@ -20,18 +20,24 @@ class LocalNode:
     socket: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Start tailscaled and wait for its socket."""
-        self.process = subprocess.Popen(
-            [sys.executable, str(PACKAGE_DIR / "tailscaled.py"), f"--state={self.state}",
-             f"--socket={self.socket}", "--port=0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+    @property
+    def log(self) -> Path:
+        """Where tailscaled's stderr goes."""
+        return self.socket.with_suffix(".log")
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start tailscaled, with `env` added to our environment, and wait for its socket."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(PACKAGE_DIR / "tailscaled.py"), f"--state={self.state}",
+                 f"--socket={self.socket}", "--port=0"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **(env or {})},
+            )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("tailscaled did not start")
+                raise RuntimeError(f"tailscaled did not start: {self.log.read_text()}")
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -44,8 +50,6 @@ class LocalNode:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
         self.process = None
 
     def cli(

@@ -234,3 +234,14 @@ def test_unreachable_login_server_times_out(local_node: LocalNode) -> None:
     assert result.returncode == 1
     assert "timeout waiting for Tailscale service to enter a Running state" in result.stderr
     assert status(local_node)["BackendState"] == "NeedsLogin"
+
+
+def test_proxy_variables_are_ignored(local_node: LocalNode, local_control: ControlServer) -> None:
+    # The daemon must talk to the login server itself, never through a proxy (port 9: closed).
+    local_node.stop()
+    proxy = "http://127.0.0.1:9"
+    local_node.start(
+        env={"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    )
+    enroll(local_node, local_control)
+    assert status(local_node)["BackendState"] == "Running"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import secrets
@@ -22,9 +23,7 @@ import sys
 import threading
 import time
 import traceback
-import urllib.error
 import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -110,23 +109,36 @@ class ControlError(Exception):
 
 
 def control_post(control_url: str, path: str, body: dict[str, Any], timeout: float) -> Any:
-    """POST JSON to the login server; the only place this daemon sends anything on the network."""
-    url = f"{control_base(control_url)}/sim/v1/{path}"
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": f"tailscaled/{VERSION}"},
-        method="POST",
+    """POST JSON to the login server; the only place this daemon sends anything on the network.
+
+    http.client, not urllib: urllib would honour proxy variables and follow redirects, and so
+    could send the request (an auth key) somewhere other than the login server.
+    """
+    base = urllib.parse.urlsplit(control_base(control_url))
+    connection_class = (
+        http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
     )
+    connection = connection_class(base.netloc, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
+        connection.request(
+            "POST",
+            f"{base.path}/sim/v1/{path}",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "User-Agent": f"tailscaled/{VERSION}"},
+        )
+        response = connection.getresponse()
+        payload = response.read()
+    except http.client.HTTPException as error:
+        raise OSError(f"bad answer from {base.netloc}: {error!r}") from None
+    finally:
+        connection.close()
+    if response.status != 200:
         try:
-            message = json.loads(error.read()).get("message", "")
+            message = str(json.loads(payload).get("message", ""))
         except (ValueError, AttributeError):
             message = ""
-        raise ControlError(error.code, message or f"HTTP {error.code}") from None
+        raise ControlError(response.status, message or f"HTTP {response.status}")
+    return json.loads(payload)
 
 
 class Backend:
