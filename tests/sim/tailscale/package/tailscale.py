@@ -283,7 +283,7 @@ def confirm_ssh_toggle(want_ssh: bool, accepted: str, status: Mapping[str, Any])
 
     The real CLI prints the warning and continues after a countdown unless interrupted. Without
     a terminal nobody can interrupt, so this simulator refuses instead: automation must pass
-    --accept-risk=lose-ssh, and forgetting it fails a test rather than hanging a session.
+    --accept-risk=lose-ssh, and forgetting it fails a test instead of passing after 5 s.
     """
     if risk_accepted(accepted, RISK_LOSE_SSH) or not ssh_over_tailscale(os.environ, status):
         return
