@@ -45,7 +45,7 @@ class RepoServer:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(
-            target=self.httpd.serve_forever, name="tailscale-repo", daemon=True
+            target=self.httpd.serve_forever, args=(0.1,), name="tailscale-repo", daemon=True
         )
         self.thread.start()
 

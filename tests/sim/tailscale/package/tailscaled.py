@@ -576,7 +576,7 @@ def main(argv: list[str]) -> int:
     log(f"tailscaled {VERSION} (lab simulator) listening on {socket_path}, port {args.port}")
     notify_systemd("READY=1")
     try:
-        server.serve_forever()
+        server.serve_forever(poll_interval=0.1)  # a quick stop on SIGTERM
     finally:
         server.server_close()
         remove_socket(socket_path)
