@@ -68,7 +68,8 @@ def test_inventory_objects_are_frozen() -> None:
         ),
         (
             "- a\n- b\n",
-            ["1: the inventory must be a mapping of sections"],
+            ["1:1: (top level): the inventory must be a mapping of sections (version, tailnet, "
+             "servers, ...)"],
         ),
         (
             "version: 2\n" + HEAD.split("\n", 1)[1],
@@ -88,11 +89,11 @@ def test_inventory_objects_are_frozen() -> None:
         ),
         (
             HEAD + "servers:\n  hosts:\n    web1: {port: 70000}\n",
-            ["7:18: servers.hosts.web1.port: input should be less than or equal to 65535"],
+            ["7:18: servers.hosts.web1.port: expected at most 65535, got 70000"],
         ),
         (
             HEAD + "servers:\n  hosts:\n    Web_1: {}\n",
-            ["7:12: servers.hosts.Web_1: expected a host name of lowercase letters, digits "
+            ["7:5: servers.hosts.Web_1: expected a host name of lowercase letters, digits "
              "and hyphens, got 'Web_1'"],
         ),
         (
@@ -136,7 +137,7 @@ def test_inventory_objects_are_frozen() -> None:
         ),
         (
             HEAD + "servers:\n  hosts:\n    a: {}\n  groups:\n    g:\n      hosts:\n        a:\n",
-            ["11: host 'a' is listed twice (first at line 7)"],
+            ["11:9: servers.groups.g.hosts.a: host 'a' is listed twice (first at line 7)"],
         ),
         (
             HEAD + "servers:\n  hosts: {a: }\nssh_rules:\n"

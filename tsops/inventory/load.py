@@ -74,20 +74,31 @@ def load_inventory(path: Path) -> LoadedInventory:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise InventoryError([f"{where}: invalid YAML: {error.problem or error}"]) from error
     if not isinstance(document, CommentedMap):
-        raise InventoryError([f"{path}:1: the inventory must be a mapping of sections"])
+        raise InventoryError([f"{path}:1:1: (top level): the inventory must be a mapping of "
+                              "sections (version, tailnet, servers, ...)"])
     secrets = list(_inline_secrets(path, document))
     if secrets:
         raise InventoryError(secrets)
     try:
         model = Inventory.model_validate(_plain(document))
     except ValidationError as error:
-        problems = [_describe(path, document, e) for e in error.errors(include_url=False)]
+        errors = error.errors(include_url=False)
+        problems = [_describe(path, document, e) for e in errors if not _follows(e, errors)]
         raise InventoryError(sorted(problems, key=_line_of)) from error
     targets = tuple(_targets(model, document))
     problems = list(_cross_check(path, document, model, targets))
     if problems:
         raise InventoryError(problems)
     return LoadedInventory(path, model, targets, tuple(_warnings(path, document, model, targets)))
+
+
+def _follows(error: Any, errors: list[Any]) -> bool:
+    """Whether an error only repeats another (a list too short because an item failed)."""
+    if error["type"] != "too_short":
+        return False
+    loc = tuple(error["loc"])
+    return any(tuple(other["loc"])[: len(loc)] == loc and len(other["loc"]) > len(loc)
+               for other in errors)
 
 
 def _line_of(problem: str) -> tuple[int, int]:
@@ -145,6 +156,9 @@ def _describe(path: Path, document: CommentedMap, error: Any) -> str:
     """One line for one validation error: file:line:col: field: what was expected."""
     loc: Loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
     kind = error["type"]
+    if "[key]" in error["loc"]:  # a mapping key failed validation: point at the key
+        line, col = _position(document, loc, key=True)
+        return f"{path}:{line}:{col}: {_field_path(loc)}: {_message(error)}"
     if kind == "extra_forbidden":
         line, col = _position(document, loc, key=True)
         name = str(loc[-1])
@@ -175,8 +189,17 @@ def _message(error: Any) -> str:
         "model_type": "a mapping",
         "model_attributes_type": "a mapping",
     }.get(kind)
+    if expected == "a string" and isinstance(got, int | float) and not isinstance(got, bool):
+        return f"expected a string, got the number {got!r} (put the value in quotes)"
     if expected:
         return f"expected {expected}, got {_shown(got)}"
+    if kind in ("less_than_equal", "greater_than_equal"):
+        bound = "at most" if kind == "less_than_equal" else "at least"
+        limit = error["ctx"]["le" if kind == "less_than_equal" else "ge"]
+        return f"expected {bound} {limit}, got {_shown(got)}"
+    if kind == "too_short":
+        return (f"expected at least {error['ctx']['min_length']} item(s), "
+                f"got {error['ctx']['actual_length']}")
     if kind == "literal_error":
         return f"expected {error['ctx']['expected']}, got {_shown(got)}"
     message: str = error["msg"]
@@ -302,8 +325,11 @@ def _cross_check(
     for target in targets:
         if target.name in seen:
             first = seen[target.name]
-            yield (f"{path}:{target.line}: host {target.name!r} is listed twice "
-                   f"(first at line {first.line})")
+            section = ("recorders" if target.role == "recorder" else
+                       f"servers.groups.{target.group}" if target.group else "servers")
+            line, col = _position(document, _host_loc(target), key=True)
+            yield (f"{path}:{line}:{col}: {section}.hosts.{target.name}: host "
+                   f"{target.name!r} is listed twice (first at line {first.line})")
         seen.setdefault(target.name, target)
     rule_names: set[str] = set()
     for index, rule in enumerate(model.ssh_rules):
@@ -318,6 +344,15 @@ def _cross_check(
     if model.recorders is not None and model.storage is None:
         line, col = _position(document, ("recorders",), key=True)
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
+
+
+def _host_loc(target: Target) -> Loc:
+    """Where a host is defined in the document."""
+    if target.role == "recorder":
+        return ("recorders", "hosts", target.name)
+    if target.group:
+        return ("servers", "groups", target.group, "hosts", target.name)
+    return ("servers", "hosts", target.name)
 
 
 def _warnings(
