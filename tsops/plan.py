@@ -135,8 +135,8 @@ def plan_host(
     if not enrolled:
         steps.append(Step(
             "enroll", f"enroll as {desired.hostname} with tags {tags} and Tailscale SSH on",
-            (f"POST /tailnet/{{t}}/keys: single-use key with tags {tags}",
-             "DELETE /tailnet/{t}/keys/{id}: revoke it after use"),
+            (f"POST /tailnet/{desired.tailnet}/keys: single-use key with tags {tags}",
+             f"DELETE /tailnet/{desired.tailnet}/keys/<id>: revoke it after use"),
         ))
         return _with_steps(plan, steps)
     assert status is not None and prefs is not None

@@ -1,11 +1,13 @@
 """`make demo`: bring the lab up and run tsops against it for real, then tear it down.
 
-Grows with tsops: today it boots the hosts that inventories/lab.yaml names, shows each is a
-real systemd host reachable over SSH, and runs `tsops check` on that inventory.
+It boots the hosts that inventories/lab.yaml names, serves the simulated tailnet on the lab
+bridge, and runs tsops as an operator would: check, plan, bootstrap, and bootstrap again to
+show that a converged rerun changes nothing.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,36 +16,60 @@ from pathlib import Path
 from tests.lab.errors import LabError, LabUnavailable
 from tests.lab.inspect import leftovers
 from tests.lab.lab import Lab
+from tests.lab.tailnet import TOKEN_VARIABLE, lab_tailnet
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab.yaml"
+CONTROL_PORT, REPO_PORT = 8088, 8089
+
+
+def say(text: str) -> None:
+    """Print a demo heading."""
+    print(f"\n== {text}", flush=True)
 
 
 def main() -> int:
     """Run the demo; return the process exit code."""
     tsops = Path(sys.executable).with_name("tsops")
+    inventory = str(INVENTORY.relative_to(REPO))
     started = time.monotonic()
-    print("== starting the lab: 3 Debian hosts booted with systemd-nspawn", flush=True)
+    say("starting the lab: 3 Debian hosts booted with systemd-nspawn")
     try:
-        with Lab(host_count=3, requested_slot=0) as lab:
-            print(f"   up in {time.monotonic() - started:.1f}s on {lab.network}", flush=True)
+        with Lab(host_count=3, requested_slot=0) as lab, \
+                lab_tailnet(lab, CONTROL_PORT, REPO_PORT) as tailnet:
+            print(f"   up in {time.monotonic() - started:.1f}s on {lab.network}; control plane "
+                  f"{tailnet.control.url}, packages {tailnet.repo.url}", flush=True)
             for host in lab.hosts:
                 with host.connection() as conn:
                     result = conn.run(
                         "echo $(hostname) $(systemctl is-system-running --wait) "
-                        "$(. /etc/os-release; echo $PRETTY_NAME)",
-                        hide=True, warn=True,
+                        "$(. /etc/os-release; echo $PRETTY_NAME)", hide=True, warn=True,
                     )
                 print(f"   ssh root@{host.ip}: {result.stdout.strip()}", flush=True)
-            print(f"== tsops check {INVENTORY.relative_to(REPO)}", flush=True)
-            check = subprocess.run([str(tsops), "check", str(INVENTORY)], check=False)
-            print("== stopping the lab", flush=True)
+            env = {**os.environ, TOKEN_VARIABLE: tailnet.token}
+            steps = [
+                ["check", inventory],
+                ["plan", inventory],
+                ["bootstrap", "--yes", inventory],
+                ["bootstrap", "--yes", inventory],
+            ]
+            for args in steps:
+                say("tsops " + " ".join(args))
+                if subprocess.run([str(tsops), *args], env=env, cwd=REPO,
+                                  check=False).returncode != 0:
+                    print("demo: tsops failed", file=sys.stderr)
+                    return 1
+            say("the control plane's devices")
+            for device in tailnet.control.state.devices():
+                print(f"   {device.hostname}: {device.node_id} {' '.join(device.tags)} "
+                      f"ssh={'on' if device.ssh else 'off'}", flush=True)
+            say("stopping the lab")
         left = leftovers(lab.slot)
         if left:
             print("demo: the lab left behind: " + "; ".join(left), file=sys.stderr)
             return 1
         print("   no container, namespace, bridge, mount or process left behind", flush=True)
-        return check.returncode
+        return 0
     except (LabUnavailable, LabError) as error:
         print(f"demo: the lab could not run: {error}", file=sys.stderr)
         return 1

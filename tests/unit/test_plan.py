@@ -54,8 +54,8 @@ def test_fresh_debian_host_gets_everything() -> None:
     assert [s.kind for s in plan.steps] == ["repo", "install", "service", "enroll"]
     assert plan.steps[1].summary == "install tailscale 1.78.3 (apt)"
     assert plan.steps[3].api_calls == (
-        "POST /tailnet/{t}/keys: single-use key with tags tag:server tag:db",
-        "DELETE /tailnet/{t}/keys/{id}: revoke it after use",
+        "POST /tailnet/example.com/keys: single-use key with tags tag:server tag:db",
+        "DELETE /tailnet/example.com/keys/<id>: revoke it after use",
     )
 
 
