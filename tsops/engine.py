@@ -99,9 +99,10 @@ class Engine:
                 for future in futures:
                     future.cancel()
                 wait(futures)
+                if skipped is None:  # nothing was changed yet: stop here
+                    raise
             for future, target in futures.items():
-                if future.cancelled():
-                    assert skipped is not None
+                if future.cancelled() and skipped is not None:
                     results[target.name] = skipped(target)
                 else:
                     results[target.name] = future.result()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,7 +126,8 @@ def test_one_host_down_the_others_succeed_and_a_rerun_converges(
     rows = {line.split()[0]: line for line in result.stdout.splitlines()
             if line.startswith("host")}
     assert "changed" in rows["host1"] and "changed" in rows["host3"]
-    assert "failed" in rows["host2"] and "connection refused" in rows["host2"]
+    assert "failed" in rows["host2"]
+    assert "host2: failed: connection refused\n" in result.stderr
     assert sorted(devices(tailnet)) == ["host1", "host3"]
 
     down.nsenter("systemctl start ssh.service")
@@ -152,3 +155,80 @@ def test_the_auth_key_never_shows(lab: Lab, tailnet: LabTailnet, tmp_path: Path)
     leftover = host.nsenter(f"grep -rl {key.secret} /run /tmp /var/tmp /root /etc "
                             "/var/lib/tailscale", check=False)
     assert leftover.stdout == ""
+
+
+@pytest.mark.lab(hosts=1)
+def test_pinned_version_is_installed_then_changed(lab: Lab, tailnet: LabTailnet,
+                                                  tmp_path: Path) -> None:
+    (host,) = lab.hosts
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": ()}, version="1.76.1")
+    bootstrap_json(tailnet, inventory)
+    assert host.nsenter("tailscale version").stdout.splitlines()[0] == "1.76.1"
+    node = tailnet.control.state.devices()[0].node_id
+    tailnet.inventory(inventory, {"host1": ()}, version="1.78.3")
+    plan = tsops(tailnet, "plan", str(inventory))
+    assert "  + change 1.76.1 to tailscale 1.78.3 (apt)\n" in plan.stdout
+    assert bootstrap_json(tailnet, inventory)["host1"]["done"] == [
+        "change 1.76.1 to tailscale 1.78.3 (apt)"]
+    assert host.nsenter("tailscale version").stdout.splitlines()[0] == "1.78.3"
+    assert [d.node_id for d in tailnet.control.state.devices()] == [node]
+
+
+@pytest.mark.lab(hosts=1)
+def test_tarball_is_verified_before_anything_is_installed(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    (host,) = lab.hosts
+    tarball = tailnet.repo.tree.tarball("1.78.3")
+    good = tarball.with_name(tarball.name + ".sha256").read_text().split()[0]
+    inventory = tmp_path / "inventory.yaml"
+    tailnet.inventory(inventory, {"host1": ()}, install={
+        "method": "tarball", "tarball": {"url": tailnet.repo.tarball_url("1.78.3"),
+                                         "sha256": "0" * 63 + "1"}})
+    failed = tsops(tailnet, "bootstrap", "--yes", "--no-input", str(inventory))
+    assert failed.returncode == 1
+    assert "host1: failed: install tailscale 1.78.3 (tarball) failed (exit 3): the tarball " \
+        "does not match its sha256: nothing installed" in failed.stderr
+    assert host.nsenter("test -e /usr/bin/tailscale", check=False).returncode == 1
+
+    # A local file is checked on this machine first, then uploaded and checked again there.
+    tailnet.inventory(inventory, {"host1": ()}, install={
+        "method": "tarball", "tarball": {"path": str(tarball), "sha256": good}})
+    result = bootstrap_json(tailnet, inventory)
+    assert result["host1"]["outcome"] == "changed"
+    assert host.nsenter("tailscale version").stdout.splitlines()[0] == "1.78.3"
+    assert host.nsenter("systemctl is-active tailscaled").stdout.strip() == "active"
+    assert host.nsenter("ls /run | grep -c '^tsops-.*tgz$'", check=False).stdout.strip() == "0"
+
+
+@pytest.mark.lab(hosts=3)
+def test_ctrl_c_finishes_running_steps_skips_the_rest_and_reports(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    for host in lab.hosts:
+        host.nsenter("echo 'DPkg::Pre-Invoke {\"touch /run/dpkg-started; sleep 3\";};' "
+                     "> /etc/apt/apt.conf.d/99slow")
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {h.name: () for h in lab.hosts})
+    env = {**os.environ, TOKEN_VARIABLE: tailnet.token}
+    running = subprocess.Popen(
+        [sys.executable, "-m", "tsops", "bootstrap", "--yes", "--no-input", "--concurrency", "1",
+         str(inventory)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    first = lab.host("host1")
+    deadline = time.monotonic() + 60
+    while first.nsenter("test -e /run/dpkg-started", check=False).returncode != 0:
+        assert time.monotonic() < deadline and running.poll() is None
+        time.sleep(0.1)
+    running.send_signal(signal.SIGINT)
+    stdout, stderr = running.communicate(timeout=120)
+    assert running.returncode == 1
+    assert "host1: failed: interrupted; rerun to finish" in stderr
+    assert "host2: skipped: interrupted before it started" in stderr
+    assert "host3: skipped: interrupted before it started" in stderr
+    # The install that was running finished; nothing started on the others.
+    assert first.nsenter("tailscale version").stdout.startswith("1.78.3")
+    assert lab.host("host2").nsenter("test -e /run/dpkg-started", check=False).returncode == 1
+    rerun = bootstrap_json(tailnet, inventory)
+    assert {n: h["outcome"] for n, h in rerun.items()} == dict.fromkeys(
+        ("host1", "host2", "host3"), "changed")
+    assert sorted(devices(tailnet)) == ["host1", "host2", "host3"]

@@ -166,6 +166,9 @@ def _print_results(results: list[HostResult], output: OutputFormat) -> None:
     for r in results:
         table.add_row(r.name, r.outcome, str(len(r.done)), r.reason or "-")
     console.out.print(table)
+    for r in results:
+        if r.outcome in ("failed", "skipped"):
+            console.error(f"{r.name}: {r.outcome}: {r.reason}")
     counts = {o: sum(1 for r in results if r.outcome == o)
               for o in ("changed", "unchanged", "failed", "skipped")}
     console.line(", ".join(f"{n} {o}" for o, n in counts.items()))
