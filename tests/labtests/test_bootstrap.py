@@ -220,7 +220,7 @@ def test_ctrl_c_finishes_running_steps_skips_the_rest_and_reports(
         assert time.monotonic() < deadline and running.poll() is None
         time.sleep(0.1)
     running.send_signal(signal.SIGINT)
-    stdout, stderr = running.communicate(timeout=120)
+    _, stderr = running.communicate(timeout=120)
     assert running.returncode == 1
     assert "host1: failed: interrupted; rerun to finish" in stderr
     assert "host2: skipped: interrupted before it started" in stderr
