@@ -174,7 +174,7 @@ class Engine:
             assert install.tarball is not None
             uploaded = None
             if install.tarball.path:
-                local = Path(install.tarball.path).expanduser()
+                local = self.inventory.local_path(install.tarball.path)
                 _verify_local_tarball(local, install.tarball.sha256)
                 uploaded = f"/run/tsops-{hashlib.sha256(str(local).encode()).hexdigest()[:8]}.tgz"
                 remote.put(local, uploaded)

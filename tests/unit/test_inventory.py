@@ -187,3 +187,15 @@ def test_warning_for_a_rule_whose_destination_no_server_carries(tmp_path: Path) 
     assert load_inventory(path).warnings == (
         f"{path}:11:31: ssh_rules[0].dst[0]: no server in this inventory carries tag:db",
     )
+
+
+def test_local_paths_are_relative_to_the_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "ops" / "inv.yaml"
+    path.parent.mkdir()
+    path.write_text(HEAD + "connection:\n  identity_file: keys/id\n  ssh_config: ssh.cfg\n"
+                    "servers:\n  hosts:\n    a:\n    b: {identity_file: /abs/id}\n")
+    inventory = load_inventory(path)
+    a, b = inventory.targets
+    assert (a.identity_file, b.identity_file) == (str(path.parent / "keys" / "id"), "/abs/id")
+    assert inventory.local_path("ssh.cfg") == path.parent / "ssh.cfg"
+    assert inventory.local_path("~/x") == Path.home() / "x"

@@ -64,7 +64,8 @@ def build_engine(
     inventory = load_inventory(path)
     targets = select(inventory, limits)
     api = connect_api(inventory, no_input)
-    ssh_config = inventory.model.connection.ssh_config
+    configured = inventory.model.connection.ssh_config
+    ssh_config = str(inventory.local_path(configured)) if configured else None
     return Engine(
         inventory=inventory, targets=targets, api=api, concurrency=concurrency,
         connect=lambda target: Remote(target, ssh_config=ssh_config),

@@ -7,7 +7,7 @@ import re
 import types
 import typing
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,11 @@ class LoadedInventory:
     targets: tuple[Target, ...]
     warnings: tuple[str, ...]
 
+    def local_path(self, value: str) -> Path:
+        """A path written in the inventory: `~` expanded, relative to the inventory's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
     @property
     def servers(self) -> tuple[Target, ...]:
         """The hosts whose sessions are recorded."""
@@ -85,7 +90,7 @@ def load_inventory(path: Path) -> LoadedInventory:
         errors = error.errors(include_url=False)
         problems = [_describe(path, document, e) for e in errors if not _follows(e, errors)]
         raise InventoryError(sorted(problems, key=_line_of)) from error
-    targets = tuple(_targets(model, document))
+    targets = tuple(_with_local_paths(t, path.parent) for t in _targets(model, document))
     problems = list(_cross_check(path, document, model, targets))
     if problems:
         raise InventoryError(problems)
@@ -344,6 +349,14 @@ def _cross_check(
     if model.recorders is not None and model.storage is None:
         line, col = _position(document, ("recorders",), key=True)
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
+
+
+def _with_local_paths(target: Target, base: Path) -> Target:
+    """Resolve a host's identity file like every other local path in the inventory."""
+    if target.identity_file is None:
+        return target
+    path = Path(target.identity_file).expanduser()
+    return replace(target, identity_file=str(path if path.is_absolute() else base / path))
 
 
 def _host_loc(target: Target) -> Loc:
