@@ -255,6 +255,13 @@ class SshRule(Model):
     enforce_recorder: bool = True
 
 
+class Policy(Model):
+    """Where the tailnet policy file lives that tsops patches (see docs/policy.md)."""
+
+    source: Literal["api", "file"] = "api"
+    file: str | None = None
+
+
 class Inventory(Model):
     """A whole inventory file."""
 
@@ -266,3 +273,4 @@ class Inventory(Model):
     recorders: Recorders | None = None
     storage: Storage | None = None
     ssh_rules: tuple[SshRule, ...] = ()
+    policy: Policy = Policy()
