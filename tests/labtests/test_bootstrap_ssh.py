@@ -1,0 +1,39 @@
+"""Host keys are never trusted silently: a changed or unknown key stops that host only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.lab import Lab
+from tests.lab.tailnet import LabTailnet, lab_tailnet
+from tests.labtests.test_bootstrap import devices, tsops
+
+
+@pytest.fixture
+def tailnet(lab: Lab) -> Iterator[LabTailnet]:
+    """The simulated tailnet around the lab."""
+    with lab_tailnet(lab) as running:
+        yield running
+
+
+@pytest.mark.lab(hosts=3)
+def test_changed_and_unknown_host_keys_are_refused(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    host1, host2, host3 = lab.hosts
+    lines = {line.split()[0]: line for line in lab.known_hosts.read_text().splitlines()}
+    # host1 now presents a key other than the recorded one; host3 is not recorded at all.
+    forged = lines[host2.ip].replace(host2.ip, host1.ip, 1)
+    lab.known_hosts.write_text(f"{forged}\n{lines[host2.ip]}\n")
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {h.name: () for h in lab.hosts})
+    result = tsops(tailnet, "bootstrap", "--yes", "--no-input", str(inventory))
+    assert result.returncode == 1
+    assert (f"host1: failed: host key changed for {host1.ip}: refusing to connect (if the change "
+            "is expected, remove the old key from known_hosts)") in result.stderr
+    assert "host3: failed: unknown host key: not in known_hosts" in result.stderr
+    assert sorted(devices(tailnet)) == ["host2"]
+    for untouched in (host1, host3):
+        assert untouched.nsenter("test -e /usr/bin/tailscale", check=False).returncode == 1
