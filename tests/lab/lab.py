@@ -18,12 +18,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from tests.lab import config
 from tests.lab.errors import LabError, LabUnavailable
 from tests.lab.journal import Journal, reap_stale
+from tests.lab.managed import Managed
 from tests.lab.rootfs import check_prerequisites, ensure_rootfs
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class LabHost:
 
 
 @dataclass
-class Lab:
+class Lab(Managed):
     """N real Debian hosts on a bridge the lab owns; a context manager that always cleans up."""
 
     host_count: int = 1
@@ -179,22 +180,6 @@ class Lab:
             if host.name == name:
                 return host
         raise KeyError(name)
-
-    def __enter__(self) -> Lab:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Boot every host in parallel and wait until each answers SSH."""

@@ -11,11 +11,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from tests.lab.errors import LabError, LabUnavailable
 from tests.lab.journal import Journal, reap_stale
+from tests.lab.managed import Managed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -30,7 +30,7 @@ def free_port(host: str) -> int:
 
 
 @dataclass
-class S3Server:
+class S3Server(Managed):
     """moto_server on one address the lab owns (loopback by default); cleaned up always."""
 
     host: str = "127.0.0.1"
@@ -44,22 +44,6 @@ class S3Server:
     def endpoint(self) -> str:
         """The endpoint URL to give boto3."""
         return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> S3Server:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, journal: Journal | None = None) -> None:
         """Start the server and wait until it answers."""
