@@ -34,7 +34,9 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def bootstrap(tailnet: LabTailnet, inventory: Path) -> tuple[float, dict[str, dict[str, object]]]:
+def bootstrap(
+    tailnet: LabTailnet, inventory: Path, concurrency: int
+) -> tuple[float, dict[str, dict[str, object]]]:
     """Run one bootstrap; return its wall time and its JSON report by host."""
     env = {**os.environ, TOKEN_VARIABLE: tailnet.token}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -42,7 +44,8 @@ def bootstrap(tailnet: LabTailnet, inventory: Path) -> tuple[float, dict[str, di
     began = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "tsops", "bootstrap", "--yes", "--no-input", "-o", "json",
-         str(inventory)], capture_output=True, text=True, env=env, check=False,
+         "--concurrency", str(concurrency), str(inventory)],
+        capture_output=True, text=True, env=env, check=False,
     )
     elapsed = time.monotonic() - began
     BUSY.append(machine_busy_seconds() - busy_before)
@@ -53,7 +56,7 @@ def bootstrap(tailnet: LabTailnet, inventory: Path) -> tuple[float, dict[str, di
     return elapsed, {h["name"]: h for h in json.loads(result.stdout)["hosts"]}
 
 
-def measure(size: int) -> tuple[float, float, float]:
+def measure(size: int, concurrency: int) -> tuple[float, float, float]:
     """Bootstrap `size` fresh hosts, then rerun; return (first, rerun, round trips per host)."""
     CPU.clear()
     BUSY.clear()
@@ -63,9 +66,9 @@ def measure(size: int) -> tuple[float, float, float]:
             host.nsenter(f"printf '%s' '{SLOW_DPKG}' > /etc/apt/apt.conf.d/99tsops-bench")
         inventory = tailnet.inventory(Path(tmp) / "inventory.yaml",
                                       {host.name: () for host in lab.hosts})
-        first, report = bootstrap(tailnet, inventory)
+        first, report = bootstrap(tailnet, inventory, concurrency)
         assert all(h["outcome"] == "changed" for h in report.values()), report
-        rerun, report = bootstrap(tailnet, inventory)
+        rerun, report = bootstrap(tailnet, inventory, concurrency)
         assert all(h["outcome"] == "unchanged" for h in report.values()), report
         trips = sum(int(str(h["round_trips"])) for h in report.values()) / size
     return first, rerun, trips
@@ -75,14 +78,17 @@ def main() -> None:
     """Print a Markdown table of the measurements."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="tsops --concurrency (1 shows what a serial tool takes)")
     args = parser.parse_args()
-    print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores; default --concurrency 32")
+    print(f"machine: {os.uname().nodename}, {os.cpu_count()} cores; "
+          f"tsops --concurrency {args.concurrency}")
     print("| hosts | bootstrap from scratch | tsops CPU | machine CPU | converged rerun "
           "| tsops CPU | machine CPU | round trips per host (rerun) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     times = {}
     for size in args.sizes:
-        first, rerun, trips = measure(size)
+        first, rerun, trips = measure(size, args.concurrency)
         times[size] = first
         print(f"| {size} | {first:.1f} s | {CPU[0]:.1f} s | {BUSY[0]:.1f} s | {rerun:.1f} s "
               f"| {CPU[1]:.1f} s | {BUSY[1]:.1f} s | {trips:.0f} |", flush=True)
