@@ -1,0 +1,232 @@
+"""Span-local edits of a HuJSON tree: insert, replace and remove items in the file's own style."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tsops.policy.hujson import Array, Document, Element, Member, Node, Object, Splice
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the file is laid out, so that inserted text looks like its neighbours."""
+
+    newline: str
+    unit: str
+    trailing_commas: bool
+    multiline: bool
+
+
+@dataclass(frozen=True)
+class Item:
+    """A new array element (key None) or object member to insert, with an optional marker."""
+
+    value: Any
+    key: str | None = None
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
+class Marked:
+    """An object to render with a marker comment as its first line (e.g. a new ssh rule)."""
+
+    value: dict[str, Any]
+    marker: str
+
+
+def detect_style(document: Document) -> Style:
+    """Infer newline, indentation unit and trailing-comma habit from the document."""
+    text = document.text
+    newline = "\r\n" if "\r\n" in text else "\n"
+    unit = ""
+    top = document.value
+    if isinstance(top, Object):
+        for member in top.members:
+            candidate = member.before.rsplit("\n", 1)[1] if "\n" in member.before else ""
+            if candidate and candidate.strip(" \t") == "":
+                unit = candidate
+                break
+    if not unit or unit.startswith("\t"):
+        unit = "\t"
+    trailing = _trailing_habit(text, document.value)
+    return Style(newline, unit, True if trailing is None else trailing, "\n" in text)
+
+
+def _trailing_habit(text: str, node: Node) -> bool | None:
+    """Whether multi-line containers end with a comma after their last item (None: no sign)."""
+    if isinstance(node, Array | Object):
+        items: list[Element] | list[Member] = (
+            node.elements if isinstance(node, Array) else node.members
+        )
+        if items and "\n" in text[items[-1].value.end:node.end]:
+            return items[-1].comma
+        for item in items:
+            found = _trailing_habit(text, item.value)
+            if found is not None:
+                return found
+    return None
+
+
+def line_start(text: str, offset: int) -> int:
+    """Offset of the first character of the line holding `offset`."""
+    return text.rfind("\n", 0, offset) + 1
+
+
+def line_indent(text: str, offset: int) -> str:
+    """The leading whitespace of the line holding `offset`."""
+    start = line_start(text, offset)
+    line = text[start:offset]
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def first_on_line(text: str, offset: int) -> bool:
+    """Whether only whitespace precedes `offset` on its line."""
+    return text[line_start(text, offset):offset].strip(" \t") == ""
+
+
+def end_of_line(text: str, offset: int, limit: int) -> int:
+    """Skip spaces and same-line comments after `offset`; return the newline found, else offset."""
+    index = offset
+    while index < limit:
+        char = text[index]
+        if char in " \t":
+            index += 1
+        elif text.startswith("//", index):
+            newline = text.find("\n", index)
+            return newline - 1 if newline > 0 and text[newline - 1] == "\r" else newline
+        elif text.startswith("/*", index):
+            close = text.find("*/", index)
+            if "\n" in text[index:close]:
+                return offset
+            index = close + 2
+        elif text.startswith("\r\n", index) or char == "\n":
+            return index
+        else:
+            return offset
+    return offset
+
+
+def render(value: Any, indent: str, style: Style, marker: str | None = None) -> str:
+    """Render a value at `indent`: objects and arrays of objects one item per line."""
+    if isinstance(value, Marked):
+        return render(value.value, indent, style, value.marker)
+    if isinstance(value, dict):
+        inner = indent + style.unit
+        lines = [f"{inner}{marker}"] if marker else []
+        keys = list(value)
+        for position, key in enumerate(keys):
+            comma = "," if position < len(keys) - 1 or style.trailing_commas else ""
+            lines.append(f"{inner}{json.dumps(key, ensure_ascii=False)}: "
+                         f"{render(value[key], inner, style)}{comma}")
+        if not lines:
+            return "{}"
+        return "{" + style.newline + style.newline.join(lines) + style.newline + indent + "}"
+    if isinstance(value, list) and any(isinstance(v, dict | list | Marked) for v in value):
+        inner = indent + style.unit
+        lines = []
+        for position, item in enumerate(value):
+            comma = "," if position < len(value) - 1 or style.trailing_commas else ""
+            lines.append(f"{inner}{render(item, inner, style)}{comma}")
+        return "[" + style.newline + style.newline.join(lines) + style.newline + indent + "]"
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_compact(value: Any, marker: str | None = None) -> str:
+    """Render a value on one line (for containers written on one line)."""
+    if isinstance(value, Marked):
+        return render_compact(value.value, value.marker)
+    if isinstance(value, dict):
+        note = f"/* {marker.removeprefix('//').strip()} */ " if marker else ""
+        return "{" + note + ", ".join(
+            f"{json.dumps(k, ensure_ascii=False)}: {render_compact(v)}" for k, v in value.items()
+        ) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(render_compact(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _item_text(item: Item, indent: str, style: Style, compact: bool) -> str:
+    value = (render_compact(item.value, item.marker) if compact
+             else render(item.value, indent, style, item.marker))
+    if item.key is None:
+        return value
+    return f"{json.dumps(item.key, ensure_ascii=False)}: {value}"
+
+
+def _starts(text: str, node: Array | Object) -> list[int]:
+    if isinstance(node, Array):
+        return [e.value.start for e in node.elements]
+    return [m.key_start for m in node.members]
+
+
+def insert_last(text: str, node: Array | Object, items: list[Item], style: Style) -> list[Splice]:
+    """Splices that append items at the end of a container, in the container's own style."""
+    if not items:
+        return []
+    existing: list[Element] | list[Member] = (
+        node.elements if isinstance(node, Array) else node.members
+    )
+    close = node.end - 1
+    if not existing:
+        indent = line_indent(text, node.start)
+        if not style.multiline:
+            return [Splice(close, close, ", ".join(_item_text(i, "", style, True) for i in items))]
+        inner = indent + style.unit
+        comma_last = "," if style.trailing_commas else ""
+        body = ("," + style.newline).join(inner + _item_text(i, inner, style, False)
+                                          for i in items) + comma_last
+        if first_on_line(text, close):
+            start = line_start(text, close)
+            return [Splice(start, start, body + style.newline)]
+        return [Splice(close, close, style.newline + body + style.newline + indent)]
+    last = existing[-1]
+    first = _starts(text, node)[0]
+    if "\n" not in text[node.start:first]:
+        compact = ", ".join(_item_text(i, "", style, True) for i in items)
+        if last.comma:
+            return [Splice(last.end, last.end, f" {compact},")]
+        return [Splice(last.value.end, last.value.end, f", {compact}")]
+    indent = line_indent(text, _starts(text, node)[-1])
+    splices: list[Splice] = []
+    if last.comma:
+        anchor = last.end
+        comma_last = ","
+    else:
+        splices.append(Splice(last.value.end, last.value.end, ","))
+        anchor = last.value.end
+        comma_last = ""
+    at = end_of_line(text, anchor, close)
+    lines = [indent + _item_text(i, indent, style, False) for i in items]
+    body = ("," + style.newline).join(lines) + comma_last
+    if at == anchor and not last.comma:
+        # The new comma sits at `anchor` too: insert the items after it in the same splice.
+        splices = [Splice(anchor, anchor, "," + style.newline + body)]
+    else:
+        splices.append(Splice(at, at, style.newline + body))
+    return splices
+
+
+def replace_value(text: str, node: Node, value: Any, style: Style,
+                  marker: str | None = None) -> Splice:
+    """A splice that rewrites one value in place, indented like the line it starts on."""
+    if first_on_line(text, node.start) or (style.multiline and "\n" in text[node.start:node.end]):
+        rendered = render(value, line_indent(text, node.start), style, marker)
+    else:
+        rendered = render_compact(value, marker)
+    return Splice(node.start, node.end, rendered)
+
+
+def remove_element(text: str, element: Element) -> Splice:
+    """A splice that removes one array element, with its own line when it has one."""
+    start, end = element.value.start, element.end
+    if first_on_line(text, start):
+        rest = re.match(r"[ \t]*\r?\n", text[end:])
+        if rest:
+            start = line_start(text, start)
+            end += rest.end()
+    return Splice(start, end, "")
