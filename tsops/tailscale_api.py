@@ -6,6 +6,7 @@ client credentials, `{"message"}` errors, quoted ETags, tailnet `-` for the cred
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ class Device:
     tags: tuple[str, ...]
     addresses: tuple[str, ...]
     authorized: bool
+    connected_to_control: bool = False
+    last_seen: str = ""
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Device:
@@ -44,7 +47,21 @@ class Device:
             hostname=str(data.get("hostname", "")), tags=tuple(data.get("tags") or ()),
             addresses=tuple(data.get("addresses") or ()),
             authorized=bool(data.get("authorized", True)),
+            connected_to_control=bool(data.get("connectedToControl", False)),
+            last_seen=str(data.get("lastSeen") or ""),
         )
+
+
+class PolicyChanged(ApiError):
+    """The policy file changed after it was read: the If-Match write got 412."""
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """The policy file as HuJSON text, with its ETag (unquoted)."""
+
+    text: str
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,39 @@ class TailscaleApi:
         self._request("DELETE", f"/tailnet/{self.tailnet}/keys/{key_id}", "revoke an auth key",
                       allow=(404,))
 
+    def get_policy(self) -> PolicyFile:
+        """The policy file exactly as stored (HuJSON, comments kept) and its ETag."""
+        response = self._request("GET", f"/tailnet/{self.tailnet}/acl", "read the policy file",
+                                 headers={"Accept": "application/hujson"})
+        return PolicyFile(response.text, _etag(response, "read the policy file"))
+
+    def validate_policy(self, text: str) -> str | None:
+        """The API's objection to a candidate policy (message and details), or None if valid."""
+        data = self._json("POST", f"/tailnet/{self.tailnet}/acl/validate",
+                          "validate the policy file", content=text.encode(),
+                          headers={"Content-Type": "application/hujson"})
+        message = str(data.get("message") or "").strip()
+        if not message:
+            return None
+        details = data.get("data")
+        return f"{message}: {json.dumps(details)}" if details else message
+
+    def set_policy(self, text: str, etag: str) -> PolicyFile:
+        """Replace the policy file if it is still version `etag`; raise PolicyChanged if not."""
+        what = "write the policy file"
+        try:
+            response = self._request("POST", f"/tailnet/{self.tailnet}/acl", what,
+                                     content=text.encode(), headers={
+                                         "Content-Type": "application/hujson",
+                                         "Accept": "application/hujson",
+                                         "If-Match": f'"{etag}"'})
+        except ApiError as error:
+            if error.status == 412:
+                raise PolicyChanged(what, 412, "the policy file changed since it was read "
+                                    "(412 Precondition Failed)") from error
+            raise
+        return PolicyFile(response.text, _etag(response, what))
+
     def _json(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         response = self._request(method, path, what, **kwargs)
         if not response.content:
@@ -180,6 +230,16 @@ class TailscaleApi:
         data = response.json()
         self._oauth_token = str(data["access_token"])
         self._expires = time.monotonic() + float(data.get("expires_in", 3600))
+
+
+def _etag(response: httpx.Response, what: str) -> str:
+    """The response's ETag without its quotes; an answer without one is an API error."""
+    etag = response.headers.get("ETag", "").strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    if len(etag) < 3 or etag[0] != '"' or etag[-1] != '"':
+        raise ApiError(what, response.status_code, f"the answer has no usable ETag ({etag!r})")
+    return str(etag[1:-1])
 
 
 def _message(response: httpx.Response) -> str:

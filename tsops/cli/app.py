@@ -195,3 +195,62 @@ def main() -> None:
             "This is a bug in tsops; rerun with --debug for the traceback."
         )
         sys.exit(ExitCode.FAILED)
+
+
+# The tailnet policy file (issue 6): diff, apply, rollback.
+policy_app = typer.Typer(
+    help="Patch the tailnet policy file: the ssh rules tsops manages and the tags they need.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("diff")
+def policy_diff(
+    inventory: InventoryArg,
+    no_input: NoInputOpt = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 3 when the policy would change.")
+    ] = False,
+) -> None:
+    """Show the unified diff tsops would make to the policy file; nothing is written."""
+    from tsops.cli.policy import run_diff
+
+    run_diff(inventory, no_input, detailed_exitcode)
+
+
+@policy_app.command("apply")
+def policy_apply(
+    inventory: InventoryArg,
+    no_input: NoInputOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Write without asking.")] = False,
+    allow_unverified_recorder: Annotated[
+        bool,
+        typer.Option("--allow-unverified-recorder",
+                     help="Write enforceRecorder: true even if no recorder device is online."),
+    ] = False,
+) -> None:
+    """Patch the policy file: show the diff, confirm, validate, write with If-Match."""
+    from tsops.cli.policy import run_apply
+
+    run_apply(inventory, no_input, yes, allow_unverified_recorder)
+
+
+@policy_app.command("rollback")
+def policy_rollback(
+    inventory: InventoryArg,
+    no_input: NoInputOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Write without asking.")] = False,
+    to: Annotated[
+        int | None,
+        typer.Option("--write", "-w", help="Undo this write (see --list); default the latest."),
+    ] = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the policy writes tsops kept, and stop.")
+    ] = False,
+) -> None:
+    """Put the policy back as it was before a write by tsops (kept in the state directory)."""
+    from tsops.cli.policy import run_rollback
+
+    run_rollback(inventory, no_input, yes, to, list_only)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 TAG_RE = re.compile(r"^tag:[A-Za-z][A-Za-z0-9-]*$")
@@ -243,6 +243,17 @@ class Storage(Model):
         return self.destination.startswith("s3://")
 
 
+def _one_recorder(value: Any) -> Any:
+    """Accept `tag:x` or `[tag:x]`: a policy ssh rule records to exactly one recorder tag."""
+    if isinstance(value, list | tuple):
+        if len(value) != 1:
+            raise PydanticCustomError(
+                "one_recorder", "a rule sends its sessions to exactly one recorder tag, "
+                "got {count}", {"count": len(value)})
+        return value[0]
+    return value
+
+
 class SshRule(Model):
     """One `ssh` rule of the tailnet policy that tsops manages."""
 
@@ -253,6 +264,7 @@ class SshRule(Model):
     users: tuple[str, ...] = Field(min_length=1)
     check_period: str | None = None
     enforce_recorder: bool = True
+    recorder: Annotated[str, BeforeValidator(_one_recorder), AfterValidator(_tag)] | None = None
 
 
 class Policy(Model):
@@ -260,6 +272,15 @@ class Policy(Model):
 
     source: Literal["api", "file"] = "api"
     file: str | None = None
+    state_dir: str | None = None
+    tag_owners: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _file_given(self) -> Policy:
+        if self.source == "file" and self.file is None:
+            raise PydanticCustomError("policy_file", "source `file` needs `file`: the path of "
+                                      "the policy file in your repository")
+        return self
 
 
 class Inventory(Model):

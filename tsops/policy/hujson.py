@@ -26,8 +26,8 @@ class HuJSONError(TsopsError):
 
     exit_code = ExitCode.BAD_INPUT
 
-    def __init__(self, message: str, line: int, column: int) -> None:
-        super().__init__(f"{line}:{column}: {message}")
+    def __init__(self, message: str, line: int, column: int, source: str = "") -> None:
+        super().__init__(f"{source}{':' if source else ''}{line}:{column}: {message}")
         self.reason = message
         self.line = line
         self.column = column

@@ -17,7 +17,6 @@ from tsops.policy import hujson
 from tsops.policy.edit import (
     Item,
     Marked,
-    Style,
     detect_style,
     insert_last,
     remove_element,
