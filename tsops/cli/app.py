@@ -254,3 +254,14 @@ def policy_rollback(
 
     run_rollback(inventory, no_input, yes, to, list_only)
 
+
+recorder_app = typer.Typer(help="The session recorders and their storage.", no_args_is_help=True)
+app.add_typer(recorder_app, name="recorder")
+
+
+@recorder_app.command("iam-policy")
+def recorder_iam_policy(inventory: InventoryArg) -> None:
+    """Print the least-privilege IAM policy for the recorder's S3 credentials."""
+    from tsops.cli.recorder import run_iam_policy
+
+    run_iam_policy(inventory)

@@ -7,7 +7,7 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.live import Live
 from rich.table import Table
@@ -19,6 +19,9 @@ from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.plan import HostPlan
 from tsops.remote import Remote
 from tsops.tailscale_api import OAuthClientCredentials, TailscaleApi
+
+if TYPE_CHECKING:
+    from tsops.recorder.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
 
 OutputFormat = Literal["table", "json"]
 
@@ -76,43 +79,103 @@ def _progress(output: OutputFormat) -> Progress:
     return Progress(enabled=output == "table" and console.err.is_terminal)
 
 
+def recorder_phase(engine: Engine, limits: list[str], no_input: bool) -> RecorderPhase | None:
+    """The recorder phase for the inventory (none without recorders, or with `--limit`)."""
+    from tsops.cli.recorder import has_recorders
+    from tsops.recorder.phase import RecorderPhase
+    from tsops.secrets import resolve
+
+    if limits or not has_recorders(engine.inventory):
+        return None
+    return RecorderPhase(
+        inventory=engine.inventory, api=engine.api, connect=engine.connect,
+        resolve_secret=lambda ref, label: resolve(ref, no_input=no_input, prompt_label=label),
+    )
+
+
 def run_plan(path: Path, limits: list[str], concurrency: int, no_input: bool,
              output: OutputFormat, detailed_exitcode: bool) -> None:
     """Print what bootstrap would change; exit 3 with --detailed-exitcode when anything would."""
     engine = build_engine(path, limits, concurrency, no_input, output)
+    phase = recorder_phase(engine, limits, no_input)
+    recorder_plans = None
     try:
         with _progress(output) as engine.report:
+            if phase is not None:
+                phase.report = engine.report
+                recorder_plans = phase.plan()
             plans = engine.gather_and_plan()
     finally:
         engine.close()
-    _print_plans(plans, output)
-    if any(p.problem for p in plans):
+        if phase is not None:
+            phase.close()
+    _print_recorder_plans(recorder_plans, output)
+    _print_plans(plans, output, recorder_plans)
+    if any(p.problem for p in plans) or _recorder_problem(recorder_plans):
         sys.exit(ExitCode.FAILED)
-    if detailed_exitcode and any(p.steps for p in plans):
+    pending = any(p.steps for p in plans) or (
+        recorder_plans is not None and not recorder_plans.converged)
+    if detailed_exitcode and pending:
         sys.exit(ExitCode.DRIFT)
 
 
 def run_bootstrap(path: Path, limits: list[str], concurrency: int, no_input: bool,
                   output: OutputFormat, yes: bool) -> None:
-    """Plan, confirm, apply, verify, and summarise."""
+    """Plan, confirm, apply (recorders first, health-gated, then servers), verify, summarise."""
     engine = build_engine(path, limits, concurrency, no_input, output)
+    phase = recorder_phase(engine, limits, no_input)
+    recorder_plans = None
+    recorders: RecorderPhaseResult | None = None
     try:
         with _progress(output) as engine.report:
+            if phase is not None:
+                phase.report = engine.report
+                recorder_plans = phase.plan()
             plans = engine.gather_and_plan()
+        _print_recorder_plans(recorder_plans, output if output == "table" else "none")
         _print_plans(plans, output if output == "table" else "none")
+        recorders_converged = recorder_plans is None or recorder_plans.converged
+        if not (recorders_converged and all(p.converged for p in plans)) and not yes:
+            _confirm(no_input)
+        if phase is not None and recorder_plans is not None:
+            with _progress(output) as engine.report:
+                phase.report = engine.report
+                recorders = phase.apply(recorder_plans)
         if all(p.converged for p in plans):
             results = [HostResult(p.target.name, "unchanged", round_trips=_trips(engine, p))
                        for p in plans]
         else:
-            if not yes:
-                _confirm(no_input)
             with _progress(output) as engine.report:
                 results = engine.apply(plans)
+        # The policy step goes here. It must route and enforce recording only to
+        # `healthy_recorder_tags(recorders)`: the recorder tags that passed the health gate.
     finally:
         engine.close()
-    _print_results(results, output)
-    if any(r.outcome in ("failed", "skipped") for r in results):
+        if phase is not None:
+            phase.close()
+    _print_results(results, output, recorders)
+    if any(r.outcome in ("failed", "skipped") for r in results) or (
+            recorders is not None and recorders.failed):
         sys.exit(ExitCode.FAILED)
+
+
+def healthy_recorder_tags(recorders: RecorderPhaseResult | None) -> frozenset[str]:
+    """The recorder tags with at least one recorder that passed the health gate in this run."""
+    return recorders.healthy_tags if recorders is not None else frozenset()
+
+
+def _recorder_problem(plans: RecorderPlans | None) -> bool:
+    if plans is None:
+        return False
+    return bool(plans.bucket and plans.bucket.problem) or any(p.problem for p in plans.hosts)
+
+
+def _print_recorder_plans(plans: RecorderPlans | None,
+                          output: OutputFormat | Literal["none"]) -> None:
+    from tsops.cli.recorder import print_plans
+
+    if plans is not None and output == "table":
+        print_plans(plans, "table")
 
 
 def _trips(engine: Engine, plan: HostPlan) -> int:
@@ -130,9 +193,13 @@ def _confirm(no_input: bool) -> None:
         raise TsopsError("nothing was changed")
 
 
-def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"]) -> None:
+def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"],
+                 recorders: RecorderPlans | None = None) -> None:
     if output == "json":
-        console.line(json.dumps({"hosts": [{
+        from tsops.cli.recorder import plans_json
+
+        extra = {"recorders": plans_json(recorders)} if recorders is not None else {}
+        console.line(json.dumps({**extra, "hosts": [{
             "name": p.target.name,
             "problem": p.problem,
             "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
@@ -157,10 +224,16 @@ def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"]) 
                  f"{sum(1 for p in plans if p.problem)} cannot be planned.")
 
 
-def _print_results(results: list[HostResult], output: OutputFormat) -> None:
+def _print_results(results: list[HostResult], output: OutputFormat,
+                   recorders: RecorderPhaseResult | None = None) -> None:
+    from tsops.cli.recorder import print_results, result_json
+
     if output == "json":
-        console.line(json.dumps({"hosts": [asdict(r) for r in results]}, indent=2))
+        extra = {"recorders": result_json(recorders)} if recorders is not None else {}
+        console.line(json.dumps({**extra, "hosts": [asdict(r) for r in results]}, indent=2))
         return
+    if recorders is not None:
+        print_results(recorders)
     table = Table(show_edge=False, pad_edge=False)
     for column in ("host", "outcome", "changes", "reason"):
         table.add_column(column)

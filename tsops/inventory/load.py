@@ -349,6 +349,57 @@ def _cross_check(
     if model.recorders is not None and model.storage is None:
         line, col = _position(document, ("recorders",), key=True)
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
+    yield from _recorder_checks(path, document, model)
+
+
+AWS_ENDPOINT_REGION = re.compile(r"^s3[.-](?:dualstack\.|fips\.)?([a-z]{2}(?:-[a-z]+)+-[0-9]+)"
+                                 r"\.amazonaws\.com(?:\.cn)?$")
+
+
+def endpoint_region(endpoint: str) -> str | None:
+    """The AWS region an endpoint URL names (s3.REGION.amazonaws.com), or None."""
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    match = AWS_ENDPOINT_REGION.match(host)
+    return match.group(1) if match else None
+
+
+def _recorder_checks(path: Path, document: CommentedMap, model: Inventory) -> Iterator[str]:
+    """Storage and recorder settings that only make sense together."""
+    storage, recorders = model.storage, model.recorders
+
+    def at(*loc: str | int) -> str:
+        line, col = _position(document, loc)
+        return f"{path}:{line}:{col}: {_field_path(loc)}"
+
+    if recorders is not None and recorders.binary is not None and recorders.runtime != "binary":
+        yield f"{at('recorders', 'binary')}: `binary` is only used with runtime `binary`"
+    if storage is None:
+        return
+    lock = storage.object_lock
+    if lock.mode == "off" and lock.retention_days is not None:
+        yield (f"{at('storage', 'object_lock', 'retention_days')}: retention days need Object "
+               "Lock: set object_lock.mode to compliance or governance, or remove them")
+    if lock.mode != "off" and lock.retention_days is None:
+        yield (f"{at('storage', 'object_lock', 'mode')}: Object Lock {lock.mode} needs "
+               "`retention_days`")
+    if storage.encryption == "sse-kms" and storage.kms_key is None:
+        yield f"{at('storage', 'encryption')}: sse-kms needs `kms_key`"
+    if storage.encryption != "sse-kms" and storage.kms_key is not None:
+        yield f"{at('storage', 'kms_key')}: a KMS key is only used with encryption sse-kms"
+    if not storage.is_s3:
+        return
+    if storage.region is None and storage.endpoint is None:
+        yield (f"{at('storage', 'destination')}: an S3 destination needs `region` (AWS) "
+               "or `endpoint` (S3-compatible store)")
+    if storage.endpoint is not None:
+        named = endpoint_region(storage.endpoint)
+        if named is not None and storage.region is not None and named != storage.region:
+            yield (f"{at('storage', 'region')}: region {storage.region!r} disagrees with the "
+                   f"endpoint {storage.endpoint}, which is in {named}")
+        if storage.endpoint.startswith("http://") and not storage.allow_plain_http:
+            yield (f"{at('storage', 'endpoint')}: plain http:// sends recordings and keys "
+                   "unencrypted, and the bucket policy denies non-TLS access; use https://, or "
+                   "set allow_plain_http: true for a lab store (see docs/recorder.md)")
 
 
 def _with_local_paths(target: Target, base: Path) -> Target:

@@ -59,12 +59,19 @@ def _url(value: str) -> str:
 
 def _destination(value: str) -> str:
     if value.startswith("s3://"):
-        if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+        bucket, _, prefix = value.removeprefix("s3://").partition("/")
+        problem = bucket_name_problem(bucket)
+        if problem:
+            raise PydanticCustomError(
+                "destination", "invalid bucket name {bucket}: {problem}",
+                {"bucket": repr(bucket), "problem": problem},
+            )
+        if prefix.strip("/"):
             raise PydanticCustomError(
                 "destination",
-                "expected s3://BUCKET or s3://BUCKET/PREFIX with a valid bucket name, "
-                "got {value}",
-                {"value": repr(value)},
+                "tsrecorder has no key prefix option: it writes to the bucket's top level, so "
+                "{prefix} cannot be honoured; give s3://{bucket} (a bucket for recordings only)",
+                {"prefix": repr(prefix), "bucket": bucket},
             )
         return value
     if not value.startswith("/"):
@@ -72,6 +79,78 @@ def _destination(value: str) -> str:
             "destination",
             "expected s3://BUCKET[/PREFIX] or an absolute local path, got {value}",
             {"value": repr(value)},
+        )
+    return value
+
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+KMS_KEY_RE = re.compile(
+    r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key/[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]+)"
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|alias/[A-Za-z0-9/_-]+)$"
+)
+PRINCIPAL_RE = re.compile(
+    r"^arn:aws[a-z-]*:iam::[0-9]{12}:(root|(user|role)/[A-Za-z0-9+=,.@_/-]+)$"
+)
+IMAGE_RE = re.compile(r"^[a-z0-9./_-]+:(?!latest$)[A-Za-z0-9._-]+(@sha256:[0-9a-f]{64})?$")
+
+
+def bucket_name_problem(bucket: str) -> str | None:
+    """Why `bucket` is not a valid S3 bucket name (AWS naming rules), or None."""
+    if not BUCKET_RE.match(bucket):
+        return "3-63 lowercase letters, digits, dots and hyphens, starting and ending alphanumeric"
+    if ".." in bucket or ".-" in bucket or "-." in bucket:
+        return "no two adjacent dots, and no dot next to a hyphen"
+    if re.match(r"^\d+\.\d+\.\d+\.\d+$", bucket):
+        return "must not look like an IP address"
+    if bucket.startswith(("xn--", "sthree-")) or bucket.endswith(("-s3alias", "--ol-s3")):
+        return "uses a prefix or suffix AWS reserves"
+    return None
+
+
+def _region(value: str) -> str:
+    if not REGION_RE.match(value) and value != "auto":
+        raise PydanticCustomError(
+            "region", 'expected a region like "eu-central-1", got {value}', {"value": repr(value)}
+        )
+    return value
+
+
+def _kms_key(value: str) -> str:
+    if not KMS_KEY_RE.match(value):
+        raise PydanticCustomError(
+            "kms_key",
+            "expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/UUID or .../alias/NAME), "
+            "a key id (UUID) or alias/NAME, got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+def _principal(value: str) -> str:
+    if not PRINCIPAL_RE.match(value):
+        raise PydanticCustomError(
+            "principal",
+            "expected an IAM principal ARN like arn:aws:iam::123456789012:role/NAME, got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/") or "\n" in value:
+        raise PydanticCustomError(
+            "absolute_path", "expected an absolute path on the host, got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    if not IMAGE_RE.match(value):
+        raise PydanticCustomError(
+            "image", 'expected an image with a pinned tag like "tailscale/tsrecorder:v1.80.0" '
+            "(not latest), got {value}", {"value": repr(value)},
         )
     return value
 
@@ -228,19 +307,55 @@ class Recorders(Connection):
     tag: Tag = "tag:recorder"
     runtime: Literal["binary", "container"] = "binary"
     hosts: dict[HostName, Host | None] = Field(min_length=1)
+    binary: str | None = None
+    binary_path: Annotated[str, AfterValidator(_absolute)] = "/usr/local/bin/tsrecorder"
+    image: Annotated[str, AfterValidator(_image)] = "tailscale/tsrecorder:v1.80.0"
+    container_engine: Literal["docker", "podman"] = "docker"
+    service_user: Annotated[str, AfterValidator(_hostname)] = "tsrecorder"
+    statedir: Annotated[str, AfterValidator(_absolute)] = "/var/lib/tsrecorder"
+    ui: bool = False
+
+
+class ObjectLock(Model):
+    """S3 Object Lock: the default retention mode and days for new recordings."""
+
+    mode: Literal["compliance", "governance", "off"] = "off"
+    retention_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+
+
+class S3Credentials(Model):
+    """The recorder's own S3 access key (secret references); without it, the host's role."""
+
+    access_key_id: SecretRef
+    secret_access_key: SecretRef
 
 
 class Storage(Model):
     """Where recordings land."""
 
     destination: Annotated[str, AfterValidator(_destination)]
-    region: str | None = None
+    region: Annotated[str, AfterValidator(_region)] | None = None
     endpoint: Annotated[str, AfterValidator(_url)] | None = None
+    allow_plain_http: bool = False
+    send_content_md5: bool = False
+    object_lock: ObjectLock = ObjectLock()
+    encryption: Literal["sse-s3", "sse-kms"] = "sse-s3"
+    kms_key: Annotated[str, AfterValidator(_kms_key)] | None = None
+    noncurrent_days: Annotated[int, Field(ge=1, le=36500)] = 30
+    recorder_principal: Annotated[str, AfterValidator(_principal)] | None = None
+    break_glass_principal: Annotated[str, AfterValidator(_principal)] | None = None
+    credentials: S3Credentials | None = None
+    min_free_gb: Annotated[int, Field(ge=0)] = 10
 
     @property
     def is_s3(self) -> bool:
         """Whether recordings go to an S3 bucket (else a local directory on the recorder)."""
         return self.destination.startswith("s3://")
+
+    @property
+    def bucket(self) -> str:
+        """The bucket of an S3 destination."""
+        return self.destination.removeprefix("s3://").partition("/")[0]
 
 
 def _one_recorder(value: Any) -> Any:

@@ -1,0 +1,110 @@
+"""`tsops recorder iam-policy`, and how bootstrap shows the recorder phase's plan and results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from tsops import console
+from tsops.errors import UsageError
+from tsops.inventory.load import LoadedInventory, load_inventory
+from tsops.recorder.phase import RecorderPhaseResult, RecorderPlans
+
+
+def run_iam_policy(path: Path) -> None:
+    """Print the least-privilege IAM policy for the recorder's S3 credentials."""
+    from tsops.recorder.render import iam_policy
+
+    inventory = load_inventory(path)
+    storage, recorders = inventory.model.storage, inventory.model.recorders
+    if storage is None or recorders is None or not storage.is_s3:
+        raise UsageError(f"{path}: storage.destination: the IAM policy is for an S3 destination "
+                         "(s3://BUCKET); this inventory has none")
+    console.line(json.dumps(iam_policy(storage, recorders.ui), indent=2))
+
+
+def has_recorders(inventory: LoadedInventory) -> bool:
+    """Whether the inventory deploys recorders."""
+    return inventory.model.recorders is not None and inventory.model.storage is not None
+
+
+def plans_json(plans: RecorderPlans) -> dict[str, Any]:
+    """The recorder plan as JSON-ready data."""
+    bucket = plans.bucket
+    return {
+        "storage": {
+            "destination": plans.storage.destination,
+            "problem": bucket.problem if bucket else None,
+            "changes": [{"kind": c.kind, "summary": c.summary, "diff": c.detail}
+                        for c in bucket.changes] if bucket else [],
+            "notes": list(bucket.notes) if bucket else [],
+        },
+        "hosts": [{"name": p.target.name, "problem": p.problem, "warnings": list(p.warnings),
+                   "changes": [{"kind": s.kind, "summary": s.summary} for s in p.steps]}
+                  for p in plans.hosts],
+    }
+
+
+def print_plans(plans: RecorderPlans, output: Literal["table", "none"]) -> None:
+    """Show what the recorder phase would change, with a JSON diff for the bucket policy."""
+    if output == "none":
+        return
+    bucket = plans.bucket
+    if bucket is not None:
+        if bucket.problem:
+            console.line(f"storage {plans.storage.destination}: cannot plan: {bucket.problem}")
+        elif not bucket.changes:
+            console.line(f"storage {plans.storage.destination}: no change")
+        else:
+            console.line(f"storage {plans.storage.destination}:")
+            for change in bucket.changes:
+                console.line(f"  + {change.summary}")
+                for line in change.detail.splitlines():
+                    console.line(f"      {line}")
+        for note in bucket.notes:
+            console.warning(f"storage: {note}")
+    for plan in plans.hosts:
+        name = f"recorder {plan.target.name}"
+        if plan.problem is not None:
+            console.line(f"{name}: cannot plan: {plan.problem}")
+        elif not plan.steps:
+            console.line(f"{name}: no change")
+        else:
+            console.line(f"{name}:")
+            for step in plan.steps:
+                console.line(f"  + {step.summary}")
+        for warning in plan.warnings:
+            console.warning(f"{plan.target.name}: {warning}")
+
+
+def result_json(result: RecorderPhaseResult) -> dict[str, Any]:
+    """The recorder phase's results as JSON-ready data."""
+    from dataclasses import asdict
+
+    return {
+        "storage": asdict(result.storage),
+        "hosts": [asdict(h) for h in result.hosts],
+        "healthy_tags": sorted(result.healthy_tags),
+    }
+
+
+def print_results(result: RecorderPhaseResult) -> None:
+    """A line per recorder and the storage, then any failure in full on stderr."""
+    storage = result.storage
+    writes = len(storage.s3_writes)
+    console.line(f"storage {storage.destination}: {storage.outcome}"
+                 + (f" ({writes} S3 write(s))" if writes else ""))
+    for host in result.hosts:
+        health = "healthy" if host.healthy else "NOT healthy"
+        console.line(f"recorder {host.name}: {host.outcome}, {len(host.done)} change(s), "
+                     f"{health}")
+        for warning in host.warnings:
+            console.warning(f"{host.name}: {warning}")
+    if storage.outcome == "failed":
+        console.error(f"storage: failed: {storage.reason}")
+    for host in result.hosts:
+        if host.outcome in ("failed", "skipped"):
+            console.error(f"recorder {host.name}: {host.outcome}: {host.reason}")
+    tags = ", ".join(sorted(result.healthy_tags)) or "none"
+    console.line(f"healthy recorder tags: {tags}")

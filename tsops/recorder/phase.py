@@ -1,0 +1,416 @@
+"""The recorder phase of bootstrap: storage first, then every recorder host, then the health gate.
+
+Gather and plan touch nothing. Apply provisions the bucket; only when that succeeded are the
+recorder hosts deployed (a recorder never points at a bucket that was not provisioned). The
+health gate then checks each recorder: unit active, online in the tailnet with its tag, and the
+destination writable. `healthy_tags` is what the policy step may route sessions to.
+"""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tsops.engine import RemoteLike
+from tsops.errors import TsopsError
+from tsops.inventory.load import LoadedInventory, Target
+from tsops.inventory.model import Storage
+from tsops.recorder import host as recorder_host
+from tsops.recorder.host import RecorderHostPlan, RecorderProbeError, sha256, spec_for
+from tsops.recorder.render import (
+    AUTHKEY_FILE,
+    CANARY_PREFIX,
+    ENV_FILE,
+    render_authkey_env,
+    render_env,
+    render_unit,
+)
+from tsops.recorder.s3 import (
+    BucketFacts,
+    BucketPlan,
+    S3Error,
+    S3Writes,
+    apply_bucket,
+    gather_bucket,
+    plan_bucket,
+    verify_bucket,
+)
+from tsops.remote import CommandFailed, RunResult
+from tsops.tailscale_api import Device, TailscaleApi
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+Outcome = Literal["unchanged", "changed", "failed", "skipped"]
+Reporter = Callable[[str, str], None]
+ONLINE_TIMEOUT = 60.0
+
+
+@dataclass
+class RecorderResult:
+    """How one recorder host ended, and whether it passed the health gate."""
+
+    name: str
+    outcome: Outcome
+    reason: str = ""
+    done: list[str] = field(default_factory=list)
+    healthy: bool = False
+    checks: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    round_trips: int = 0
+
+
+@dataclass
+class StorageResult:
+    """How the bucket (or local destination) ended."""
+
+    destination: str
+    outcome: Outcome
+    reason: str = ""
+    done: list[str] = field(default_factory=list)
+    s3_writes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecorderPlans:
+    """Everything the recorder phase would change."""
+
+    storage: Storage
+    bucket: BucketPlan | None
+    bucket_facts: BucketFacts | None
+    hosts: list[RecorderHostPlan]
+
+    @property
+    def converged(self) -> bool:
+        """Whether nothing needs to change (problems count as changes to report)."""
+        bucket_ok = self.bucket is None or (not self.bucket.changes and not self.bucket.problem)
+        return bucket_ok and all(not p.steps and not p.problem for p in self.hosts)
+
+
+@dataclass
+class RecorderPhaseResult:
+    """The outcome of the recorder phase."""
+
+    tag: str
+    storage: StorageResult
+    hosts: list[RecorderResult]
+
+    @property
+    def healthy_tags(self) -> frozenset[str]:
+        """The recorder tags with at least one healthy recorder: what the policy may enforce."""
+        return frozenset({self.tag}) if any(h.healthy for h in self.hosts) else frozenset()
+
+    @property
+    def failed(self) -> bool:
+        """Whether anything failed (exit 1)."""
+        return self.storage.outcome == "failed" or any(
+            h.outcome in ("failed", "skipped") or not h.healthy for h in self.hosts)
+
+
+S3Factory = Callable[[Storage, tuple[str, str] | None], "S3Client"]
+
+
+def boto3_client(storage: Storage, keys: tuple[str, str] | None) -> S3Client:
+    """An S3 client for the storage: the operator's standard AWS credentials, or given keys."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2},
+                    s3={"addressing_style": "path" if storage.endpoint else "auto"})
+    kwargs: dict[str, Any] = {"config": config}
+    if storage.endpoint:
+        kwargs["endpoint_url"] = storage.endpoint
+    if storage.region and storage.region != "auto":
+        kwargs["region_name"] = storage.region
+    elif storage.region == "auto":
+        kwargs["region_name"] = "auto"
+    if keys is not None:
+        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = keys
+    return boto3.client("s3", **kwargs)
+
+
+@dataclass
+class RecorderPhase:
+    """Deploys and verifies the recorders of an inventory."""
+
+    inventory: LoadedInventory
+    api: TailscaleApi
+    connect: Callable[[Target], RemoteLike]
+    resolve_secret: Callable[[Any, str], str]
+    s3_factory: S3Factory = boto3_client
+    report: Reporter = lambda host, message: None
+    remotes: dict[str, RemoteLike] = field(default_factory=dict)
+    writes: S3Writes = field(default_factory=S3Writes)
+    online_timeout: float = ONLINE_TIMEOUT
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def storage(self) -> Storage:
+        """The inventory's storage section."""
+        assert self.inventory.model.storage is not None
+        return self.inventory.model.storage
+
+    @property
+    def ui(self) -> bool:
+        """Whether the recorders serve their UI (needs read access to the bucket)."""
+        assert self.inventory.model.recorders is not None
+        return self.inventory.model.recorders.ui
+
+    @property
+    def tag(self) -> str:
+        """The recorders' tag."""
+        assert self.inventory.model.recorders is not None
+        return self.inventory.model.recorders.tag
+
+    def close(self) -> None:
+        """Close every host connection this phase opened."""
+        for remote in self.remotes.values():
+            remote.close()
+
+    def _remote(self, target: Target) -> RemoteLike:
+        with self._lock:
+            if target.name not in self.remotes:
+                self.remotes[target.name] = self.connect(target)
+            return self.remotes[target.name]
+
+    def _recorder_keys(self) -> tuple[str, str] | None:
+        credentials = self.storage.credentials
+        if credentials is None or not self.storage.is_s3:
+            return None
+        return (self.resolve_secret(credentials.access_key_id, "recorder S3 access key id"),
+                self.resolve_secret(credentials.secret_access_key,
+                                    "recorder S3 secret access key"))
+
+    def _binary(self) -> tuple[Path, str] | None:
+        recorders = self.inventory.model.recorders
+        assert recorders is not None
+        if recorders.runtime != "binary" or recorders.binary is None:
+            return None
+        path = self.inventory.local_path(recorders.binary)
+        try:
+            return path, sha256(path.read_bytes())
+        except OSError as error:
+            raise TsopsError(f"recorders.binary: cannot read {path}: {error.strerror}") from error
+
+    def plan(self) -> RecorderPlans:
+        """Read the bucket and every recorder host (one round trip each); plan (no change)."""
+        storage = self.storage
+        bucket: BucketPlan | None = None
+        facts: BucketFacts | None = None
+        if storage.is_s3:
+            self.report("storage", f"reading bucket {storage.bucket}")
+            try:
+                facts = gather_bucket(self.s3_factory(storage, None), storage.bucket)
+                bucket = plan_bucket(storage, self.ui, facts)
+            except S3Error as error:
+                bucket = BucketPlan(storage.bucket, problem=error.message)
+        keys = self._recorder_keys()
+        env = render_env(*(keys or (None, None)))
+        binary = self._binary()
+        devices = self.api.list_devices()
+        targets = self.inventory.recorders
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            hosts = list(pool.map(lambda t: self._plan_host(t, env, binary, devices), targets))
+        return RecorderPlans(storage, bucket, facts, hosts)
+
+    def _plan_host(self, target: Target, env: str, binary: tuple[Path, str] | None,
+                   devices: list[Device]) -> RecorderHostPlan:
+        spec = spec_for(self.inventory, target)
+        unit = render_unit(spec)
+        self.report(target.name, "gathering facts")
+        try:
+            result = self._remote(target).run(recorder_host.probe(spec))
+            facts = recorder_host.parse_probe(result.stdout)
+        except (TsopsError, RecorderProbeError) as error:
+            message = error.message if isinstance(error, TsopsError) else str(error)
+            return RecorderHostPlan(target=target, spec=spec,
+                                    problem=message.removeprefix(f"{target.name}: "))
+        registered = self._device(devices, target) is not None
+        return recorder_host.plan_recorder_host(
+            target, spec, facts, unit, env, binary[1] if binary else None, registered,
+            self.storage.min_free_gb)
+
+    def _device(self, devices: list[Device], target: Target) -> Device | None:
+        for device in devices:
+            if device.hostname == target.name and self.tag in device.tags:
+                return device
+        return None
+
+    def apply(self, plans: RecorderPlans) -> RecorderPhaseResult:
+        """Provision storage, deploy every recorder host in parallel, then run the health gate."""
+        storage_result = self._apply_storage(plans)
+        binary = self._binary()
+        if storage_result.outcome == "failed":
+            hosts = [RecorderResult(p.target.name, "skipped",
+                                    "storage was not provisioned: the recorder was not deployed")
+                     for p in plans.hosts]
+        else:
+            changed_storage = storage_result.outcome == "changed"
+            with ThreadPoolExecutor(max_workers=max(1, len(plans.hosts))) as pool:
+                hosts = list(pool.map(
+                    lambda p: self._apply_host(p, binary, changed_storage), plans.hosts))
+        return RecorderPhaseResult(self.tag, storage_result, hosts)
+
+    def _apply_storage(self, plans: RecorderPlans) -> StorageResult:
+        storage = plans.storage
+        result = StorageResult(storage.destination, "unchanged", s3_writes=self.writes.calls)
+        bucket = plans.bucket
+        if bucket is None:
+            return result
+        if bucket.problem is not None:
+            result.outcome, result.reason = "failed", bucket.problem
+            return result
+        if not bucket.changes:
+            return result
+        self.report("storage", f"provisioning bucket {storage.bucket}")
+        assert plans.bucket_facts is not None
+        try:
+            client = self.s3_factory(storage, None)
+            apply_bucket(client, storage, self.ui, bucket, plans.bucket_facts, self.writes)
+            verify_bucket(client, storage, self.ui)
+        except S3Error as error:
+            result.outcome, result.reason = "failed", error.message
+            return result
+        result.outcome = "changed"
+        result.done = [c.summary for c in bucket.changes]
+        return result
+
+    def _apply_host(self, plan: RecorderHostPlan, binary: tuple[Path, str] | None,
+                    changed_storage: bool) -> RecorderResult:
+        target = plan.target
+        result = RecorderResult(target.name, "unchanged", warnings=list(plan.warnings))
+        if plan.problem is not None:
+            result.outcome, result.reason = "failed", plan.problem
+            return result
+        remote = self._remote(target)
+        try:
+            self._deploy(plan, remote, binary, result)
+            self._health(plan, remote, result, write_canary=bool(plan.steps) or changed_storage)
+        except TsopsError as error:
+            result.outcome = "failed"
+            result.reason = error.message.removeprefix(f"{target.name}: ")
+        result.round_trips = remote.round_trips
+        self.report(target.name, result.outcome)
+        return result
+
+    def _deploy(self, plan: RecorderHostPlan, remote: RemoteLike,
+                binary: tuple[Path, str] | None, result: RecorderResult) -> None:
+        kinds = {s.kind for s in plan.steps}
+        if not kinds:
+            return
+        name = plan.target.name
+        self.report(name, "deploying")
+        uploaded = None
+        if "binary" in kinds:
+            assert binary is not None
+            uploaded = f"/run/tsops-tsrecorder-{pysecrets.token_hex(4)}"
+            remote.put(binary[0], uploaded)
+        prepare = kinds & {"binary", "user", "statedir", "destination"}
+        if prepare:
+            _check(remote, remote.run(recorder_host.prepare_script(plan.spec, kinds, uploaded)),
+                   "prepare the recorder's files and user")
+        if "env" in kinds:
+            _check(remote, remote.run(recorder_host.write_root_file_script(ENV_FILE),
+                                      stdin=plan.env), f"write {ENV_FILE}")
+        if "unit" in kinds:
+            _check(remote, remote.run(recorder_host.write_unit_script(), stdin=plan.unit),
+                   "write the unit")
+        key_id = None
+        try:
+            if "authkey" in kinds:
+                key = self.api.create_auth_key((self.tag,), f"tsops recorder {name}")
+                key_id = key.id
+                _check(remote, remote.run(recorder_host.write_root_file_script(AUTHKEY_FILE),
+                                          stdin=render_authkey_env(key.key)),
+                       f"write {AUTHKEY_FILE}")
+            restart = plan.facts is not None and plan.facts.active == "active"
+            _check(remote, remote.run(recorder_host.start_script(restart)), "start the recorder")
+            result.done = [s.summary for s in plan.steps]
+            result.outcome = "changed"
+            if key_id is not None:
+                self._wait_online(plan.target)
+                _check(remote, remote.run(recorder_host.remove_authkey_script()),
+                       "remove the auth key file")
+        finally:
+            if key_id is not None:
+                self.api.delete_key(key_id)
+
+    def _wait_online(self, target: Target) -> Device:
+        deadline = time.monotonic() + self.online_timeout
+        while True:
+            device = self._device(self.api.list_devices(), target)
+            if device is not None and self._connected(device):
+                return device
+            if time.monotonic() >= deadline:
+                raise TsopsError(f"{target.name}: the recorder did not come online with "
+                                 f"{self.tag} within {self.online_timeout:.0f} s "
+                                 "(see journalctl -u tsrecorder on the host)")
+            time.sleep(1)
+
+    def _connected(self, device: Device) -> bool:
+        data = self.api._json("GET", f"/device/{device.id}", f"read device {device.id}")
+        return bool(data.get("connectedToControl"))
+
+    def _health(self, plan: RecorderHostPlan, remote: RemoteLike, result: RecorderResult,
+                write_canary: bool) -> None:
+        target = plan.target
+        self.report(target.name, "health check")
+        active = plan.facts.active if plan.facts is not None and not plan.steps else None
+        if active is None:
+            active = remote.run(recorder_host.status_script()).stdout.strip()
+        result.checks["unit"] = active
+        if active != "active":
+            raise TsopsError(f"{target.name}: health: tsrecorder.service is {active or 'unknown'}"
+                             " (see journalctl -u tsrecorder on the host)")
+        device = self._wait_online(target)
+        result.checks["tailnet"] = f"online as {device.name or device.hostname} with {self.tag}"
+        if self.storage.is_s3:
+            result.checks["destination"] = self._s3_canary(target, write_canary)
+        else:
+            token = pysecrets.token_hex(8)
+            run = remote.run(recorder_host.local_canary_script(plan.spec, token))
+            if not run.ok or run.stdout.strip() != token:
+                raise TsopsError(f"{target.name}: health: {self.storage.destination} is not "
+                                 f"writable by {plan.spec.owner}: "
+                                 f"{(run.stderr or run.stdout).strip()[-200:]}")
+            result.checks["destination"] = f"{self.storage.destination} writable"
+        result.healthy = True
+
+    def _s3_canary(self, target: Target, write: bool) -> str:
+        """Put a canary with the recorder's keys (as it writes), read it back with ours."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        storage = self.storage
+        key = f"{CANARY_PREFIX}{target.name}"
+        reader = self.s3_factory(storage, None)
+        try:
+            if write:
+                body = f"tsops canary {target.name} {time.time():.0f}\n".encode()
+                writer = self.s3_factory(storage, self._recorder_keys())
+                self.writes.calls.append("put_object (canary)")
+                writer.put_object(Bucket=storage.bucket, Key=key, Body=body)
+                back = reader.get_object(Bucket=storage.bucket, Key=key)["Body"].read()
+                if back != body:
+                    raise TsopsError(f"{target.name}: health: the canary read back differs")
+                return f"canary s3://{storage.bucket}/{key} written and read back"
+            reader.head_object(Bucket=storage.bucket, Key=key)
+            return f"canary s3://{storage.bucket}/{key} present (nothing changed: not rewritten)"
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if not write and code in ("404", "NoSuchKey", "NotFound"):
+                return self._s3_canary(target, True)
+            raise TsopsError(f"{target.name}: health: bucket {storage.bucket} is not writable "
+                             f"as the recorder writes: {code}") from error
+        except BotoCoreError as error:
+            raise TsopsError(f"{target.name}: health: cannot reach S3 ({error})") from error
+
+
+def _check(remote: RemoteLike, result: RunResult, what: str) -> None:
+    if not result.ok:
+        raise CommandFailed(getattr(remote, "name", "host"), what, result)

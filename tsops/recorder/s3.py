@@ -1,0 +1,277 @@
+"""S3 provisioning for the recordings bucket: gather its settings, plan the changes, apply them.
+
+boto3 clients are passed in (the one seam to S3). Planning is pure; every write is counted, so
+tests can prove that a converged bucket is never written to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from tsops.errors import TsopsError
+from tsops.inventory.model import Storage
+from tsops.recorder.render import LIFECYCLE_RULE_ID, bucket_policy, normalize_policy, policy_diff
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+ChangeKind = Literal["create", "versioning", "object_lock", "encryption", "public_access",
+                     "lifecycle", "policy"]
+PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True,
+                       "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+
+
+class S3Error(TsopsError):
+    """S3 refused or could not be reached."""
+
+
+@dataclass(frozen=True)
+class BucketFacts:
+    """The bucket's settings as S3 reports them (None: not set)."""
+
+    exists: bool
+    region: str | None = None
+    versioning: str | None = None
+    object_lock: dict[str, Any] | None = None
+    encryption: dict[str, Any] | None = None
+    public_access_block: dict[str, Any] | None = None
+    lifecycle_rules: tuple[dict[str, Any], ...] = ()
+    policy: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BucketChange:
+    """One write to the bucket's settings; `detail` is a JSON diff for a policy."""
+
+    kind: ChangeKind
+    summary: str
+    detail: str = ""
+
+
+@dataclass
+class BucketPlan:
+    """What to change on the bucket, or why it cannot be planned."""
+
+    bucket: str
+    changes: tuple[BucketChange, ...] = ()
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class S3Writes:
+    """A count of the write calls made to S3, by operation."""
+
+    calls: list[str] = field(default_factory=list)
+
+
+def _code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _s3_failure(what: str, error: Exception) -> S3Error:
+    from botocore.exceptions import ClientError
+
+    if isinstance(error, ClientError):
+        message = error.response.get("Error", {}).get("Message", "") or _code(error)
+        return S3Error(f"S3: {what}: {_code(error)}: {message}")
+    return S3Error(f"S3: {what}: cannot reach S3 ({error})")
+
+
+def _optional(call: Any, missing: tuple[str, ...], what: str, **kwargs: Any) -> Any:
+    """Call a read; return None when S3 says the setting is not there."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call(**kwargs)
+    except ClientError as error:
+        if _code(error) in missing:
+            return None
+        raise _s3_failure(what, error) from error
+    except BotoCoreError as error:
+        raise _s3_failure(what, error) from error
+
+
+def gather_bucket(client: S3Client, bucket: str) -> BucketFacts:
+    """Read every setting tsops manages (read-only calls)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        if _code(error) in ("404", "NoSuchBucket", "NotFound"):
+            return BucketFacts(exists=False)
+        raise _s3_failure(f"read bucket {bucket}", error) from error
+    except BotoCoreError as error:
+        raise _s3_failure(f"read bucket {bucket}", error) from error
+    b = {"Bucket": bucket}
+    location = _optional(client.get_bucket_location, (), "read the bucket's region", **b)
+    versioning = _optional(client.get_bucket_versioning, (), "read versioning", **b)
+    lock = _optional(client.get_object_lock_configuration,
+                     ("ObjectLockConfigurationNotFoundError",), "read Object Lock", **b)
+    encryption = _optional(client.get_bucket_encryption,
+                           ("ServerSideEncryptionConfigurationNotFoundError",),
+                           "read encryption", **b)
+    public = _optional(client.get_public_access_block, ("NoSuchPublicAccessBlockConfiguration",),
+                       "read the public access block", **b)
+    lifecycle = _optional(client.get_bucket_lifecycle_configuration,
+                          ("NoSuchLifecycleConfiguration",), "read lifecycle", **b)
+    policy = _optional(client.get_bucket_policy, ("NoSuchBucketPolicy",), "read the policy", **b)
+    return BucketFacts(
+        exists=True,
+        region=(location or {}).get("LocationConstraint") or "us-east-1",
+        versioning=(versioning or {}).get("Status"),
+        object_lock=(lock or {}).get("ObjectLockConfiguration"),
+        encryption=(encryption or {}).get("ServerSideEncryptionConfiguration"),
+        public_access_block=(public or {}).get("PublicAccessBlockConfiguration"),
+        lifecycle_rules=tuple((lifecycle or {}).get("Rules", ())),
+        policy=json.loads(policy["Policy"]) if policy else None,
+    )
+
+
+def desired_object_lock(storage: Storage) -> dict[str, Any] | None:
+    """The Object Lock configuration wanted, or None when Object Lock is off."""
+    lock = storage.object_lock
+    if lock.mode == "off":
+        return None
+    return {"ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": lock.mode.upper(),
+                                          "Days": lock.retention_days}}}
+
+
+def desired_encryption(storage: Storage) -> dict[str, Any]:
+    """The default encryption wanted."""
+    if storage.encryption == "sse-kms":
+        default = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": storage.kms_key}
+        return {"Rules": [{"ApplyServerSideEncryptionByDefault": default,
+                           "BucketKeyEnabled": True}]}
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+def desired_lifecycle_rule(storage: Storage) -> dict[str, Any]:
+    """tsops's lifecycle rule: expire noncurrent versions, abort stale multipart uploads."""
+    return {"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": storage.noncurrent_days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}
+
+
+def _encryption_key(config: dict[str, Any] | None) -> tuple[str, str | None] | None:
+    if not config or not config.get("Rules"):
+        return None
+    default = config["Rules"][0].get("ApplyServerSideEncryptionByDefault", {})
+    return str(default.get("SSEAlgorithm")), default.get("KMSMasterKeyID")
+
+
+def _lock_key(config: dict[str, Any] | None) -> tuple[str, int | None] | None:
+    if not config or config.get("ObjectLockEnabled") != "Enabled":
+        return None
+    retention = (config.get("Rule") or {}).get("DefaultRetention") or {}
+    return str(retention.get("Mode")), retention.get("Days")
+
+
+def plan_bucket(storage: Storage, ui: bool, facts: BucketFacts) -> BucketPlan:
+    """Compare the bucket with what the inventory wants (pure)."""
+    bucket = storage.bucket
+    plan = BucketPlan(bucket)
+    changes: list[BucketChange] = []
+    notes: list[str] = []
+    if not facts.exists:
+        where = f" in {storage.region}" if storage.region else ""
+        lock = " with Object Lock" if storage.object_lock.mode != "off" else ""
+        changes.append(BucketChange("create", f"create bucket {bucket}{where}{lock}"))
+    elif storage.region and facts.region and facts.region != storage.region \
+            and storage.region != "auto":
+        plan.problem = (f"bucket {bucket} is in {facts.region}, the inventory says "
+                        f"{storage.region}")
+        return plan
+    if facts.versioning != "Enabled":
+        changes.append(BucketChange("versioning", "enable versioning"))
+    wanted_lock = desired_object_lock(storage)
+    if wanted_lock is not None and _lock_key(facts.object_lock) != _lock_key(wanted_lock):
+        changes.append(BucketChange(
+            "object_lock", f"Object Lock {storage.object_lock.mode}, "
+                           f"{storage.object_lock.retention_days} day(s) default retention"))
+    if wanted_lock is None and _lock_key(facts.object_lock) is not None:
+        notes.append("Object Lock is on for this bucket and cannot be turned off; "
+                     "the inventory's `off` leaves it as it is")
+    wanted_encryption = desired_encryption(storage)
+    if _encryption_key(facts.encryption) != _encryption_key(wanted_encryption):
+        changes.append(BucketChange("encryption", f"default encryption {storage.encryption}"
+                                    + (f" with {storage.kms_key}" if storage.kms_key else "")))
+    if facts.public_access_block != PUBLIC_ACCESS_BLOCK:
+        changes.append(BucketChange("public_access", "block all public access"))
+    ours = [r for r in facts.lifecycle_rules if r.get("ID") == LIFECYCLE_RULE_ID]
+    if [_lifecycle_key(r) for r in ours] != [_lifecycle_key(desired_lifecycle_rule(storage))]:
+        changes.append(BucketChange(
+            "lifecycle", f"expire noncurrent versions after {storage.noncurrent_days} day(s)"))
+    desired_policy = bucket_policy(storage, ui)
+    diff = policy_diff(facts.policy, desired_policy)
+    if diff:
+        changes.append(BucketChange("policy", "write the bucket policy", diff))
+    plan.changes = tuple(changes)
+    plan.notes = tuple(notes)
+    return plan
+
+
+def _lifecycle_key(rule: dict[str, Any]) -> tuple[Any, ...]:
+    return (rule.get("Status"), (rule.get("NoncurrentVersionExpiration") or {}).get(
+        "NoncurrentDays"), (rule.get("AbortIncompleteMultipartUpload") or {}).get(
+        "DaysAfterInitiation"), json.dumps(rule.get("Filter", {}), sort_keys=True))
+
+
+def apply_bucket(client: S3Client, storage: Storage, ui: bool, plan: BucketPlan,
+                 facts: BucketFacts, writes: S3Writes) -> None:
+    """Make the planned changes, in an order that never leaves the bucket less protected."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = storage.bucket
+    kinds = {c.kind for c in plan.changes}
+
+    def write(name: str, **kwargs: Any) -> None:
+        writes.calls.append(name)
+        try:
+            getattr(client, name)(Bucket=bucket, **kwargs)
+        except (ClientError, BotoCoreError) as error:
+            raise _s3_failure(f"{name} on {bucket}", error) from error
+
+    if "create" in kinds:
+        create: dict[str, Any] = {}
+        if storage.region and storage.region not in ("us-east-1", "auto"):
+            create["CreateBucketConfiguration"] = {"LocationConstraint": storage.region}
+        if storage.object_lock.mode != "off":
+            create["ObjectLockEnabledForBucket"] = True
+        write("create_bucket", **create)
+    if "public_access" in kinds:
+        write("put_public_access_block", PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+    if "versioning" in kinds:
+        write("put_bucket_versioning", VersioningConfiguration={"Status": "Enabled"})
+    if "encryption" in kinds:
+        write("put_bucket_encryption",
+              ServerSideEncryptionConfiguration=desired_encryption(storage))
+    if "object_lock" in kinds:
+        write("put_object_lock_configuration", ObjectLockConfiguration=desired_object_lock(storage))
+    if "lifecycle" in kinds:
+        others = [r for r in facts.lifecycle_rules if r.get("ID") != LIFECYCLE_RULE_ID]
+        write("put_bucket_lifecycle_configuration", LifecycleConfiguration={
+            "Rules": [*others, desired_lifecycle_rule(storage)]})
+    if "policy" in kinds:
+        policy = bucket_policy(storage, ui)
+        write("put_bucket_policy", Policy=json.dumps(policy, separators=(",", ":")))
+
+
+def verify_bucket(client: S3Client, storage: Storage, ui: bool) -> None:
+    """Read every setting back and plan again: the bucket is done when nothing is left."""
+    facts = gather_bucket(client, storage.bucket)
+    again = plan_bucket(storage, ui, facts)
+    if again.problem:
+        raise S3Error(f"S3: bucket {storage.bucket}: {again.problem}")
+    if again.changes:
+        left = "; ".join(c.summary for c in again.changes)
+        raise S3Error(f"S3: bucket {storage.bucket}: read back after writing, still differs: "
+                      f"{left}")
+    if facts.policy is not None and normalize_policy(facts.policy) != normalize_policy(
+            bucket_policy(storage, ui)):
+        raise S3Error(f"S3: bucket {storage.bucket}: the policy read back differs")
