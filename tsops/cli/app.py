@@ -255,6 +255,187 @@ def policy_rollback(
     run_rollback(inventory, no_input, yes, to, list_only)
 
 
+recordings_app = typer.Typer(
+    help="Review recorded sessions where tsrecorder stored them: S3 or a local directory.",
+    no_args_is_help=True,
+)
+app.add_typer(recordings_app, name="recordings")
+
+FromOpt = Annotated[
+    str | None,
+    typer.Option("--from", help="s3://BUCKET[/PREFIX] or a local directory of recordings."),
+]
+RecInventoryOpt = Annotated[
+    Path | None, typer.Option("--inventory", "-i", help="Read the inventory's storage instead.")
+]
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint", help="S3 endpoint URL (S3-compatible stores).")
+]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="S3 region.")]
+NodeOpt = Annotated[
+    list[str] | None, typer.Option("--node", help="Only this node ID or name (repeatable).")
+]
+UserOpt = Annotated[
+    list[str] | None,
+    typer.Option("--user", help="Only sessions of this SSH, local or source user (repeatable)."),
+]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Started at or after: ISO date/time or 24h, 7d.")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="Started before: ISO date/time or an age.")
+]
+CommandOpt = Annotated[
+    str | None, typer.Option("--command", help="Only sessions whose command contains this.")
+]
+RecordingArg = Annotated[
+    str, typer.Argument(metavar="ID", help="NODE/NAME as `list` shows it.", show_default=False)
+]
+
+
+@recordings_app.command("list")
+def recordings_list(
+    location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
+    region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    sort: Annotated[
+        str, typer.Option("--sort", help="start, node, user, duration or size.")
+    ] = "start",
+    reverse: Annotated[bool, typer.Option("--reverse", help="Newest/largest first.")] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """One row per recording, read from its first and last bytes only."""
+    from tsops.cli.recordings import Source, make_filter, run_list
+
+    chosen = make_filter(node or [], user or [], since, until, command)
+    run_list(Source(location, inventory, endpoint, region), chosen, sort, reverse,
+             _output(output))
+
+
+@recordings_app.command("show")
+def recordings_show(
+    recording: RecordingArg, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    endpoint: EndpointOpt = None, region: RegionOpt = None, output: OutputOpt = Output.table,
+) -> None:
+    """What one recording's header and last event say."""
+    from tsops.cli.recordings import Source, run_show
+
+    run_show(Source(location, inventory, endpoint, region), recording, _output(output))
+
+
+@recordings_app.command("cat")
+def recordings_cat(
+    recording: RecordingArg, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    endpoint: EndpointOpt = None, region: RegionOpt = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Remove terminal escape sequences.")
+    ] = False,
+) -> None:
+    """Write a recording's output text, without timing."""
+    from tsops.cli.recordings import Source, run_cat
+
+    run_cat(Source(location, inventory, endpoint, region), recording, plain)
+
+
+@recordings_app.command("play")
+def recordings_play(
+    recording: RecordingArg, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    endpoint: EndpointOpt = None, region: RegionOpt = None,
+    speed: Annotated[float, typer.Option("--speed", "-s", help="Speed factor.")] = 1.0,
+    idle_limit: Annotated[
+        float | None, typer.Option("--idle-limit", help="Cap pauses at this many seconds.")
+    ] = None,
+) -> None:
+    """Replay a recording with its timing; space pauses, q quits."""
+    from tsops.cli.recordings import Source, run_play
+
+    run_play(Source(location, inventory, endpoint, region), recording, speed, idle_limit)
+
+
+class ExportFormat(StrEnum):
+    """Event formats of `recordings export`."""
+
+    jsonl = "jsonl"
+    ecs = "ecs"
+
+
+@recordings_app.command("export")
+def recordings_export(
+    location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
+    region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    form: Annotated[
+        ExportFormat, typer.Option("--format", help="jsonl (tsops fields) or ecs.")
+    ] = ExportFormat.jsonl,
+    text: Annotated[bool, typer.Option("--text", help="Include the plain text.")] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Remember exported sessions here; skip them next time."),
+    ] = None,
+) -> None:
+    """One JSON event per session on stdout, for a SIEM."""
+    from tsops.cli.recordings import Source, make_filter, run_export
+
+    chosen = make_filter(node or [], user or [], since, until, command)
+    run_export(Source(location, inventory, endpoint, region), chosen,
+               "ecs" if form is ExportFormat.ecs else "jsonl", text, checkpoint)
+
+
+@recordings_app.command("search")
+def recordings_search(
+    pattern: Annotated[str, typer.Argument(help="A Python regular expression, per line.")],
+    location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
+    region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    ignore_case: Annotated[bool, typer.Option("--ignore-case", "-i")] = False,
+    context: Annotated[int, typer.Option("--context", "-C", help="Lines around.")] = 0,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Find lines of recorded output, with session, time offset and context."""
+    from tsops.cli.recordings import Source, make_filter, run_search
+
+    chosen = make_filter(node or [], user or [], since, until, command)
+    run_search(Source(location, inventory, endpoint, region), chosen, pattern, ignore_case,
+               context, _output(output))
+
+
+ManifestOpt = Annotated[
+    Path, typer.Option("--manifest", "-m", help="The signed manifest file.", show_default=False)
+]
+SealKeyOpt = Annotated[
+    str, typer.Option("--key", help="Keyring entry of the Ed25519 sealing key.")
+]
+
+
+@recordings_app.command("seal")
+def recordings_seal(
+    manifest: ManifestOpt, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    endpoint: EndpointOpt = None, region: RegionOpt = None,
+    key: SealKeyOpt = "tsops/recordings-seal-key",
+) -> None:
+    """Write a manifest of every recording's SHA-256, signed with the keyring's key."""
+    from tsops.cli.recordings import Source, run_seal
+
+    run_seal(Source(location, inventory, endpoint, region), manifest, key)
+
+
+@recordings_app.command("verify")
+def recordings_verify(
+    manifest: ManifestOpt, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    endpoint: EndpointOpt = None, region: RegionOpt = None,
+    key: SealKeyOpt = "tsops/recordings-seal-key",
+    public_key: Annotated[
+        str | None, typer.Option("--public-key", help="Trust this key (base64 or a file).")
+    ] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Check the manifest: exit 3 when recordings are missing, altered or unexpected."""
+    from tsops.cli.recordings import Source, run_verify
+
+    run_verify(Source(location, inventory, endpoint, region), manifest, key, public_key,
+               _output(output))
+
+
 recorder_app = typer.Typer(help="The session recorders and their storage.", no_args_is_help=True)
 app.add_typer(recorder_app, name="recorder")
 

@@ -1,0 +1,217 @@
+"""Parse asciicast v2 files as Tailscale SSH writes them: the header, event blocks, plain text.
+
+Pure code over bytes and strings. Events are decoded a block of complete lines at a time (one
+json call per block), because a recording holds one line per terminal write, often one character.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# Terminal control: CSI, OSC (ended by BEL or ST), two-byte ESC sequences, charset selection,
+# and C0 controls other than newline and tab (a carriage return is dropped: "\r\n" -> "\n").
+CONTROL_RE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"
+    r"|\x1b[()*+][0-9A-Za-z]"
+    r"|\x1b[@-Z\\-_=>78]"
+    r"|[\x00-\x08\x0b-\x1f\x7f]"
+)
+MAX_LINE = 64 << 20  # a longer line is not a terminal write: the file is damaged
+
+
+class CastError(ValueError):
+    """A recording that cannot be read as asciicast v2; `kind` names the problem."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Header:
+    """The first line of a recording: when, who, from where, what (reference section 3)."""
+
+    timestamp: float
+    width: int = 0
+    height: int = 0
+    command: str = ""
+    ssh_user: str = ""
+    local_user: str = ""
+    src_node: str = ""
+    src_node_id: str = ""
+    src_node_tags: tuple[str, ...] = ()
+    src_node_user: str = ""
+    connection_id: str = ""
+    term: str = ""
+
+    @property
+    def started(self) -> datetime.datetime:
+        """The session's start as an aware UTC datetime."""
+        return datetime.datetime.fromtimestamp(self.timestamp, datetime.UTC)
+
+    @property
+    def source(self) -> str:
+        """Who connected: the source node's owner, or its tags when the node is tagged."""
+        return self.src_node_user or ",".join(self.src_node_tags)
+
+
+def _text(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise CastError("bad-header", f"{key} is not a string")
+    return value
+
+
+def _int(raw: dict[str, Any], key: str) -> int:
+    value = raw.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CastError("bad-header", f"{key} is not an integer")
+    return value
+
+
+def parse_header(line: bytes) -> Header:
+    """Parse the header line (without its newline); raise CastError naming what is wrong."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CastError("invalid-utf8", f"header byte {error.start} is not UTF-8") from None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise CastError("bad-header", "the first line is not JSON") from None
+    if not isinstance(raw, dict):
+        raise CastError("bad-header", "the first line is not a JSON object")
+    if raw.get("version") != 2:
+        raise CastError("bad-header", f"version is {raw.get('version')!r}, expected 2")
+    timestamp = raw.get("timestamp")
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or timestamp < 0:
+        raise CastError("bad-header", "timestamp is missing or not a number")
+    tags = raw.get("srcNodeTags") or []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise CastError("bad-header", "srcNodeTags is not a list of strings")
+    env = raw.get("env") or {}
+    term = env.get("TERM", "") if isinstance(env, dict) else ""
+    return Header(
+        timestamp=float(timestamp), width=_int(raw, "width"), height=_int(raw, "height"),
+        command=_text(raw, "command"), ssh_user=_text(raw, "sshUser"),
+        local_user=_text(raw, "localUser"), src_node=_text(raw, "srcNode"),
+        src_node_id=_text(raw, "srcNodeID"), src_node_tags=tuple(tags),
+        src_node_user=_text(raw, "srcNodeUser"), connection_id=_text(raw, "connectionID"),
+        term=term if isinstance(term, str) else "",
+    )
+
+
+def parse_event(line: bytes) -> tuple[float, str] | None:
+    """Parse one event line into (seconds, output text); None for a non-output event."""
+    value = json.loads(line)
+    return _event(value)
+
+
+def _event(value: Any) -> tuple[float, str] | None:
+    if (not isinstance(value, list) or len(value) != 3 or not isinstance(value[0], int | float)
+            or not isinstance(value[1], str) or not isinstance(value[2], str)):
+        raise ValueError("not an asciicast v2 event")
+    return (float(value[0]), value[2]) if value[1] == "o" else None
+
+
+@dataclass
+class BlockReport:
+    """What was wrong in the event lines seen so far (counts; the file is still read)."""
+
+    bad_lines: int = 0
+    invalid_utf8: int = 0
+
+
+def decode_block(block: bytes, report: BlockReport) -> list[tuple[float, str]]:
+    """Decode complete event lines (each ending in a newline) into output events.
+
+    The fast path hands the whole block to one json call; a block with a bad line is redone
+    line by line, so one damaged line costs only itself.
+    """
+    if not block:
+        return []
+    try:
+        values = json.loads(b"[" + block[:-1].replace(b"\n", b",") + b"]")
+        events = [_event(value) for value in values]
+    except (ValueError, UnicodeDecodeError):
+        return _decode_lines(block, report)
+    return [event for event in events if event is not None]
+
+
+def _decode_lines(block: bytes, report: BlockReport) -> list[tuple[float, str]]:
+    events: list[tuple[float, str]] = []
+    for line in block.split(b"\n")[:-1]:
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            report.invalid_utf8 += 1
+            text = line.decode("utf-8", errors="replace")
+        try:
+            event = _event(json.loads(text))
+        except ValueError:
+            report.bad_lines += 1
+            continue
+        if event is not None:
+            events.append(event)
+    return events
+
+
+@dataclass
+class LineBlocks:
+    """Split a byte stream into the header line and blocks of complete lines."""
+
+    header: bytes | None = None
+    tail: bytes = b""  # bytes after the last newline: a line still incomplete
+    _carry: list[bytes] = field(default_factory=list)
+    _carried: int = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take the next chunk; return the complete event lines it finishes (maybe empty)."""
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            self._carry.append(chunk)
+            self._carried += len(chunk)
+            if self._carried > MAX_LINE:
+                raise CastError("bad-event", f"a line longer than {MAX_LINE} bytes")
+            self.tail = b"".join(self._carry)
+            return b""
+        block = b"".join([*self._carry, chunk[: cut + 1]])
+        rest = chunk[cut + 1:]
+        self._carry = [rest] if rest else []
+        self._carried = len(rest)
+        self.tail = rest
+        if self.header is None:
+            end = block.index(b"\n")
+            self.header = block[:end]
+            block = block[end + 1:]
+        return block
+
+
+def blocks(chunks: Iterable[bytes]) -> Iterator[tuple[LineBlocks, bytes]]:
+    """Yield (splitter, block of complete lines) for each chunk; the splitter holds the header."""
+    splitter = LineBlocks()
+    for chunk in chunks:
+        block = splitter.feed(chunk)
+        if block or splitter.header is not None:
+            yield splitter, block
+
+
+def strip_controls(text: str) -> str:
+    """Remove terminal escape sequences and control characters, keeping newlines and tabs."""
+    return CONTROL_RE.sub("", text)
+
+
+def without_timing(events: Iterable[tuple[float, str]]) -> str:
+    """The output text of some events, joined."""
+    return "".join(text for _, text in events)

@@ -1,0 +1,223 @@
+"""The recordings of a destination, read from their first and last bytes only.
+
+`list` must cost the same for a 1 KB and a 5 GB recording: a small file is read whole in one
+request; a larger one gives its header from a ranged read of its head (grown only while the
+first line is longer) and its duration from a ranged read of its tail.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tsops.errors import UsageError
+from tsops.recordings.cast import CastError, Header, parse_header
+from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
+
+WHOLE = 32 << 10  # files up to this size are read in one request
+HEAD = 8 << 10
+TAIL = 8 << 10
+HEADER_MAX = 1 << 20  # a longer first line is not a header
+WORKERS = 16
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A recording that is damaged: its key, what kind of damage, and a detail."""
+
+    key: str
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.key}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One readable recording: where it is, its header, and what its tail says."""
+
+    key: str
+    size: int
+    header: Header
+    duration: float | None  # time of the last complete event; None when none was found
+    truncated: bool  # the file does not end with a complete event line
+
+    @property
+    def node(self) -> str:
+        """The stable node ID of the SSH server it was recorded on."""
+        return self.key.split("/", 1)[0]
+
+    @property
+    def id(self) -> str:
+        """The ID operators type: the key without `.cast`."""
+        return self.key.removesuffix(".cast")
+
+    @property
+    def started(self) -> datetime.datetime:
+        """When the session started (UTC)."""
+        return self.header.started
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every recording found, and every file that could not be read as one."""
+
+    recordings: tuple[Recording, ...]
+    problems: tuple[Problem, ...]
+
+
+def parallel(function: Callable[[T], R], items: Iterable[T], workers: int = WORKERS) -> Iterator[R]:
+    """Map `function` over `items` on a thread pool, results in input order."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(function, items)
+
+
+def last_event_time(tail: bytes) -> float | None:
+    """The time of the last complete event line in final bytes that start at a line start."""
+    for line in reversed(tail.split(b"\n")[:-1]):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, list) and value and isinstance(value[0], int | float):
+            return float(value[0])
+    return None
+
+
+def _ends_complete(data: bytes) -> bool:
+    """Whether data ends with a newline after a line that parses as JSON."""
+    if not data.endswith(b"\n"):
+        return False
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    try:
+        json.loads(data[start:-1])
+    except ValueError:
+        return False
+    return True
+
+
+def probe(store: Store, info: ObjectInfo) -> Recording | Problem:
+    """Read the header and the duration of one recording from its first and last bytes."""
+    try:
+        return _probe(store, info)
+    except CastError as error:
+        return Problem(info.key, error.kind, error.detail)
+    except (StoreError, RecordingMissing, OSError) as error:
+        return Problem(info.key, "unreadable", str(error))
+
+
+def _probe(store: Store, info: ObjectInfo) -> Recording:
+    if info.size == 0:
+        raise CastError("empty", "the file is empty")
+    if info.size <= WHOLE:
+        head = tail = store.read_range(info.key, 0, info.size)
+    else:
+        head = store.read_range(info.key, 0, HEAD)
+        while b"\n" not in head and len(head) < min(info.size, HEADER_MAX):
+            head += store.read_range(info.key, len(head), len(head) * 3)
+        tail = store.read_tail(info.key, TAIL)
+        tail = tail[tail.find(b"\n") + 1:]  # drop the partial line the range starts in
+    end = head.find(b"\n")
+    if end < 0:
+        if len(head) >= HEADER_MAX:
+            raise CastError("bad-header", f"no end of the first line in {HEADER_MAX} bytes")
+        header = parse_header(head)  # the whole file is one unterminated line
+        return Recording(info.key, info.size, header, None, True)
+    header = parse_header(head[:end])
+    if info.size <= WHOLE and end + 1 == len(head):
+        return Recording(info.key, info.size, header, None, False)
+    if info.size <= WHOLE:
+        tail = head[end + 1:]
+    truncated = not _ends_complete(tail)
+    return Recording(info.key, info.size, header, last_event_time(tail), truncated)
+
+
+def scan(store: Store, workers: int = WORKERS) -> Catalog:
+    """Probe every recording of the store in parallel; damaged files become problems."""
+    recordings: list[Recording] = []
+    problems: list[Problem] = []
+    for result in parallel(lambda info: probe(store, info), store.list(), workers):
+        if isinstance(result, Problem):
+            problems.append(result)
+        else:
+            recordings.append(result)
+            if result.truncated:
+                problems.append(Problem(result.key, "truncated", "the last line is incomplete"))
+    return Catalog(tuple(recordings), tuple(problems))
+
+
+def find(store: Store, recording_id: str) -> ObjectInfo:
+    """The recording with this ID (`NODE/NAME`, `.cast` optional), or RecordingMissing."""
+    key = recording_id if recording_id.endswith(".cast") else recording_id + ".cast"
+    node = key.split("/", 1)[0]
+    for info in store.list():
+        if info.key == key:
+            return info
+        if info.node > node:
+            break
+    raise RecordingMissing(f"no recording {recording_id} in {store.description}")
+
+
+RELATIVE_RE = re.compile(r"^(\d+)([smhdw])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, option: str, now: datetime.datetime | None = None) -> datetime.datetime:
+    """Parse an ISO 8601 date or time (UTC unless it says otherwise) or an age like 24h or 7d."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    match = RELATIVE_RE.match(text.strip())
+    if match:
+        return now - datetime.timedelta(seconds=int(match.group(1)) * UNITS[match.group(2)])
+    try:
+        when = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r}: expected an ISO 8601 date or time (2026-11-25, "
+            "2026-11-25T14:00:00Z) or an age such as 30m, 24h, 7d"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which recordings a command looks at; an empty filter keeps every one."""
+
+    nodes: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    command: str | None = None
+
+    def keeps(self, recording: Recording, names: dict[str, str] | None = None) -> bool:
+        """Whether the recording passes every condition given."""
+        header = recording.header
+        if self.nodes:
+            known = {recording.node, (names or {}).get(recording.node, "")}
+            if not known & set(self.nodes):
+                return False
+        if self.users and not {header.ssh_user, header.local_user,
+                               header.src_node_user} & set(self.users):
+            return False
+        if self.since is not None and recording.started < self.since:
+            return False
+        if self.until is not None and recording.started >= self.until:
+            return False
+        return self.command is None or self.command in header.command
+
+
+SORT_KEYS: dict[str, Callable[[Recording], tuple[object, ...]]] = {
+    "start": lambda r: (r.header.timestamp, r.key),
+    "node": lambda r: (r.node, r.header.timestamp),
+    "user": lambda r: (r.header.ssh_user, r.header.timestamp),
+    "duration": lambda r: (r.duration or 0.0, r.key),
+    "size": lambda r: (r.size, r.key),
+}

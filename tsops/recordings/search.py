@@ -1,0 +1,136 @@
+"""`search`: a regular expression over the plain text of many recordings, in parallel."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from tsops.recordings.cast import CastError
+from tsops.recordings.catalog import WORKERS, Problem, Recording, parallel
+from tsops.recordings.reader import LineAssembler, Lines, Stream
+from tsops.recordings.store import RecordingMissing, Store, StoreError
+
+
+@dataclass
+class Match:
+    """A line of a recording that matches, when it was written, and the lines around it."""
+
+    recording: Recording
+    line_number: int  # 1-based, in the plain text
+    offset: float  # seconds into the session
+    line: str
+    before: list[str]
+    after: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """The matches in one recording and the problems met reading it."""
+
+    matches: list[Match]
+    problems: list[Problem]
+
+
+class _Searcher:
+    """Searches one recording's lines as they are assembled, a block at a time."""
+
+    def __init__(self, recording: Recording, pattern: re.Pattern[str], context: int) -> None:
+        self.recording = recording
+        self.pattern = pattern
+        self.context = context
+        self.before: deque[str] = deque(maxlen=context)
+        self.waiting: list[Match] = []  # matches still missing lines after them
+        self.matches: list[Match] = []
+        self.line_number = 0
+
+    def take(self, lines: Lines) -> None:
+        """Search one block of complete lines."""
+        if not lines.count:
+            return
+        text = lines.text
+        first = self.pattern.search(text)
+        if first is None and not self.waiting:
+            self.line_number += lines.count
+            if self.context:
+                self.before.extend(text.rsplit("\n", self.context)[-self.context:])
+            return
+        every = text.split("\n")
+        if self.waiting:
+            self._fill_after(every)
+        if first is not None:
+            self._collect(lines, every, first)
+        self.line_number += lines.count
+        if self.context:
+            self.before.extend(every[-self.context:])
+
+    def _fill_after(self, every: list[str]) -> None:
+        still = []
+        for match in self.waiting:
+            match.after.extend(every[: self.context - len(match.after)])
+            if len(match.after) < self.context:
+                still.append(match)
+        self.waiting = still
+
+    def _collect(self, lines: Lines, every: list[str], first: re.Match[str]) -> None:
+        text = lines.text
+        seen = -1
+        index = 0
+        position = 0
+        for found in self._finditer(first, text):
+            index += text.count("\n", position, found.start())
+            position = found.start()
+            if index == seen:
+                continue
+            seen = index
+            earlier = list(self.before) + every[:index]
+            match = Match(
+                self.recording, self.line_number + index + 1, lines.time_of(index), every[index],
+                earlier[len(earlier) - self.context:] if self.context else [],
+                every[index + 1: index + 1 + self.context],
+            )
+            self.matches.append(match)
+            if len(match.after) < self.context:
+                self.waiting.append(match)
+
+    def _finditer(self, first: re.Match[str], text: str) -> Iterator[re.Match[str]]:
+        yield first
+        start = first.end() if first.end() > first.start() else first.end() + 1
+        yield from self.pattern.finditer(text, start)
+
+
+def search_one(store: Store, recording: Recording, pattern: re.Pattern[str],
+               context: int) -> Result:
+    """Search one recording, streaming it; a damaged file yields what could be read."""
+    stream = Stream(store, recording.key)
+    searcher = _Searcher(recording, pattern, context)
+    assembler = LineAssembler()
+    problems: list[Problem] = []
+    try:
+        for batch in stream.batches():
+            searcher.take(assembler.feed(batch))
+        searcher.take(assembler.finish())
+    except CastError as error:
+        problems.append(Problem(recording.key, error.kind, error.detail))
+    except (StoreError, RecordingMissing, OSError) as error:
+        problems.append(Problem(recording.key, "unreadable", str(error)))
+    problems.extend(stream.problems())
+    return Result(searcher.matches, problems)
+
+
+def search(store: Store, recordings: Iterable[Recording], pattern: re.Pattern[str],
+           context: int = 0, workers: int = WORKERS) -> Iterator[Result]:
+    """Search recordings in parallel; results come in the order of `recordings`."""
+    return parallel(lambda recording: search_one(store, recording, pattern, context),
+                    recordings, workers)
+
+
+def compile_pattern(text: str, ignore_case: bool) -> re.Pattern[str]:
+    """Compile the operator's regular expression (per line: ^ and $ match at line ends)."""
+    from tsops.errors import UsageError
+
+    try:
+        return re.compile(text, re.MULTILINE | (re.IGNORECASE if ignore_case else 0))
+    except re.error as error:
+        raise UsageError(f"bad regular expression {text!r}: {error}") from None
