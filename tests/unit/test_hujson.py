@@ -1,0 +1,165 @@
+"""The HuJSON tree: printing a parsed text is the identity, values are right, errors locate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tsops.errors import ExitCode
+from tsops.policy import hujson
+from tsops.policy.hujson import HuJSONError
+from tsops.policy.plan import DesiredRule, plan_policy
+
+Drawn = tuple[str, Any]
+
+comment_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
+)
+block_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).filter(
+    lambda t: "*/" not in t and not t.endswith("*")
+)
+trivia_piece = st.one_of(
+    st.sampled_from([" ", "  ", "\t", "\n", "\r\n", "\n\n"]),
+    comment_text.map(lambda t: f"//{t}\n"),
+    block_text.map(lambda t: f"/*{t}*/"),
+)
+trivia = st.lists(trivia_piece, max_size=3).map("".join)
+
+scalars: st.SearchStrategy[Drawn] = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=10).flatmap(
+        lambda s: st.sampled_from([(json.dumps(s), s), (json.dumps(s, ensure_ascii=False), s)])
+    ),
+    st.integers(-(10**12), 10**12).map(lambda n: (str(n), n)),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: (json.dumps(f), f)),
+    st.sampled_from([("true", True), ("false", False), ("null", None)]),
+)
+
+
+@st.composite
+def _array(draw: st.DrawFn, children: st.SearchStrategy[Drawn]) -> Drawn:
+    items = draw(st.lists(children, max_size=4))
+    text = "["
+    for index, (item_text, _) in enumerate(items):
+        text += draw(trivia) + item_text + draw(trivia)
+        if index < len(items) - 1 or draw(st.booleans()):
+            text += ","
+    return text + draw(trivia) + "]", [value for _, value in items]
+
+
+@st.composite
+def _object(draw: st.DrawFn, children: st.SearchStrategy[Drawn]) -> Drawn:
+    keys = draw(st.lists(st.text(max_size=6), max_size=4, unique=True))
+    text, value = "{", {}
+    for index, key in enumerate(keys):
+        item_text, item = draw(children)
+        text += (draw(trivia) + json.dumps(key, ensure_ascii=draw(st.booleans())) + draw(trivia)
+                 + ":" + draw(trivia) + item_text + draw(trivia))
+        if index < len(keys) - 1 or draw(st.booleans()):
+            text += ","
+        value[key] = item
+    return text + draw(trivia) + "}", value
+
+
+values: st.SearchStrategy[Drawn] = st.recursive(
+    scalars, lambda children: st.one_of(_array(children), _object(children)), max_leaves=12
+)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> Drawn:
+    """A HuJSON text with trivia everywhere, and the value it stands for."""
+    text, value = draw(values)
+    return draw(trivia) + text + draw(trivia), value
+
+
+@given(documents())
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_print_of_parse_is_the_identity(drawn: Drawn) -> None:
+    text, value = drawn
+    document = hujson.parse(text)
+    assert hujson.print_tree(document) == text
+    assert hujson.to_python(document.value) == value
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> tuple[str, list[str], list[Any]]:
+    """A policy with operator ssh rules and a unique comment in many trivia slots."""
+    counter = iter(range(1000))
+
+    def note() -> str:
+        kind = draw(st.sampled_from(["line", "block", "none"]))
+        number = next(counter)
+        if kind == "line":
+            return f" // note {number}\n" + draw(st.sampled_from(["", "  ", "\t"]))
+        if kind == "block":
+            return f" /* note {number} */ "
+        return draw(st.sampled_from(["", " ", "\n  "]))
+
+    rules = draw(st.lists(st.fixed_dictionaries({
+        "action": st.sampled_from(["accept", "check"]),
+        "src": st.sampled_from([["autogroup:member"], ["group:sre"], ["*"]]),
+        "dst": st.sampled_from([["autogroup:self"], ["tag:web"]]),
+        "users": st.sampled_from([["root"], ["autogroup:nonroot"]]),
+    }), max_size=3))
+    rule_texts = [note() + json.dumps(rule) + note() for rule in rules]
+    trailing = draw(st.booleans())
+    ssh = "[" + ",".join(rule_texts) + ("," if trailing and rules else "") + note() + "]"
+    members = [
+        f'"groups"{note()}:{note()}{{"group:sre": ["a@example.com"]}}',
+        f'"acls": [{note()}{{"action": "accept", "src": ["*"], "dst": ["*:*"]}}{note()}]',
+    ]
+    if draw(st.booleans()):
+        members.append(f'"tagOwners": {{{note()}"tag:web": []{note()}}}')
+    if draw(st.booleans()):
+        members.append(f'"ssh":{note()}{ssh}')
+    else:
+        rules = []
+    order = draw(st.permutations(members))
+    text = "{" + ",".join(note() + member for member in order) + note() + "}\n"
+    return text, hujson.all_comments(hujson.parse(text)), rules
+
+
+RULE = DesiredRule("sre", {"action": "accept", "src": ["group:sre"], "dst": ["tag:server"],
+                           "users": ["root"], "recorder": ["tag:recorder"],
+                           "enforceRecorder": True}, "tag:recorder", True)
+
+
+@given(policies())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_a_patch_keeps_every_comment_and_operator_rule(drawn: tuple[str, list[str], Any]) -> None:
+    text, notes, rules = drawn
+    plan = plan_policy(text, [RULE], ["tag:server", "tag:recorder"])
+    after = hujson.parse(plan.after)
+    kept = [c for c in hujson.all_comments(after) if "tsops:" not in c]
+    assert kept == notes
+    ssh = hujson.to_python(after.value)["ssh"]
+    assert ssh[: len(rules)] == rules
+    assert ssh[len(rules):] == [RULE.body]
+    assert not plan_policy(plan.after, [RULE], ["tag:server", "tag:recorder"]).changed
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("", "1:1"),
+    ("{\n  \"a\": 1,,\n}", "2:10"),
+    ("{\n  'a': 1\n}", "2:3"),
+    ("{\"a\": [1, 2,]\n \"b\": 2}", "2:2"),
+    ("{\n\ta: 1}", "2:2"),
+    ("[1, 2] extra", "1:8"),
+    ("{\"a\": 0x10}", "1:7"),
+    ("{\"a\": NaN}", "1:7"),
+    ("{\"a\": 1} /* open", "1:10"),
+    ("{\"a\": \"line\nbreak\"}", "1:12"),
+    ("# hash comment\n{}", "1:1"),
+    ("[,]", "1:2"),
+    ("\ufeff{}", "1:1"),
+    ("{\"a\": tru}", "1:7"),
+])
+def test_bad_hujson_names_line_and_column(text: str, where: str) -> None:
+    with pytest.raises(HuJSONError) as caught:
+        hujson.parse(text)
+    assert caught.value.message.startswith(f"{where}: ")
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
