@@ -17,9 +17,9 @@ from tsops.policy.plan import DesiredRule, plan_policy
 Drawn = tuple[str, Any]
 
 comment_text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
+    st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=12
 )
-block_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12).filter(
+block_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12).filter(
     lambda t: "*/" not in t and not t.endswith("*")
 )
 trivia_piece = st.one_of(
@@ -30,7 +30,7 @@ trivia_piece = st.one_of(
 trivia = st.lists(trivia_piece, max_size=3).map("".join)
 
 scalars: st.SearchStrategy[Drawn] = st.one_of(
-    st.text(st.characters(blacklist_categories=("Cs",)), max_size=10).flatmap(
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=10).flatmap(
         lambda s: st.sampled_from([(json.dumps(s), s), (json.dumps(s, ensure_ascii=False), s)])
     ),
     st.integers(-(10**12), 10**12).map(lambda n: (str(n), n)),

@@ -28,7 +28,7 @@ def _api(inventory: LoadedInventory, no_input: bool) -> TailscaleApi | None:
 
 def run_diff(path: Path, no_input: bool, detailed_exitcode: bool) -> None:
     """Print the unified diff tsops would apply; exit 3 with --detailed-exitcode if any."""
-    from tsops.policy.apply import diff_policy
+    from tsops.policy.apply import diff_policy, print_diff
 
     inventory = load_inventory(path)
     api = _api(inventory, no_input)
@@ -44,7 +44,7 @@ def run_diff(path: Path, no_input: bool, detailed_exitcode: bool) -> None:
     if not diff:
         console.line("policy: no changes")
         return
-    console.line(diff.rstrip("\n"))
+    print_diff(diff)
     if detailed_exitcode:
         sys.exit(ExitCode.DRIFT)
 

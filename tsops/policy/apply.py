@@ -122,6 +122,13 @@ def check_lockout(plan: PolicyPlan, healthy_recorder_tags: set[str],
         "pass --allow-unverified-recorder to write it anyway")
 
 
+def print_diff(diff: str) -> None:
+    """Print a diff byte for byte on stdout (tabs kept, so that it can be piped to patch)."""
+    if diff:
+        console.out.file.write(diff if diff.endswith("\n") else diff + "\n")
+        console.out.file.flush()
+
+
 def _show_outside_edits(history: History, snapshot: Snapshot, label: str) -> None:
     """When the policy changed since tsops last wrote it, show what changed outside tsops."""
     last = history.last()
@@ -129,9 +136,9 @@ def _show_outside_edits(history: History, snapshot: Snapshot, label: str) -> Non
         return
     console.line(f"{label} changed outside tsops since its last write "
                  f"(version {last.after.etag[:12]}, now {snapshot.etag[:12]}):")
-    console.line("".join(difflib.unified_diff(
+    print_diff("".join(difflib.unified_diff(
         last.after.text.splitlines(keepends=True), snapshot.text.splitlines(keepends=True),
-        fromfile=f"{label} (as tsops wrote it)", tofile=f"{label} (now)")).rstrip("\n"))
+        fromfile=f"{label} (as tsops wrote it)", tofile=f"{label} (now)")))
 
 
 def _print_plan(plan: PolicyPlan, diff: str) -> None:
@@ -139,8 +146,7 @@ def _print_plan(plan: PolicyPlan, diff: str) -> None:
         console.warning(f"conflict: {conflict}")
     for warning in plan.warnings:
         console.warning(warning)
-    if diff:
-        console.line(diff.rstrip("\n"))
+    print_diff(diff)
 
 
 def _confirm(question: str, yes: bool, no_input: bool) -> None:
@@ -255,7 +261,7 @@ def rollback_policy(
         console.line(f"{source.label}: already as it was before write {target.number}")
         return None
     _show_outside_edits(history, snapshot, source.label)
-    console.line(unified_diff(snapshot.text, target.before.text, source.label).rstrip("\n"))
+    print_diff(unified_diff(snapshot.text, target.before.text, source.label))
     _confirm(f"Put back {source.label} as it was before write {target.number} "
              f"({target.written_at})?", yes, no_input)
     try:

@@ -141,7 +141,7 @@ def render_compact(value: Any, marker: str | None = None) -> str:
     if isinstance(value, Marked):
         return render_compact(value.value, value.marker)
     if isinstance(value, dict):
-        note = f"/* {marker.removeprefix('//').strip()} */ " if marker else ""
+        note = f"/* {marker.removeprefix('//').split(' (')[0].strip()} */ " if marker else ""
         return "{" + note + ", ".join(
             f"{json.dumps(k, ensure_ascii=False)}: {render_compact(v)}" for k, v in value.items()
         ) + "}"

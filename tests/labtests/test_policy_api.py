@@ -1,0 +1,287 @@
+"""`tsops policy` against the control-plane simulator on loopback (no lab hosts needed).
+
+The simulator validates like the real API (syntax, references, the policy's own tests) and
+answers 412 to a stale If-Match, so these tests show the write path end to end: retry on a
+concurrent edit, refusal by the validator, the lockout guard, a second apply that posts nothing,
+edits made outside tsops shown before applying, rollback, and the file source.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.sim.control import ControlServer
+from tests.sim.control.conftest import register_body
+from tsops.inventory.load import load_inventory
+from tsops.policy import hujson
+from tsops.policy.apply import apply_policy
+from tsops.tailscale_api import TailscaleApi
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "policies"
+SEED = (DATA / "17-tests-and-sshtests.hujson").read_text()
+TOKEN_VAR = "TSOPS_TEST_API_TOKEN"
+
+INVENTORY = """\
+version: 1
+tailnet:
+  name: example.com
+  api_url: {api_url}
+  credentials:
+    api_token: {{env: {token_var}}}
+servers:
+  tags: [tag:server]
+  hosts:
+    web1: {{address: 192.0.2.11, tags: [tag:web]}}
+recorders:
+  tag: tag:recorder
+  hosts:
+    rec1: {{address: 192.0.2.30}}
+storage:
+  destination: /var/lib/tsrecorder
+policy:
+  state_dir: state
+{policy}
+ssh_rules:
+  - name: sre-to-servers
+    src: [{src}]
+    dst: [tag:server]
+    users: [autogroup:nonroot, root]
+    action: check
+    check_period: 12h
+"""
+
+
+@pytest.fixture
+def control() -> Iterator[ControlServer]:
+    """A control simulator holding a realistic commented policy."""
+    with ControlServer(host="127.0.0.1", port=0) as server:
+        server.seed_policy(SEED)
+        yield server
+
+
+@pytest.fixture
+def token(control: ControlServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An API token, exported where the inventory says it is."""
+    value = control.create_api_token()
+    monkeypatch.setenv(TOKEN_VAR, value)
+    return value
+
+
+def write_inventory(folder: Path, control: ControlServer, *, src: str = "group:sre",
+                    policy: str = "") -> Path:
+    """An inventory for the simulator's tailnet, its policy state kept under folder/state."""
+    path = folder / "inventory.yaml"
+    path.write_text(INVENTORY.format(api_url=control.url, token_var=TOKEN_VAR, src=src,
+                                     policy=policy))
+    return path
+
+
+def recorder_online(control: ControlServer) -> None:
+    """Register a device carrying tag:recorder (it stays online for 15 simulated seconds)."""
+    key = control.create_auth_key(["tag:recorder"])
+    response = httpx.post(f"{control.url}/sim/v1/register", timeout=5,
+                          json=register_body(key.secret, hostname="rec1",
+                                             advertiseTags=["tag:recorder"]))
+    response.raise_for_status()
+
+
+def tsops(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as an operator does (the token comes from the environment)."""
+    return subprocess.run([sys.executable, "-m", "tsops", *args], capture_output=True,
+                          text=True, check=False, env=dict(os.environ), timeout=60)
+
+
+def added_lines(diff: str) -> str:
+    """The lines a unified diff adds."""
+    return "\n".join(line for line in diff.splitlines() if line.startswith("+"))
+
+
+def policy_posts(control: ControlServer) -> list[int]:
+    """The statuses of every write to the policy file so far.
+
+    The simulator records a request just after answering it, so wait until the record is
+    still for a moment.
+    """
+    seen = control.requests()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = control.requests()
+        if now == seen:
+            break
+        seen = now
+    return [r.status for r in seen if r.method == "POST" and r.path.endswith("/acl")]
+
+
+def test_apply_writes_once_and_a_second_apply_posts_nothing(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    recorder_online(control)
+    inventory = write_inventory(tmp_path, control)
+    first = tsops("policy", "apply", str(inventory), "--yes")
+    assert first.returncode == 0, first.stderr
+    assert "tsops: sre-to-servers" in added_lines(first.stdout)
+    assert policy_posts(control) == [200]
+    text = control.policy().text
+    assert "tsops: sre-to-servers" in text
+    assert "// The policy's own tests must still pass after the patch." in text
+    assert (tmp_path / "state" / "0001.json").is_file()
+    assert (tmp_path / "state" / "0001.before.hujson").read_text() == SEED
+
+    second = tsops("policy", "apply", str(inventory), "--yes")
+    assert second.returncode == 0, second.stderr
+    assert "already up to date" in second.stdout
+    assert policy_posts(control) == [200]
+    assert control.policy().text == text
+
+    diff = tsops("policy", "diff", str(inventory), "--detailed-exitcode")
+    assert diff.returncode == 0
+    assert "policy: no changes" in diff.stdout
+
+
+def test_diff_shows_the_change_and_exits_3(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    inventory = write_inventory(tmp_path, control)
+    result = tsops("policy", "diff", str(inventory), "--detailed-exitcode")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.startswith("--- tailnet example.com policy file (current)")
+    assert '"enforceRecorder": true' in added_lines(result.stdout)
+    assert policy_posts(control) == []
+
+
+class RacingApi(TailscaleApi):
+    """An API client during whose first validate someone else saves an edit."""
+
+    def __init__(self, control: ControlServer, token: str) -> None:
+        super().__init__(control.url, "-", token=token)
+        self.control = control
+        self.raced = False
+
+    def validate_policy(self, text: str) -> str | None:
+        """Validate, and the first time let another admin save an edit meanwhile."""
+        if not self.raced:
+            self.raced = True
+            current = self.control.policy().text
+            self.control.seed_policy(current.replace(
+                '"group:sre": ["alice@example.com"]',
+                '"group:sre": ["alice@example.com", "dave@example.com"] /* added by dave */'))
+        return super().validate_policy(text)
+
+
+def test_a_concurrent_edit_gives_412_then_a_retry_keeps_it(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    inventory = load_inventory(write_inventory(tmp_path, control))
+    api = RacingApi(control, token)
+    try:
+        result = apply_policy(inventory, api, healthy_recorder_tags={"tag:recorder"},
+                              allow_unverified=False, yes=True)
+    finally:
+        api.close()
+    assert result.changed and result.attempts == 2
+    assert policy_posts(control) == [412, 200]
+    text = control.policy().text
+    assert '"dave@example.com"] /* added by dave */' in text
+    assert "tsops: sre-to-servers" in text
+    assert result.etag == control.policy().etag
+
+
+def test_a_candidate_the_api_rejects_writes_nothing(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    recorder_online(control)
+    inventory = write_inventory(tmp_path, control, src="group:nobody")
+    result = tsops("policy", "apply", str(inventory), "--yes")
+    assert result.returncode == 1
+    assert "rejected the patched policy, nothing was written" in result.stderr
+    assert "group:nobody" in result.stderr
+    assert policy_posts(control) == []
+    assert control.policy().text == SEED
+    assert not (tmp_path / "state").exists()
+
+
+def test_enforcement_without_a_healthy_recorder_is_refused(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    inventory = write_inventory(tmp_path, control)
+    refused = tsops("policy", "apply", str(inventory), "--yes")
+    assert refused.returncode == 1
+    assert "refusing to write enforceRecorder: true" in refused.stderr
+    assert "rule 'sre-to-servers' records to tag:recorder" in refused.stderr
+    assert policy_posts(control) == []
+    assert control.policy().text == SEED
+
+    forced = tsops("policy", "apply", str(inventory), "--yes", "--allow-unverified-recorder")
+    assert forced.returncode == 0, forced.stderr
+    assert "warning: writing enforceRecorder: true although" in forced.stderr
+    assert policy_posts(control) == [200]
+
+
+def test_an_offline_recorder_is_not_healthy(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    recorder_online(control)
+    control.advance_clock(60)
+    result = tsops("policy", "apply", str(write_inventory(tmp_path, control)), "--yes")
+    assert result.returncode == 1
+    assert "refusing" in result.stderr
+
+
+def test_edits_outside_tsops_are_shown_then_rollback_restores(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    recorder_online(control)
+    inventory = write_inventory(tmp_path, control)
+    assert tsops("policy", "apply", str(inventory), "--yes").returncode == 0
+    patched = control.policy().text
+    edited = patched.replace('"tests": [', '// reviewed by erin\n\t"tests": [')
+    control.seed_policy(edited)
+
+    shown = tsops("policy", "diff", str(inventory))
+    assert "policy: no changes" in shown.stdout
+    again = tsops("policy", "apply", str(inventory), "--yes")
+    assert again.returncode == 0, again.stderr
+    assert "changed outside tsops since its last write" in again.stdout
+    assert "+\t// reviewed by erin\n" in again.stdout
+    assert policy_posts(control) == [200]
+
+    listed = tsops("policy", "rollback", str(inventory), "--list")
+    assert listed.stdout.split()[0:2] == ["1", listed.stdout.split()[1]]
+    assert "apply" in listed.stdout
+
+    rolled = tsops("policy", "rollback", str(inventory), "--yes")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "changed outside tsops" in rolled.stdout
+    assert control.policy().text == SEED
+    assert policy_posts(control) == [200, 200]
+    assert (tmp_path / "state" / "0002.json").is_file()
+
+
+def test_file_source_is_edited_in_place_and_validated(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    recorder_online(control)
+    policy_file = tmp_path / "repo" / "policy.hujson"
+    policy_file.parent.mkdir()
+    policy_file.write_bytes((DATA / "05-crlf.hujson").read_bytes())
+    inventory = write_inventory(tmp_path, control,
+                                policy="  source: file\n  file: repo/policy.hujson")
+    result = tsops("policy", "apply", str(inventory), "--yes")
+    assert result.returncode == 0, result.stderr
+    after = policy_file.read_bytes().decode()
+    assert "tsops: sre-to-servers" in after
+    assert "\n" not in after.replace("\r\n", "")
+    assert after.startswith((DATA / "05-crlf.hujson").read_bytes().decode()[:60])
+    assert policy_posts(control) == []
+    assert [r.path for r in control.requests() if r.path.endswith("/validate")]
+    assert hujson.loads(after)["ssh"][-1]["enforceRecorder"] is True
+    assert "already up to date" in tsops("policy", "apply", str(inventory), "--yes").stdout
