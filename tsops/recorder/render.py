@@ -76,7 +76,9 @@ def _environment(spec: RecorderSpec) -> list[tuple[str, str]]:
     pairs = []
     if spec.login_server:
         pairs.append(("TSRECORDER_LOGIN_SERVER", spec.login_server))
-    if spec.storage.is_s3 and spec.storage.send_content_md5:
+    storage = spec.storage
+    # S3 refuses a PutObject without Content-MD5 (or a checksum) in an Object Lock bucket.
+    if storage.is_s3 and (storage.send_content_md5 or storage.object_lock.mode != "off"):
         pairs.append(("S3_SEND_CONTENT_MD5", "true"))
     return pairs
 

@@ -1,0 +1,1 @@
+"""The session recorder: rendering, S3 provisioning, host deployment and the health gate."""
