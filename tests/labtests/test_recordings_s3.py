@@ -73,7 +73,7 @@ def test_search_and_missing_ids_in_s3(bucket: S3Client) -> None:
     recordings = [r for r in scan(store).recordings if Filter(nodes=(DB,)).keeps(r)]
     results = list(search(store, recordings, compile_pattern("secret-TOKEN", True)))
     matches = [m for r in results for m in r.matches]
-    assert [(m.recording.id, m.line_number) for m in matches] == [
+    assert [(m.key.removesuffix(".cast"), m.line_number) for m in matches] == [
         (f"{DB}/20261124T163005-utf8", 3)]
     assert {p.kind for r in results for p in r.problems} == {"bad-event", "invalid-utf8"}
     with pytest.raises(RecordingMissing):

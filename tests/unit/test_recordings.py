@@ -301,14 +301,15 @@ def test_search_reports_session_line_time_and_context(local: LocalStore) -> None
     pattern = compile_pattern(r"systemctl \w+ nginx", ignore_case=False)
     results = list(search(local, recordings, pattern, context=1))
     matches = [m for result in results for m in result.matches]
-    assert sorted(m.recording.id.rsplit("-", 1)[1] for m in matches) == ["a1", "a2"]
-    a2 = next(m for m in matches if m.recording.id.endswith("a2"))
+    assert sorted(m.key.removesuffix(".cast").rsplit("-", 1)[1] for m in matches) == [
+        "a1", "a2"]
+    a2 = next(m for m in matches if m.key.removesuffix(".cast").endswith("a2"))
     assert a2.line == "alice@web1:~$ sudo systemctl restart nginx"
     assert a2.line_number == 3
     assert a2.before == ["notes.txt  bin"]
     assert a2.after == ["alice@web1:~$ cat /etc/hostname"]
     assert 30 < a2.offset < 40  # the second command came after a 30 s pause
-    a1 = next(m for m in matches if m.recording.id.endswith("a1"))
+    a1 = next(m for m in matches if m.key.removesuffix(".cast").endswith("a1"))
     assert a1.offset < 5
 
 

@@ -24,7 +24,7 @@ from tsops.recordings.catalog import (
     scan,
 )
 from tsops.recordings.reader import Stream, plain_pieces
-from tsops.recordings.store import LocalStore, S3Store, Store, parse_s3_url
+from tsops.recordings.store import LocalStore, ObjectInfo, S3Store, Store, parse_s3_url
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -280,24 +280,34 @@ def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: b
         raise UsageError("--context must be 0 or more")
     pattern = compile_pattern(pattern_text, ignore_case)
     store = open_store(source)
-    recordings, _ = _catalog(store, chosen)
-    recordings.sort(key=SORT_KEYS["start"])
-    matched = found = 0
+    targets: list[Recording] | list[ObjectInfo]
+    from_catalog = chosen != Filter()
+    if not from_catalog:  # nothing to select: read each file once, header included
+        targets = list(store.list())
+    else:
+        targets, _ = _catalog(store, chosen)
+        targets.sort(key=SORT_KEYS["start"])
+    matched = found = searched = 0
     documents = []
-    for result in search(store, recordings, pattern, context):
-        report(p for p in result.problems if p.kind != "truncated")
+    for result in search(store, targets, pattern, context):
+        report(p for p in result.problems  # a catalog already reported truncation
+               if p.kind != "truncated" or not from_catalog)
+        if result.recording is None:
+            continue
+        searched += 1
+        recording = result.recording
         if result.matches:
             matched += 1
         for match in result.matches:
             found += 1
             if output == "json":
                 documents.append({
-                    "id": match.recording.id, "start": _when(match.recording),
+                    "id": recording.id, "start": _when(recording),
                     "line": match.line_number, "offset": match.offset, "text": match.line,
                     "before": match.before, "after": match.after,
                 })
                 continue
-            where = f"{match.recording.id} +{_duration(match.offset)} line {match.line_number}"
+            where = f"{recording.id} +{_duration(match.offset)} line {match.line_number}"
             if context:
                 for line in match.before:
                     console.line(f"{where}-  {line}")
@@ -308,8 +318,7 @@ def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: b
                 console.line("--")
     if output == "json":
         console.line(json.dumps({"matches": documents}, indent=2))
-    console.err.print(f"{found} matching line(s) in {matched} of {len(recordings)} "
-                      "recording(s)")
+    console.err.print(f"{found} matching line(s) in {matched} of {searched} recording(s)")
 
 
 def _private_key(entry: str, create: bool) -> Ed25519PrivateKey:

@@ -11,17 +11,20 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-# Terminal control: CSI, OSC (ended by BEL or ST), two-byte ESC sequences, charset selection,
-# and C0 controls other than newline and tab (a carriage return is dropped: "\r\n" -> "\n").
-CONTROL_RE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"
-    r"|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"
-    r"|\x1b[()*+][0-9A-Za-z]"
-    r"|\x1b[@-Z\\-_=>78]"
-    r"|[\x00-\x08\x0b-\x1f\x7f]"
+# Terminal escape sequences: CSI, OSC (ended by BEL or ST), charset selection, two-byte ESC
+# sequences. The pattern starts with a literal ESC so the regex engine can skip ahead fast.
+ESCAPE_RE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]"
+    r"|\][^\x07\x1b\n]*(?:\x07|\x1b\\)"
+    r"|[()*+][0-9A-Za-z]"
+    r"|[@-Z\\-_=>78])"
 )
+# C0 controls other than newline and tab, and DEL (so "\r\n" becomes "\n").
+CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), 127])
+TIME, KIND, TEXT = itemgetter(0), itemgetter(1), itemgetter(2)
 MAX_LINE = 64 << 20  # a longer line is not a terminal write: the file is damaged
 
 
@@ -141,10 +144,17 @@ def decode_block(block: bytes, report: BlockReport) -> list[tuple[float, str]]:
         return []
     try:
         values = json.loads(b"[" + block[:-1].replace(b"\n", b",") + b"]")
-        events = [_event(value) for value in values]
+        # Shape checks with C-level set/map calls: every value a 3-item list, each time a
+        # number, each kind and text a string.
+        if set(map(type, values)) != {list} or set(map(len, values)) != {3}:
+            raise ValueError("not asciicast v2 events")
+        if (set(map(type, map(TIME, values))) - {float, int}
+                or set(map(type, map(KIND, values))) != {str}
+                or set(map(type, map(TEXT, values))) != {str}):
+            raise ValueError("not asciicast v2 events")
     except (ValueError, UnicodeDecodeError):
         return _decode_lines(block, report)
-    return [event for event in events if event is not None]
+    return [(at, text) for at, kind, text in values if kind == "o"]
 
 
 def _decode_lines(block: bytes, report: BlockReport) -> list[tuple[float, str]]:
@@ -209,7 +219,9 @@ def blocks(chunks: Iterable[bytes]) -> Iterator[tuple[LineBlocks, bytes]]:
 
 def strip_controls(text: str) -> str:
     """Remove terminal escape sequences and control characters, keeping newlines and tabs."""
-    return CONTROL_RE.sub("", text)
+    if "\x1b" in text:
+        text = ESCAPE_RE.sub("", text)
+    return text.translate(CONTROLS)
 
 
 def without_timing(events: Iterable[tuple[float, str]]) -> str:

@@ -34,6 +34,7 @@ class Stream:
     report: BlockReport = field(default_factory=BlockReport)
     truncated: bool = False
     size: int = 0
+    last_time: float | None = None
 
     def batches(self) -> Iterator[list[tuple[float, str]]]:
         """Output events, a batch per block of complete lines; raises CastError on a bad header."""
@@ -46,7 +47,10 @@ class Stream:
             if self.header is None and splitter.header is not None:
                 self.header = parse_header(splitter.header)
             if block:
-                yield decode_block(block, self.report)
+                batch = decode_block(block, self.report)
+                if batch:
+                    self.last_time = batch[-1][0]
+                yield batch
         if empty:
             raise CastError("empty", "the file is empty")
         if splitter.header is None:
@@ -54,7 +58,10 @@ class Stream:
             self.truncated = True
         elif splitter.tail:
             self.truncated = True
-            yield decode_block(splitter.tail + b"\n", BlockReport())  # keep what parses
+            batch = decode_block(splitter.tail + b"\n", BlockReport())  # keep what parses
+            if batch:
+                self.last_time = batch[-1][0]
+            yield batch
 
     def problems(self) -> list[Problem]:
         """What was wrong in the file, one problem per kind."""

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from tsops.recordings.cast import CastError
 from tsops.recordings.catalog import WORKERS, Problem, Recording, parallel
 from tsops.recordings.reader import LineAssembler, Lines, Stream
-from tsops.recordings.store import RecordingMissing, Store, StoreError
+from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
 
 
 @dataclass
 class Match:
     """A line of a recording that matches, when it was written, and the lines around it."""
 
-    recording: Recording
+    key: str
     line_number: int  # 1-based, in the plain text
     offset: float  # seconds into the session
     line: str
@@ -27,8 +27,9 @@ class Match:
 
 @dataclass
 class Result:
-    """The matches in one recording and the problems met reading it."""
+    """The matches in one recording, the recording (None if unreadable), the problems met."""
 
+    recording: Recording | None
     matches: list[Match]
     problems: list[Problem]
 
@@ -36,8 +37,8 @@ class Result:
 class _Searcher:
     """Searches one recording's lines as they are assembled, a block at a time."""
 
-    def __init__(self, recording: Recording, pattern: re.Pattern[str], context: int) -> None:
-        self.recording = recording
+    def __init__(self, key: str, pattern: re.Pattern[str], context: int) -> None:
+        self.key = key
         self.pattern = pattern
         self.context = context
         self.before: deque[str] = deque(maxlen=context)
@@ -86,7 +87,7 @@ class _Searcher:
             seen = index
             earlier = list(self.before) + every[:index]
             match = Match(
-                self.recording, self.line_number + index + 1, lines.time_of(index), every[index],
+                self.key, self.line_number + index + 1, lines.time_of(index), every[index],
                 earlier[len(earlier) - self.context:] if self.context else [],
                 every[index + 1: index + 1 + self.context],
             )
@@ -100,11 +101,14 @@ class _Searcher:
         yield from self.pattern.finditer(text, start)
 
 
-def search_one(store: Store, recording: Recording, pattern: re.Pattern[str],
+def search_one(store: Store, target: Recording | ObjectInfo, pattern: re.Pattern[str],
                context: int) -> Result:
-    """Search one recording, streaming it; a damaged file yields what could be read."""
-    stream = Stream(store, recording.key)
-    searcher = _Searcher(recording, pattern, context)
+    """Search one recording in one streamed read; a damaged file yields what could be read.
+
+    Given an ObjectInfo (no filter to apply first), the header comes from the same read.
+    """
+    stream = Stream(store, target.key)
+    searcher = _Searcher(target.key, pattern, context)
     assembler = LineAssembler()
     problems: list[Problem] = []
     try:
@@ -112,18 +116,25 @@ def search_one(store: Store, recording: Recording, pattern: re.Pattern[str],
             searcher.take(assembler.feed(batch))
         searcher.take(assembler.finish())
     except CastError as error:
-        problems.append(Problem(recording.key, error.kind, error.detail))
+        problems.append(Problem(target.key, error.kind, error.detail))
     except (StoreError, RecordingMissing, OSError) as error:
-        problems.append(Problem(recording.key, "unreadable", str(error)))
+        problems.append(Problem(target.key, "unreadable", str(error)))
     problems.extend(stream.problems())
-    return Result(searcher.matches, problems)
+    if isinstance(target, Recording):
+        recording: Recording | None = target
+    elif stream.header is not None:
+        recording = Recording(target.key, stream.size, stream.header, stream.last_time,
+                              stream.truncated)
+    else:
+        recording = None
+    return Result(recording, searcher.matches, problems)
 
 
-def search(store: Store, recordings: Iterable[Recording], pattern: re.Pattern[str],
+def search(store: Store, targets: Iterable[Recording | ObjectInfo], pattern: re.Pattern[str],
            context: int = 0, workers: int = WORKERS) -> Iterator[Result]:
-    """Search recordings in parallel; results come in the order of `recordings`."""
-    return parallel(lambda recording: search_one(store, recording, pattern, context),
-                    recordings, workers)
+    """Search recordings in parallel; results come in the order of `targets`."""
+    return parallel(lambda target: search_one(store, target, pattern, context),
+                    targets, workers)
 
 
 def compile_pattern(text: str, ignore_case: bool) -> re.Pattern[str]:
