@@ -1,0 +1,178 @@
+"""Recorder host planning (pure), and the phase deploys nothing unless storage is ready."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.test_recorder_render import BINARY, LOCAL
+from tsops.inventory.load import Target, load_inventory
+from tsops.inventory.model import Storage
+from tsops.recorder.host import (
+    RecorderFacts,
+    RecorderProbeError,
+    parse_probe,
+    plan_recorder_host,
+    probe,
+    sha256,
+)
+from tsops.recorder.phase import RecorderPhase
+from tsops.recorder.render import render_unit
+from tsops.remote import RunResult
+from tsops.tailscale_api import Device
+
+TARGET = Target(name="rec1", role="recorder", group=None, address="rec1", tags=("tag:recorder",),
+                user="root", port=22, identity_file=None, sudo=False, jump_host=None, line=1)
+UNIT = render_unit(BINARY)
+ENV = "# env\n"
+CONVERGED = f"""\
+unit={sha256(UNIT)}
+env={sha256(ENV)}
+env_mode=600:0
+binary={"b" * 64}
+uid=998
+statedir=998:700
+state=1
+active=active
+enabled=enabled
+engine=0
+"""
+
+
+def plan(facts: RecorderFacts, **kwargs: Any) -> Any:
+    """Plan rec1 with the default spec."""
+    options: dict[str, Any] = {"binary_sha256": "b" * 64, "registered": True, "min_free_gb": 10}
+    options.update(kwargs)
+    spec = options.pop("spec", BINARY)
+    return plan_recorder_host(TARGET, spec, facts, render_unit(spec), ENV, **options)
+
+
+def test_a_converged_host_has_no_step() -> None:
+    result = plan(parse_probe(CONVERGED))
+    assert (result.steps, result.problem, result.needs_key) == ((), None, False)
+
+
+def test_a_fresh_host_gets_everything_and_a_key() -> None:
+    fresh = parse_probe("unit=-\nenv=-\nenv_mode=-\nbinary=-\nuid=-\nstatedir=-\nstate=0\n"
+                        "active=inactive\nenabled=not-found\n")
+    result = plan(fresh, registered=False)
+    assert [s.kind for s in result.steps] == [
+        "binary", "user", "statedir", "env", "unit", "authkey", "start"]
+    assert result.steps[-1].summary == "enable and start tsrecorder.service"
+    assert result.needs_key
+
+
+def test_a_changed_unit_is_rewritten_and_restarted_without_a_new_key() -> None:
+    facts = replace(parse_probe(CONVERGED), unit_sha256="0" * 64)
+    result = plan(facts)
+    assert [s.summary for s in result.steps] == [
+        "write /etc/systemd/system/tsrecorder.service", "enable and restart tsrecorder.service"]
+
+
+def test_an_env_file_readable_by_others_is_rewritten() -> None:
+    facts = replace(parse_probe(CONVERGED), env_mode="644:0")
+    assert [s.kind for s in plan(facts).steps] == ["env", "start"]
+
+
+def test_a_deleted_device_needs_a_new_key() -> None:
+    assert [s.kind for s in plan(parse_probe(CONVERGED), registered=False).steps] == [
+        "authkey", "start"]
+
+
+def test_no_binary_and_none_to_upload_is_a_problem() -> None:
+    facts = replace(parse_probe(CONVERGED), binary_sha256=None)
+    result = plan(facts, binary_sha256=None)
+    assert result.problem is not None and "recorders.binary" in result.problem
+
+
+def test_container_statedir_belongs_to_the_image_user() -> None:
+    spec = replace(BINARY, runtime="container")
+    facts = replace(parse_probe(CONVERGED), engine=True, unit_sha256=sha256(render_unit(spec)))
+    assert [s.summary for s in plan(facts, spec=spec).steps] == [
+        "statedir /var/lib/tsrecorder owned by 65532, mode 0700",
+        "enable and restart tsrecorder.service"]
+    missing = plan(replace(facts, engine=False), spec=spec)
+    assert missing.problem == "docker is not installed (runtime: container)"
+
+
+def test_local_destination_owner_and_free_space_warning() -> None:
+    spec = replace(BINARY, storage=LOCAL)
+    facts = replace(parse_probe(CONVERGED + "dst=0:755\nfree_kb=1048576\n"),
+                    unit_sha256=sha256(render_unit(spec)))
+    result = plan(facts, spec=spec)
+    assert [s.kind for s in result.steps] == ["destination", "start"]
+    assert result.warnings == (
+        "only 1024 MiB free for /srv/recordings (threshold 10 GiB): a full disk blocks "
+        "every recorded session",)
+    assert "df -Pk" in probe(spec) and "df -Pk" not in probe(BINARY)
+
+
+def test_a_truncated_probe_is_an_error() -> None:
+    with pytest.raises(RecorderProbeError, match="printed no active"):
+        parse_probe("unit=-\nenv=-\nenv_mode=-\nbinary=-\nuid=-\nstatedir=-\nstate=0\n")
+
+
+class ScriptedRemote:
+    """A host that answers the probe and refuses any other command (a hole fails loudly)."""
+
+    def __init__(self, probe_output: str) -> None:
+        self.probe_output = probe_output
+        self.round_trips = 0
+        self.scripts: list[str] = []
+
+    def run(self, script: str, *, stdin: str | None = None,
+            privileged: bool = True) -> RunResult:
+        self.round_trips += 1
+        self.scripts.append(script)
+        if script.startswith("set -u\nh()"):
+            return RunResult(0, self.probe_output, "")
+        raise AssertionError(f"unexpected command: {script[:80]}")
+
+    def put(self, local: Path, remote: str) -> None:
+        raise AssertionError("unexpected upload")
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class FakeApi:
+    """The API calls the phase makes while planning; any key minting fails the test."""
+
+    def list_devices(self) -> list[Device]:
+        return []
+
+    def create_auth_key(self, *args: object) -> None:
+        raise AssertionError("no key may be minted when storage failed")
+
+
+def test_failed_storage_deploys_no_recorder(tmp_path: Path) -> None:
+    inventory_path = tmp_path / "inventory.yaml"
+    inventory_path.write_text(
+        "version: 1\ntailnet:\n  credentials: {api_token: {env: T}}\n"
+        "recorders:\n  hosts:\n    rec1:\n"
+        "storage:\n  destination: s3://acme-recordings\n  region: us-east-1\n")
+    inventory = load_inventory(inventory_path)
+    remote = ScriptedRemote(CONVERGED.replace("state=1", "state=0"))
+
+    def unreachable(storage: Storage, keys: tuple[str, str] | None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+                            aws_access_key_id="x", aws_secret_access_key="y",
+                            config=Config(connect_timeout=1, retries={"max_attempts": 1}))
+
+    phase = RecorderPhase(inventory=inventory, api=FakeApi(),  # type: ignore[arg-type]
+                          connect=lambda target: remote, resolve_secret=lambda ref, label: "",
+                          s3_factory=unreachable)
+    plans = phase.plan()
+    assert plans.bucket is not None and plans.bucket.problem is not None
+    assert "cannot reach S3" in plans.bucket.problem
+    result = phase.apply(plans)
+    assert result.storage.outcome == "failed"
+    assert [(h.outcome, h.healthy) for h in result.hosts] == [("skipped", False)]
+    assert result.healthy_tags == frozenset() and result.failed
+    assert len(remote.scripts) == 1  # the probe only
