@@ -163,3 +163,52 @@ def test_bad_hujson_names_line_and_column(text: str, where: str) -> None:
         hujson.parse(text)
     assert caught.value.message.startswith(f"{where}: ")
     assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+@st.composite
+def managed_policies(draw: st.DrawFn) -> tuple[str, list[Any]]:
+    """An ssh array mixing operator rules and tsops rules (current, outdated or stale)."""
+    counter = iter(range(1000))
+
+    def note() -> str:
+        number = next(counter)
+        return draw(st.sampled_from([f" // op {number}\n\t\t", f" /* op {number} */ ", "\n\t\t"]))
+
+    operator = {"action": "accept", "src": ["*"], "dst": ["autogroup:self"], "users": ["root"]}
+    entries: list[str] = []
+    operator_rules: list[Any] = []
+    has_sre = False
+    for index in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["operator", "current", "outdated", "stale"]))
+        if kind == "operator":
+            rule = dict(operator, users=[f"user{index}"])
+            operator_rules.append(rule)
+            entries.append(note() + json.dumps(rule) + note())
+            continue
+        if kind != "stale" and has_sre:
+            kind = "stale"  # a second copy of one marker is left alone by design (and warned)
+        has_sre = has_sre or kind != "stale"
+        name = {"current": "sre", "outdated": "sre", "stale": f"gone{index}"}[kind]
+        body = dict(RULE.body) if kind == "current" else dict(RULE.body, users=["old"])
+        inner = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in body.items())
+        entries.append(note() + "{\n\t\t\t// tsops: " + name + "\n\t\t\t" + inner + "\n\t\t}"
+                       + note())
+    trailing = "," if entries and draw(st.booleans()) else ""
+    text = ('{\n\t"groups": {"group:sre": ["a@example.com"]}, // groups\n'
+            '\t"ssh": [' + ",".join(entries) + trailing + note() + "],\n}\n")
+    return text, operator_rules
+
+
+@given(managed_policies())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_managed_rules_converge_and_operator_comments_stay(drawn: tuple[str, Any]) -> None:
+    text, operator_rules = drawn
+    before = hujson.all_comments(hujson.parse(text))
+    plan = plan_policy(text, [RULE], ["tag:server"])
+    after = hujson.parse(plan.after)
+    ssh = hujson.to_python(after.value)["ssh"]
+    assert [r for r in ssh if r != RULE.body] == operator_rules
+    assert RULE.body in ssh
+    operator_notes = [c for c in before if "tsops:" not in c]
+    assert [c for c in hujson.all_comments(after) if "tsops:" not in c] == operator_notes
+    assert not plan_policy(plan.after, [RULE], ["tag:server"]).changed

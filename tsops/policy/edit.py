@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,9 @@ def end_of_line(text: str, offset: int, limit: int) -> int:
             index += 1
         elif text.startswith("//", index):
             newline = text.find("\n", index)
-            return newline - 1 if newline > 0 and text[newline - 1] == "\r" else newline
+            if newline < 0 or newline > limit:
+                return offset
+            return newline - 1 if text[newline - 1] == "\r" else newline
         elif text.startswith("/*", index):
             close = text.find("*/", index)
             if "\n" in text[index:close]:
@@ -158,18 +161,24 @@ def _item_text(item: Item, indent: str, style: Style, compact: bool) -> str:
     return f"{json.dumps(item.key, ensure_ascii=False)}: {value}"
 
 
-def _starts(text: str, node: Array | Object) -> list[int]:
+def _starts(node: Array | Object) -> list[int]:
     if isinstance(node, Array):
         return [e.value.start for e in node.elements]
     return [m.key_start for m in node.members]
 
 
-def insert_last(text: str, node: Array | Object, items: list[Item], style: Style) -> list[Splice]:
-    """Splices that append items at the end of a container, in the container's own style."""
+def insert_last(text: str, node: Array | Object, items: list[Item], style: Style,
+                removed: Collection[int] = ()) -> list[Splice]:
+    """Splices that append items at the end of a container, in the container's own style.
+
+    `removed` lists the indices of elements that other splices remove: the items go after the
+    last element that stays, so that no two splices overlap.
+    """
     if not items:
         return []
     existing: list[Element] | list[Member] = (
-        node.elements if isinstance(node, Array) else node.members
+        [e for i, e in enumerate(node.elements) if i not in removed]
+        if isinstance(node, Array) else node.members
     )
     close = node.end - 1
     if not existing:
@@ -185,13 +194,13 @@ def insert_last(text: str, node: Array | Object, items: list[Item], style: Style
             return [Splice(start, start, body + style.newline)]
         return [Splice(close, close, style.newline + body + style.newline + indent)]
     last = existing[-1]
-    first = _starts(text, node)[0]
-    if "\n" not in text[node.start:first]:
+    starts = [e.value.start for e in existing] if isinstance(node, Array) else _starts(node)
+    if "\n" not in text[node.start:starts[0]]:
         compact = ", ".join(_item_text(i, "", style, True) for i in items)
         if last.comma:
             return [Splice(last.end, last.end, f" {compact},")]
         return [Splice(last.value.end, last.value.end, f", {compact}")]
-    indent = line_indent(text, _starts(text, node)[-1])
+    indent = line_indent(text, starts[-1])
     splices: list[Splice] = []
     if last.comma:
         anchor = last.end
@@ -221,12 +230,27 @@ def replace_value(text: str, node: Node, value: Any, style: Style,
     return Splice(node.start, node.end, rendered)
 
 
-def remove_element(text: str, element: Element) -> Splice:
-    """A splice that removes one array element, with its own line when it has one."""
-    start, end = element.value.start, element.end
+def remove_element(text: str, element: Element) -> list[Splice]:
+    """Splices that remove one array element and its comma, keeping comments around them.
+
+    The value and its comma are removed separately, so that comments between them stay; each
+    takes its whole line with it when nothing else is on that line.
+    """
+    splices = []
+    end = element.value.end
+    if element.comma:
+        comma = element.value.end + len(element.after)
+        if comma == end:
+            end += 1
+        else:
+            splices.append(_span_or_line(text, comma, comma + 1))
+    return [_span_or_line(text, element.value.start, end), *splices]
+
+
+def _span_or_line(text: str, start: int, end: int) -> Splice:
+    """Remove text[start:end], or its whole line when only whitespace surrounds it."""
     if first_on_line(text, start):
         rest = re.match(r"[ \t]*\r?\n", text[end:])
         if rest:
-            start = line_start(text, start)
-            end += rest.end()
+            return Splice(line_start(text, start), end + rest.end(), "")
     return Splice(start, end, "")

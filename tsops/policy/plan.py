@@ -172,18 +172,20 @@ def plan_policy(
         managed, duplicate_warnings = managed_rules(ssh.value)
         warnings += duplicate_warnings
         present = {m.name for m in managed}
+        removed_at: list[int] = []
         for rule in managed:
             desired = wanted.get(rule.name)
             if desired is None:
-                splices.append(remove_element(text, rule.element))
+                splices += remove_element(text, rule.element)
                 removed.append(rule.name)
+                removed_at.append(rule.index)
             elif hujson.to_python(rule.element.value) != desired.body:
                 splices.append(replace_value(text, rule.element.value, desired.body, style,
                                              marker(rule.name)))
                 changed.append(rule.name)
         new = [r for r in rules if r.name not in present]
         splices += insert_last(text, ssh.value, [Item(r.body, marker=marker(r.name))
-                                                 for r in new], style)
+                                                 for r in new], style, removed_at)
         added = [r.name for r in new]
     else:
         raise _shape_error(text, ssh.value, "ssh must be an array")
