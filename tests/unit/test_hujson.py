@@ -193,7 +193,7 @@ def managed_policies(draw: st.DrawFn) -> tuple[str, list[Any]]:
         inner = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in body.items())
         entries.append(note() + "{\n\t\t\t// tsops: " + name + "\n\t\t\t" + inner + "\n\t\t}"
                        + note())
-    trailing = "," if entries and draw(st.booleans()) else ""
+    trailing = "," if draw(st.booleans()) and entries else ""
     text = ('{\n\t"groups": {"group:sre": ["a@example.com"]}, // groups\n'
             '\t"ssh": [' + ",".join(entries) + trailing + note() + "],\n}\n")
     return text, operator_rules
