@@ -51,13 +51,12 @@ def run_diff(path: Path, no_input: bool, detailed_exitcode: bool) -> None:
 
 def run_apply(path: Path, no_input: bool, yes: bool, allow_unverified_recorder: bool) -> None:
     """Apply the patch; enforcement needs an online recorder device (or the override)."""
-    from tsops.policy.apply import apply_policy, online_recorder_tags
-    from tsops.policy.plan import desired_rules
+    from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
 
     inventory = load_inventory(path)
     api = _api(inventory, no_input)
     try:
-        recorder_tags = {r.recorder for r in desired_rules(inventory) if r.recorder}
+        recorder_tags = enforced_recorder_tags(inventory)
         healthy = online_recorder_tags(api, recorder_tags) if api and recorder_tags else set()
         result = apply_policy(inventory, api, healthy_recorder_tags=healthy,
                               allow_unverified=allow_unverified_recorder, yes=yes,

@@ -1,7 +1,8 @@
 """Gather, plan, show, confirm and write the policy patch, with optimistic concurrency.
 
 The functions here are what `tsops policy` and `tsops bootstrap` call: `diff_policy`,
-`apply_policy`, `rollback_policy`, and `online_recorder_tags` (the standalone health check).
+`apply_policy`, `rollback_policy`, `enforced_recorder_tags` (the tags a run must verify) and
+`online_recorder_tags` (the standalone health check).
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ def diff_policy(inventory: LoadedInventory, api: TailscaleApi | None) -> tuple[P
     snapshot = source.read()
     plan = plan_for(inventory, snapshot.text, source.label)
     return plan, unified_diff(plan.before, plan.after, source.label)
+
+
+def enforced_recorder_tags(inventory: LoadedInventory) -> set[str]:
+    """The recorder tags the managed rules enforce: those a run must verify healthy."""
+    return {rule.recorder for rule in desired_rules(inventory) if rule.enforce and rule.recorder}
 
 
 def online_recorder_tags(api: TailscaleApi, tags: Iterable[str]) -> set[str]:
