@@ -266,3 +266,26 @@ def test_s3_unreachable_fails_and_deploys_no_recorder(
     assert host.nsenter("ls /etc/systemd/system/tsrecorder.service /etc/tsrecorder",
                         check=False).returncode != 0
     assert recorder_devices(tailnet) == {}
+
+
+@pytest.mark.lab(hosts=2)
+def test_two_recorders_share_one_bucket(
+    lab: Lab, tailnet: LabTailnet, lab_s3: S3Server, executable: Path, tmp_path: Path
+) -> None:
+    for host in lab.hosts:
+        allow_port_80(host)
+    inventory = write_inventory(tailnet, tmp_path / "inventory.yaml",
+                                [h.name for h in lab.hosts], s3_storage(lab_s3), executable)
+    first = bootstrap(tailnet, inventory)
+    assert [(h["outcome"], h["healthy"]) for h in first["hosts"]] == [("changed", True)] * 2
+    canaries = lab_s3.client().list_objects_v2(Bucket=BUCKET, Prefix="tsops-canary/")
+    assert sorted(o["Key"] for o in canaries["Contents"]) == [
+        f"tsops-canary/{h.name}" for h in lab.hosts]
+    assert sorted(recorder_devices(tailnet)) == sorted(h.name for h in lab.hosts)
+    session = record_a_session(tailnet)
+    assert lab_s3.client().get_object(Bucket=BUCKET, Key=session.key)["Body"].read() == (
+        session.sent)
+
+    second = bootstrap(tailnet, inventory)
+    assert second["storage"]["s3_writes"] == []
+    assert [(h["outcome"], h["healthy"]) for h in second["hosts"]] == [("unchanged", True)] * 2
