@@ -468,3 +468,33 @@ def test_cli_exit_codes(local: LocalStore) -> None:
     assert missing.returncode == 2 and "no recording" in missing.stderr
     neither = tsops("recordings", "search", "x")
     assert neither.returncode == 2 and "exactly one of --from" in neither.stderr
+
+
+def test_names_come_from_the_tailnet_api(local: LocalStore, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from tsops.tailscale_api import Device, TailscaleApi
+
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text(
+        "version: 1\ntailnet:\n  credentials:\n    api_token: {env: TS_TEST_RECORDINGS}\n"
+        "servers:\n  hosts:\n    web1: {address: 10.0.0.1}\n"
+        f"storage:\n  destination: {local.root}\n")
+    monkeypatch.delenv("TS_TEST_RECORDINGS", raising=False)
+    source = cli.Source(inventory=inventory)
+    cli.run_list(source, Filter(), "start", False, "json", names=True)
+    out, err = capsys.readouterr()
+    assert "showing node IDs, not names" in err
+    assert {r["hostname"] for r in json.loads(out)["recordings"]} == {None}
+
+    devices = [Device("1", WEB, "web1.tail1234.ts.net", "web1", (), (), True)]
+    monkeypatch.setenv("TS_TEST_RECORDINGS", "tskey-api-test")
+    monkeypatch.setattr(TailscaleApi, "list_devices", lambda self: devices)
+    cli.run_list(source, Filter(nodes=("web1",)), "start", False, "table", names=True)
+    out, _ = capsys.readouterr()
+    assert out.count(" web1 ") == 3 and DB not in out
+    cli.run_export(source, Filter(nodes=("web1",)), "ecs", False, None, names=True)
+    hosts = [json.loads(line)["host"] for line in capsys.readouterr().out.splitlines()]
+    assert hosts == [{"id": WEB, "hostname": "web1"}] * 3
+    with pytest.raises(UsageError, match="--names needs --inventory"):
+        cli.run_list(cli.Source(str(local.root)), Filter(), "start", False, "table", names=True)

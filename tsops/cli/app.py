@@ -288,6 +288,10 @@ UntilOpt = Annotated[
 CommandOpt = Annotated[
     str | None, typer.Option("--command", help="Only sessions whose command contains this.")
 ]
+NamesOpt = Annotated[
+    bool,
+    typer.Option("--names", help="Show node names from the tailnet API (needs --inventory)."),
+]
 RecordingArg = Annotated[
     str, typer.Argument(metavar="ID", help="NODE/NAME as `list` shows it.", show_default=False)
 ]
@@ -303,13 +307,14 @@ def recordings_list(
     ] = "start",
     reverse: Annotated[bool, typer.Option("--reverse", help="Newest/largest first.")] = False,
     output: OutputOpt = Output.table,
+    names: NamesOpt = False,
 ) -> None:
     """One row per recording, read from its first and last bytes only."""
     from tsops.cli.recordings import Source, make_filter, run_list
 
     chosen = make_filter(node or [], user or [], since, until, command)
     run_list(Source(location, inventory, endpoint, region), chosen, sort, reverse,
-             _output(output))
+             _output(output), names)
 
 
 @recordings_app.command("show")
@@ -372,13 +377,14 @@ def recordings_export(
         Path | None,
         typer.Option("--checkpoint", help="Remember exported sessions here; skip them next time."),
     ] = None,
+    names: NamesOpt = False,
 ) -> None:
     """One JSON event per session on stdout, for a SIEM."""
     from tsops.cli.recordings import Source, make_filter, run_export
 
     chosen = make_filter(node or [], user or [], since, until, command)
     run_export(Source(location, inventory, endpoint, region), chosen,
-               "ecs" if form is ExportFormat.ecs else "jsonl", text, checkpoint)
+               "ecs" if form is ExportFormat.ecs else "jsonl", text, checkpoint, names)
 
 
 @recordings_app.command("search")

@@ -101,10 +101,36 @@ def report(problems: Iterable[Problem]) -> int:
     return count
 
 
-def _catalog(store: Store, chosen: Filter) -> tuple[list[Recording], Catalog]:
+def _catalog(store: Store, chosen: Filter,
+             names: dict[str, str] | None = None) -> tuple[list[Recording], Catalog]:
     catalog = scan(store)
     report(catalog.problems)
-    return [r for r in catalog.recordings if chosen.keeps(r)], catalog
+    return [r for r in catalog.recordings if chosen.keeps(r, names)], catalog
+
+
+def node_names(source: Source) -> dict[str, str]:
+    """Host names of the tailnet's nodes by stable node ID, from the inventory's API access.
+
+    Only asked for (--names) with --inventory; when the API cannot be reached the IDs are shown
+    and a warning says why.
+    """
+    if source.inventory is None:
+        raise UsageError("--names needs --inventory (its tailnet credentials name the nodes)")
+    from tsops.cli.bootstrap import connect_api
+    from tsops.inventory.load import load_inventory
+
+    try:
+        api = connect_api(load_inventory(source.inventory), no_input=True)
+        try:
+            devices = api.list_devices()
+        finally:
+            api.close()
+    except TsopsError as error:
+        if isinstance(error, UsageError):
+            raise
+        console.warning(f"showing node IDs, not names: {error.message}")
+        return {}
+    return {d.node_id: d.hostname or d.name.split(".", 1)[0] for d in devices if d.node_id}
 
 
 def _when(recording: Recording) -> str:
@@ -153,23 +179,26 @@ def as_json(recording: Recording) -> dict[str, object]:
 
 
 def run_list(source: Source, chosen: Filter, sort: str, reverse: bool,
-             output: OutputFormat) -> None:
+             output: OutputFormat, names: bool = False) -> None:
     """Print one row per recording, from headers and tails only."""
     if sort not in SORT_KEYS:
         raise UsageError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
     store = open_store(source)
-    recordings, catalog = _catalog(store, chosen)
+    hostnames = node_names(source) if names else {}
+    recordings, catalog = _catalog(store, chosen, hostnames)
     recordings.sort(key=SORT_KEYS[sort], reverse=reverse)
     if output == "json":
-        console.line(json.dumps({"recordings": [as_json(r) for r in recordings],
+        listed = [{**as_json(r), "hostname": hostnames.get(r.node)} for r in recordings]
+        console.line(json.dumps({"recordings": listed,
                                  "problems": [vars(p) for p in catalog.problems]}, indent=2))
         return
-    rows = [("ID", "START (UTC)", "DURATION", "SSH USER", "LOCAL USER", "SOURCE", "FROM",
+    rows = [("ID", "NODE", "START (UTC)", "DURATION", "SSH USER", "LOCAL USER", "SOURCE", "FROM",
              "SIZE", "COMMAND")]
     for r in recordings:
         header = r.header
         rows.append((
-            r.id + (" (truncated)" if r.truncated else ""), _when(r), _duration(r.duration),
+            r.id + (" (truncated)" if r.truncated else ""), hostnames.get(r.node, "-"),
+            _when(r), _duration(r.duration),
             header.ssh_user, header.local_user, header.src_node.split(".", 1)[0],
             header.source, _size(r.size), header.command or "(shell)",
         ))
@@ -248,20 +277,21 @@ def run_play(source: Source, recording_id: str, speed: float, idle_limit: float 
 
 
 def run_export(source: Source, chosen: Filter, form: Literal["jsonl", "ecs"], with_text: bool,
-               checkpoint_path: Path | None) -> None:
+               checkpoint_path: Path | None, names: bool = False) -> None:
     """Write one event per session (new ones only, with a checkpoint) on stdout."""
     from tsops.recordings.export import Checkpoint, write_event
 
     checkpoint = Checkpoint(checkpoint_path) if checkpoint_path else None
     store = open_store(source)
-    recordings, _ = _catalog(store, chosen)
+    hostnames = node_names(source) if names else {}
+    recordings, _ = _catalog(store, chosen, hostnames)
     recordings.sort(key=SORT_KEYS["start"])
     out = console.out.file
     shipped = 0
     for recording in recordings:
         if checkpoint is not None and recording.key in checkpoint.exported:
             continue
-        report(write_event(out, store, recording, form, {}, with_text))
+        report(write_event(out, store, recording, form, hostnames, with_text))
         shipped += 1
         if checkpoint is not None:
             checkpoint.exported.add(recording.key)
