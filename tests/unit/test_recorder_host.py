@@ -20,7 +20,7 @@ from tsops.recorder.host import (
     sha256,
 )
 from tsops.recorder.phase import RecorderPhase
-from tsops.recorder.render import render_unit
+from tsops.recorder.render import render_env, render_unit
 from tsops.remote import RunResult
 from tsops.tailscale_api import Device
 
@@ -176,3 +176,92 @@ def test_failed_storage_deploys_no_recorder(tmp_path: Path) -> None:
     assert [(h.outcome, h.healthy) for h in result.hosts] == [("skipped", False)]
     assert result.healthy_tags == frozenset() and result.failed
     assert len(remote.scripts) == 1  # the probe only
+
+
+class HostForHealth:
+    """A converged recorder host with a local destination; answers the probe, status, canary."""
+
+    def __init__(self, active: str, canary_ok: bool) -> None:
+        self.active = active
+        self.canary_ok = canary_ok
+        self.round_trips = 0
+        self.scripts: list[str] = []
+
+    def run(self, script: str, *, stdin: str | None = None,
+            privileged: bool = True) -> RunResult:
+        self.round_trips += 1
+        self.scripts.append(script)
+        if script.startswith("set -u\nh()"):
+            spec = replace(BINARY, storage=LOCAL, login_server=None)
+            return RunResult(0, CONVERGED.replace(sha256(UNIT), sha256(render_unit(spec)))
+                             .replace(sha256(ENV), sha256(HEALTH_ENV))
+                             .replace("active=active", f"active={self.active}")
+                             + "dst=998:700\nfree_kb=999999999\n", "")
+        if "setpriv" in script:
+            token = script.split("printf %s ")[1].split(" ")[0].strip("'\"")
+            return (RunResult(0, token, "") if self.canary_ok
+                    else RunResult(1, "", "Permission denied"))
+        raise AssertionError(f"unexpected command: {script[:80]}")
+
+    def put(self, local: Path, remote: str) -> None:
+        raise AssertionError("unexpected upload")
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class ApiForHealth:
+    """A tailnet where rec1 is listed with its tag, online or not."""
+
+    def __init__(self, online: bool) -> None:
+        self.online = online
+
+    def list_devices(self) -> list[Device]:
+        return [Device(id="d1", node_id="n1", name="rec1.example.ts.net", hostname="rec1",
+                       tags=("tag:recorder",), addresses=("100.64.0.9",), authorized=True)]
+
+    def _json(self, method: str, path: str, what: str) -> dict[str, Any]:
+        assert (method, path) == ("GET", "/device/d1")
+        return {"connectedToControl": self.online}
+
+
+HEALTH_ENV = render_env(None, None)
+
+
+def health_run(tmp_path: Path, host: HostForHealth, api: ApiForHealth) -> Any:
+    """Plan and apply a converged local-destination inventory; return the phase result."""
+    path = tmp_path / "inventory.yaml"
+    path.write_text("version: 1\ntailnet:\n  credentials: {api_token: {env: T}}\n"
+                    "recorders:\n  binary_path: /usr/local/bin/tsrecorder\n  hosts:\n    rec1:\n"
+                    "storage:\n  destination: /srv/recordings\n")
+    phase = RecorderPhase(inventory=load_inventory(path), api=api,  # type: ignore[arg-type]
+                          connect=lambda target: host, resolve_secret=lambda ref, label: "",
+                          online_timeout=0)
+    plans = phase.plan()
+    assert plans.converged, plans
+    return phase.apply(plans)
+
+
+def test_a_converged_healthy_recorder_passes_the_gate(tmp_path: Path) -> None:
+    result = health_run(tmp_path, HostForHealth("active", True), ApiForHealth(True))
+    (host,) = result.hosts
+    assert (host.outcome, host.healthy) == ("unchanged", True)
+    assert host.checks == {"unit": "active", "tailnet": "online as rec1.example.ts.net with "
+                           "tag:recorder", "destination": "/srv/recordings writable"}
+    assert result.healthy_tags == frozenset({"tag:recorder"})
+
+
+@pytest.mark.parametrize(("host", "api", "reason"), [
+    (HostForHealth("active", True), ApiForHealth(False),
+     "the recorder did not come online with tag:recorder"),
+    (HostForHealth("active", False), ApiForHealth(True),
+     "health: /srv/recordings is not writable by tsrecorder: Permission denied"),
+])
+def test_an_unhealthy_recorder_fails_the_gate(
+    tmp_path: Path, host: HostForHealth, api: ApiForHealth, reason: str
+) -> None:
+    result = health_run(tmp_path, host, api)
+    (failed,) = result.hosts
+    assert (failed.outcome, failed.healthy) == ("failed", False)
+    assert failed.reason.startswith(reason)
+    assert result.healthy_tags == frozenset() and result.failed
