@@ -184,3 +184,10 @@ def test_a_changed_policy_shows_as_a_json_diff() -> None:
     assert diff.startswith("--- current\n+++ desired\n")
     assert '+        "s3:GetObject",' in diff.splitlines()
     assert policy_diff(None, desired).count("\n+") > 10
+
+
+def test_a_single_statement_object_equals_a_one_item_list() -> None:
+    statement = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/*",
+                 "Principal": {"AWS": "arn:aws:iam::123456789012:role/r"}}
+    assert normalize_policy({"Version": "2012-10-17", "Statement": statement}) == (
+        normalize_policy({"Version": "2012-10-17", "Statement": [statement]}))

@@ -224,13 +224,12 @@ def normalize_policy(policy: Any) -> Any:
         policy = json.loads(policy)
 
     def value(node: Any, key: str = "") -> Any:
+        if key == "Statement" and isinstance(node, dict):
+            node = [node]
         if isinstance(node, dict):
             return {k: value(v, k) for k, v in sorted(node.items())}
         if isinstance(node, list):
-            items = [value(v) for v in node]
-            if key == "Statement":
-                return sorted(items, key=lambda s: json.dumps(s, sort_keys=True))
-            return sorted(items, key=lambda s: json.dumps(s, sort_keys=True))
+            return sorted((value(v) for v in node), key=lambda s: json.dumps(s, sort_keys=True))
         if key in ("Action", "NotAction", "Resource", "NotResource", "AWS", "Service"):
             return [node]
         if isinstance(node, bool):
@@ -240,10 +239,6 @@ def normalize_policy(policy: Any) -> Any:
     normalized = value(policy)
     if isinstance(normalized, dict):
         for statement in normalized.get("Statement", []):
-            for key, item in statement.items():
-                if key in ("Action", "NotAction", "Resource", "NotResource") and \
-                        not isinstance(item, list):
-                    statement[key] = [item]
             conditions = statement.get("Condition", {})
             for operator, pairs in conditions.items():
                 conditions[operator] = {k: v if isinstance(v, list) else [v]
