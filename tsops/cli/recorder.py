@@ -90,7 +90,10 @@ def result_json(result: RecorderPhaseResult) -> dict[str, Any]:
 
 
 def print_results(result: RecorderPhaseResult) -> None:
-    """A line per recorder and the storage, then any failure in full on stderr."""
+    """A line per recorder and the storage, then any failure in full on stderr.
+
+    Warnings were shown with the plan just before; JSON output carries them per host.
+    """
     storage = result.storage
     writes = len(storage.s3_writes)
     console.line(f"storage {storage.destination}: {storage.outcome}"
@@ -99,8 +102,6 @@ def print_results(result: RecorderPhaseResult) -> None:
         health = "healthy" if host.healthy else "NOT healthy"
         console.line(f"recorder {host.name}: {host.outcome}, {len(host.done)} change(s), "
                      f"{health}")
-        for warning in host.warnings:
-            console.warning(f"{host.name}: {warning}")
     if storage.outcome == "failed":
         console.error(f"storage: failed: {storage.reason}")
     for host in result.hosts:
