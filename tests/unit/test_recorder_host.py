@@ -265,3 +265,11 @@ def test_an_unhealthy_recorder_fails_the_gate(
     assert (failed.outcome, failed.healthy) == ("failed", False)
     assert failed.reason.startswith(reason)
     assert result.healthy_tags == frozenset() and result.failed
+
+
+def test_a_destination_inside_the_statedir_is_not_taken_for_state() -> None:
+    nested = replace(BINARY, storage=Storage.model_validate(
+        {"destination": "/var/lib/tsrecorder/recordings"}))
+    assert "ls -A /var/lib/tsrecorder 2>/dev/null | grep -vx recordings | head" in probe(nested)
+    assert "grep -vx" not in probe(BINARY) and "grep -vx" not in probe(replace(
+        BINARY, storage=LOCAL))

@@ -103,7 +103,7 @@ def probe(spec: RecorderSpec) -> str:
         f"echo binary=$(h {quote(spec.binary_path)})",
         f"echo uid=$(id -u {quote(spec.service_user)} 2>/dev/null || echo -)",
         f"echo statedir=$(stat -c %u:%a {statedir} 2>/dev/null || echo -)",
-        f"echo state=$(ls -A {statedir} 2>/dev/null | head -n 1 | wc -l)",
+        f"echo state=$(ls -A {statedir} 2>/dev/null{_not_destination(spec)} | head -n 1 | wc -l)",
         f"echo active=$(systemctl is-active {UNIT_NAME} 2>/dev/null || true)",
         f"echo enabled=$(systemctl is-enabled {UNIT_NAME} 2>/dev/null || true)",
         f"echo engine=$(command -v {spec.container_engine} >/dev/null 2>&1 && echo 1 || echo 0)",
@@ -116,6 +116,14 @@ def probe(spec: RecorderSpec) -> str:
             "echo free_kb=$(df -Pk \"$d\" | awk 'NR==2 {print $4}')",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _not_destination(spec: RecorderSpec) -> str:
+    """A filter that hides a local destination kept inside the statedir (it is not state)."""
+    inside = spec.storage.destination.removeprefix(spec.statedir.rstrip("/") + "/")
+    if spec.storage.is_s3 or inside == spec.storage.destination:
+        return ""
+    return f" | grep -vx {quote(inside.split('/')[0])}"
 
 
 def parse_probe(output: str) -> RecorderFacts:
