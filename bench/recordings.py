@@ -7,7 +7,9 @@ commands echoed one character per write, command output), in a mix of sizes: 90%
 9% of 20 KB-1 MB, 1% of 1-5 MB. Measured:
 - `list`: wall time over all recordings, and bytes read per recording by size class;
 - `search`: tsops (parallel, block-wise) against a plain sequential read-and-match of the same
-  objects (GET each, json-decode each line, regex each text line), in MB/s of recordings;
+  objects (GET each, json-decode each line, regex each text line), in MB/s of recordings, with
+  the floor set by the server (every object fetched in parallel, nothing else); then the same
+  comparison on a local directory holding the same recordings (no server in the way);
 - `export --format ecs --text` on one recording of --big-mb MB: peak RSS of the tsops process.
 """
 
@@ -28,13 +30,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tests.lab.s3 import S3Server
 from tests.sim.recorder.cast import SourceNode, cast_header, go_json, header_line
 from tsops.recordings.catalog import parallel, scan
 from tsops.recordings.search import compile_pattern, search
-from tsops.recordings.store import CHUNK, ObjectInfo, S3Store
+from tsops.recordings.store import CHUNK, LocalStore, ObjectInfo, S3Store
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -228,6 +231,52 @@ def bench_search(client: S3Client, sizes: dict[str, int]) -> dict[str, object]:
             "speedup_ceiling": round(baseline / fetch_only, 2)}
 
 
+def plain_search_local(root: Path, pattern: re.Pattern[str]) -> int:
+    """The baseline on a directory: each file in turn, decode and match each line."""
+    control = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\r")
+    found = 0
+    for path in sorted(root.glob("*/*.cast")):
+        text = []
+        for line in path.read_bytes().split(b"\n")[1:]:
+            if line:
+                event = json.loads(line)
+                if event[1] == "o":
+                    text.append(event[2])
+        for text_line in control.sub("", "".join(text)).split("\n"):
+            if pattern.search(text_line):
+                found += 1
+    return found
+
+
+def bench_search_local(count: int) -> dict[str, object]:
+    """The same search on a local directory holding the same recordings: compute, not I/O."""
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as directory:
+        root = Path(directory)
+        total = 0
+        for index in range(count):
+            target = size_of(rng)
+            path = root / f"n{index % 50:03d}NODECNTRL" / f"{index:06d}.cast"
+            path.parent.mkdir(exist_ok=True)
+            data = recording(target, random.Random(index), index)
+            path.write_bytes(data)
+            total += len(data)
+        pattern = compile_pattern(PATTERN, ignore_case=False)
+        store = LocalStore(root)
+        began = time.monotonic()
+        found = sum(len(r.matches) for r in search(store, store.list(), pattern))
+        ours = time.monotonic() - began
+        began = time.monotonic()
+        baseline_found = plain_search_local(root, re.compile(PATTERN))
+        baseline = time.monotonic() - began
+    assert found == baseline_found, (found, baseline_found)
+    return {"data_mb": round(total / 1e6, 1), "matches": found,
+            "tsops_seconds": round(ours, 2), "tsops_mb_per_s": round(total / 1e6 / ours, 1),
+            "baseline_seconds": round(baseline, 2),
+            "baseline_mb_per_s": round(total / 1e6 / baseline, 1),
+            "speedup": round(baseline / ours, 2)}
+
+
 def bench_export(server: S3Server, client: S3Client, big_mb: int) -> dict[str, object]:
     """Peak memory of `tsops recordings export --text` on one recording of `big_mb` MB."""
     key = "nBIGNODECNTRL/big.cast"
@@ -298,6 +347,8 @@ def main() -> None:
         print(json.dumps({"list": report["list"]}, indent=1), flush=True)
         report["search"] = bench_search(client, sizes)
         print(json.dumps({"search": report["search"]}, indent=1), flush=True)
+        report["search_local"] = bench_search_local(args.count)
+        print(json.dumps({"search_local": report["search_local"]}, indent=1), flush=True)
         if args.big_mb:
             report["export"] = bench_export(server, client, args.big_mb)
             print(json.dumps({"export": report["export"]}, indent=1), flush=True)

@@ -498,3 +498,23 @@ def test_names_come_from_the_tailnet_api(local: LocalStore, tmp_path: Path,
     assert hosts == [{"id": WEB, "hostname": "web1"}] * 3
     with pytest.raises(UsageError, match="--names needs --inventory"):
         cli.run_list(cli.Source(str(local.root)), Filter(), "start", False, "table", names=True)
+
+
+def test_probe_edge_cases(tmp_path: Path) -> None:
+    header = cast_header(source=ALICE, ssh_user="alice", started=START)
+    long_last = render_cast(header, [OutputChunk(0.5, "a\n"), OutputChunk(9.0, "z" * 50_000)])
+    huge_header = b'{"version": 2, "timestamp": 1, "command": "' + b"x" * (2 << 20) + b'"}\n'
+    files = {
+        f"{WEB}/long-last.cast": long_last,
+        f"{WEB}/long-last-cut.cast": long_last[:-5],
+        f"{WEB}/header-only.cast": render_cast(header, []),
+        f"{WEB}/unterminated.cast": render_cast(header, [])[:-1],
+        f"{WEB}/huge-header.cast": huge_header,
+    }
+    write_archive(tmp_path, files)
+    found = scan(LocalStore(tmp_path))
+    by_name = {r.key.split("/")[1]: (r.duration, r.truncated) for r in found.recordings}
+    assert by_name == {"long-last.cast": (None, False), "long-last-cut.cast": (None, True),
+                       "header-only.cast": (None, False), "unterminated.cast": (None, True)}
+    assert [(p.kind, p.key) for p in found.problems if p.kind != "truncated"] == [
+        ("header-too-long", f"{WEB}/huge-header.cast")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -113,12 +112,6 @@ def parse_header(line: bytes) -> Header:
     )
 
 
-def parse_event(line: bytes) -> tuple[float, str] | None:
-    """Parse one event line into (seconds, output text); None for a non-output event."""
-    value = json.loads(line)
-    return _event(value)
-
-
 def _event(value: Any) -> tuple[float, str] | None:
     if (not isinstance(value, list) or len(value) != 3 or not isinstance(value[0], int | float)
             or not isinstance(value[1], str) or not isinstance(value[2], str)):
@@ -208,22 +201,8 @@ class LineBlocks:
         return block
 
 
-def blocks(chunks: Iterable[bytes]) -> Iterator[tuple[LineBlocks, bytes]]:
-    """Yield (splitter, block of complete lines) for each chunk; the splitter holds the header."""
-    splitter = LineBlocks()
-    for chunk in chunks:
-        block = splitter.feed(chunk)
-        if block or splitter.header is not None:
-            yield splitter, block
-
-
 def strip_controls(text: str) -> str:
     """Remove terminal escape sequences and control characters, keeping newlines and tabs."""
     if "\x1b" in text:
         text = ESCAPE_RE.sub("", text)
     return text.translate(CONTROLS)
-
-
-def without_timing(events: Iterable[tuple[float, str]]) -> str:
-    """The output text of some events, joined."""
-    return "".join(text for _, text in events)

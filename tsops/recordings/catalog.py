@@ -119,26 +119,31 @@ def _probe(store: Store, info: ObjectInfo) -> Recording:
     if info.size == 0:
         raise CastError("empty", "the file is empty")
     if info.size <= WHOLE:
-        head = tail = store.read_range(info.key, 0, info.size)
-    else:
-        head = store.read_range(info.key, 0, HEAD)
-        while b"\n" not in head and len(head) < min(info.size, HEADER_MAX):
-            head += store.read_range(info.key, len(head), len(head) * 3)
-        tail = store.read_tail(info.key, TAIL)
-        tail = tail[tail.find(b"\n") + 1:]  # drop the partial line the range starts in
+        data = store.read_range(info.key, 0, info.size)
+        end = data.find(b"\n")
+        if end < 0:  # the whole file is one unterminated line
+            return Recording(info.key, info.size, parse_header(data), None, True)
+        header = parse_header(data[:end])
+        events = data[end + 1:]
+        if not events:
+            return Recording(info.key, info.size, header, None, False)
+        return Recording(info.key, info.size, header, last_event_time(events),
+                         not _ends_complete(events))
+    head = store.read_range(info.key, 0, HEAD)
+    while b"\n" not in head and len(head) < min(info.size, HEADER_MAX):
+        head += store.read_range(info.key, len(head), len(head) * 3)
     end = head.find(b"\n")
     if end < 0:
         if len(head) >= HEADER_MAX:
-            raise CastError("bad-header", f"no end of the first line in {HEADER_MAX} bytes")
-        header = parse_header(head)  # the whole file is one unterminated line
-        return Recording(info.key, info.size, header, None, True)
+            raise CastError("header-too-long", f"no end of the first line in {HEADER_MAX} bytes")
+        return Recording(info.key, info.size, parse_header(head), None, True)
     header = parse_header(head[:end])
-    if info.size <= WHOLE and end + 1 == len(head):
-        return Recording(info.key, info.size, header, None, False)
-    if info.size <= WHOLE:
-        tail = head[end + 1:]
-    truncated = not _ends_complete(tail)
-    return Recording(info.key, info.size, header, last_event_time(tail), truncated)
+    tail = store.read_tail(info.key, TAIL)
+    start = tail.find(b"\n") + 1  # the range starts inside a line: skip to the next one
+    if start in (0, len(tail)):  # no whole line in the tail: the last line is longer than it
+        return Recording(info.key, info.size, header, None, not tail.endswith(b"\n"))
+    tail = tail[start:]
+    return Recording(info.key, info.size, header, last_event_time(tail), not _ends_complete(tail))
 
 
 def scan(store: Store, workers: int = WORKERS) -> Catalog:
