@@ -256,9 +256,14 @@ def start_script(restart: bool) -> str:
     return STRICT + f"systemctl enable {UNIT_NAME} >/dev/null 2>&1\nsystemctl {verb} {UNIT_NAME}\n"
 
 
-def status_script() -> str:
-    """The unit's state, one word."""
-    return f"systemctl is-active {UNIT_NAME} || true\n"
+def status_script(settle_seconds: int = 3) -> str:
+    """The unit's state, one word, after it stayed active a few seconds (a crash shows)."""
+    return (
+        f"i=0; while [ $i -lt {settle_seconds} ] && systemctl is-active -q {UNIT_NAME}; do\n"
+        "  sleep 1; i=$((i + 1))\n"
+        "done\n"
+        f"systemctl is-active {UNIT_NAME} || true\n"
+    )
 
 
 def remove_authkey_script() -> str:
