@@ -126,10 +126,8 @@ def boto3_client(storage: Storage, keys: tuple[str, str] | None) -> S3Client:
     kwargs: dict[str, Any] = {"config": config}
     if storage.endpoint:
         kwargs["endpoint_url"] = storage.endpoint
-    if storage.region and storage.region != "auto":
+    if storage.region:
         kwargs["region_name"] = storage.region
-    elif storage.region == "auto":
-        kwargs["region_name"] = "auto"
     if keys is not None:
         kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = keys
     return boto3.client("s3", **kwargs)
