@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -16,6 +17,7 @@ from tsops.recorder.s3 import (
     S3Error,
     S3Writes,
     apply_bucket,
+    desired_lifecycle_rule,
     gather_bucket,
     plan_bucket,
     verify_bucket,
@@ -130,3 +132,19 @@ def test_unreachable_s3_is_an_s3_error() -> None:
                           config=Config(connect_timeout=1, retries={"max_attempts": 1}))
     with pytest.raises(S3Error, match="cannot reach S3"):
         gather_bucket(client, "acme-recordings")
+
+
+def test_kms_key_reported_as_an_arn_matches_a_key_id_and_empty_filters_match(
+    s3: S3Client
+) -> None:
+    key_id = "1234abcd-12ab-34cd-56ef-1234567890ab"
+    by_id = STORAGE.model_copy(update={"kms_key": key_id})
+    provision(s3, STORAGE)  # S3 now holds the ARN
+    assert plan_bucket(by_id, False, gather_bucket(s3, STORAGE.bucket)).changes == ()
+    other = STORAGE.model_copy(update={"kms_key": "alias/other"})
+    assert [c.kind for c in plan_bucket(other, False, gather_bucket(s3, STORAGE.bucket)).changes
+            ] == ["encryption"]
+    rule = dict(desired_lifecycle_rule(STORAGE))
+    rule["Filter"] = {}
+    facts = replace(gather_bucket(s3, STORAGE.bucket), lifecycle_rules=(rule,))
+    assert plan_bucket(STORAGE, False, facts).changes == ()

@@ -165,6 +165,16 @@ def _encryption_key(config: dict[str, Any] | None) -> tuple[str, str | None] | N
     return str(default.get("SSEAlgorithm")), default.get("KMSMasterKeyID")
 
 
+def _same_encryption(current: tuple[str, str | None] | None,
+                     wanted: tuple[str, str | None] | None) -> bool:
+    """Equal settings; S3 may report a key id or alias given by the operator as its full ARN."""
+    if current is None or wanted is None or current[0] != wanted[0]:
+        return current == wanted
+    have, want = current[1] or "", wanted[1] or ""
+    return have == want or (not want.startswith("arn:") and bool(want)
+                            and have.endswith(("/" + want, ":" + want)))
+
+
 def _lock_key(config: dict[str, Any] | None) -> tuple[str, int | None] | None:
     if not config or config.get("ObjectLockEnabled") != "Enabled":
         return None
@@ -197,8 +207,8 @@ def plan_bucket(storage: Storage, ui: bool, facts: BucketFacts) -> BucketPlan:
     if wanted_lock is None and _lock_key(facts.object_lock) is not None:
         notes.append("Object Lock is on for this bucket and cannot be turned off; "
                      "the inventory's `off` leaves it as it is")
-    wanted_encryption = desired_encryption(storage)
-    if _encryption_key(facts.encryption) != _encryption_key(wanted_encryption):
+    if not _same_encryption(_encryption_key(facts.encryption),
+                            _encryption_key(desired_encryption(storage))):
         changes.append(BucketChange("encryption", f"default encryption {storage.encryption}"
                                     + (f" with {storage.kms_key}" if storage.kms_key else "")))
     if facts.public_access_block != PUBLIC_ACCESS_BLOCK:
@@ -219,7 +229,15 @@ def plan_bucket(storage: Storage, ui: bool, facts: BucketFacts) -> BucketPlan:
 def _lifecycle_key(rule: dict[str, Any]) -> tuple[Any, ...]:
     return (rule.get("Status"), (rule.get("NoncurrentVersionExpiration") or {}).get(
         "NoncurrentDays"), (rule.get("AbortIncompleteMultipartUpload") or {}).get(
-        "DaysAfterInitiation"), json.dumps(rule.get("Filter", {}), sort_keys=True))
+        "DaysAfterInitiation"), json.dumps(_filter(rule), sort_keys=True))
+
+
+def _filter(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule's filter, with the forms S3 uses for "every object" made one."""
+    found = rule.get("Filter")
+    if found is None and "Prefix" in rule:
+        found = {"Prefix": rule["Prefix"]}
+    return {} if not found or found == {"Prefix": ""} else dict(found)
 
 
 def apply_bucket(client: S3Client, storage: Storage, ui: bool, plan: BucketPlan,
