@@ -518,3 +518,40 @@ def test_probe_edge_cases(tmp_path: Path) -> None:
                        "header-only.cast": (None, False), "unterminated.cast": (None, True)}
     assert [(p.kind, p.key) for p in found.problems if p.kind != "truncated"] == [
         ("header-too-long", f"{WEB}/huge-header.cast")]
+
+
+def test_export_and_search_of_a_large_recording_use_constant_memory(tmp_path: Path) -> None:
+    import io
+    import tracemalloc
+
+    from tsops.recordings.export import write_event
+
+    header = cast_header(source=ALICE, ssh_user="alice", started=START)
+    line = ("\x1b[33mWARN\x1b[0m " + "x" * 90 + "\r\n") * 40
+    events = [OutputChunk(i * 0.01, line if i % 1000 else "needle\r\n") for i in range(4_000)]
+    write_archive(tmp_path, {f"{WEB}/large.cast": render_cast(header, events)})
+    size = (tmp_path / WEB / "large.cast").stat().st_size
+    assert size > 16 << 20
+    store = LocalStore(tmp_path)
+    (recording,) = scan(store).recordings
+
+    class Sink(io.StringIO):
+        """Counts what is written, keeps nothing."""
+
+        written = 0
+
+        def write(self, text: str) -> int:
+            self.written += len(text)
+            return len(text)
+
+    sink = Sink()
+    tracemalloc.start()
+    try:
+        assert write_event(sink, store, recording, "ecs", {}, with_text=True) == []
+        (result,) = search(store, [recording], compile_pattern("^needle$", False))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sink.written > 14 << 20
+    assert [m.offset for m in result.matches] == [0.0, 10.0, 20.0, 30.0]
+    assert peak < 12 << 20 < size, f"peak {peak >> 20} MiB for a {size >> 20} MiB recording"
