@@ -555,3 +555,16 @@ def test_export_and_search_of_a_large_recording_use_constant_memory(tmp_path: Pa
     assert sink.written > 14 << 20
     assert [m.offset for m in result.matches] == [0.0, 10.0, 20.0, 30.0]
     assert peak < 12 << 20 < size, f"peak {peak >> 20} MiB for a {size >> 20} MiB recording"
+
+
+def test_export_to_a_full_disk_fails_and_keeps_the_checkpoint(local: LocalStore,
+                                                              tmp_path: Path) -> None:
+    checkpoint = tmp_path / "cp.json"
+    with Path("/dev/full").open("w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "tsops", "recordings", "export", "--text", "--from",
+             str(local.root), "--checkpoint", str(checkpoint)],
+            stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO, check=False)
+    assert result.returncode == 1
+    assert "cannot write to standard output: No space left on device" in result.stderr
+    assert not checkpoint.exists()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -80,6 +83,23 @@ def open_store(source: Source) -> Store:
     if "://" in location:
         raise UsageError(f"--from {location}: expected s3://BUCKET[/PREFIX] or a directory")
     return LocalStore(Path(location).expanduser())
+
+
+@contextmanager
+def writing(*, fatal: bool) -> Iterator[None]:
+    """Turn a closed or full standard output into a clean stop (fatal: an error, exit 1)."""
+    try:
+        yield
+    except BrokenPipeError:
+        # The reader went away (`| head`): point stdout at /dev/null so the final flush at exit
+        # does not fail again, then stop.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        if fatal:
+            raise TsopsError("standard output was closed before every event was written; "
+                             "the checkpoint is unchanged") from None
+    except OSError as error:
+        raise TsopsError(f"cannot write to standard output: {error.strerror}") from None
 
 
 def make_filter(nodes: list[str], users: list[str], since: str | None, until: str | None,
@@ -242,15 +262,16 @@ def run_cat(source: Source, recording_id: str, plain: bool) -> None:
     stream = Stream(store, info.key)
     out = console.out.file
     try:
-        if plain:
-            for piece in plain_pieces(stream):
-                out.write(piece)
-        else:
-            for batch in stream.batches():
-                out.write("".join([text for _, text in batch]))
+        with writing(fatal=False):
+            if plain:
+                for piece in plain_pieces(stream):
+                    out.write(piece)
+            else:
+                for batch in stream.batches():
+                    out.write("".join([text for _, text in batch]))
+            out.flush()
     except CastError as error:
         raise TsopsError(f"cannot read recording {recording_id}: {error}") from None
-    out.flush()
     _stream_problems(stream, False)
 
 
@@ -266,11 +287,13 @@ def run_play(source: Source, recording_id: str, speed: float, idle_limit: float 
     info = find(store, recording_id)
     stream = Stream(store, info.key)
     events = (event for batch in stream.batches() for event in batch)
+    finished = False
     try:
-        finished = play_terminal(schedule(events, speed, idle_limit), console.out.file)
+        with writing(fatal=False):
+            finished = play_terminal(schedule(events, speed, idle_limit), console.out.file)
+            console.out.file.write("\n")
     except CastError as error:
         raise TsopsError(f"cannot read recording {recording_id}: {error}") from None
-    console.out.file.write("\n")
     if not finished:
         console.err.print("stopped")
     _stream_problems(stream, False)
@@ -288,14 +311,15 @@ def run_export(source: Source, chosen: Filter, form: Literal["jsonl", "ecs"], wi
     recordings.sort(key=SORT_KEYS["start"])
     out = console.out.file
     shipped = 0
-    for recording in recordings:
-        if checkpoint is not None and recording.key in checkpoint.exported:
-            continue
-        report(write_event(out, store, recording, form, hostnames, with_text))
-        shipped += 1
-        if checkpoint is not None:
-            checkpoint.exported.add(recording.key)
-    out.flush()
+    with writing(fatal=True):
+        for recording in recordings:
+            if checkpoint is not None and recording.key in checkpoint.exported:
+                continue
+            report(write_event(out, store, recording, form, hostnames, with_text))
+            shipped += 1
+            if checkpoint is not None:
+                checkpoint.exported.add(recording.key)
+        out.flush()
     if checkpoint is not None:
         checkpoint.save(store.description)
     console.err.print(f"exported {shipped} session(s) from {store.description}")
