@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -289,3 +290,54 @@ def test_two_recorders_share_one_bucket(
     second = bootstrap(tailnet, inventory)
     assert second["storage"]["s3_writes"] == []
     assert [(h["outcome"], h["healthy"]) for h in second["hosts"]] == [("unchanged", True)] * 2
+
+
+FAKE_DOCKER = """\
+#!/bin/sh
+# Lab stand-in for docker: `run` starts the simulated tsrecorder as the image's user with the
+# flags after the image's /tsrecorder; rm and stop succeed (systemd stops the process itself).
+command=$1; shift
+[ "$command" = run ] || exit 0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --user=*) user=${1#--user=} ;;
+    -*) ;;
+    *) shift; shift; break ;;
+  esac
+  shift
+done
+exec setpriv --reuid="${user%%:*}" --regid="${user##*:}" --clear-groups /opt/tsrecorder "$@"
+"""
+FAKE_DOCKER_SERVICE = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
+
+
+@pytest.mark.lab(hosts=1)
+def test_container_runtime_unit_runs_as_the_image_user(
+    lab: Lab, tailnet: LabTailnet, executable: Path, tmp_path: Path
+) -> None:
+    host = lab.hosts[0]
+    allow_port_80(host)
+    host.nsenter("base64 -d > /opt/tsrecorder && chmod 0755 /opt/tsrecorder",
+                 input=base64.b64encode(executable.read_bytes()).decode())
+    host.nsenter("cat > /usr/bin/docker && chmod 0755 /usr/bin/docker", input=FAKE_DOCKER)
+    host.nsenter("cat > /etc/systemd/system/docker.service && systemctl daemon-reload",
+                 input=FAKE_DOCKER_SERVICE)
+    inventory = write_inventory(tailnet, tmp_path / "inventory.yaml", [host.name],
+                                {"destination": "/srv/recordings"}, executable)
+    yaml = YAML()
+    document = yaml.load(inventory.read_text())
+    document["recorders"]["runtime"] = "container"
+    del document["recorders"]["binary"]
+    with inventory.open("w") as out:
+        yaml.dump(document, out)
+
+    first = bootstrap(tailnet, inventory)
+    assert [(h["outcome"], h["healthy"]) for h in first["hosts"]] == [("changed", True)]
+    pid = unit_state(host)["MainPID"]
+    assert host.nsenter(f"ps -o uid= -p {pid}").stdout.strip() == "65532"
+    assert host.nsenter("stat -c '%u %a' /var/lib/tsrecorder /srv/recordings").stdout.split(
+        "\n")[:2] == ["65532 700", "65532 700"]
+    session = record_a_session(tailnet)
+    assert host.nsenter(f"cat /srv/recordings/{session.key}").stdout.encode() == session.sent
+    second = bootstrap(tailnet, inventory)
+    assert [(h["outcome"], h["healthy"]) for h in second["hosts"]] == [("unchanged", True)]
