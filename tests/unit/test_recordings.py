@@ -32,7 +32,7 @@ from tsops.recordings.catalog import Filter, parse_when, probe, scan
 from tsops.recordings.export import Checkpoint
 from tsops.recordings.reader import LineAssembler, Stream
 from tsops.recordings.search import compile_pattern, search
-from tsops.recordings.store import LocalStore, ObjectInfo, RecordingMissing
+from tsops.recordings.store import CHUNK, LocalStore, ObjectInfo, RecordingMissing
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE = SourceNode("alice-laptop.tail1234.ts.net", "nAL1CE5CNTRL", login="alice@example.com",
@@ -322,6 +322,14 @@ def test_search_context_spans_blocks(tmp_path: Path) -> None:
     pattern = compile_pattern(r"^row (0000000|0017476|0039999) ", ignore_case=False)
     (result,) = search(store, [recording], pattern, context=2)
     assert [m.line_number for m in result.matches] == [1, 17477, 40000]
+    # The first line of the second 1 MiB block: its context comes from both blocks.
+    data = (tmp_path / WEB / "big.cast").read_bytes()
+    first = data[:CHUNK].count(b"\n") - 1  # event index of the first line of block two
+    edge = compile_pattern(rf"^row {first:07d} ", ignore_case=False)
+    (at_edge,) = search(store, [recording], edge, context=2)
+    (match,) = at_edge.matches
+    assert [line[:11] for line in match.before] == [f"row {first - 2:07d}", f"row {first - 1:07d}"]
+    assert [line[:11] for line in match.after] == [f"row {first + 1:07d}", f"row {first + 2:07d}"]
     middle = result.matches[1]
     assert [line[:11] for line in middle.before] == ["row 0017474", "row 0017475"]
     assert [line[:11] for line in middle.after] == ["row 0017477", "row 0017478"]

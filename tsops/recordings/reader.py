@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
+from operator import itemgetter
 
 from tsops.recordings.cast import (
     BlockReport,
@@ -21,7 +21,7 @@ from tsops.recordings.catalog import Problem
 from tsops.recordings.store import Store
 
 MAX_PENDING = 1 << 20  # text without a newline longer than this is cut into a line anyway
-NEWLINE_RE = re.compile("\n")
+TEXT = itemgetter(1)
 
 
 @dataclass
@@ -99,14 +99,14 @@ class Lines:
         """When line `index` started: the time of the write holding its first character."""
         if index == 0:
             return self._head_time
-        if self._newlines is None:
-            self._newlines = [m.start() for m in NEWLINE_RE.finditer(self._raw)]
-        return self.time_of_offset(self._newlines[index - 1] + 1)
+        if self._newlines is None:  # where each raw line starts, from C-level split and sums
+            self._newlines = list(accumulate(map(len, self._raw.split("\n")), initial=0))
+        return self.time_of_offset(self._newlines[index] + index)
 
     def time_of_offset(self, position: int) -> float:
         """When the character at `position` of the raw text was written."""
         if self._starts is None:
-            self._starts = list(accumulate((len(text) for _, text in self._events[:-1]),
+            self._starts = list(accumulate(map(len, map(TEXT, self._events[:-1])),
                                            initial=self._prefix))
         found = bisect.bisect_right(self._starts, position) - 1
         return self._events[found][0] if found >= 0 and self._events else self._head_time

@@ -85,11 +85,14 @@ class _Searcher:
             if index == seen:
                 continue
             seen = index
-            earlier = list(self.before) + every[:index]
+            before: list[str] = []
+            if self.context:
+                before = every[max(0, index - self.context):index]
+                if len(before) < self.context:  # the rest comes from earlier blocks
+                    before = list(self.before)[len(before) - self.context:] + before
             match = Match(
                 self.key, self.line_number + index + 1, lines.time_of(index), every[index],
-                earlier[len(earlier) - self.context:] if self.context else [],
-                every[index + 1: index + 1 + self.context],
+                before, every[index + 1: index + 1 + self.context],
             )
             self.matches.append(match)
             if len(match.after) < self.context:
