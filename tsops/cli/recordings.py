@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from rich.text import Text
+
 from tsops import console
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.recordings.cast import CastError
@@ -110,6 +112,11 @@ def make_filter(nodes: list[str], users: list[str], since: str | None, until: st
         since=parse_when(since, "--since") if since else None,
         until=parse_when(until, "--until") if until else None, command=command,
     )
+
+
+def note(message: str) -> None:
+    """A summary on stderr, where it stays out of piped data (never read as markup)."""
+    console.err.print(Text(message))
 
 
 def report(problems: Iterable[Problem]) -> int:
@@ -295,7 +302,7 @@ def run_play(source: Source, recording_id: str, speed: float, idle_limit: float 
     except CastError as error:
         raise TsopsError(f"cannot read recording {recording_id}: {error}") from None
     if not finished:
-        console.err.print("stopped")
+        note("stopped")
     _stream_problems(stream, False)
 
 
@@ -322,7 +329,7 @@ def run_export(source: Source, chosen: Filter, form: Literal["jsonl", "ecs"], wi
         out.flush()
     if checkpoint is not None:
         checkpoint.save(store.description)
-    console.err.print(f"exported {shipped} session(s) from {store.description}")
+    note(f"exported {shipped} session(s) from {store.description}")
 
 
 def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: bool,
@@ -372,7 +379,7 @@ def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: b
                 console.line("--")
     if output == "json":
         console.line(json.dumps({"matches": documents}, indent=2))
-    console.err.print(f"{found} matching line(s) in {matched} of {searched} recording(s)")
+    note(f"{found} matching line(s) in {matched} of {searched} recording(s)")
 
 
 def _private_key(entry: str, create: bool) -> Ed25519PrivateKey:
