@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.text import Text
@@ -29,3 +31,17 @@ def line(message: str = "") -> None:
 def is_interactive() -> bool:
     """Whether both ends are a terminal, so that prompting the operator makes sense."""
     return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@contextmanager
+def diverted(active: bool = True) -> Iterator[None]:
+    """Send what would go to stdout to stderr (keeps stdout pure JSON in `--output json`)."""
+    global out
+    if not active:
+        yield
+        return
+    saved, out = out, err
+    try:
+        yield
+    finally:
+        out = saved

@@ -1,8 +1,10 @@
 """`make demo`: bring the lab up and run tsops against it for real, then tear it down.
 
 It boots the hosts that inventories/lab.yaml names, serves the simulated tailnet on the lab
-bridge, and runs tsops as an operator would: check, plan, bootstrap, and bootstrap again to
-show that a converged rerun changes nothing.
+bridge, and runs tsops as an operator would: check, plan, bootstrap (the recorder on host3 and
+its health gate, the servers, then the policy file), and bootstrap again to show that a
+converged rerun changes nothing. Then an SSH session to host1 is opened the way Tailscale SSH
+does it, and its recording is shown where the recorder wrote it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from tests.lab.errors import LabError, LabUnavailable
 from tests.lab.inspect import leftovers
 from tests.lab.lab import Lab
 from tests.lab.tailnet import TOKEN_VARIABLE, lab_tailnet
+from tests.sim.recorder.bundle import allow_port_80, build_executable
+from tests.sim.recorder.cast import SourceNode, shell_output
+from tests.sim.recorder.session import run_session
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab.yaml"
@@ -46,6 +51,8 @@ def main() -> int:
                         "$(. /etc/os-release; echo $PRETTY_NAME)", hide=True, warn=True,
                     )
                 print(f"   ssh root@{host.ip}: {result.stdout.strip()}", flush=True)
+            build_executable(lab.workdir / "tsrecorder")
+            allow_port_80(lab.host("host3"))  # the simulator binds :80 as its service user
             env = {**os.environ, TOKEN_VARIABLE: tailnet.token}
             steps = [
                 ["check", inventory],
@@ -63,6 +70,19 @@ def main() -> int:
             for device in tailnet.control.state.devices():
                 print(f"   {device.hostname}: {device.node_id} {' '.join(device.tags)} "
                       f"ssh={'on' if device.ssh else 'off'}", flush=True)
+            say("an SSH session to host1, as Tailscale SSH opens it under the patched policy")
+            alice = SourceNode("alice-laptop.example.ts.net", "nALICE1CNTRL",
+                               login="alice@example.com", user_id=1)
+            session = run_session(tailnet.control, "host1", alice, "root", shell_output(
+                "root@host1:~# ", [("uptime", " 10:00:00 up 3 days,  load average: 0.01\n")]))
+            print(f"   outcome: {session.outcome.name} by {session.recorder} "
+                  f"({session.protocol})", flush=True)
+            listing = lab.host("host3").nsenter(
+                "find /var/lib/tsrecorder/recordings -name '*.cast' | head -3").stdout
+            print("   on host3: " + listing.strip(), flush=True)
+            if session.outcome.name != "RECORDED":
+                print("demo: the session was not recorded", file=sys.stderr)
+                return 1
             say("stopping the lab")
         left = leftovers(lab.slot)
         if left:

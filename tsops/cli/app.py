@@ -115,14 +115,21 @@ def bootstrap(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only plan (same as tsops plan).")
     ] = False,
+    allow_unverified_recorder: Annotated[
+        bool,
+        typer.Option("--allow-unverified-recorder",
+                     help="Write enforceRecorder even if no recorder passed the health gate "
+                          "(risks locking everyone out)."),
+    ] = False,
 ) -> None:
-    """Install, enroll and tag every server: plan, confirm, apply, verify, summarise."""
+    """Recorders, their health, servers, then the policy file: plan, confirm, apply, verify."""
     from tsops.cli.bootstrap import run_bootstrap, run_plan
 
     if dry_run:
         run_plan(inventory, limit or [], concurrency, no_input, _output(output), False)
         return
-    run_bootstrap(inventory, limit or [], concurrency, no_input, _output(output), yes)
+    run_bootstrap(inventory, limit or [], concurrency, no_input, _output(output), yes,
+                  allow_unverified_recorder)
 
 
 secrets_app = typer.Typer(

@@ -109,18 +109,20 @@ def run_plan(path: Path, limits: list[str], concurrency: int, no_input: bool,
         engine.close()
         if phase is not None:
             phase.close()
+    policy = _policy_plan(engine, limits)
     _print_recorder_plans(recorder_plans, output)
-    _print_plans(plans, output, recorder_plans)
+    _print_plans(plans, output, recorder_plans, policy)
     if any(p.problem for p in plans) or _recorder_problem(recorder_plans):
         sys.exit(ExitCode.FAILED)
     pending = any(p.steps for p in plans) or (
-        recorder_plans is not None and not recorder_plans.converged)
+        recorder_plans is not None and not recorder_plans.converged) or (
+        policy is not None and policy[0])
     if detailed_exitcode and pending:
         sys.exit(ExitCode.DRIFT)
 
 
 def run_bootstrap(path: Path, limits: list[str], concurrency: int, no_input: bool,
-                  output: OutputFormat, yes: bool) -> None:
+                  output: OutputFormat, yes: bool, allow_unverified: bool = False) -> None:
     """Plan, confirm, apply (recorders first, health-gated, then servers), verify, summarise."""
     engine = build_engine(path, limits, concurrency, no_input, output)
     phase = recorder_phase(engine, limits, no_input)
@@ -147,16 +149,51 @@ def run_bootstrap(path: Path, limits: list[str], concurrency: int, no_input: boo
         else:
             with _progress(output) as engine.report:
                 results = engine.apply(plans)
-        # The policy step goes here. It must route and enforce recording only to
-        # `healthy_recorder_tags(recorders)`: the recorder tags that passed the health gate.
+        policy = _apply_policy(engine, limits, recorders, output, yes=yes, no_input=no_input,
+                               allow_unverified=allow_unverified)
     finally:
         engine.close()
         if phase is not None:
             phase.close()
-    _print_results(results, output, recorders)
+    _print_results(results, output, recorders, policy)
     if any(r.outcome in ("failed", "skipped") for r in results) or (
-            recorders is not None and recorders.failed):
+            recorders is not None and recorders.failed) or policy.get("error"):
         sys.exit(ExitCode.FAILED)
+
+
+def _has_policy(engine: Engine, limits: list[str]) -> bool:
+    """Whether this run patches the policy file (the inventory has rules; no `--limit`)."""
+    return bool(engine.inventory.model.ssh_rules) and not limits
+
+
+def _policy_plan(engine: Engine, limits: list[str]) -> tuple[bool, str] | None:
+    """Whether the policy file would change, and the unified diff (None: not managed here)."""
+    if not _has_policy(engine, limits):
+        return None
+    from tsops.policy.apply import diff_policy
+
+    plan, diff = diff_policy(engine.inventory, engine.api)
+    return plan.changed, diff
+
+
+def _apply_policy(engine: Engine, limits: list[str], recorders: RecorderPhaseResult | None,
+                  output: OutputFormat, *, yes: bool, no_input: bool,
+                  allow_unverified: bool) -> dict[str, object]:
+    """The last step: patch the policy, enforcing only recorders verified healthy in this run."""
+    if not _has_policy(engine, limits):
+        return {}
+    from tsops.policy.apply import apply_policy
+
+    try:
+        with console.diverted(output == "json"):
+            result = apply_policy(
+                engine.inventory, engine.api,
+                healthy_recorder_tags=set(healthy_recorder_tags(recorders)),
+                allow_unverified=allow_unverified, yes=yes, no_input=no_input,
+            )
+    except TsopsError as error:
+        return {"changed": False, "error": error.message}
+    return {"changed": result.changed, "diff": result.diff, "etag": result.etag}
 
 
 def healthy_recorder_tags(recorders: RecorderPhaseResult | None) -> frozenset[str]:
@@ -194,11 +231,15 @@ def _confirm(no_input: bool) -> None:
 
 
 def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"],
-                 recorders: RecorderPlans | None = None) -> None:
+                 recorders: RecorderPlans | None = None,
+                 policy: tuple[bool, str] | None = None) -> None:
     if output == "json":
         from tsops.cli.recorder import plans_json
 
-        extra = {"recorders": plans_json(recorders)} if recorders is not None else {}
+        extra: dict[str, object] = (
+            {"recorders": plans_json(recorders)} if recorders is not None else {})
+        if policy is not None:
+            extra["policy"] = {"changed": policy[0], "diff": policy[1]}
         console.line(json.dumps({**extra, "hosts": [{
             "name": p.target.name,
             "problem": p.problem,
@@ -219,17 +260,31 @@ def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"],
                 console.line(f"  + {step.summary}")
                 for call in step.api_calls:
                     console.line(f"      API {call}")
+    if policy is not None:
+        if policy[0]:
+            console.line("policy file:")
+            from tsops.policy.apply import print_diff
+
+            print_diff(policy[1])
+        else:
+            console.line("policy file: no change")
     pending = sum(1 for p in plans if p.steps)
     console.line(f"Plan: {pending} of {len(plans)} host(s) to change, "
-                 f"{sum(1 for p in plans if p.problem)} cannot be planned.")
+                 f"{sum(1 for p in plans if p.problem)} cannot be planned"
+                 + ("" if policy is None else
+                    f", policy file {'to change' if policy[0] else 'unchanged'}") + ".")
 
 
 def _print_results(results: list[HostResult], output: OutputFormat,
-                   recorders: RecorderPhaseResult | None = None) -> None:
+                   recorders: RecorderPhaseResult | None = None,
+                   policy: dict[str, object] | None = None) -> None:
     from tsops.cli.recorder import print_results, result_json
 
     if output == "json":
-        extra = {"recorders": result_json(recorders)} if recorders is not None else {}
+        extra: dict[str, object] = (
+            {"recorders": result_json(recorders)} if recorders is not None else {})
+        if policy:
+            extra["policy"] = policy
         console.line(json.dumps({**extra, "hosts": [asdict(r) for r in results]}, indent=2))
         return
     if recorders is not None:
@@ -246,6 +301,10 @@ def _print_results(results: list[HostResult], output: OutputFormat,
     counts = {o: sum(1 for r in results if r.outcome == o)
               for o in ("changed", "unchanged", "failed", "skipped")}
     console.line(", ".join(f"{n} {o}" for o, n in counts.items()))
+    if policy and policy.get("error"):
+        console.error(f"policy file: failed: {policy['error']}")
+    elif policy:
+        console.line(f"policy file: {'changed' if policy['changed'] else 'unchanged'}")
 
 
 class Progress:
