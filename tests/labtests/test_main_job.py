@@ -103,7 +103,7 @@ def test_an_unhealthy_recorder_blocks_enforcement(
     path = inventory(tailnet, tmp_path)
     before = tailnet.control.state.policy().text
     code, report, stderr = bootstrap(tailnet, path)
-    assert code == 1
+    assert code == 1, stderr
     assert "refus" in report["policy"]["error"] and "tag:recorder" in report["policy"]["error"]
     assert tailnet.control.state.policy().text == before
     assert policy_writes(tailnet) == 0
