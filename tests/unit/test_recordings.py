@@ -576,3 +576,18 @@ def test_export_to_a_full_disk_fails_and_keeps_the_checkpoint(local: LocalStore,
     assert result.returncode == 1
     assert "cannot write to standard output: No space left on device" in result.stderr
     assert not checkpoint.exists()
+
+
+def test_a_write_longer_than_a_chunk_is_read_whole(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    header = cast_header(source=ALICE, ssh_user="alice", started=START)
+    huge = "y" * (3 * CHUNK) + "\n"
+    write_archive(tmp_path, {f"{WEB}/huge.cast": render_cast(
+        header, [OutputChunk(0.5, "start\n"), OutputChunk(1.0, huge), OutputChunk(2.0, "end\n")])})
+    cli.run_cat(cli.Source(str(tmp_path)), f"{WEB}/huge", plain=True)
+    out, err = capsys.readouterr()
+    assert out == "start\n" + huge + "end\n"
+    assert err == ""
+    (result,) = search(LocalStore(tmp_path), scan(LocalStore(tmp_path)).recordings,
+                       compile_pattern("^end$", False))
+    assert [(m.line_number, m.offset) for m in result.matches] == [(3, 2.0)]

@@ -175,9 +175,13 @@ class LineBlocks:
     """Split a byte stream into the header line and blocks of complete lines."""
 
     header: bytes | None = None
-    tail: bytes = b""  # bytes after the last newline: a line still incomplete
     _carry: list[bytes] = field(default_factory=list)
     _carried: int = 0
+
+    @property
+    def tail(self) -> bytes:
+        """The bytes after the last newline: a line still incomplete."""
+        return b"".join(self._carry)
 
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk; return the complete event lines it finishes (maybe empty)."""
@@ -187,13 +191,11 @@ class LineBlocks:
             self._carried += len(chunk)
             if self._carried > MAX_LINE:
                 raise CastError("bad-event", f"a line longer than {MAX_LINE} bytes")
-            self.tail = b"".join(self._carry)
             return b""
         block = b"".join([*self._carry, chunk[: cut + 1]])
         rest = chunk[cut + 1:]
         self._carry = [rest] if rest else []
         self._carried = len(rest)
-        self.tail = rest
         if self.header is None:
             end = block.index(b"\n")
             self.header = block[:end]
