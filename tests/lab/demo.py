@@ -75,8 +75,9 @@ def main() -> int:
                                login="alice@example.com", user_id=1)
             session = run_session(tailnet.control, "host1", alice, "root", shell_output(
                 "root@host1:~# ", [("uptime", " 10:00:00 up 3 days,  load average: 0.01\n")]))
-            print(f"   outcome: {session.outcome.name} by {session.recorder} "
-                  f"({session.protocol})", flush=True)
+            recorder = session.recorder.name if session.recorder else "no recorder"
+            print(f"   outcome: {session.outcome.name} by {recorder} ({session.protocol})",
+                  flush=True)
             listing = lab.host("host3").nsenter(
                 "find /var/lib/tsrecorder/recordings -name '*.cast' | head -3").stdout
             print("   on host3: " + listing.strip(), flush=True)
