@@ -28,6 +28,23 @@ def line(message: str = "") -> None:
     out.print(Text(message))
 
 
+def changes(name: str, problem: str | None, steps: list[tuple[str, list[str]]]) -> None:
+    """Print one planned object: `name: cannot plan`, `name: no change`, or its `+` steps.
+
+    Each step is its summary and the detail lines printed under it (API calls, a JSON diff).
+    """
+    if problem is not None:
+        line(f"{name}: cannot plan: {problem}")
+    elif not steps:
+        line(f"{name}: no change")
+    else:
+        line(f"{name}:")
+        for summary, details in steps:
+            line(f"  + {summary}")
+            for detail in details:
+                line(f"      {detail}")
+
+
 def is_interactive() -> bool:
     """Whether both ends are a terminal, so that prompting the operator makes sense."""
     return sys.stdin.isatty() and sys.stdout.isatty()

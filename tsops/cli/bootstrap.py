@@ -250,16 +250,8 @@ def _print_plans(plans: list[HostPlan], output: OutputFormat | Literal["none"],
     if output == "none":
         return
     for plan in plans:
-        if plan.problem is not None:
-            console.line(f"{plan.target.name}: cannot plan: {plan.problem}")
-        elif not plan.steps:
-            console.line(f"{plan.target.name}: no change")
-        else:
-            console.line(f"{plan.target.name}:")
-            for step in plan.steps:
-                console.line(f"  + {step.summary}")
-                for call in step.api_calls:
-                    console.line(f"      API {call}")
+        console.changes(plan.target.name, plan.problem,
+                        [(s.summary, [f"API {call}" for call in s.api_calls]) for s in plan.steps])
     if policy is not None:
         if policy[0]:
             console.line("policy file:")

@@ -52,28 +52,13 @@ def print_plans(plans: RecorderPlans, output: Literal["table", "none"]) -> None:
         return
     bucket = plans.bucket
     if bucket is not None:
-        if bucket.problem:
-            console.line(f"storage {plans.storage.destination}: cannot plan: {bucket.problem}")
-        elif not bucket.changes:
-            console.line(f"storage {plans.storage.destination}: no change")
-        else:
-            console.line(f"storage {plans.storage.destination}:")
-            for change in bucket.changes:
-                console.line(f"  + {change.summary}")
-                for line in change.detail.splitlines():
-                    console.line(f"      {line}")
+        console.changes(f"storage {plans.storage.destination}", bucket.problem or None,
+                        [(c.summary, c.detail.splitlines()) for c in bucket.changes])
         for note in bucket.notes:
             console.warning(f"storage: {note}")
     for plan in plans.hosts:
-        name = f"recorder {plan.target.name}"
-        if plan.problem is not None:
-            console.line(f"{name}: cannot plan: {plan.problem}")
-        elif not plan.steps:
-            console.line(f"{name}: no change")
-        else:
-            console.line(f"{name}:")
-            for step in plan.steps:
-                console.line(f"  + {step.summary}")
+        console.changes(f"recorder {plan.target.name}", plan.problem,
+                        [(step.summary, []) for step in plan.steps])
         for warning in plan.warnings:
             console.warning(f"{plan.target.name}: {warning}")
 
