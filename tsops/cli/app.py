@@ -459,3 +459,17 @@ def recorder_iam_policy(inventory: InventoryArg) -> None:
     from tsops.cli.recorder import run_iam_policy
 
     run_iam_policy(inventory)
+
+
+@app.command()
+def status(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    concurrency: ConcurrencyOpt = 32,
+    output: OutputOpt = Output.table,
+    no_input: NoInputOpt = False,
+) -> None:
+    """Check servers, recorders and the policy read-only: exit 0 clean, 3 drift, 1 error."""
+    from tsops.cli.status import run_status
+
+    run_status(inventory, limit or [], concurrency, no_input, _output(output))

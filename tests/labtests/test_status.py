@@ -1,0 +1,111 @@
+"""`tsops status` on a converged lab, then with drift made by hand, then with a host down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.lab.lab import Lab
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
+from tests.labtests.test_main_job import bootstrap, inventory
+from tests.sim.recorder.bundle import allow_port_80
+
+
+@pytest.fixture
+def tailnet(lab: Lab) -> Iterator[LabTailnet]:
+    """The simulated tailnet around the lab."""
+    with lab_tailnet(lab) as running:
+        yield running
+
+
+def status(tailnet: LabTailnet, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `tsops status` as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "tsops", "status", "--no-input", *args, str(path)],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, TOKEN_VARIABLE: tailnet.token},
+    )
+
+
+def checks(report: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(host, check) -> state, from the JSON report."""
+    return {(h["name"], c["name"]): c["state"] for h in report["hosts"] for c in h["checks"]}
+
+
+@pytest.mark.lab(hosts=3)
+def test_status_clean_then_each_drift_then_a_host_down(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    allow_port_80(lab.host("host3"))
+    path = inventory(tailnet, tmp_path)
+    # The lab's overlay has a few GiB free; the default threshold (10 GiB) would be drift.
+    yaml = YAML()
+    document = yaml.load(path.read_text())
+    document["storage"]["min_free_gb"] = 1
+    with path.open("w") as out:
+        yaml.dump(document, out)
+    code, _, stderr = bootstrap(tailnet, path)
+    assert code == 0, stderr
+    state = tailnet.control.state
+
+    seen = len(state.requests())
+    clean = status(tailnet, path, "-o", "json")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    report = json.loads(clean.stdout)
+    assert report["state"] == "ok" and report["policy"]["state"] == "ok"
+    assert {h["name"]: (h["role"], h["state"], h["round_trips"]) for h in report["hosts"]} == {
+        "host1": ("server", "ok", 1), "host2": ("server", "ok", 1),
+        "host3": ("recorder", "ok", 1)}
+    assert set(checks(report).values()) == {"ok"}
+    made = state.requests()[seen:]
+    assert made and {r.method for r in made} == {"GET"}
+
+    host1 = next(d for d in state.devices() if d.hostname == "host1")
+    state.set_device_tags(host1.id, ["tag:server", "tag:db"], state.authenticate(tailnet.token))
+    lab.host("host2").nsenter("tailscale set --ssh=false --accept-risk=lose-ssh")
+    lab.host("host3").nsenter("systemctl stop tsrecorder.service")
+    policy = state.policy().text
+    assert '"enforceRecorder": true' in policy
+    state.write_policy(policy.replace('"enforceRecorder": true', '"enforceRecorder": false'), None)
+
+    seen = len(state.requests())
+    drift = status(tailnet, path, "-o", "json")
+    assert drift.returncode == 3, drift.stdout + drift.stderr
+    report = json.loads(drift.stdout)
+    failed = {key for key, value in checks(report).items() if value != "ok"}
+    assert {("host1", "tags"), ("host2", "ssh"), ("host3", "unit")} <= failed
+    assert not failed & {("host1", "ssh"), ("host2", "tags"), ("host1", "reachable")}
+    tags = next(c for h in report["hosts"] if h["name"] == "host1" for c in h["checks"]
+                if c["name"] == "tags")
+    assert (tags["expected"], tags["actual"]) == ("tag:server", "tag:db tag:server")
+    assert report["policy"]["state"] == "drift"
+    assert "servers-recorded" in report["policy"]["actual"]
+    assert '"enforceRecorder": false' in report["policy"]["diff"]
+    assert {r.method for r in state.requests()[seen:]} == {"GET"}
+
+    table = status(tailnet, path)
+    assert table.returncode == 3
+    rows = {line.split()[0]: line.split() for line in table.stdout.splitlines()
+            if line.startswith("host")}
+    assert rows["host1"][:7] == ["host1", "server", "ok", "ok", "ok", "drift", "ok"]
+    assert rows["host2"][:7] == ["host2", "server", "ok", "ok", "ok", "ok", "drift"]
+    assert rows["host3"][:3] == ["host3", "recorder", "ok"] and "drift" in rows["host3"]
+    assert "host2: ssh: expected on; found off" in table.stdout
+    assert "policy: drift:" in table.stdout
+
+    lab.host("host1").nsenter("systemctl stop ssh.service")
+    down = status(tailnet, path, "-o", "json")
+    assert down.returncode == 1, down.stdout + down.stderr
+    report = json.loads(down.stdout)
+    host = next(h for h in report["hosts"] if h["name"] == "host1")
+    assert host["state"] == "error" and "connection refused" in host["reason"]
+    assert checks(report)[("host1", "reachable")] == "error"
+    assert checks(report)[("host2", "ssh")] == "drift"  # the other hosts are still reported

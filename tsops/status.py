@@ -1,0 +1,239 @@
+"""Status: turn the plans of servers, recorders, storage and the policy into checks; pure code.
+
+A pending step is drift: each step kind fails the check it belongs to. A host that could not be
+reached or planned is an error. Nothing here touches a host or a service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from tsops.errors import ExitCode
+from tsops.plan import HostPlan, StepKind, tarball_version
+from tsops.policy.plan import PolicyPlan
+from tsops.recorder.host import HostStepKind, RecorderHostPlan
+from tsops.recorder.s3 import BucketPlan
+from tsops.tailscale_api import Device
+
+State = Literal["ok", "drift", "error", "unknown"]
+Role = Literal["server", "recorder"]
+SERVER_CHECKS = ("reachable", "version", "enrolled", "tags", "ssh")
+RECORDER_CHECKS = ("reachable", "unit", "tailnet", "files", "destination")
+SERVER_STEP_CHECK: dict[StepKind, str] = {
+    "repo": "version", "install": "version", "service": "enrolled", "enroll": "enrolled",
+    "hostname": "enrolled", "retag": "tags", "ssh": "ssh",
+}
+# "start" is left out: it follows any other step, so the unit check reads the unit's state.
+RECORDER_STEP_CHECK: dict[HostStepKind, str] = {
+    "binary": "files", "user": "files", "statedir": "files", "env": "files", "unit": "files",
+    "destination": "destination", "authkey": "tailnet",
+}
+_RANK: dict[State, int] = {"ok": 0, "unknown": 0, "drift": 1, "error": 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison of what the inventory expects with what was found."""
+
+    name: str
+    state: State
+    expected: str
+    actual: str
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """The checks of one server or recorder; `reason` says why it is in error."""
+
+    name: str
+    role: Role
+    checks: tuple[Check, ...]
+    reason: str | None = None
+    round_trips: int = 0
+
+    @property
+    def state(self) -> State:
+        """The worst state of its checks (an error when it has a reason)."""
+        return "error" if self.reason is not None else worst(c.state for c in self.checks)
+
+    def check(self, name: str) -> Check | None:
+        """The check of that name, if this host has it."""
+        return next((c for c in self.checks if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    """Whether the policy file holds the managed rules as the inventory says."""
+
+    check: Check
+    diff: str = ""
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything `tsops status` found."""
+
+    hosts: tuple[HostStatus, ...]
+    storage: Check | None = None
+    policy: PolicyStatus | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> State:
+        """The worst state of all hosts, the storage and the policy."""
+        if self.problems:
+            return "error"
+        states = [h.state for h in self.hosts]
+        if self.storage is not None:
+            states.append(self.storage.state)
+        if self.policy is not None:
+            states.append(self.policy.check.state)
+        return worst(states)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 when everything matches, 3 on drift, 1 on any error."""
+        return {"ok": ExitCode.OK, "unknown": ExitCode.OK, "drift": ExitCode.DRIFT,
+                "error": ExitCode.FAILED}[self.state]
+
+
+def worst(states: Iterable[State]) -> State:
+    """The most severe of some states; "ok" when none is worse than not checked."""
+    found: State = max(states, key=lambda s: _RANK[s], default="ok")
+    return "ok" if found == "unknown" else found
+
+
+def _failed(summaries: dict[str, list[str]], name: str) -> State:
+    return "drift" if name in summaries else "ok"
+
+
+def _not_planned(name: str, role: Role, problem: str, reached: bool,
+                 round_trips: int) -> HostStatus:
+    """A host in error: unreachable, or reached but not plannable (its other checks unknown)."""
+    checks = RECORDER_CHECKS if role == "recorder" else SERVER_CHECKS
+    reachable = Check("reachable", "ok" if reached else "error", "one probe answers",
+                      "answered" if reached else problem)
+    rest = (Check(c, "unknown", "", "not checked") for c in checks[1:])
+    return HostStatus(name, role, (reachable, *rest), reason=problem, round_trips=round_trips)
+
+
+def server_status(plan: HostPlan, round_trips: int = 0) -> HostStatus:
+    """The checks of one server, from its plan."""
+    name = plan.target.name
+    facts = plan.facts
+    if facts is None:
+        return _not_planned(name, "server", plan.problem or "no facts", False, round_trips)
+    if plan.problem is not None:
+        return _not_planned(name, "server", plan.problem, True, round_trips)
+    failed: dict[str, list[str]] = {}
+    for step in plan.steps:
+        failed.setdefault(SERVER_STEP_CHECK[step.kind], []).append(step.summary)
+    desired, status, prefs = plan.desired, facts.status, facts.prefs
+    install = desired.install
+    pin = tarball_version(install) if install.method == "tarball" else install.version
+    version = Check("version", _failed(failed, "version"), pin or "installed",
+                    facts.tailscale_version or "not installed")
+    control = desired.login_server or "the default control server"
+    enrolled = Check(
+        "enrolled", _failed(failed, "enrolled"),
+        f"Running on {control}, tailnet {desired.tailnet}, hostname {desired.hostname}",
+        "tailscaled inactive" if not facts.tailscaled_active else
+        f"{status.backend_state if status else 'no status'} on "
+        f"{prefs.control_url if prefs else 'unknown'}, tailnet "
+        f"{status.tailnet if status else 'unknown'}, hostname "
+        f"{prefs.hostname if prefs else 'unknown'}",
+    )
+    expected_tags = " ".join(sorted(desired.tags))
+    if enrolled.state != "ok" and "enroll" in {s.kind for s in plan.steps}:
+        tags = Check("tags", "unknown", expected_tags, "not enrolled")
+        ssh = Check("ssh", "unknown", "on", "not enrolled")
+    else:
+        current = plan.device.tags if plan.device is not None else (
+            status.tags if status is not None else ())
+        tags = Check("tags", _failed(failed, "tags"), expected_tags,
+                     " ".join(sorted(current)) or "(untagged)")
+        ssh = Check("ssh", _failed(failed, "ssh"), "on",
+                    "on" if prefs is not None and prefs.run_ssh else "off")
+    reachable = Check("reachable", "ok", "one probe answers", "answered")
+    return HostStatus(name, "server", (reachable, version, enrolled, tags, ssh),
+                      round_trips=round_trips)
+
+
+def recorder_status(plan: RecorderHostPlan, device: Device | None, tag: str,
+                    storage: Check | None, min_free_gb: int, round_trips: int = 0) -> HostStatus:
+    """The checks of one recorder, from its plan, its API device and the storage check."""
+    name = plan.target.name
+    facts = plan.facts
+    if facts is None:
+        return _not_planned(name, "recorder", plan.problem or "no facts", False, round_trips)
+    if plan.problem is not None:
+        return _not_planned(name, "recorder", plan.problem, True, round_trips)
+    failed: dict[str, list[str]] = {}
+    for step in plan.steps:
+        if step.kind in RECORDER_STEP_CHECK:
+            failed.setdefault(RECORDER_STEP_CHECK[step.kind], []).append(step.summary)
+    unit_ok = facts.active == "active" and facts.enabled == "enabled"
+    unit = Check("unit", "ok" if unit_ok else "drift", "active, enabled",
+                 f"{facts.active or 'unknown'}, {facts.enabled or 'unknown'}")
+    if device is None:
+        online = f"not registered with {tag}"
+    elif not device.connected_to_control:
+        online = f"registered with {tag}, offline"
+    else:
+        online = f"online with {tag}" + ("" if facts.has_state else ", but has no state")
+    tailnet_ok = device is not None and device.connected_to_control and "tailnet" not in failed
+    tailnet = Check("tailnet", "ok" if tailnet_ok else "drift", f"online with {tag}", online)
+    changes = failed.get("files")
+    files = Check("files", _failed(failed, "files"),
+                  "binary, user, statedir, env and unit as the inventory renders them",
+                  "to change: " + "; ".join(changes) if changes else "match")
+    spec = plan.spec
+    if spec.storage.is_s3:
+        bucket = storage or Check("storage", "unknown", spec.storage.destination, "not checked")
+        destination = Check("destination", bucket.state, bucket.expected, bucket.actual)
+    else:
+        low = facts.free_kb is not None and facts.free_kb < min_free_gb * 1024 * 1024
+        free = "unknown" if facts.free_kb is None else f"{facts.free_kb / 1024 / 1024:.1f} GiB"
+        destination = Check(
+            "destination", "drift" if "destination" in failed or low else "ok",
+            f"{spec.storage.destination} owned by {spec.owner}, mode 0700, "
+            f"at least {min_free_gb} GiB free",
+            f"owner:mode {facts.destination_owner or 'missing'}, {free} free",
+        )
+    reachable = Check("reachable", "ok", "one probe answers", "answered")
+    return HostStatus(name, "recorder", (reachable, unit, tailnet, files, destination),
+                      round_trips=round_trips)
+
+
+def storage_check(bucket: BucketPlan | None) -> Check | None:
+    """The bucket's settings and policy compared with the inventory (None: a local directory)."""
+    if bucket is None:
+        return None
+    expected = f"bucket {bucket.bucket}: settings and bucket policy as the inventory says"
+    if bucket.problem is not None:
+        return Check("storage", "error", expected, bucket.problem)
+    if bucket.changes:
+        return Check("storage", "drift", expected,
+                     "to change: " + "; ".join(c.summary for c in bucket.changes))
+    return Check("storage", "ok", expected, "match")
+
+
+def policy_status(plan: PolicyPlan, rules: tuple[str, ...], diff: str) -> PolicyStatus:
+    """Whether the managed rules are present and enforced as the inventory says (no diff)."""
+    expected = (f"managed rules {', '.join(rules)} present and enforced as the inventory says"
+                if rules else "no managed rules")
+    if not plan.changed and not plan.conflicts:
+        return PolicyStatus(Check("policy", "ok", expected, "match"))
+    found = [f"{label}: {', '.join(names)}" for label, names in (
+        ("missing", plan.added_rules), ("differs", plan.changed_rules),
+        ("no longer in the inventory", plan.removed_rules), ("tags to add", plan.added_tags),
+        ("conflicts", plan.conflicts)) if names]
+    return PolicyStatus(Check("policy", "drift", expected, "; ".join(found) or "text differs"),
+                        diff)
+
+
+def policy_error(message: str) -> PolicyStatus:
+    """The policy could not be read or parsed."""
+    return PolicyStatus(Check("policy", "error", "the policy file readable", message))
