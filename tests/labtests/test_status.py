@@ -102,10 +102,16 @@ def test_status_clean_then_each_drift_then_a_host_down(
     assert "policy: drift:" in table.stdout
 
     lab.host("host1").nsenter("systemctl stop ssh.service")
+    lab.host("host2").nsenter("systemctl stop tailscaled.service")
     down = status(tailnet, path, "-o", "json")
     assert down.returncode == 1, down.stdout + down.stderr
     report = json.loads(down.stdout)
     host = next(h for h in report["hosts"] if h["name"] == "host1")
     assert host["state"] == "error" and "connection refused" in host["reason"]
     assert checks(report)[("host1", "reachable")] == "error"
-    assert checks(report)[("host2", "ssh")] == "drift"  # the other hosts are still reported
+    # The other hosts are still reported: tailscaled stopped is an enrolment drift.
+    assert checks(report)[("host2", "enrolled")] == "drift"
+    enrolled = next(c for h in report["hosts"] if h["name"] == "host2" for c in h["checks"]
+                    if c["name"] == "enrolled")
+    assert enrolled["actual"] == "tailscaled inactive"
+    assert checks(report)[("host3", "unit")] == "drift"
