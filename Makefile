@@ -42,7 +42,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 unit: setup
-	$(VENV)/bin/pytest -m 'not lab' -q
+	$(VENV)/bin/pytest -m 'not lab' -q -n auto
 
 test: rootfs lint
 	$(VENV)/bin/pytest
