@@ -218,11 +218,8 @@ class ApiForHealth:
 
     def list_devices(self) -> list[Device]:
         return [Device(id="d1", node_id="n1", name="rec1.example.ts.net", hostname="rec1",
-                       tags=("tag:recorder",), addresses=("100.64.0.9",), authorized=True)]
-
-    def _json(self, method: str, path: str, what: str) -> dict[str, Any]:
-        assert (method, path) == ("GET", "/device/d1")
-        return {"connectedToControl": self.online}
+                       tags=("tag:recorder",), addresses=("100.64.0.9",), authorized=True,
+                       connected_to_control=self.online)]
 
 
 HEALTH_ENV = render_env(None, None)

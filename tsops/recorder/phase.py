@@ -343,17 +343,13 @@ class RecorderPhase:
         deadline = time.monotonic() + self.online_timeout
         while True:
             device = self._device(self.api.list_devices(), target)
-            if device is not None and self._connected(device):
+            if device is not None and device.connected_to_control:
                 return device
             if time.monotonic() >= deadline:
                 raise TsopsError(f"{target.name}: the recorder did not come online with "
                                  f"{self.tag} within {self.online_timeout:.0f} s "
                                  "(see journalctl -u tsrecorder on the host)")
             time.sleep(1)
-
-    def _connected(self, device: Device) -> bool:
-        data = self.api._json("GET", f"/device/{device.id}", f"read device {device.id}")
-        return bool(data.get("connectedToControl"))
 
     def _health(self, plan: RecorderHostPlan, remote: RemoteLike, result: RecorderResult,
                 write_canary: bool) -> None:
