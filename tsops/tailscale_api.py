@@ -125,6 +125,11 @@ class TailscaleApi:
         self._json("POST", f"/device/{device_id}/tags", f"set tags of device {device_id}",
                    json={"tags": list(tags)})
 
+    def delete_device(self, device_id: str) -> None:
+        """Remove a device from the tailnet (already gone, 404, is fine)."""
+        self._request("DELETE", f"/device/{device_id}", f"delete device {device_id}",
+                      allow=(404,))
+
     def create_auth_key(
         self, tags: tuple[str, ...], description: str, expiry_seconds: int = 600
     ) -> AuthKey:

@@ -473,3 +473,59 @@ def status(
     from tsops.cli.status import run_status
 
     run_status(inventory, limit or [], concurrency, no_input, _output(output))
+
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show the inventory diff and the plan; change nothing.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")]
+HostArg = Annotated[str, typer.Argument(help="The server's name (a lowercase hostname).",
+                                        show_default=False)]
+
+
+@app.command("add-server")
+def add_server(
+    inventory: InventoryArg,
+    host: HostArg,
+    tag: Annotated[list[str] | None, typer.Option(
+        "--tag", help="An extra tag for this host, like tag:web (repeatable).")] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", help="Add it to this server group (servers.groups).")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="SSH user for this host.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="SSH port for this host.")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Where to reach it over SSH (default: its name).")] = None,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    no_input: NoInputOpt = False,
+    allow_unverified_recorder: Annotated[bool, typer.Option(
+        "--allow-unverified-recorder",
+        help="Write enforceRecorder: true even when no recorder is seen online.")] = False,
+) -> None:
+    """Add a server to the inventory, enroll it alone and extend the policy if needed."""
+    from tsops.cli.servers import run_add_server
+    from tsops.inventory.edit import NewHost
+
+    new = NewHost(host, group=group, tags=tuple(tag or ()), user=user, port=port,
+                  address=address)
+    run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
+                   allow_unverified=allow_unverified_recorder)
+
+
+@app.command("remove-server")
+def remove_server(
+    inventory: InventoryArg,
+    host: HostArg,
+    logout: Annotated[bool, typer.Option(
+        "--logout", help="Run `tailscale logout` on the host first.")] = False,
+    uninstall: Annotated[bool, typer.Option(
+        "--uninstall", help="Log out, stop tailscaled and remove the package.")] = False,
+    dry_run: DryRunOpt = False,
+    yes: YesOpt = False,
+    no_input: NoInputOpt = False,
+) -> None:
+    """Take a server out of recording: inventory, its device in the tailnet, optionally logout."""
+    from tsops.cli.servers import run_remove_server
+
+    run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
+                      yes=yes, no_input=no_input)

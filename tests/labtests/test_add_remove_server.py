@@ -1,0 +1,110 @@
+"""`tsops add-server` and `remove-server` on a bootstrapped lab: one host in, then out again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.lab.lab import Lab
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
+from tests.labtests.test_main_job import RULE, bootstrap, policy_writes
+from tests.sim.recorder.bundle import allow_port_80, build_executable
+
+
+@pytest.fixture
+def tailnet(lab: Lab) -> Iterator[LabTailnet]:
+    """The simulated tailnet around the lab."""
+    with lab_tailnet(lab) as running:
+        yield running
+
+
+def commented_inventory(tailnet: LabTailnet, tmp_path: Path) -> Path:
+    """host1 the only server, host3 the recorder, one rule; host2 left out; comments about."""
+    path = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": ()})
+    yaml = YAML()
+    document = yaml.load(path.read_text())
+    document["recorders"] = {"tag": "tag:recorder", "runtime": "binary",
+                             "binary": str(build_executable(tmp_path / "tsrecorder")),
+                             "hosts": {"host3": None}}
+    document["storage"] = {"destination": "/var/lib/tsrecorder/recordings"}
+    document["ssh_rules"] = [RULE]
+    document["policy"] = {"source": "api", "state_dir": str(tmp_path / "policy-state")}
+    with path.open("w") as out:
+        yaml.dump(document, out)
+    text = path.read_text()
+    assert "  hosts:\n    host1:\n" in text
+    text = ("# The lab's inventory: these comments must survive.\n"
+            + text.replace("    host1:\n", "    host1:   # the first server\n")
+            .replace("ssh_rules:\n", "# rules tsops manages\nssh_rules:  # one rule\n"))
+    path.write_text(text)
+    return path
+
+
+def tsops(tailnet: LabTailnet, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run tsops as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "tsops", *args], capture_output=True, text=True, check=False,
+        timeout=600, env={**os.environ, TOKEN_VARIABLE: tailnet.token},
+    )
+
+
+@pytest.mark.lab(hosts=3)
+def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path) -> None:
+    allow_port_80(lab.host("host3"))
+    path = commented_inventory(tailnet, tmp_path)
+    code, _, stderr = bootstrap(tailnet, path)
+    assert code == 0, stderr
+    before = path.read_text()
+    writes = policy_writes(tailnet)
+
+    dry = tsops(tailnet, "add-server", "--dry-run", "--no-input", "--tag", "tag:web",
+                str(path), "host2")
+    assert dry.returncode == 0, dry.stderr
+    # The file writes lists in block style, dashes at the key's column: the new tags do too.
+    new_lines = ["    host2:\n", "      tags:\n", "      - tag:web\n"]
+    assert "".join(f"+{line}" for line in new_lines) in dry.stdout and "dry run" in dry.stdout
+    assert path.read_text() == before
+    assert not any(d.hostname == "host2" for d in tailnet.control.state.devices())
+
+    added = tsops(tailnet, "add-server", "--yes", "--no-input", "--tag", "tag:web",
+                  str(path), "host2")
+    assert added.returncode == 0, added.stdout + added.stderr
+    after = path.read_text().splitlines(keepends=True)
+    start = after.index("    host2:\n")
+    assert after[start:start + 3] == new_lines
+    assert after[:start] + after[start + 3:] == before.splitlines(keepends=True)
+    device = next(d for d in tailnet.control.state.devices() if d.hostname == "host2")
+    assert sorted(device.tags) == ["tag:server", "tag:web"]
+    # tag:server is in the rule's dst and tag:web is owned already: the policy needs no write.
+    assert "policy file: no change" in added.stdout
+    assert policy_writes(tailnet) == writes
+
+    code, report, stderr = bootstrap(tailnet, path)
+    assert code == 0, stderr
+    assert report["policy"]["changed"] is False
+    assert {h["name"]: h["outcome"] for h in report["hosts"]} == {
+        "host1": "unchanged", "host2": "unchanged"}
+
+    current = path.read_bytes()
+    duplicate = tsops(tailnet, "add-server", "--yes", "--no-input", str(path), "host2")
+    assert duplicate.returncode == 2 and "already in the inventory" in duplicate.stderr
+    assert path.read_bytes() == current
+
+    removed = tsops(tailnet, "remove-server", "--logout", "--yes", "--no-input", str(path),
+                    "host2")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert path.read_text() == before
+    assert not any(d.hostname == "host2" for d in tailnet.control.state.devices())
+    status = json.loads(lab.host("host2").nsenter("tailscale status --json").stdout)
+    assert status["BackendState"] == "NeedsLogin"
+
+    unknown = tsops(tailnet, "remove-server", "--yes", "--no-input", str(path), "host2")
+    assert unknown.returncode == 2 and "not a server" in unknown.stderr
+    assert path.read_text() == before
