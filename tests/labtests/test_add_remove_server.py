@@ -108,3 +108,17 @@ def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path
     unknown = tsops(tailnet, "remove-server", "--yes", "--no-input", str(path), "host2")
     assert unknown.returncode == 2 and "not a server" in unknown.stderr
     assert path.read_text() == before
+
+    # Back in (a logged-out host enrolls again as a new device), then out with --uninstall.
+    again = tsops(tailnet, "add-server", "--yes", "--no-input", str(path), "host2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    device = next(d for d in tailnet.control.state.devices() if d.hostname == "host2")
+    assert device.tags == ["tag:server"]
+    gone = tsops(tailnet, "remove-server", "--uninstall", "--yes", "--no-input", str(path),
+                 "host2")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert path.read_text() == before
+    assert not any(d.hostname == "host2" for d in tailnet.control.state.devices())
+    package = lab.host("host2").nsenter(
+        "dpkg-query -W -f='${Status}' tailscale; command -v tailscale || true").stdout
+    assert package == "deinstall ok config-files"  # removed, its configuration kept
