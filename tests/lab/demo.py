@@ -2,8 +2,8 @@
 
 It boots the hosts that inventories/lab.yaml names, serves the simulated tailnet on the lab
 bridge, and runs tsops as an operator would: check, plan, bootstrap (the recorder on host3 and
-its health gate, the servers, then the policy file), and bootstrap again to show that a
-converged rerun changes nothing. Then an SSH session to host1 is opened the way Tailscale SSH
+its health gate, the servers, then the policy file), bootstrap again to show that a
+converged rerun changes nothing, and status to show that nothing drifted. Then an SSH session to host1 is opened the way Tailscale SSH
 does it, and its recording is shown where the recorder wrote it.
 """
 
@@ -59,6 +59,7 @@ def main() -> int:
                 ["plan", inventory],
                 ["bootstrap", "--yes", inventory],
                 ["bootstrap", "--yes", inventory],
+                ["status", inventory],
             ]
             for args in steps:
                 say("tsops " + " ".join(args))
