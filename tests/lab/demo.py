@@ -2,9 +2,9 @@
 
 It boots the hosts that inventories/lab.yaml names, serves the simulated tailnet on the lab
 bridge, and runs tsops as an operator would: check, plan, bootstrap (the recorder on host3 and
-its health gate, the servers, then the policy file), bootstrap again to show that a
-converged rerun changes nothing, and status to show that nothing drifted. Then an SSH session to host1 is opened the way Tailscale SSH
-does it, and its recording is shown where the recorder wrote it.
+its health gate, the servers, then the policy file), bootstrap again to show that a converged
+rerun changes nothing, and status to show that nothing drifted. Then an SSH session to host1 is
+opened the way Tailscale SSH does it, and its recording is shown where the recorder wrote it.
 """
 
 from __future__ import annotations
