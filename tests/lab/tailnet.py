@@ -33,6 +33,10 @@ SEED_POLICY = """\
 }
 """
 
+# The ssh rule of the lab's main-job inventories: every member to every server, recorded.
+RECORDED_RULE = {"name": "servers-recorded", "src": ["autogroup:member"], "dst": ["tag:server"],
+                 "users": ["autogroup:nonroot", "root"], "enforce_recorder": True}
+
 
 @dataclass
 class LabTailnet:
@@ -73,6 +77,33 @@ class LabTailnet:
         }
         with path.open("w") as out:
             YAML().dump(document, out)
+        return path
+
+
+    def recorded_inventory(
+        self,
+        folder: Path,
+        servers: dict[str, tuple[str, ...]],
+        recorder: str = "host3",
+        min_free_gb: int | None = None,
+    ) -> Path:
+        """The whole main job: these servers, one binary recorder writing to a local
+        directory, the lab's ssh rule, and policy history kept under `folder`."""
+        from tests.sim.recorder.bundle import build_executable
+
+        path = self.inventory(folder / "inventory.yaml", servers)
+        yaml = YAML()
+        document = yaml.load(path.read_text())
+        document["recorders"] = {"tag": "tag:recorder", "runtime": "binary",
+                                 "binary": str(build_executable(folder / "tsrecorder")),
+                                 "hosts": {recorder: None}}
+        document["storage"] = {"destination": "/var/lib/tsrecorder/recordings"}
+        if min_free_gb is not None:
+            document["storage"]["min_free_gb"] = min_free_gb
+        document["ssh_rules"] = [dict(RECORDED_RULE)]
+        document["policy"] = {"source": "api", "state_dir": str(folder / "policy-state")}
+        with path.open("w") as out:
+            yaml.dump(document, out)
         return path
 
 

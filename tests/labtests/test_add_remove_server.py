@@ -6,38 +6,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab
-from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
-from tests.labtests.test_main_job import RULE, bootstrap, policy_writes
-from tests.sim.recorder.bundle import allow_port_80, build_executable
-
-
-@pytest.fixture
-def tailnet(lab: Lab) -> Iterator[LabTailnet]:
-    """The simulated tailnet around the lab."""
-    with lab_tailnet(lab) as running:
-        yield running
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.labtests.test_main_job import bootstrap, policy_writes
+from tests.sim.recorder.bundle import allow_port_80
 
 
 def commented_inventory(tailnet: LabTailnet, tmp_path: Path) -> Path:
     """host1 the only server, host3 the recorder, one rule; host2 left out; comments about."""
-    path = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": ()})
-    yaml = YAML()
-    document = yaml.load(path.read_text())
-    document["recorders"] = {"tag": "tag:recorder", "runtime": "binary",
-                             "binary": str(build_executable(tmp_path / "tsrecorder")),
-                             "hosts": {"host3": None}}
-    document["storage"] = {"destination": "/var/lib/tsrecorder/recordings"}
-    document["ssh_rules"] = [RULE]
-    document["policy"] = {"source": "api", "state_dir": str(tmp_path / "policy-state")}
-    with path.open("w") as out:
-        yaml.dump(document, out)
+    path = tailnet.recorded_inventory(tmp_path, {"host1": ()})
     text = path.read_text()
     assert "  hosts:\n    host1:\n" in text
     text = ("# The lab's inventory: these comments must survive.\n"

@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.lab.lab import Lab
-from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 
 SERVERS = {
     "host1": (),
@@ -23,13 +22,6 @@ SERVERS = {
     "host3": ("tag:web",),
     "host4": ("tag:db", "tag:web"),
 }
-
-
-@pytest.fixture
-def tailnet(lab: Lab) -> Iterator[LabTailnet]:
-    """The simulated tailnet around the lab."""
-    with lab_tailnet(lab) as running:
-        yield running
 
 
 def tsops(tailnet: LabTailnet, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.lab.lab import Lab
-from tests.lab.tailnet import LabTailnet, lab_tailnet
+from tests.lab.tailnet import LabTailnet
 from tests.labtests.test_bootstrap import devices, tsops
-
-
-@pytest.fixture
-def tailnet(lab: Lab) -> Iterator[LabTailnet]:
-    """The simulated tailnet around the lab."""
-    with lab_tailnet(lab) as running:
-        yield running
 
 
 @pytest.mark.lab(hosts=3)

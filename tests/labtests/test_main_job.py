@@ -6,46 +6,24 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab
-from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
-from tests.sim.recorder.bundle import allow_port_80, build_executable
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.sim.recorder.bundle import allow_port_80
 from tests.sim.recorder.cast import SourceNode, shell_output
 from tests.sim.recorder.session import Outcome, run_session
 
 ALICE = SourceNode("alice-laptop.example.ts.net", "nALICE1CNTRL", login="alice@example.com",
                    user_id=1)
-RULE = {"name": "servers-recorded", "src": ["autogroup:member"], "dst": ["tag:server"],
-        "users": ["autogroup:nonroot", "root"], "enforce_recorder": True}
-
-
-@pytest.fixture
-def tailnet(lab: Lab) -> Iterator[LabTailnet]:
-    """The simulated tailnet around the lab."""
-    with lab_tailnet(lab) as running:
-        yield running
 
 
 def inventory(tailnet: LabTailnet, tmp_path: Path) -> Path:
     """host1, host2 servers; host3 the recorder writing to a local directory; one ssh rule."""
-    path = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": (), "host2": ("tag:db",)})
-    yaml = YAML()
-    document = yaml.load(path.read_text())
-    document["recorders"] = {"tag": "tag:recorder", "runtime": "binary",
-                             "binary": str(build_executable(tmp_path / "tsrecorder")),
-                             "hosts": {"host3": None}}
-    document["storage"] = {"destination": "/var/lib/tsrecorder/recordings"}
-    document["ssh_rules"] = [RULE]
-    document["policy"] = {"source": "api", "state_dir": str(tmp_path / "policy-state")}
-    with path.open("w") as out:
-        yaml.dump(document, out)
-    return path
+    return tailnet.recorded_inventory(tmp_path, {"host1": (), "host2": ("tag:db",)})
 
 
 def bootstrap(tailnet: LabTailnet, path: Path) -> tuple[int, dict[str, Any], str]:

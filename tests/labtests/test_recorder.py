@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab, LabHost
 from tests.lab.s3 import S3Server, free_port
-from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 from tests.sim.control.state import Device
 from tests.sim.recorder.bundle import allow_port_80, build_executable
 from tests.sim.recorder.cast import shell_output
@@ -40,13 +40,6 @@ SSH_POLICY = """\
   }],
 }
 """
-
-
-@pytest.fixture
-def tailnet(lab: Lab) -> Iterator[LabTailnet]:
-    """The simulated tailnet around the lab."""
-    with lab_tailnet(lab) as running:
-        yield running
 
 
 @pytest.fixture

@@ -6,24 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab
-from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet, lab_tailnet
-from tests.labtests.test_main_job import bootstrap, inventory
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.labtests.test_main_job import bootstrap
 from tests.sim.recorder.bundle import allow_port_80
-
-
-@pytest.fixture
-def tailnet(lab: Lab) -> Iterator[LabTailnet]:
-    """The simulated tailnet around the lab."""
-    with lab_tailnet(lab) as running:
-        yield running
 
 
 def status(tailnet: LabTailnet, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,13 +36,9 @@ def test_status_clean_then_each_drift_then_a_host_down(
     lab: Lab, tailnet: LabTailnet, tmp_path: Path
 ) -> None:
     allow_port_80(lab.host("host3"))
-    path = inventory(tailnet, tmp_path)
     # The lab's overlay has a few GiB free; the default threshold (10 GiB) would be drift.
-    yaml = YAML()
-    document = yaml.load(path.read_text())
-    document["storage"]["min_free_gb"] = 1
-    with path.open("w") as out:
-        yaml.dump(document, out)
+    path = tailnet.recorded_inventory(tmp_path, {"host1": (), "host2": ("tag:db",)},
+                                      min_free_gb=1)
     code, _, stderr = bootstrap(tailnet, path)
     assert code == 0, stderr
     state = tailnet.control.state
