@@ -475,6 +475,29 @@ def status(
     run_status(inventory, limit or [], concurrency, no_input, _output(output))
 
 
+DEFAULT_CANARY_TIMEOUT = 30.0
+CanaryTimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", help="Seconds to wait for the canary's recording to appear.")]
+
+
+@app.command()
+def verify(
+    inventory: InventoryArg,
+    limit: LimitOpt = None,
+    user: Annotated[str | None, typer.Option(
+        "--user", help="Local user of the canary sessions (default: each rule's first "
+        "concrete user, like root).")] = None,
+    timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
+    concurrency: ConcurrencyOpt = 8,
+    output: OutputOpt = Output.table,
+    no_input: NoInputOpt = False,
+) -> None:
+    """Prove each server recorded: a canary session, then its recording at the destination."""
+    from tsops.cli.verify import run_verify
+
+    run_verify(inventory, limit or [], user, timeout, concurrency, no_input, _output(output))
+
+
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show the inventory diff and the plan; change nothing.")
 ]
@@ -501,15 +524,23 @@ def add_server(
     allow_unverified_recorder: Annotated[bool, typer.Option(
         "--allow-unverified-recorder",
         help="Write enforceRecorder: true even when no recorder is seen online.")] = False,
+    skip_canary: Annotated[bool, typer.Option(
+        "--skip-canary", help="Do not prove the new server is recorded (see tsops verify).")
+    ] = False,
+    canary_user: Annotated[str | None, typer.Option(
+        "--canary-user", help="Local user of the canary session (default: the rule's first "
+        "concrete user, like root).")] = None,
+    canary_timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
 ) -> None:
-    """Add a server to the inventory, enroll it alone and extend the policy if needed."""
+    """Add a server to the inventory, enroll it alone, extend the policy, prove it recorded."""
     from tsops.cli.servers import run_add_server
     from tsops.inventory.edit import NewHost
 
     new = NewHost(host, group=group, tags=tuple(tag or ()), user=user, port=port,
                   address=address)
     run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
-                   allow_unverified=allow_unverified_recorder)
+                   allow_unverified=allow_unverified_recorder, canary=not skip_canary,
+                   canary_user=canary_user, canary_timeout=canary_timeout)
 
 
 @app.command("remove-server")

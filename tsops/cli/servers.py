@@ -22,6 +22,7 @@ from tsops.inventory.edit import Edit, NewHost, add_host, remove_host
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 
 if TYPE_CHECKING:
+    from tsops.canary import CanaryResult
     from tsops.engine import Engine, HostResult
     from tsops.plan import HostPlan
     from tsops.remote import Remote
@@ -54,7 +55,8 @@ class Outcome:
 
 
 def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_input: bool,
-                   allow_unverified: bool) -> None:
+                   allow_unverified: bool, canary: bool = True, canary_user: str | None = None,
+                   canary_timeout: float = 30.0) -> None:
     """Add `host` to the inventory, enroll it alone, extend the policy when it must."""
     from tsops.policy.apply import diff_policy
 
@@ -88,10 +90,13 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
             policy_error = (_extend_policy(inventory, engine.api, allow_unverified, no_input)
                             if policy_changes else None)
             result = _enroll(engine, plan)
+            proof = (_prove(inventory, engine.api, target, canary, canary_user, canary_timeout)
+                     if policy_error is None and result.outcome not in ("failed", "skipped")
+                     else None)
         finally:
             engine.close()
             engine.api.close()
-    _report_add(path, host.name, result, policy_error)
+    _report_add(path, host.name, result, policy_error, proof)
 
 
 def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, dry_run: bool,
@@ -110,7 +115,7 @@ def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, d
     with _candidate(path, edit) as (candidate, _):
         _print_inventory_diff(path, before, edit.text)
         api = connect_api(inventory, no_input)
-        remote = _remote(inventory, target)
+        remote = remote_for(inventory, target)
         try:
             node_id, unreachable = _node_id(remote)
             device, problem = _find_device(api.list_devices(), target, node_id)
@@ -166,10 +171,11 @@ def _engine(inventory: LoadedInventory, target: Target, no_input: bool) -> Engin
     from tsops.engine import Engine
 
     return Engine(inventory=inventory, targets=(target,), api=connect_api(inventory, no_input),
-                  concurrency=1, connect=lambda t: _remote(inventory, t))
+                  concurrency=1, connect=lambda t: remote_for(inventory, t))
 
 
-def _remote(inventory: LoadedInventory, target: Target) -> Remote:
+def remote_for(inventory: LoadedInventory, target: Target) -> Remote:
+    """A management SSH connection to `target`, with the inventory's ssh_config."""
     from tsops.remote import Remote
 
     configured = inventory.model.connection.ssh_config
@@ -235,18 +241,43 @@ def _enroll(engine: Engine, plan: HostPlan) -> HostResult:
     return engine.apply([plan])[0]
 
 
-def _report_add(path: Path, name: str, result: HostResult, policy_error: str | None) -> None:
+def _prove(inventory: LoadedInventory, api: TailscaleApi, target: Target, canary: bool,
+           user: str | None, timeout: float) -> CanaryResult | None:
+    """A canary session to the new server and its recording at the destination (or None)."""
+    from tsops.cli.verify import check_verifiable, verify_servers
+
+    if not canary:
+        console.warning(f"{target.name}: --skip-canary: nothing proved that its sessions are "
+                        f"recorded; `tsops verify {inventory.path} --limit {target.name}` does")
+        return None
+    try:
+        check_verifiable(inventory)
+    except UsageError as error:
+        console.warning(f"{target.name}: no canary: {error.message}")
+        return None
+    return verify_servers(inventory, api, [target], user, timeout)[0]
+
+
+def _report_add(path: Path, name: str, result: HostResult, policy_error: str | None,
+                proof: CanaryResult | None) -> None:
     if policy_error is not None:
         console.error(f"policy file: failed: {policy_error}")
     if result.outcome in ("failed", "skipped"):
         console.error(f"{name}: enrollment {result.outcome}: {result.reason}. The host stays in "
                       f"{path}: fix the cause, then `tsops bootstrap {path}` converges it")
     else:
-        console.line(f"{name}: {result.outcome}, enrolled with its tags and Tailscale SSH on "
-                     "(a canary recording is not proved yet: run a session and check the "
-                     "recorder)")
+        console.line(f"{name}: {result.outcome}, enrolled with its tags and Tailscale SSH on")
     if policy_error is not None or result.outcome in ("failed", "skipped"):
         sys.exit(ExitCode.FAILED)
+    if proof is None:
+        return
+    if proof.state == "recorded":
+        console.line(f"{name}: recorded: a canary session as {proof.user} "
+                     f"landed at {proof.key} after {proof.seconds or 0:.1f} s")
+        return
+    console.error(f"{name}: {proof.state}: {proof.detail}. It is enrolled and in {path}; "
+                  f"fix the cause, then `tsops verify {path} --limit {name}`")
+    sys.exit(ExitCode.FAILED if proof.state == "error" else ExitCode.DRIFT)
 
 
 def _node_id(remote: Remote) -> tuple[str | None, str | None]:
