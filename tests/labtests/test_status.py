@@ -12,8 +12,18 @@ from typing import Any
 import pytest
 
 from tests.lab.lab import Lab
+from tests.lab.s3 import S3Server
 from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 from tests.labtests.test_main_job import bootstrap
+from tests.labtests.test_recorder import (  # noqa: F401 (lab_s3 and executable are fixtures)
+    BUCKET,
+    executable,
+    lab_s3,
+    s3_storage,
+    write_inventory,
+)
+from tests.labtests.test_recorder import bootstrap as recorder_bootstrap
+from tests.labtests.test_recorder import tsops as recorder_tsops
 from tests.sim.recorder.bundle import allow_port_80
 
 
@@ -102,3 +112,39 @@ def test_status_clean_then_each_drift_then_a_host_down(
                     if c["name"] == "enrolled")
     assert enrolled["actual"] == "tailscaled inactive"
     assert checks(report)[("host3", "unit")] == "drift"
+
+
+@pytest.mark.lab(hosts=1)
+def test_status_sees_a_bucket_policy_changed_by_hand(
+    lab: Lab, tailnet: LabTailnet, lab_s3: S3Server, executable: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    host = lab.hosts[0]
+    allow_port_80(host)
+    path = write_inventory(tailnet, tmp_path / "inventory.yaml", [host.name],
+                           s3_storage(lab_s3), executable)
+    recorder_bootstrap(tailnet, path)
+    env = ("--no-input",)
+    clean = recorder_tsops(tailnet, "status", *env, "-o", "json", str(path))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout)["storage"]["state"] == "ok"
+
+    # Someone loosens the bucket by hand: the deny-deletes statement goes.
+    s3 = lab_s3.client()
+    document = json.loads(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    document["Statement"] = [s for s in document["Statement"]
+                             if s.get("Sid") != "DenyDeletingRecordings"]
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(document))
+    drift = recorder_tsops(tailnet, "status", *env, "-o", "json", str(path))
+    assert drift.returncode == 3, drift.stdout + drift.stderr
+    report = json.loads(drift.stdout)
+    assert report["storage"]["state"] == "drift"
+    assert "bucket policy" in report["storage"]["actual"]
+    assert checks(report)[(host.name, "destination")] == "drift"
+    assert {state for key, state in checks(report).items()
+            if key != (host.name, "destination")} == {"ok"}
+
+    # The next bootstrap puts it back, and status is clean again.
+    recorder_bootstrap(tailnet, path)
+    again = recorder_tsops(tailnet, "status", *env, "-o", "json", str(path))
+    assert again.returncode == 0, again.stdout + again.stderr
