@@ -560,3 +560,62 @@ def remove_server(
 
     run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
                       yes=yes, no_input=no_input)
+
+
+class LockMode(StrEnum):
+    """S3 Object Lock modes for a new bucket."""
+
+    compliance = "compliance"
+    governance = "governance"
+    off = "off"
+
+
+@app.command("rotate-storage")
+def rotate_storage(
+    inventory: InventoryArg,
+    to: Annotated[str, typer.Option(
+        "--to", help="The new destination: s3://BUCKET or an absolute directory.",
+        show_default=False)],
+    migrate: Annotated[bool, typer.Option(
+        "--migrate", help="Copy every existing recording there, verified by SHA-256; rerun "
+                          "to resume.")] = False,
+    endpoint: Annotated[str | None, typer.Option(
+        "--endpoint", help="S3 endpoint URL of the new bucket (default: the current one).")
+    ] = None,
+    region: Annotated[str | None, typer.Option(
+        "--region", help="Region of the new bucket (default: the current one).")] = None,
+    allow_plain_http: Annotated[bool, typer.Option(
+        "--allow-plain-http", help="Allow an http:// --endpoint (lab stores only).")] = False,
+    access_key_env: Annotated[str | None, typer.Option(
+        "--access-key-env", help="Environment variable NAME holding the recorder's access key "
+                                 "id.")] = None,
+    secret_key_env: Annotated[str | None, typer.Option(
+        "--secret-key-env", help="Environment variable NAME holding the recorder's secret "
+                                 "key.")] = None,
+    access_key_keyring: Annotated[str | None, typer.Option(
+        "--access-key-keyring", help="Keyring entry SERVICE/NAME of the access key id.")] = None,
+    secret_key_keyring: Annotated[str | None, typer.Option(
+        "--secret-key-keyring", help="Keyring entry SERVICE/NAME of the secret key.")] = None,
+    object_lock: Annotated[LockMode | None, typer.Option(
+        "--object-lock", help="Object Lock of a new bucket (default: the current setting).")
+    ] = None,
+    retention_days: Annotated[int | None, typer.Option(
+        "--retention-days", help="Default retention with --object-lock.")] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Recordings copied at once by --migrate.")] = 8,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show the plan and the inventory diff; change nothing.")] = False,
+    yes: YesOpt = False,
+    no_input: NoInputOpt = False,
+) -> None:
+    """Move the recorders to a new destination one at a time, then update the inventory."""
+    from tsops.cli.rotate import run_rotate
+    from tsops.rotation.target import RotateOptions
+
+    options = RotateOptions(
+        to=to, endpoint=endpoint, region=region, allow_plain_http=allow_plain_http,
+        access_key_env=access_key_env, secret_key_env=secret_key_env,
+        access_key_keyring=access_key_keyring, secret_key_keyring=secret_key_keyring,
+        object_lock=object_lock.value if object_lock is not None else None,
+        retention_days=retention_days, migrate=migrate)
+    run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input, workers=workers)

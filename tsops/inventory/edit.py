@@ -263,3 +263,66 @@ def _host_lines(host: NewHost, key: int, child: int, flow: bool, dash: int) -> l
         fields.append(f"{' ' * child}tags:\n")
         fields += [f"{' ' * (child + dash)}- {_scalar(t)}\n" for t in host.tags]
     return [f"{' ' * key}{_scalar(host.name)}:\n", *fields]
+
+
+def set_storage(text: str, changes: dict[str, Any]) -> Edit:
+    """Set (or, with None, remove) fields of the `storage` block; every other byte stays.
+
+    A scalar that replaces a scalar keeps the line's own comment; a new field goes after the
+    block's last field, indented like its siblings, nested mappings in block style.
+    """
+    document = _parse(text)
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    storage = document.get("storage")
+    if not isinstance(storage, CommentedMap) or not storage or storage.fa.flow_style():
+        raise UsageError("storage: not a block mapping tsops can edit line by line; "
+                         "edit the storage section by hand")
+    column = int(storage.lc.key(next(iter(storage)))[1])
+    step = _indent_step(document)
+    edits: list[tuple[int, int, list[str]]] = []
+    appended: list[str] = []
+    for key, value in changes.items():
+        if key in storage:
+            row = int(storage.lc.key(key)[0])
+            end = _block_end(lines, row, column)
+            if value is None:
+                edits.append((row, end, []))
+            elif not isinstance(value, dict) and end == row + 1 and not isinstance(
+                    storage[key], CommentedMap | CommentedSeq):
+                edits.append((row, end, [_replace_scalar(lines[row], value)]))
+            else:
+                edits.append((row, end, _field_lines(key, value, column, step)))
+        elif value is not None:
+            appended += _field_lines(key, value, column, step)
+    if appended:
+        end = _mapping_end(lines, storage, column)
+        edits.append((end, end, appended))
+    for first, last, new in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        lines[first:last] = new
+    rows = [e[0] for e in edits]
+    return Edit("".join(lines), min(rows, default=0), max(rows, default=0))
+
+
+def _replace_scalar(line: str, value: str | int | bool) -> str:
+    """The line `key: old  # comment` with the new value, the comment kept."""
+    match = re.match(r"^(\s*[^\s:#][^:#]*:[ \t]*)([^#\n]*?)([ \t]+#[^\n]*)?(\r?\n)?$", line)
+    if match is None:
+        raise UsageError(f"cannot edit the line {line.strip()!r} in place; edit it by hand")
+    return f"{match.group(1)}{_value(value)}{match.group(3) or ''}{match.group(4) or ''}"
+
+
+def _value(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _scalar(value)
+
+
+def _field_lines(key: str, value: Any, column: int, step: int) -> list[str]:
+    """`key: value`, or `key:` and its nested fields in block style."""
+    if isinstance(value, dict):
+        nested = [line for k, v in value.items() for line in
+                  _field_lines(str(k), v, column + step, step)]
+        return [f"{' ' * column}{key}:\n", *nested]
+    return [f"{' ' * column}{key}: {_value(value)}\n"]

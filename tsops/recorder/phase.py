@@ -171,6 +171,10 @@ class RecorderPhase:
         for remote in self.remotes.values():
             remote.close()
 
+    def remote(self, target: Target) -> RemoteLike:
+        """The connection to a recorder host, opened once and shared by this phase."""
+        return self._remote(target)
+
     def _remote(self, target: Target) -> RemoteLike:
         with self._lock:
             if target.name not in self.remotes:
@@ -208,14 +212,24 @@ class RecorderPhase:
                 bucket = plan_bucket(storage, self.ui, facts)
             except S3Error as error:
                 bucket = BucketPlan(storage.bucket, problem=error.message)
+        return RecorderPlans(storage, bucket, facts, self.plan_hosts(self.inventory.recorders))
+
+    def plan_hosts(self, targets: tuple[Target, ...]) -> list[RecorderHostPlan]:
+        """Probe these recorder hosts (one round trip each, in parallel) and plan them."""
         keys = self._recorder_keys()
         env = render_env(*(keys or (None, None)))
         binary = self._binary()
         devices = self.api.list_devices()
-        targets = self.inventory.recorders
         with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-            hosts = list(pool.map(lambda t: self._plan_host(t, env, binary, devices), targets))
-        return RecorderPlans(storage, bucket, facts, hosts)
+            return list(pool.map(lambda t: self._plan_host(t, env, binary, devices), targets))
+
+    def apply_host(self, plan: RecorderHostPlan, changed_storage: bool) -> RecorderResult:
+        """Deploy one planned recorder host and run its health gate (canary rewritten)."""
+        return self._apply_host(plan, self._binary(), changed_storage)
+
+    def s3_canary(self, target: Target) -> str:
+        """Write a canary with the recorder's keys and read it back (an S3 destination)."""
+        return self._s3_canary(target, True)
 
     def _plan_host(self, target: Target, env: str, binary: tuple[Path, str] | None,
                    devices: list[Device]) -> RecorderHostPlan:
