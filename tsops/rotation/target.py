@@ -173,15 +173,13 @@ def same_destination(current: Storage, options: RotateOptions) -> bool:
     return norm(current.destination) == norm(options.to)
 
 
+OPTION_OF = {"endpoint": "--endpoint", "region": "--region",
+             "allow_plain_http": "--allow-plain-http",
+             "credentials": "--access-key-*/--secret-key-*", "object_lock": "--object-lock"}
+
+
 def settings_differ(current: Storage, options: RotateOptions) -> list[str]:
     """Options that would change the destination already in use (a rotation cannot do that)."""
-    differing = []
-    if options.endpoint is not None and options.endpoint.rstrip("/") != current.endpoint:
-        differing.append("--endpoint")
-    if options.region is not None and options.region != current.region:
-        differing.append("--region")
-    if options.credentials_given:
-        differing.append("--access-key-*/--secret-key-*")
-    if options.object_lock is not None:
-        differing.append("--object-lock")
-    return differing
+    have = current.model_dump(mode="json", exclude_defaults=True)
+    return [OPTION_OF.get(name, name) for name, value in storage_changes(current, options).items()
+            if name != "destination" and value != have.get(name)]
