@@ -13,7 +13,9 @@ mkdir -p "$work"
 debootstrap --variant=minbase bookworm "$work" "$mirror"
 
 # Packages a lab host needs: systemd as PID 1, sshd, networking tools, and python3 for the
-# simulators that later run inside hosts. Nothing more, so hosts look like a minimal server.
+# simulators that later run inside hosts (paramiko and h2 for the simulated tailscaled's
+# Tailscale SSH server and its recording uploads). Nothing more, so hosts look like a minimal
+# server.
 cat > "$work/usr/sbin/policy-rc.d" <<'POL'
 #!/bin/sh
 exit 101
@@ -23,7 +25,7 @@ for fs in proc sys dev; do mount --bind "/$fs" "$work/$fs"; done
 trap 'for fs in dev sys proc; do umount -l "$work/$fs" 2>/dev/null || true; done' EXIT
 chroot "$work" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
   systemd systemd-sysv dbus openssh-server iproute2 iputils-ping procps python3 sudo \
-  ca-certificates curl gnupg
+  ca-certificates curl gnupg python3-paramiko python3-h2
 chroot "$work" apt-get clean
 for fs in dev sys proc; do umount -l "$work/$fs"; done
 trap - EXIT

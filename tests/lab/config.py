@@ -15,6 +15,13 @@ SLOT_PREFIXLEN = 24
 GATEWAY_OFFSET = 1
 FIRST_HOST_OFFSET = 11
 
+# The lab's tailnet: Tailscale hands out IPv4 addresses in 100.64.0.0/10. Each lab slot has its
+# own /24 there (slot N: 100.64.N.0/24 with the default network), where its control simulator
+# hands out node addresses; the first address is the control machine's own node (the
+# operator), put on the lab bridge so that tailnet traffic to the lab's nodes rides the bridge.
+TAILNET_NETWORK = ipaddress.IPv4Network("100.64.0.0/10")
+OPERATOR_OFFSET = 1
+
 # The Debian rootfs is built once and cached outside the repository.
 CACHE_DIR = Path(os.environ.get("TSOPS_LAB_CACHE", "/var/cache/tsops-lab"))
 # Live state of running labs: keys, logs and a record of what each created, for cleanup.
@@ -46,3 +53,12 @@ def slot_network(slot: int) -> ipaddress.IPv4Network:
 def slot_count() -> int:
     """Return how many labs may run at once on this machine."""
     return int(2 ** (SLOT_PREFIXLEN - LAB_NETWORK.prefixlen))
+
+
+def slot_tailnet(slot: int) -> ipaddress.IPv4Network:
+    """Return the /24 of the tailnet range that lab slot `slot` hands out node addresses in."""
+    slot_network(slot)  # the same range check
+    size = 2 ** (32 - SLOT_PREFIXLEN)
+    return ipaddress.IPv4Network(
+        (int(TAILNET_NETWORK.network_address) + slot * size, SLOT_PREFIXLEN)
+    )

@@ -155,6 +155,16 @@ class Lab(Managed):
         return str(self.network[config.GATEWAY_OFFSET])
 
     @property
+    def tailnet_network(self) -> ipaddress.IPv4Network:
+        """The /24 of the tailnet range this lab's control simulator hands out (see config)."""
+        return config.slot_tailnet(self.slot)
+
+    @property
+    def operator_address(self) -> str:
+        """The control machine's tailnet address, on the lab bridge (the operator's node)."""
+        return str(self.tailnet_network[config.OPERATOR_OFFSET])
+
+    @property
     def bridge(self) -> str:
         """The lab bridge's interface name."""
         return f"{config.NAME_PREFIX}{self.slot}br"
@@ -273,6 +283,11 @@ class Lab(Managed):
         self.journal.add_link(self.bridge)
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
         run(["ip", "addr", "add", f"{self.gateway}/{self.network.prefixlen}", "dev", self.bridge])
+        # The control machine's tailnet address: its connections to the lab's tailnet
+        # prefix leave through the bridge, from this address (no WireGuard in the lab). It goes
+        # with the bridge.
+        run(["ip", "addr", "add", f"{self.operator_address}/{self.tailnet_network.prefixlen}",
+             "dev", self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])
 
     def _create_host_network(self, index: int, name: str) -> LabHost:
@@ -292,6 +307,10 @@ class Lab(Managed):
         run(["ip", "-n", netns, "link", "set", "lo", "up"])
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
              "-f", str(workdir / "ssh_host_ed25519_key")])
+        # OpenSSH listens on the lab address only, so that the node's tailnet address :22 is
+        # free for Tailscale SSH (tailscaled), as on a real server where sshd and Tailscale SSH
+        # each answer on their own address.
+        (workdir / "sshd_listen.conf").write_text(f"ListenAddress {ip}:22\n")
         return LabHost(name=name, ip=ip, netns=netns, veth=veth, workdir=workdir, lab=self)
 
     def _write_ssh_files(self) -> None:
@@ -315,10 +334,15 @@ class Lab(Managed):
             # Without a host systemd to register with, these are the flags that work here.
             "--register=no", "--keep-unit", "--volatile=overlay",
             f"--network-namespace-path=/run/netns/{host.netns}",
+            # The host's own network namespace is its to configure, as on a real server
+            # (tailscaled puts its tailnet address on eth0): nspawn grants CAP_NET_ADMIN only
+            # with --private-network, which cannot be combined with a given namespace.
+            "--capability=CAP_NET_ADMIN",
             "--console=read-only", f"--hostname={host.name}", f"--machine={self._machine(host)}",
             f"--bind-ro={key}:/etc/ssh/ssh_host_ed25519_key",
             f"--bind-ro={key}.pub:/etc/ssh/ssh_host_ed25519_key.pub",
             f"--bind-ro={self.client_key}.pub:/root/.ssh/authorized_keys",
+            f"--bind-ro={host.workdir / 'sshd_listen.conf'}:/etc/ssh/sshd_config.d/listen.conf",
         ]
         # Each container gets cgroups of its own: containers sharing one race each other when
         # their systemd creates and removes the same unit cgroups (seen: "Failed at step CGROUP").

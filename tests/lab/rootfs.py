@@ -105,10 +105,24 @@ def ensure_rootfs(log: Path | None = None) -> Path:
 
 
 def _remove_stale_builds(keep: Path) -> None:
-    """Delete rootfs trees made by older build scripts; they are never booted again."""
+    """Delete rootfs trees made by older build scripts, except those a running lab still boots
+    from (another lab, started before the script changed, keeps its hosts)."""
     for other in config.CACHE_DIR.glob(f"rootfs-{config.DEBIAN_SUITE}-*"):
-        if other != keep and other.is_dir():
+        if other != keep and other.is_dir() and not _in_use(other):
             shutil.rmtree(other, ignore_errors=True)
+
+
+def _in_use(rootfs: Path) -> bool:
+    """Whether a running systemd-nspawn boots from `rootfs`."""
+    wanted = f"--directory={rootfs}".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if wanted in (proc / "cmdline").read_bytes().split(b"\0"):
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 if __name__ == "__main__":

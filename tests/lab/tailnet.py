@@ -1,14 +1,22 @@
 """A lab with a simulated tailnet around it: control plane and package repository on the bridge.
 
 What tsops flows (bootstrap, policy, recorders) need in the lab, in one place, for the tests
-and for `make demo`.
+and for `make demo`. The control simulator hands out tailnet addresses in the lab's own prefix
+(`lab.tailnet_network`), so that enrolled hosts answer Tailscale SSH on their tailnet address
+from the control machine, which is itself a node of the tailnet (`LabTailnet.operator`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +41,81 @@ SEED_POLICY = """\
 }
 """
 
+# The control machine's own node: owned by a tailnet member (matches autogroup:member).
+OPERATOR_LOGIN = "ops@example.com"
+OPERATOR_HOSTNAME = "tsops-control"
+OPERATOR_POLL_S = 5.0  # it heartbeats like any node, so it stays online
+SSH_TIMEOUT_S = 30.0
+
 # The ssh rule of the lab's main-job inventories: every member to every server, recorded.
 RECORDED_RULE = {"name": "servers-recorded", "src": ["autogroup:member"], "dst": ["tag:server"],
                  "users": ["autogroup:nonroot", "root"], "enforce_recorder": True}
+
+
+@dataclass(frozen=True)
+class Operator:
+    """The control machine as a node of the lab's tailnet: a user-owned (untagged) device."""
+
+    address: str  # its tailnet IPv4 address, on the lab bridge
+    node_id: str  # stable node ID (the srcNodeID of its recorded sessions)
+    login: str  # its owner (srcNodeUser)
+    user_id: int  # srcNodeUserID
+    name: str  # MagicDNS name (srcNode)
+    machine_key: str
+
+
+class TailnetSSHDenied(Exception):
+    """Tailscale SSH refused the login (auth failed); `banner` is what the server said."""
+
+    def __init__(self, message: str, banner: str) -> None:
+        super().__init__(f"{message}: {banner.strip()}" if banner else message)
+        self.banner = banner
+
+
+def tailnet_ssh_to(
+    address: str, user: str, command: str, timeout: float = SSH_TIMEOUT_S
+) -> tuple[int, str, str]:
+    """Run `command` over Tailscale SSH at `address`:22, as tsops does: paramiko, the `none`
+    auth method, any host key; return (exit status, stdout, stderr).
+
+    Raises OSError when nothing answers (refused, unreachable), TailnetSSHDenied when the
+    login is refused, TimeoutError when the session does not end in time.
+    """
+    import paramiko
+
+    sock = socket.create_connection((address, 22), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        try:
+            transport.auth_none(user)
+        except (paramiko.SSHException, EOFError) as error:
+            handler = transport.auth_handler
+            banner = handler.banner if handler is not None else None
+            text = banner.decode(errors="replace") if isinstance(banner, bytes) else banner or ""
+            raise TailnetSSHDenied(f"Tailscale SSH to {address} as {user}: {error}",
+                                   text) from None
+        channel = transport.open_session(timeout=timeout)
+        channel.exec_command(command)
+        channel.shutdown_write()
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            if channel.recv_ready():
+                out += channel.recv(65536)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                break
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"`{command}` on {address} did not end in {timeout}s")
+            else:
+                time.sleep(0.01)
+        status = channel.recv_exit_status()
+        return status, out.decode(errors="replace"), err.decode(errors="replace")
+    finally:
+        transport.close()
+        sock.close()
 
 
 @dataclass
@@ -46,6 +126,67 @@ class LabTailnet:
     control: ControlServer
     repo: RepoServer
     token: str
+    _operator: Operator | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def operator(self) -> Operator:
+        """The control machine's node; it joins the tailnet the first time it is asked for.
+
+        (Joining adds a device to the tailnet, so tests that count devices are unaffected
+        until they, or tailnet_ssh, ask for it.)
+        """
+        with self._lock:
+            if self._operator is None:
+                self._operator = self._join_operator()
+            return self._operator
+
+    def _join_operator(self) -> Operator:
+        state = self.control.state
+        node = state.add_user_node(OPERATOR_LOGIN, OPERATOR_HOSTNAME, reserved=True,
+                                   endpoint=self.lab.gateway)
+        ipv4 = node["addresses"][0]
+        if ipv4 != self.lab.operator_address:
+            raise RuntimeError(f"the operator got {ipv4}, not {self.lab.operator_address}")
+        machine_key = str(node["machineKey"])
+
+        def heartbeat() -> None:
+            while not self._stop.wait(OPERATOR_POLL_S):
+                with contextlib.suppress(Exception):
+                    state.poll(machine_key)
+
+        threading.Thread(target=heartbeat, name="operator-heartbeat", daemon=True).start()
+        return Operator(ipv4, node["nodeId"], OPERATOR_LOGIN, state.user_id(OPERATOR_LOGIN),
+                        node["name"], machine_key)
+
+    def stop(self) -> None:
+        """Stop the operator's heartbeat."""
+        self._stop.set()
+
+    def tailnet_address(self, host: str) -> str:
+        """The tailnet IPv4 address of the device named `host`, read as tsops reads it: the
+        API's device list (`GET /api/v2/tailnet/-/devices`, field `addresses`)."""
+        request = urllib.request.Request(
+            f"{self.control.api_url}/tailnet/-/devices",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            devices = json.load(answer)["devices"]
+        for device in devices:
+            if device["hostname"] == host:
+                for address in device["addresses"]:
+                    if "." in address and address.startswith("100."):
+                        return str(address)
+        raise LookupError(f"no device {host!r} with an IPv4 address in the tailnet")
+
+    def tailnet_ssh(
+        self, host: str, user: str, command: str, timeout: float = SSH_TIMEOUT_S
+    ) -> tuple[int, str, str]:
+        """Run `command` as `user` on `host` over Tailscale SSH from the control machine, as
+        tsops does (the operator joins the tailnet first); see tailnet_ssh_to."""
+        self.operator  # noqa: B018 (joins the tailnet)
+        return tailnet_ssh_to(self.tailnet_address(host), user, command, timeout)
 
     def inventory(
         self,
@@ -112,7 +253,11 @@ def lab_tailnet(lab: Lab, control_port: int = 0, repo_port: int = 0) -> Iterator
     """Serve the control simulator and the package repository on the lab's bridge."""
     tree = ensure_repo_tree()
     owners = ",\n".join(f'    "{tag}": ["autogroup:admin"]' for tag in LAB_TAGS)
-    with ControlServer(lab.gateway, control_port) as control, \
-            RepoServer(tree, lab.gateway, repo_port) as repo:
+    with ControlServer(lab.gateway, control_port, ipv4_prefix=str(lab.tailnet_network)) \
+            as control, RepoServer(tree, lab.gateway, repo_port) as repo:
         control.state.seed_policy(SEED_POLICY % owners)
-        yield LabTailnet(lab, control, repo, control.state.create_api_token())
+        tailnet = LabTailnet(lab, control, repo, control.state.create_api_token())
+        try:
+            yield tailnet
+        finally:
+            tailnet.stop()

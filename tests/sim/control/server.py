@@ -305,6 +305,21 @@ def logout(control: ControlServer, request: Request) -> Response:
     return json_response({})
 
 
+@route("POST", "/sim/v1/whois", None)
+def whois(control: ControlServer, request: Request) -> Response:
+    """A node asks who owns a peer's tailnet address (its SSH server's WhoIs)."""
+    body = request.json()
+    return json_response(
+        control.state.whois(_field(body, "machineKey", str), _field(body, "address", str))
+    )
+
+
+@route("POST", "/sim/v1/netmap", None)
+def netmap(control: ControlServer, request: Request) -> Response:
+    """A node fetches its current netmap: itself, its peers, the SSH policy."""
+    return json_response(control.state.netmap(_field(request.json(), "machineKey", str)))
+
+
 def _basic_credentials(header: str) -> tuple[str, str] | None:
     """Return (user, password) from a Basic Authorization header, or None."""
     scheme, _, value = header.partition(" ")
@@ -428,12 +443,16 @@ class ControlServer:
     """The simulated control plane on host:port; a context manager that starts and stops it."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, tailnet: str = "example.com"
+        self, host: str = "127.0.0.1", port: int = 0, tailnet: str = "example.com",
+        ipv4_prefix: str | None = None,
     ) -> None:
-        """Prepare a server for tailnet on host:port (port 0: any free port); start() binds it."""
+        """Prepare a server for tailnet on host:port (port 0: any free port); start() binds it.
+
+        `ipv4_prefix`: the lab's tailnet prefix (see ControlState); None keeps 100.64.0.1...
+        """
         self.host = host
         self.requested_port = port
-        self.state = ControlState(tailnet)
+        self.state = ControlState(tailnet, ipv4_prefix)
         self._http: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 

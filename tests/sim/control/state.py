@@ -25,6 +25,9 @@ SCOPES = frozenset(
 )  # each also has a `:read` variant
 IPV4_BASE = ipaddress.IPv4Address("100.64.0.0")
 IPV6_BASE = ipaddress.IPv6Address("fd7a:115c:a1e0::")
+# Where Tailscale hands out IPv4 addresses (the CGNAT range); a lab's prefix must lie inside.
+TAILNET_IPV4 = ipaddress.IPv4Network("100.64.0.0/10")
+FIRST_USER_ID = 1001  # user IDs are handed out in order from here, one per login
 
 
 class ControlError(Exception):
@@ -177,6 +180,10 @@ class Device:
         """Return whether the device polled within the last ONLINE_SECONDS and is logged in."""
         return self.logged_out is None and now - self.last_seen < ONLINE_SECONDS
 
+    def ipv4(self) -> str:
+        """Return the device's tailnet IPv4 address."""
+        return next(a for a in self.addresses if ipaddress.ip_address(a).version == 4)
+
     def node(self, tailnet: str, suffix: str, now: float) -> dict[str, Any]:
         """Return the enrollment protocol's NODE object."""
         return {
@@ -194,6 +201,20 @@ class Device:
             "magicDNSSuffix": suffix,
             "online": self.online(now),
             "authorized": True,
+        }
+
+    def peer(self, now: float) -> dict[str, Any]:
+        """Return the device as another node's netmap shows it (for SSH and recording)."""
+        return {
+            "id": self.id,
+            "nodeId": self.node_id,
+            "name": self.name,
+            "hostname": self.hostname,
+            "tags": list(self.tags),
+            "addresses": list(self.addresses),
+            "endpoint": self.endpoint,
+            "user": self.user,
+            "online": self.online(now),
         }
 
     def api(self, now: float) -> dict[str, Any]:
@@ -245,13 +266,23 @@ class _Store:
     devices: dict[str, Device] = field(default_factory=dict)
     requests: list[RequestRecord] = field(default_factory=list)
     next_address: int = 1
+    user_ids: dict[str, int] = field(default_factory=dict)
 
 
 class ControlState:
     """The tailnet's state and every rule about changing it; all methods are thread-safe."""
 
-    def __init__(self, tailnet: str) -> None:
-        """Start with the untouched default policy and nothing else."""
+    def __init__(self, tailnet: str, ipv4_prefix: str | None = None) -> None:
+        """Start with the untouched default policy and nothing else.
+
+        `ipv4_prefix` (a network inside 100.64.0.0/10, e.g. a lab's `100.64.3.0/24`): hand out
+        IPv4 addresses inside it, keeping its first address for `add_user_node(reserved=True)`,
+        and announce it to nodes as `simTailnetPrefix` (their data plane); None: addresses
+        from 100.64.0.1 in order and no data plane.
+        """
+        self.ipv4_prefix = None if ipv4_prefix is None else ipaddress.IPv4Network(ipv4_prefix)
+        if self.ipv4_prefix is not None and not self.ipv4_prefix.subnet_of(TAILNET_IPV4):
+            raise ValueError(f"{ipv4_prefix} is not inside {TAILNET_IPV4}")
         self.tailnet = tailnet
         self.magic_dns_suffix = f"tail{hashlib.sha256(tailnet.encode()).hexdigest()[:6]}.ts.net"
         self.admin = f"admin@{tailnet}"
@@ -539,7 +570,7 @@ class ControlState:
             device.logged_out = None
             device.node_key = f"nodekey:{secrets.token_hex(32)}"
             key.uses += 1
-            return device.node(self.tailnet, self.magic_dns_suffix, now)
+            return self._node(device, now)
 
     def poll(
         self,
@@ -561,7 +592,7 @@ class ControlState:
                 device.client_version = client_version
             if endpoint:
                 device.endpoint = endpoint
-            return device.node(self.tailnet, self.magic_dns_suffix, device.last_seen)
+            return self._node(device, device.last_seen)
 
     def logout(self, machine_key: str) -> None:
         """Expire a node's key; an ephemeral node is removed at once."""
@@ -574,14 +605,121 @@ class ControlState:
             else:
                 device.logged_out = self.now()
 
+    def _node(self, device: Device, now: float) -> dict[str, Any]:
+        """Return a device's NODE, with the lab's tailnet prefix when there is one."""
+        node = device.node(self.tailnet, self.magic_dns_suffix, now)
+        if self.ipv4_prefix is not None:
+            node["simTailnetPrefix"] = str(self.ipv4_prefix)
+        return node
+
+    def user_id(self, login: str) -> int:
+        """Return the numeric ID of the user with `login` (made on first use)."""
+        with self._lock:
+            ids = self._store.user_ids
+            return ids.setdefault(login, FIRST_USER_ID + len(ids))
+
+    def add_user_node(
+        self, login: str, hostname: str, *, machine_key: str | None = None, endpoint: str = "",
+        reserved: bool = False,
+    ) -> dict[str, Any]:
+        """Add a node owned by the user `login` (as an interactive login would) and return it.
+
+        `reserved`: give it the first address of the lab prefix (the control machine's).
+        Its machine key is `node["machineKey"]` in the answer; poll with it to keep it online.
+        """
+        with self._lock:
+            now = self.now()
+            if reserved and self.ipv4_prefix is not None:
+                first = str(self.ipv4_prefix.network_address + 1)
+                if any(first in d.addresses for d in self._store.devices.values()):
+                    raise ControlError(409, f"{first} is already a node's address")
+            key = machine_key or "mkey:" + secrets.token_hex(32)
+            if self._by_machine_key(key) is not None:
+                raise ControlError(409, "a node with this machine key exists")
+            device = Device(
+                id=str(secrets.randbelow(9 * 10**15) + 10**15),
+                node_id=_stable_id("n"),
+                machine_key=key,
+                node_key=f"nodekey:{secrets.token_hex(32)}",
+                hostname=hostname,
+                name="",
+                tags=[],
+                addresses=self._addresses(reserved),
+                os="linux",
+                client_version="",
+                endpoint=endpoint,
+                user=login,
+                ssh=False,
+                ephemeral=False,
+                created=now,
+                last_seen=now,
+                key_expiry=now + USER_KEY_EXPIRY,
+            )
+            device.name = self._unique_name(hostname, device)
+            self._store.devices[device.id] = device
+            self.user_id(login)
+            return {**self._node(device, now), "machineKey": key}
+
+    def _authenticated(self, machine_key: str) -> Device:
+        """Return the logged-in device with this machine key, or raise 401 (node requests)."""
+        device = self._by_machine_key(machine_key)
+        if device is None or device.logged_out is not None:
+            raise ControlError(401, "node not found or logged out")
+        return device
+
+    def whois(self, machine_key: str, address: str) -> dict[str, Any]:
+        """Answer a node's WhoIs for a peer's tailnet address: the peer and its owner; 404."""
+        with self._lock:
+            self._authenticated(machine_key)
+            now = self.now()
+            for device in self._store.devices.values():
+                if address in device.addresses and device.logged_out is None:
+                    owner = device.user
+                    return {
+                        "node": device.peer(now),
+                        "userProfile": {
+                            "id": 0 if device.tags else self.user_id(owner),
+                            "loginName": owner,
+                        },
+                    }
+            raise ControlError(404, f"no node has the address {address}")
+
+    def netmap(self, machine_key: str) -> dict[str, Any]:
+        """Return what a node's netmap holds for its SSH server: itself, its peers (with the
+        online ones' endpoints) and the SSH part of the policy (`ssh`, `groups`)."""
+        with self._lock:
+            me = self._authenticated(machine_key)
+            now = self.now()
+            current = self._current_policy()
+            return {
+                "node": self._node(me, now),
+                "peers": [d.peer(now) for d in self._store.devices.values()
+                          if d is not me and d.logged_out is None],
+                "sshPolicy": {"ssh": current.get("ssh", []), "groups": current.get("groups", {})},
+            }
+
     def _by_machine_key(self, machine_key: str) -> Device | None:
         """Return the device registered with this machine key, if any."""
         return next((d for d in self._store.devices.values() if d.machine_key == machine_key), None)
 
+    def _addresses(self, reserved: bool = False) -> list[str]:
+        """Return the next free IPv4 and IPv6 addresses (a lower one: an earlier device).
+
+        With a lab prefix the IPv4 address is inside it, after the first (reserved) address.
+        """
+        reserved = reserved and self.ipv4_prefix is not None
+        number = 0 if reserved else self._store.next_address
+        if not reserved:
+            self._store.next_address += 1
+        if self.ipv4_prefix is None:
+            return [str(IPV4_BASE + number), str(IPV6_BASE + number)]
+        ipv4 = self.ipv4_prefix.network_address + 1 + number
+        if ipv4 >= self.ipv4_prefix.broadcast_address:
+            raise ControlError(500, f"no tailnet address left in {self.ipv4_prefix}")
+        return [str(ipv4), str(IPV6_BASE + number + 1)]
+
     def _new_device(self, request: RegisterRequest, key: AuthKey, now: float) -> Device:
         """Create and store a device with fresh IDs and addresses."""
-        number = self._store.next_address
-        self._store.next_address += 1
         device_id = str(secrets.randbelow(9 * 10**15) + 10**15)
         device = Device(
             id=device_id,
@@ -591,7 +729,7 @@ class ControlState:
             hostname=request.hostname,
             name="",
             tags=[],
-            addresses=[str(IPV4_BASE + number), str(IPV6_BASE + number)],
+            addresses=self._addresses(),
             os=request.os,
             client_version=request.client_version,
             endpoint=request.endpoint,

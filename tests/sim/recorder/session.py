@@ -30,8 +30,10 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from tests.sim.recorder.cast import OutputChunk, SourceNode, cast_header, event_line, header_line
-from tests.sim.recorder.sshrules import SSHRule, matching_rule, target_of
+# Relative, so that these modules also run inside lab hosts, embedded in the simulated
+# tailscaled's SSH server (../tailscale/package/tailssh.py).
+from .cast import OutputChunk, SourceNode, cast_header, event_line, header_line
+from .sshrules import SSHRule, matching_rule, target_of
 
 if TYPE_CHECKING:
     from tests.sim.control import ControlServer
@@ -112,6 +114,9 @@ class Upload(Protocol):
 
     def abort(self) -> None:
         """Drop the connection without finishing."""
+
+    def poll(self) -> None:
+        """Between writes: raise UploadError when the recorder failed or went silent."""
 
 
 def dial(address: str, port: int) -> socket.socket:
@@ -286,6 +291,14 @@ class V2Upload:
         """Close the connection."""
         self.sock.close()
 
+    def poll(self) -> None:
+        """Read pending acks or errors; raise UploadError on an error or a missing ack."""
+        try:
+            self.pump(0)
+        except (OSError, h2.exceptions.ProtocolError, ValueError) as error:
+            raise UploadError(str(error)) from error
+        self.check()
+
 
 @dataclass
 class V1Upload:
@@ -348,6 +361,12 @@ class V1Upload:
         self.reader.close()
         self.sock.close()
 
+    def poll(self) -> None:
+        """An answer (or a close) before the body ended means the recorder gave up."""
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        if readable:
+            raise UploadError("the recorder answered (or closed) before the upload ended")
+
 
 def read_response_head(reader: BinaryIO) -> tuple[int, dict[str, str]]:
     """Read a status line and headers; raise UploadError on a closed connection."""
@@ -394,6 +413,16 @@ def recorders_for(tag: str, devices: Iterable[Device], now: float) -> list[Recor
         if tag in device.tags and device.online(now):
             ipv4 = next(a for a in device.addresses if ipaddress.ip_address(a).version == 4)
             found.append(Recorder(device.name, device.node_id, ipv4, device.endpoint))
+    return sorted(found, key=lambda r: ipaddress.IPv4Address(r.ipv4))
+
+
+def recorders_from_peers(tag: str, peers: Iterable[Mapping[str, Any]]) -> list[Recorder]:
+    """The same as recorders_for, from a netmap's peers (`/sim/v1/netmap`, on a lab host)."""
+    found = []
+    for peer in peers:
+        if tag in peer["tags"] and peer["online"]:
+            ipv4 = next(a for a in peer["addresses"] if ipaddress.ip_address(a).version == 4)
+            found.append(Recorder(peer["name"], peer["nodeId"], ipv4, peer["endpoint"]))
     return sorted(found, key=lambda r: ipaddress.IPv4Address(r.ipv4))
 
 

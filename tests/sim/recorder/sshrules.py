@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.sim.recorder.cast import SourceNode
+# Relative, so that the same file also runs inside lab hosts (embedded in tailscaled).
+from .cast import SourceNode
 
 TAGGED_OWNER = "tagged-devices"  # the owner the control plane shows for tagged nodes
 
@@ -106,14 +107,26 @@ def matching_rule(
     policy: Mapping[str, Any], source: SourceNode, target: Target, ssh_user: str
 ) -> SSHRule | None:
     """Return the first rule that lets `source` log in to `target` as `ssh_user`, if any."""
+    return evaluate(policy, source, target, ssh_user)[0]
+
+
+def evaluate(
+    policy: Mapping[str, Any], source: SourceNode, target: Target, ssh_user: str
+) -> tuple[SSHRule | None, bool]:
+    """Return (the first matching rule or None, whether some rule failed only on the user).
+
+    The second value picks the SSH server's refusal: "does not permit you to SSH as user X"
+    when a rule covered source and destination but not the user, else "... to this node".
+    """
+    failed_on_user = False
     for rule in ssh_rules(policy):
-        if (
-            any(source_matches(policy, s, source) for s in rule.src)
-            and any(destination_matches(d, target, source) for d in rule.dst)
-            and any(user_matches(u, ssh_user, source) for u in rule.users)
+        if any(source_matches(policy, s, source) for s in rule.src) and any(
+            destination_matches(d, target, source) for d in rule.dst
         ):
-            return rule
-    return None
+            if any(user_matches(u, ssh_user, source) for u in rule.users):
+                return rule, failed_on_user
+            failed_on_user = True
+    return None, failed_on_user
 
 
 def target_of(tags: Sequence[str], owner: str) -> Target:

@@ -37,6 +37,12 @@ TRACK = "stable"
 KEYRING_PATH = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 REQUIRED_TOOLS = ("dpkg-deb", "apt-ftparchive", "gpg", "dpkg")
 VERSION_LINE = 'VERSION = "0.0.0"\n'
+# tailscaled's Tailscale SSH server and what it shares with the session generator: embedded
+# into /usr/sbin/tailscaled, so that the one file is the daemon (the tarball install copies
+# only the binaries, as for the real static build).
+EMBED_LINE = "EMBEDDED_MODULES: dict[str, str] = {}\n"
+RECORDER_DIR = PACKAGE_DIR.parent.parent / "recorder"
+SSH_MODULES = ("cast", "sshrules", "session", "tailssh")
 # Every file whose content shapes the build; changing any of them makes a new cache entry.
 INPUTS = (
     Path(__file__),
@@ -47,6 +53,7 @@ INPUTS = (
     PACKAGE_DIR / "debian" / "postinst",
     PACKAGE_DIR / "debian" / "prerm",
     PACKAGE_DIR / "debian" / "postrm",
+    *(RECORDER_DIR / f"{name}.py" for name in SSH_MODULES),
 )
 
 
@@ -132,11 +139,17 @@ def build_tree(tree: RepoTree) -> None:
 
 
 def script_for(name: str, version: str) -> bytes:
-    """Return a package script with its version baked in."""
+    """Return a package script with its version (and, for tailscaled, its SSH server) baked in."""
     text = (PACKAGE_DIR / name).read_text()
     if text.count(VERSION_LINE) != 1:
         raise RuntimeError(f"{name}: expected exactly one line {VERSION_LINE!r}")
-    return text.replace(VERSION_LINE, f'VERSION = "{version}"\n').encode()
+    text = text.replace(VERSION_LINE, f'VERSION = "{version}"\n')
+    if name == "tailscaled.py":
+        if text.count(EMBED_LINE) != 1:
+            raise RuntimeError(f"{name}: expected exactly one line {EMBED_LINE!r}")
+        modules = {module: (RECORDER_DIR / f"{module}.py").read_text() for module in SSH_MODULES}
+        text = text.replace(EMBED_LINE, f"EMBEDDED_MODULES: dict[str, str] = {modules!r}\n")
+    return text.encode()
 
 
 def package_files(version: str) -> dict[str, tuple[bytes, int]]:

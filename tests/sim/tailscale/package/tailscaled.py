@@ -1,10 +1,17 @@
 #!/usr/bin/python3
 """Simulated `tailscaled` for lab hosts: keeps the node's state and talks to the control server.
 
-Installed as /usr/sbin/tailscaled. Python 3 standard library only. It serves the local API on a
-Unix socket for the CLI, enrolls through the lab control simulator's `/sim/v1/register` and
-heartbeats with `/sim/v1/poll` (see tests/sim/README.md). It sends nothing to any address but
-the login server the node was given, and never to Tailscale's own control plane.
+Installed as /usr/sbin/tailscaled. Python 3 standard library only, except Tailscale SSH
+(paramiko, h2: imported only when SSH runs). It serves the local API on a Unix socket for the
+CLI, enrolls through the lab control simulator's `/sim/v1/register` and heartbeats with
+`/sim/v1/poll` (see tests/sim/README.md). It sends nothing to any address but the login server
+the node was given, and never to Tailscale's own control plane; Tailscale SSH also reaches the
+recorders at their lab endpoints (tests/sim/recorder/README.md).
+
+The data plane (lab hosts only, and only when the control server announces the lab's tailnet
+prefix as `simTailnetPrefix`): while Running, the node's tailnet IPv4 address is on `eth0`
+(there is no WireGuard: tailnet traffic rides the lab bridge), and with SSH on, Tailscale SSH
+(tests/sim/recorder/tailssh.py, embedded below by the package builder) listens on it, port 22.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import secrets
@@ -19,10 +27,12 @@ import signal
 import socket
 import socketserver
 import struct
+import subprocess
 import sys
 import threading
 import time
 import traceback
+import types
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,6 +40,18 @@ from typing import Any
 
 # Replaced by the package builder with the version being packaged.
 VERSION = "0.0.0"
+# Replaced by the package builder with the sources of the Tailscale SSH server's modules
+# (tests/sim/recorder/{cast,sshrules,session,tailssh}.py), so that the one file is the whole
+# daemon, as the real static binary is (the tarball install copies only this file). Empty when
+# run from the source tree: they are read from there.
+EMBEDDED_MODULES: dict[str, str] = {}
+SSH_MODULES = ("cast", "sshrules", "session", "tailssh")
+SOURCE_MODULES_DIR = Path(__file__).resolve().parent.parent.parent / "recorder"
+# The data plane exists only inside lab hosts (their rootfs has this file): never touch the
+# interfaces of the machine the tests run on.
+LAB_MARKER = Path("/etc/tsops-lab-release")
+DATAPLANE_INTERFACE = "eth0"
+TAILNET_IPV4 = ipaddress.IPv4Network("100.64.0.0/10")
 
 DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
 # Tailscale's own domains: this simulator must never contact the real control plane.
@@ -157,7 +179,57 @@ class Backend:
         self.node: dict[str, Any] | None = None
         # Bumped on every login and logout, so that a poll answered meanwhile is discarded.
         self.login_generation = 0
+        self.dataplane: DataPlane | None = None
         self.load()
+
+    def changed(self) -> None:
+        """Bring the data plane in line with the node's state (outside the state lock)."""
+        if self.dataplane is not None:
+            self.dataplane.reconcile()
+
+    # What Tailscale SSH asks of the node (tailssh.Node).
+
+    def whois(self, address: str) -> dict[str, Any] | None:
+        """Who has this tailnet address (the control server answers for the netmap)."""
+        with self.lock:
+            control_url, machine_key = self.prefs["ControlURL"], self.machine_key
+        try:
+            answer: dict[str, Any] = control_post(
+                control_url, "whois", {"machineKey": machine_key, "address": address},
+                REQUEST_TIMEOUT_S,
+            )
+        except ControlError as error:
+            if error.status == 404:
+                return None
+            raise
+        return answer
+
+    def netmap(self) -> dict[str, Any]:
+        """This node, its peers and the SSH policy, as the control server has them now."""
+        with self.lock:
+            control_url, machine_key = self.prefs["ControlURL"], self.machine_key
+        answer: dict[str, Any] = control_post(
+            control_url, "netmap", {"machineKey": machine_key}, REQUEST_TIMEOUT_S
+        )
+        return answer
+
+    def wanted_dataplane(self) -> tuple[str | None, bool]:
+        """Return (the tailnet address with prefix length to have on the interface, or None;
+        whether Tailscale SSH should listen on it)."""
+        with self.lock:
+            node = self.node
+            if node is None or self.backend_state() != "Running":
+                return None, False
+            prefix = node.get("simTailnetPrefix")
+            if not prefix:
+                return None, False
+            network = ipaddress.IPv4Network(prefix)
+            ipv4 = next((a for a in node["addresses"]
+                         if ipaddress.ip_address(a).version == 4), None)
+            if ipv4 is None or not network.subnet_of(TAILNET_IPV4) \
+                    or ipaddress.IPv4Address(ipv4) not in network:
+                return None, False
+            return f"{ipv4}/{network.prefixlen}", bool(self.prefs["RunSSH"])
 
     def load(self) -> None:
         """Read the state file, creating a machine key on first start."""
@@ -297,6 +369,7 @@ class Backend:
                 self.prefs = {**wanted, "WantRunning": True}
                 self.save()
         self.wake.set()
+        self.changed()
         return self.status()
 
     def register(
@@ -347,8 +420,10 @@ class Backend:
             if not self.prefs["WantRunning"]:
                 self.last_poll_ok = 0.0
             self.save()
+            prefs = dict(self.prefs)
         self.wake.set()
-        return dict(self.prefs)
+        self.changed()
+        return prefs
 
     def logout(self) -> None:
         """Expire this node's key at the control server and forget the login."""
@@ -373,6 +448,7 @@ class Backend:
             self.prefs = dict(DEFAULT_PREFS)
             self.last_poll_ok = 0.0
             self.save()
+        self.changed()
 
     def poll_once(self, force: bool = False) -> None:
         """Heartbeat to the control server and take its view of this node.
@@ -419,8 +495,102 @@ class Backend:
         """Heartbeat every POLL_INTERVAL_S, or at once after a change, until stopping."""
         while not self.stopping.is_set():
             self.poll_once()
+            self.changed()
             self.wake.wait(POLL_INTERVAL_S)
             self.wake.clear()
+
+
+def load_ssh_modules() -> types.ModuleType:
+    """Load the Tailscale SSH server (package `tssim`) from the embedded sources or the tree."""
+    if "tssim.tailssh" in sys.modules:
+        return sys.modules["tssim.tailssh"]
+    sources = EMBEDDED_MODULES or {
+        name: (SOURCE_MODULES_DIR / f"{name}.py").read_text() for name in SSH_MODULES
+    }
+    package = types.ModuleType("tssim")
+    package.__path__ = []
+    sys.modules["tssim"] = package
+    for name in SSH_MODULES:
+        module = types.ModuleType(f"tssim.{name}")
+        module.__package__ = "tssim"
+        module.__file__ = f"<tailscaled:{name}.py>"
+        sys.modules[module.__name__] = module
+        exec(compile(sources[name], module.__file__, "exec"), module.__dict__)  # noqa: S102
+    return sys.modules["tssim.tailssh"]
+
+
+def ip_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `ip ARGS` (iproute2) and return the result."""
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+
+
+def remove_tailnet_addresses() -> None:
+    """Remove every tailnet (100.64.0.0/10) address from the lab interface (a crash's leftover)."""
+    listing = ip_command("-o", "-4", "addr", "show", "dev", DATAPLANE_INTERFACE).stdout
+    for line in listing.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            address = fields[fields.index("inet") + 1]
+            if ipaddress.IPv4Interface(address).ip in TAILNET_IPV4:
+                ip_command("addr", "del", address, "dev", DATAPLANE_INTERFACE)
+
+
+def dataplane_available() -> bool:
+    """Whether this is a lab host, where the node may put its tailnet address on eth0."""
+    return LAB_MARKER.exists() and Path(f"/sys/class/net/{DATAPLANE_INTERFACE}").exists()
+
+
+class DataPlane:
+    """The node's tailnet address on eth0 and Tailscale SSH on it, following the node's state."""
+
+    def __init__(self, backend: Backend, state_dir: Path) -> None:
+        self.backend = backend
+        self.state_dir = state_dir
+        self.lock = threading.Lock()
+        self.address: str | None = None  # "100.64.3.12/24" while on the interface
+        self.ssh: Any = None  # tailssh.SSHServer while listening
+
+    def reconcile(self) -> None:
+        """Add or remove the address and start or stop SSH to match the node."""
+        wanted, want_ssh = self.backend.wanted_dataplane()
+        if self.backend.stopping.is_set():
+            wanted, want_ssh = None, False
+        with self.lock:
+            if wanted != self.address:
+                self.stop_ssh()
+                if self.address is not None:
+                    ip_command("addr", "del", self.address, "dev", DATAPLANE_INTERFACE)
+                    log(f"dataplane: removed {self.address} from {DATAPLANE_INTERFACE}")
+                    self.address = None
+                if wanted is not None:
+                    result = ip_command("addr", "replace", wanted, "dev", DATAPLANE_INTERFACE)
+                    if result.returncode != 0:
+                        log(f"dataplane: adding {wanted}: {result.stderr.strip()}")
+                        return
+                    self.address = wanted
+                    log(f"dataplane: {wanted} on {DATAPLANE_INTERFACE}")
+            if want_ssh and self.ssh is None and self.address is not None:
+                self.start_ssh(self.address.split("/")[0])
+            elif not want_ssh:
+                self.stop_ssh()
+
+    def start_ssh(self, address: str) -> None:
+        """Listen for Tailscale SSH on `address`:22."""
+        try:
+            tailssh = load_ssh_modules()
+            server = tailssh.SSHServer(self.backend, address,
+                                       tailssh.load_host_key(self.state_dir), log)
+            server.start()
+        except Exception as error:  # e.g. paramiko missing: say so, keep the node running
+            log(f"ssh: cannot serve Tailscale SSH on {address}: {error!r}")
+            return
+        self.ssh = server
+
+    def stop_ssh(self) -> None:
+        """Stop listening and end every SSH connection."""
+        if self.ssh is not None:
+            self.ssh.stop()
+            self.ssh = None
 
 
 class LocalAPIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -557,8 +727,13 @@ def main(argv: list[str]) -> int:
         return 0
     if args.cleanup:
         remove_socket(socket_path)
+        if dataplane_available():
+            remove_tailnet_addresses()
         return 0
     backend = Backend(Path(args.state), args.port)
+    if dataplane_available():
+        remove_tailnet_addresses()  # left by a daemon that was killed
+        backend.dataplane = DataPlane(backend, Path(args.state).parent)
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     remove_socket(socket_path)
     server = LocalAPIServer(str(socket_path), backend)
@@ -580,6 +755,8 @@ def main(argv: list[str]) -> int:
     finally:
         server.server_close()
         remove_socket(socket_path)
+        backend.stopping.set()
+        backend.changed()  # nothing answers on the tailnet address once the daemon is gone
     poller.join(timeout=REQUEST_TIMEOUT_S)
     return 0
 
