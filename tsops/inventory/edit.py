@@ -280,7 +280,7 @@ def set_storage(text: str, changes: dict[str, Any]) -> Edit:
         raise UsageError("storage: not a block mapping tsops can edit line by line; "
                          "edit the storage section by hand")
     column = int(storage.lc.key(next(iter(storage)))[1])
-    step = _indent_step(document)
+    step = column - int(document.lc.key("storage")[1]) or _indent_step(document)
     edits: list[tuple[int, int, list[str]]] = []
     appended: list[str] = []
     for key, value in changes.items():

@@ -82,6 +82,21 @@ class Source(Protocol):
         """Read a batch; each recording spooled and hashed."""
 
 
+class Destination(Protocol):
+    """Where recordings are copied to."""
+
+    description: str
+
+    def listing(self) -> dict[str, int]:
+        """Every recording key already there, with its size."""
+
+    def put(self, fetched: Fetched) -> None:
+        """Write one recording under its key."""
+
+    def sha256(self, key: str) -> str:
+        """The SHA-256 of a recording as read back."""
+
+
 def spool(chunks: Iterable[bytes]) -> tuple[IO[bytes], str, str, int]:
     """Stream chunks into a spooled temporary file; its SHA-256, base64 MD5 and size."""
     file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
@@ -411,7 +426,7 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
-def migrate(source: Source, destination: S3Destination, record: MigrationRecord, *,
+def migrate(source: Source, destination: Destination, record: MigrationRecord, *,
             workers: int = 8, say: Say = lambda message: None) -> MigrationReport:
     """Copy what is missing, verify every copy, and append each verified one to the record."""
     started = time.monotonic()
@@ -448,7 +463,9 @@ def migrate(source: Source, destination: S3Destination, record: MigrationRecord,
     try:
         pending: set[Future[None]] = {pool.submit(work, b) for b in source.batches(todo)}
         while pending:
-            _, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()  # a worker's KeyboardInterrupt or SystemExit stops the run
     except BaseException:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -461,7 +478,7 @@ def migrate(source: Source, destination: S3Destination, record: MigrationRecord,
     return report
 
 
-def _copy_one(fetched: Fetched, destination: S3Destination, present: dict[str, int],
+def _copy_one(fetched: Fetched, destination: Destination, present: dict[str, int],
               record: MigrationRecord, report: MigrationReport) -> None:
     item = fetched.item
     if item.sha256 is not None and fetched.sha256 != item.sha256:
