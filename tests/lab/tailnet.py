@@ -73,17 +73,20 @@ class TailnetSSHDenied(Exception):
 
 
 def tailnet_ssh_to(
-    address: str, user: str, command: str, timeout: float = SSH_TIMEOUT_S
+    address: str, user: str, command: str, timeout: float = SSH_TIMEOUT_S,
+    source: str | None = None,
 ) -> tuple[int, str, str]:
     """Run `command` over Tailscale SSH at `address`:22, as tsops does: paramiko, the `none`
-    auth method, any host key; return (exit status, stdout, stderr).
+    auth method, any host key; return (exit status, stdout, stderr). `source`: connect from
+    this local address (default: the route's, the operator's tailnet address).
 
     Raises OSError when nothing answers (refused, unreachable), TailnetSSHDenied when the
     login is refused, TimeoutError when the session does not end in time.
     """
     import paramiko
 
-    sock = socket.create_connection((address, 22), timeout=timeout)
+    sock = socket.create_connection((address, 22), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
     transport = paramiko.Transport(sock)
     try:
         transport.start_client(timeout=timeout)
@@ -128,19 +131,28 @@ class LabTailnet:
     token: str
     _operator: Operator | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def operator(self) -> Operator:
-        """The control machine's node; it joins the tailnet the first time it is asked for.
+        """The control machine's node (address, node ID, login...), joining the tailnet now if
+        it has not yet.
 
-        (Joining adds a device to the tailnet, so tests that count devices are unaffected
-        until they, or tailnet_ssh, ask for it.)
+        It joins when first asked for, or when its first Tailscale SSH connection reaches a
+        node (whose WhoIs asks about its address), whichever comes first: tsops run as a
+        subprocess is recognised without the test doing anything, and tests that count devices
+        before any tailnet traffic see only the hosts.
         """
-        with self._lock:
+        with self.control.state.locked():  # one lock: WhoIs may make it join meanwhile
             if self._operator is None:
                 self._operator = self._join_operator()
             return self._operator
+
+    def _whois_miss(self, address: str) -> bool:
+        """The control simulator's WhoIs hook: the operator's address makes it join."""
+        if address != self.lab.operator_address or self._operator is not None:
+            return False
+        self.operator  # noqa: B018 (joins)
+        return True
 
     def _join_operator(self) -> Operator:
         state = self.control.state
@@ -257,6 +269,7 @@ def lab_tailnet(lab: Lab, control_port: int = 0, repo_port: int = 0) -> Iterator
             as control, RepoServer(tree, lab.gateway, repo_port) as repo:
         control.state.seed_policy(SEED_POLICY % owners)
         tailnet = LabTailnet(lab, control, repo, control.state.create_api_token())
+        control.state.whois_miss = tailnet._whois_miss
         try:
             yield tailnet
         finally:

@@ -22,7 +22,13 @@ from tests.sim.recorder.cast import (
     shell_output,
 )
 from tests.sim.recorder.conftest import ALICE, BOB, CI
-from tests.sim.recorder.sshrules import Target, UnsupportedSelector, matching_rule, target_of
+from tests.sim.recorder.sshrules import (
+    Target,
+    UnsupportedSelector,
+    evaluate,
+    matching_rule,
+    target_of,
+)
 from tests.sim.recorder.tsrecorder.storage import S3Credentials, region_of, sign_v4
 
 STARTED = datetime.datetime(2026, 11, 25, 9, 30, 5, tzinfo=datetime.UTC)
@@ -121,6 +127,14 @@ def test_rule_fields() -> None:
 
     assert found is not None
     assert (found.recorder, found.enforce_recorder) == ("tag:rec", True)
+
+
+def test_refusal_says_whether_only_the_user_failed() -> None:
+    # The SSH server's two denials: "... as user X" when a rule covered source and node.
+    assert evaluate(POLICY, ALICE, DB, "postgres") == (None, True)
+    assert evaluate(POLICY, ALICE, Target(("tag:web",), None), "root") == (None, False)
+    rule, _ = evaluate(POLICY, BOB, DB, "postgres")
+    assert rule is not None and rule.index == 2
 
 
 def test_tagged_devices_have_no_owner() -> None:

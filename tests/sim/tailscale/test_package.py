@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -101,3 +102,17 @@ def test_tarball_layout_and_checksum(tailscale_repo_tree: RepoTree, version: str
         f"{top}/systemd/tailscaled.defaults": 0o644,
     }
     assert f'VERSION = "{version}"\n'.encode() in extract(tailscale_repo_tree, version, "tailscale")
+
+
+def test_tailscaled_carries_its_ssh_server(tailscale_repo_tree: RepoTree, tmp_path: Path) -> None:
+    """The tarball install copies only the binaries: tailscaled holds Tailscale SSH itself."""
+    daemon = tmp_path / "tailscaled"
+    daemon.write_bytes(extract(tailscale_repo_tree, VERSIONS[-1], "tailscaled"))
+    probe = (
+        "import runpy, sys; g = runpy.run_path(sys.argv[1], run_name='probe'); "
+        "m = g['load_ssh_modules'](); print(m.__name__, m.SSHServer.__name__, "
+        "sys.modules['tssim.session'].__file__)"
+    )
+    shown = subprocess.run([sys.executable, "-c", probe, str(daemon)], capture_output=True,
+                           text=True, check=True, cwd=tmp_path).stdout.split()
+    assert shown == ["tssim.tailssh", "SSHServer", "<tailscaled:session.py>"]

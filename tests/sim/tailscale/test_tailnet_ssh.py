@@ -68,17 +68,29 @@ def test_recorded_session_from_the_control_machine(
     assert address == device.addresses[0]
     assert ipaddress.ip_address(address) in lab.tailnet_network
 
-    # Before the control machine joins the tailnet, its address is nobody's: no identity.
-    with pytest.raises(TailnetSSHDenied) as unknown:
-        tailnet_ssh_to(address, "root", "true")
-    assert "tailscale: failed to get connection info" in unknown.value.banner
+    # An address of the lab's tailnet prefix that is no node's: no identity, no session.
+    stranger = str(lab.tailnet_network[250])
+    subprocess.run(["ip", "addr", "add", f"{stranger}/32", "dev", lab.bridge], check=True)
+    try:
+        with pytest.raises(TailnetSSHDenied) as unknown:
+            tailnet_ssh_to(address, "root", "true", source=stranger)
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{stranger}/32", "dev", lab.bridge], check=True)
+    assert unknown.value.banner == "tailscale: failed to get connection info\n"
+    # Nor from the lab network: Tailscale SSH takes tailnet addresses only.
+    with pytest.raises(TailnetSSHDenied):
+        tailnet_ssh_to(address, "root", "true", source=lab.gateway)
 
+    # The control machine joins the tailnet at its first connection (as tsops makes it).
+    assert [d.hostname for d in tailnet.control.devices()] == ["host1", "recorder"]
     nonce = secrets.token_hex(8)
     command = f"echo tsops-canary-{nonce}; echo to-stderr >&2; exit 3"
-    status, out, err = tailnet.tailnet_ssh("host1", "root", command)
+    status, out, err = tailnet_ssh_to(address, "root", command)
     assert (status, out, err) == (3, f"tsops-canary-{nonce}\n", "to-stderr\n")
 
     operator = tailnet.operator
+    assert [d.user for d in tailnet.control.devices() if d.node_id == operator.node_id] == [
+        "ops@example.com"]
     assert operator.address == lab.operator_address
     cast = wait_for_recording(recorder_host, device.node_id, f"tsops-canary-{nonce}")
     header = json.loads(cast.splitlines()[0])
