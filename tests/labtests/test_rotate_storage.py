@@ -217,6 +217,7 @@ def test_local_directory_to_s3_with_sessions_throughout(
     before = inventory.read_bytes()
     dry = tsops(env, *rotate, "--dry-run", "--migrate")
     assert dry.returncode == 0, dry.stdout + dry.stderr
+    print(dry.stdout, dry.stderr)
     assert "dry run: nothing was changed" in dry.stdout
     assert "+  destination: s3://lab-new  # see the runbook" in dry.stdout
     assert inventory.read_bytes() == before
@@ -258,6 +259,19 @@ def test_local_directory_to_s3_with_sessions_throughout(
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{len(source)} recording(s)" in resumed.stdout
     assert f": 0 copied (0 B), {len(source)} already present, 0 failed" in resumed.stdout
+
+    # The explicit last step: the old directories emptied, each file verified in the bucket.
+    delete = ("rotate-storage", str(inventory), "--delete-source", OLD_DIR)
+    planned = tsops(env, *delete, "--dry-run")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert f"{len(source)} recording(s) to remove, each present at s3://lab-new" in (
+        planned.stdout)
+    assert local_recordings(lab.hosts) == source
+    deleted = tsops(env, *delete, "--yes", "--no-input")
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert f"deleted {len(source)} recording(s)" in deleted.stdout
+    assert local_recordings(lab.hosts) == {}
+    assert bucket_recordings(lab_s3, "lab-new") == stored
 
 
 def seed(s3: S3Server, bucket: str, count: int) -> dict[str, str]:
@@ -341,6 +355,10 @@ def test_bucket_to_bucket_with_sessions_and_an_interrupted_migration(
     assert all(in_b.get(k) == d for k, d in source_after_switch.items())
     assert all(in_b[k] == d for k, d in old.items())
     check_sessions(results, restarts=2, stored=in_b)
+    planned = tsops(env, "rotate-storage", str(inventory), "--delete-source", "s3://lab-a",
+                    "--dry-run")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert f"{len(source_after_switch)} recording(s) to remove" in planned.stdout
 
 
 def tls_moto(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:

@@ -573,9 +573,13 @@ class LockMode(StrEnum):
 @app.command("rotate-storage")
 def rotate_storage(
     inventory: InventoryArg,
-    to: Annotated[str, typer.Option(
+    to: Annotated[str | None, typer.Option(
         "--to", help="The new destination: s3://BUCKET or an absolute directory.",
-        show_default=False)],
+        show_default=False)] = None,
+    delete_source: Annotated[str | None, typer.Option(
+        "--delete-source", metavar="OLD_DST",
+        help="Instead: delete the recordings of an earlier destination that the current one "
+             "holds with the same SHA-256.", show_default=False)] = None,
     migrate: Annotated[bool, typer.Option(
         "--migrate", help="Copy every existing recording there, verified by SHA-256; rerun "
                           "to resume.")] = False,
@@ -609,9 +613,17 @@ def rotate_storage(
     no_input: NoInputOpt = False,
 ) -> None:
     """Move the recorders to a new destination one at a time, then update the inventory."""
-    from tsops.cli.rotate import run_rotate
+    from tsops.cli.rotate import run_delete_source, run_rotate
+    from tsops.errors import UsageError
     from tsops.rotation.target import RotateOptions
 
+    if (to is None) == (delete_source is None):
+        raise UsageError("give exactly one of --to DST (rotate) or --delete-source OLD_DST")
+    if delete_source is not None:
+        run_delete_source(inventory, delete_source, dry_run=dry_run, yes=yes,
+                          no_input=no_input, workers=workers)
+        return
+    assert to is not None
     options = RotateOptions(
         to=to, endpoint=endpoint, region=region, allow_plain_http=allow_plain_http,
         access_key_env=access_key_env, secret_key_env=secret_key_env,

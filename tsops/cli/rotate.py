@@ -319,3 +319,84 @@ def _already_there(inventory: LoadedInventory, current: Storage, options: Rotate
     finally:
         for remote in opened:
             remote.close()
+
+
+def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_input: bool,
+                      workers: int) -> None:
+    """Delete the recordings of an earlier destination, each verified at the current one."""
+    from tsops.recorder.phase import boto3_client
+    from tsops.rotation.delete import delete_verified, plan_delete, refuse_compliance
+    from tsops.rotation.migrate import S3Destination, state_dir
+    from tsops.rotation.target import check_destination
+
+    check_destination(old, "--delete-source")
+    inventory = load_inventory(path)
+    current = _current_storage(inventory)
+    if old.rstrip("/") == current.destination.rstrip("/"):
+        raise UsageError(f"--delete-source {old}: that is the destination in use; nothing "
+                         "was deleted")
+    if not current.is_s3:
+        raise UsageError(f"--delete-source: the current destination {current.destination} is "
+                         "a local directory; recordings are only verified in a bucket")
+    record = _record_from(path, old)
+    if record is None:
+        raise UsageError(f"--delete-source {old}: no rotation from {old} is recorded for "
+                         f"{path} (in {state_dir()}); nothing is deleted without one")
+    source_storage = record.source
+    if source_storage.is_s3:
+        refuse_compliance(boto3_client(source_storage, None), source_storage.bucket)
+    opened: list[RemoteLike] = []
+
+    def connect(target: Target) -> RemoteLike:
+        from tsops.remote import Remote
+
+        configured = inventory.model.connection.ssh_config
+        opened.append(Remote(target, ssh_config=str(inventory.local_path(configured))
+                             if configured else None))
+        return opened[-1]
+
+    try:
+        source = _source(source_storage, inventory, connect, record.source_hosts)
+        destination = S3Destination(boto3_client(current, None), current.bucket)
+        plan = plan_delete(source, destination, workers)
+        console.line(f"{source.description}: {len(plan.verified)} recording(s) to remove, "
+                     f"each present at {current.destination} with the same SHA-256; "
+                     f"{len(plan.kept)} kept")
+        for key, why in plan.kept[:20]:
+            console.warning(f"kept: {key}: {why}")
+        if not plan.verified:
+            console.line("nothing to delete")
+            return
+        if dry_run:
+            console.line("dry run: nothing was deleted")
+            return
+        _confirm(f"Delete {len(plan.verified)} recording(s) from {source.description}?", yes,
+                 no_input, False)
+        failed = delete_verified(
+            source, plan, lambda: boto3_client(source_storage, None),
+            source_storage.bucket if source_storage.is_s3 else "")
+    finally:
+        for remote in opened:
+            remote.close()
+    console.line(f"deleted {len(plan.verified) - len(failed)} recording(s) from "
+                 f"{source.description}; {len(plan.kept)} kept, {len(failed)} failed")
+    for key, why in failed[:20]:
+        console.error(f"failed: {key}: {why}")
+    if failed:
+        sys.exit(ExitCode.FAILED)
+
+
+def _record_from(path: Path, old: str) -> MigrationRecord | None:
+    """The newest rotation record of this inventory whose source is `old`."""
+    from tsops.rotation.migrate import MigrationRecord, state_dir
+
+    directory = state_dir()
+    if not directory.is_dir():
+        return None
+    candidates = []
+    for record_file in directory.glob("*.jsonl"):
+        record = MigrationRecord.read(record_file)
+        if record.source.destination.rstrip("/") == old.rstrip("/") and \
+                record_file.name.startswith(MigrationRecord.inventory_id(path)):
+            candidates.append((record_file.stat().st_mtime, record))
+    return max(candidates, key=lambda c: c[0])[1] if candidates else None

@@ -354,7 +354,7 @@ class MigrationRecord:
         """The newest record of this inventory whose target is `target`, if any."""
         if not directory.is_dir():
             return None
-        prefix = _inventory_id(inventory)
+        prefix = inventory_id(inventory)
         found = sorted(directory.glob(f"{prefix}-*.jsonl"), key=lambda p: p.stat().st_mtime,
                        reverse=True)
         for path in found:
@@ -362,6 +362,11 @@ class MigrationRecord:
             if record.target == target:
                 return record
         return None
+
+    @staticmethod
+    def inventory_id(inventory: Path) -> str:
+        """The prefix of this inventory's record files."""
+        return inventory_id(inventory)
 
     def add(self, key: str, sha256: str, size: int) -> None:
         """Append one verified recording (flushed at once: an interruption keeps it)."""
@@ -372,14 +377,14 @@ class MigrationRecord:
             self.verified[key] = (sha256, size)
 
 
-def _inventory_id(inventory: Path) -> str:
+def inventory_id(inventory: Path) -> str:
     return hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:12]
 
 
 def record_path(directory: Path, inventory: Path, source: str, target: str) -> Path:
     """The record file of one rotation of one inventory."""
     pair = hashlib.sha256(f"{source}\n{target}".encode()).hexdigest()[:12]
-    return directory / f"{_inventory_id(inventory)}-{pair}.jsonl"
+    return directory / f"{inventory_id(inventory)}-{pair}.jsonl"
 
 
 def _private_dir(directory: Path) -> None:

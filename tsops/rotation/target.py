@@ -55,19 +55,19 @@ class RotateOptions:
                     self.secret_key_keyring))
 
 
-def check_destination(to: str) -> None:
-    """Refuse a `--to` that is neither `s3://BUCKET` nor an absolute directory (exit 2)."""
+def check_destination(to: str, option: str = "--to") -> None:
+    """Refuse a destination that is neither `s3://BUCKET` nor an absolute directory (exit 2)."""
     if to.startswith("s3://"):
         bucket, _, prefix = to.removeprefix("s3://").partition("/")
         problem = bucket_name_problem(bucket)
         if problem:
-            raise UsageError(f"--to {to}: invalid bucket name {bucket!r}: {problem}")
+            raise UsageError(f"{option} {to}: invalid bucket name {bucket!r}: {problem}")
         if prefix.strip("/"):
-            raise UsageError(f"--to {to}: tsrecorder has no key prefix option; give "
+            raise UsageError(f"{option} {to}: tsrecorder has no key prefix option; give "
                              f"s3://{bucket} (a bucket for recordings only)")
         return
     if not to.startswith("/") or "\n" in to or to.rstrip("/") == "":
-        raise UsageError(f"--to {to!r}: expected s3://BUCKET or an absolute directory on the "
+        raise UsageError(f"{option} {to!r}: expected s3://BUCKET or an absolute directory on the "
                          "recorder hosts, like /srv/recordings")
 
 
