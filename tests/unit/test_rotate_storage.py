@@ -398,3 +398,43 @@ def test_listing_and_batch_reading_over_ssh_are_parsed() -> None:
     assert "cd '/srv/rec ordings'" in read_script("/srv/rec ordings", ["nA/1.cast"])
     assert parse_read("nA/1.cast\naGVsbG8=\nnA/2.cast\n\n") == {"nA/1.cast": b"hello",
                                                                "nA/2.cast": b""}
+
+
+class LockClient:
+    """Answers GetObjectLockConfiguration like S3 (None: the bucket has no Object Lock)."""
+
+    def __init__(self, mode: str | None) -> None:
+        self.mode = mode
+
+    def get_object_lock_configuration(self, Bucket: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        if self.mode is None:
+            raise ClientError({"Error": {"Code": "ObjectLockConfigurationNotFoundError"}},
+                              "GetObjectLockConfiguration")
+        return {"ObjectLockConfiguration": {"ObjectLockEnabled": "Enabled", "Rule": {
+            "DefaultRetention": {"Mode": self.mode, "Days": 30}}}}
+
+
+def test_deleting_the_source_is_refused_under_compliance_lock() -> None:
+    from tsops.rotation.delete import refuse_compliance
+
+    with pytest.raises(UsageError, match="compliance mode: its recordings must be kept"):
+        refuse_compliance(cast(Any, LockClient("COMPLIANCE")), "old-bucket")
+    refuse_compliance(cast(Any, LockClient("GOVERNANCE")), "old-bucket")
+    refuse_compliance(cast(Any, LockClient(None)), "old-bucket")
+
+
+def test_only_recordings_verified_at_the_destination_are_deleted(
+        source_objects: dict[str, bytes]) -> None:
+    from tsops.rotation.delete import plan_delete
+
+    destination = MemoryDestination()
+    destination.objects = dict(source_objects)
+    missing, different = recording(1)[0], recording(2)[0]
+    del destination.objects[missing]
+    destination.objects[different] = b"tampered"
+    plan = plan_delete(MemorySource(source_objects), destination, workers=4)
+    assert len(plan.verified) == 38
+    assert plan.kept == sorted([(missing, "missing at the current destination"),
+                                (different, "different at the current destination")])
