@@ -59,13 +59,19 @@ def run_command(address: str, user: str, command: str, timeout: float = 20.0,
                 f"{address}:{port} refused {user} without keys (it offers: {allowed}): no ssh "
                 "rule lets this machine in as that user, or this is not Tailscale SSH"))
         except (paramiko.SSHException, OSError, EOFError) as error:
-            return SessionResult(None, failure=f"SSH to {user}@{address}:{port} failed: {error}")
+            said = _banner(transport)
+            return SessionResult(None, failure=(
+                f"SSH to {user}@{address}:{port} failed: {error or type(error).__name__}"
+                + (f" ({said})" if said else "")))
         try:
             channel = transport.open_session(timeout=timeout)
             channel.settimeout(timeout)
             channel.exec_command(command)
+            channel.shutdown_write()  # nothing on stdin: a command reading it ends at once
             stdout, stderr = _read(channel, timeout)
             status = channel.recv_exit_status() if channel.exit_status_ready() else None
+            if status == -1:  # paramiko's "the channel closed without an exit status"
+                status = None
         except (paramiko.SSHException, OSError, EOFError) as error:
             why = str(error) or type(error).__name__
             return SessionResult(None, failure=(
@@ -102,3 +108,11 @@ def _read(channel: object, timeout: float) -> tuple[str, str]:
         if len(out) > READ_LIMIT or len(err) > READ_LIMIT:
             break
     return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _banner(transport: object) -> str:
+    """What the server said in its authentication banner (Tailscale SSH explains refusals)."""
+    handler = getattr(transport, "auth_handler", None)
+    banner = getattr(handler, "banner", None)
+    text = banner.decode(errors="replace") if isinstance(banner, bytes) else banner or ""
+    return " ".join(str(text).split())[:300]

@@ -66,6 +66,12 @@ def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path
     # tag:server is in the rule's dst and tag:web is owned already: the policy needs no write.
     assert "policy file: no change" in added.stdout
     assert policy_writes(tailnet) == writes
+    # The proof: a canary session over Tailscale SSH, its recording found under host2's node.
+    proof = next(line for line in added.stdout.splitlines() if line.startswith("host2: recorded"))
+    key = proof.split(" landed at ", 1)[1].split(" after ")[0]
+    assert key.startswith(f"{device.node_id}/") and key.endswith(".cast")
+    cast = lab.host("host3").nsenter(f"cat /var/lib/tsrecorder/recordings/{key}").stdout
+    assert '"command": "echo tsops-canary-' in cast.splitlines()[0].replace('":"', '": "')
 
     code, report, stderr = bootstrap(tailnet, path)
     assert code == 0, stderr
@@ -93,6 +99,7 @@ def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path
     # Back in (a logged-out host enrolls again as a new device), then out with --uninstall.
     again = tsops(tailnet, "add-server", "--yes", "--no-input", str(path), "host2")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "host2: recorded: a canary session as root landed at" in again.stdout
     device = next(d for d in tailnet.control.state.devices() if d.hostname == "host2")
     assert device.tags == ["tag:server"]
     gone = tsops(tailnet, "remove-server", "--uninstall", "--yes", "--no-input", str(path),
@@ -103,3 +110,18 @@ def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path
     package = lab.host("host2").nsenter(
         "dpkg-query -W -f='${Status}' tailscale; command -v tailscale || true").stdout
     assert package == "deinstall ok config-files"  # removed, its configuration kept
+
+    # With the recorder down, the new server enrolls but its canary is refused: exit 3, and the
+    # host stays in the inventory for `tsops verify` once the recorder is back.
+    lab.host("host3").nsenter("systemctl stop tsrecorder.service")
+    unproved = tsops(tailnet, "add-server", "--yes", "--no-input", "--timeout", "5", str(path),
+                     "host2")
+    assert unproved.returncode == 3, unproved.stdout + unproved.stderr
+    assert "host2: refused:" in unproved.stderr and "tsops verify" in unproved.stderr
+    assert "    host2:\n" in path.read_text()
+    lab.host("host3").nsenter("systemctl start tsrecorder.service")
+    later = subprocess.run(
+        [sys.executable, "-m", "tsops", "verify", "--no-input", "--limit", "host2", str(path)],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, TOKEN_VARIABLE: tailnet.token})
+    assert later.returncode == 0, later.stdout + later.stderr

@@ -276,6 +276,10 @@ def ssh_server() -> Iterator[tuple[int, TailscaleSshStandIn]]:
                 channel.sendall_stderr(b"no such command\n")
                 channel.send_exit_status(127)
             channel.close()
+            # A server keeps the connection until the client has read everything and leaves.
+            deadline = time.monotonic() + 5
+            while transport.is_active() and time.monotonic() < deadline:
+                time.sleep(0.01)
             transport.close()
 
     thread = threading.Thread(target=serve, daemon=True)

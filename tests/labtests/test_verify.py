@@ -1,0 +1,86 @@
+"""`tsops verify` on a bootstrapped lab: canary sessions over Tailscale SSH, recordings found."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.lab import Lab
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.labtests.test_main_job import bootstrap
+from tests.sim.recorder.bundle import allow_port_80
+
+DESTINATION = "/var/lib/tsrecorder/recordings"
+
+
+def verify(tailnet: LabTailnet, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `tsops verify` as an operator on the tailnet would."""
+    return subprocess.run(
+        [sys.executable, "-m", "tsops", "verify", "--no-input", *args, str(path)],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, TOKEN_VARIABLE: tailnet.token},
+    )
+
+
+def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The JSON report's servers by name."""
+    return {s["name"]: s for s in report["servers"]}
+
+
+@pytest.mark.lab(hosts=3)
+def test_verify_proves_each_server_recorded_then_sees_what_breaks_it(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    recorder = lab.host("host3")
+    allow_port_80(recorder)
+    path = tailnet.recorded_inventory(tmp_path, {"host1": (), "host2": ("tag:db",)},
+                                      min_free_gb=1)
+    code, _, stderr = bootstrap(tailnet, path)
+    assert code == 0, stderr
+    devices = {d.hostname: d for d in tailnet.control.state.devices()}
+
+    proved = verify(tailnet, path, "-o", "json")
+    assert proved.returncode == 0, proved.stdout + proved.stderr
+    report = json.loads(proved.stdout)
+    assert report["state"] == "recorded"
+    servers = by_name(report)
+    assert set(servers) == {"host1", "host2"}
+    for name, server in servers.items():
+        node = devices[name].node_id
+        assert (server["state"], server["node_id"]) == ("recorded", node), server
+        assert server["recording"].startswith(f"{node}/")
+        # The recording is on the recorder: the operator's session, the marker in its output.
+        cast = recorder.nsenter(f"cat {DESTINATION}/{server['recording']}").stdout
+        header = json.loads(cast.splitlines()[0])
+        assert header["srcNodeID"] == tailnet.operator.node_id
+        assert header["sshUser"] == "root" and header["command"].startswith("echo tsops-canary-")
+        marker = header["command"].removeprefix("echo ")
+        assert any(json.loads(line)[2].strip() == marker for line in cast.splitlines()[1:])
+
+    table = verify(tailnet, path, "--limit", "host1")
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert table.stdout.startswith("host1: recorded after ")
+    assert table.stdout.rstrip().endswith("1 of 1 servers proved recorded")
+
+    # The recorder down: enforceRecorder refuses every session; verify says so, exit 3.
+    recorder.nsenter("systemctl stop tsrecorder.service")
+    refused = verify(tailnet, path, "-o", "json", "--timeout", "5")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    states = {name: s["state"] for name, s in by_name(json.loads(refused.stdout)).items()}
+    assert states == {"host1": "refused", "host2": "refused"}
+    recorder.nsenter("systemctl start tsrecorder.service")
+
+    # tailscaled stopped on host2: nothing answers Tailscale SSH there; host1 still proved.
+    lab.host("host2").nsenter("systemctl stop tailscaled.service")
+    down = verify(tailnet, path, "-o", "json", "--timeout", "10")
+    assert down.returncode == 3, down.stdout + down.stderr
+    servers = by_name(json.loads(down.stdout))
+    assert servers["host1"]["state"] == "recorded"
+    assert servers["host2"]["state"] == "refused"
+    assert "not answering" in servers["host2"]["detail"]
