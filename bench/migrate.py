@@ -107,6 +107,26 @@ def run_child(server: S3Server, workers: int, state: Path, target: str) -> dict[
     return report
 
 
+def baseline(server: S3Server, workers: int) -> tuple[float, int]:
+    """The floor: GET and PUT every object on `workers` threads, nothing verified or kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = server.client()
+    target = f"{TARGET}-plain-{workers}"
+    client.create_bucket(Bucket=target)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=SOURCE)
+            for o in page.get("Contents", [])]
+
+    def copy(key: str) -> None:
+        body = client.get_object(Bucket=SOURCE, Key=key)["Body"].read()
+        client.put_object(Bucket=target, Key=key, Body=body)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(copy, keys))
+    return time.monotonic() - started, len(keys)
+
+
 def main() -> None:
     """Seed, migrate with each worker count, then resume."""
     parser = argparse.ArgumentParser()
@@ -137,6 +157,10 @@ def main() -> None:
             again = run_child(server, workers, folder, target)
             print(f"  resume (all verified): {again['already_present']} already present, "
                   f"{again['copied']} copied, {again['seconds']} s")
+        seconds, copied = baseline(server, 8)
+        print(f"floor, plain GET+PUT on 8 threads (no read-back, no digest, no record): "
+              f"{copied} objects in {seconds:.1f} s: {copied / seconds:.1f} objects/s, "
+              f"{total / 1e6 / seconds:.1f} MB/s")
 
 
 if __name__ == "__main__":
