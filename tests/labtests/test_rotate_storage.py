@@ -347,6 +347,8 @@ def test_bucket_to_bucket_with_sessions_and_an_interrupted_migration(
     total, copied, present, failed = (int(g) for g in summary.groups())
     assert (total, failed) == (len(source_after_switch), 0)
     assert present >= verified and copied == total - present
+    print(f"interrupted after {verified} verified; the rerun: {summary.group(0)}; "
+          f"{len(generator.results)} sessions: {sorted({r.outcome.value for r in results})}")
 
     # Nothing was written to the source; everything is in B with the same SHA-256.
     assert bucket_recordings(lab_s3, "lab-a") == source_after_switch
