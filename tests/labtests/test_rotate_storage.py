@@ -446,3 +446,48 @@ def test_an_unwritable_new_bucket_stops_the_rotation(
                           shell_output("alice@web1:~$ ", [("uptime", "up 3 days\n")]))
     assert session.outcome is Outcome.RECORDED and session.key is not None
     assert host.nsenter(f"cat {OLD_DIR}/{session.key}").stdout.encode() == session.sent
+
+
+@pytest.mark.lab(hosts=1)
+def test_one_recorder_under_enforcement_needs_yes_and_reports_the_gap(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    host = lab.hosts[0]
+    allow_port_80(host)
+    inventory = write_inventory(tailnet, tmp_path, [host.name],
+                                {"destination": OLD_DIR, "min_free_gb": 0})
+    yaml = YAML()
+    document = yaml.load(inventory.read_text())
+    document["ssh_rules"] = [{"name": "servers-recorded", "src": ["autogroup:member"],
+                              "dst": ["tag:server"], "users": ["root"],
+                              "enforce_recorder": True}]
+    document["policy"] = {"source": "api", "state_dir": str(tmp_path / "policy-state")}
+    with inventory.open("w") as out:
+        yaml.dump(document, out)
+    env = tsops_env(tailnet, tmp_path / "state")
+    bootstrap(env, inventory)
+    rotate = ("rotate-storage", str(inventory), "--to", "/srv/recordings-2027")
+
+    before, pids = inventory.read_bytes(), main_pids([host])
+    refused = tsops(env, *rotate, "--no-input")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "warning: only 1 recorder accepts sessions now and ssh rules enforce" in (
+        refused.stderr)
+    assert "sessions will be refused during the restart" in refused.stderr
+    assert (inventory.read_bytes(), main_pids([host])) == (before, pids)
+
+    done = tsops(env, *rotate, "--yes", "--no-input")
+    assert done.returncode == 0, done.stdout + done.stderr
+    gap = re.search(r"recording gap: at most ([0-9.]+) s", done.stdout)
+    assert gap is not None, done.stdout
+    assert 0 < float(gap.group(1)) < 60
+    print(f"single recorder: {gap.group(0)}")
+    assert host.nsenter("stat -c '%U %a' /srv/recordings-2027").stdout.strip() == (
+        "tsrecorder 700")
+    tailnet.control.state.seed_policy(SSH_POLICY)
+    register_server(tailnet.control)
+    session = run_session(tailnet.control, "web1", ALICE, "alice",
+                          shell_output("alice@web1:~$ ", [("uptime", "up 3 days\n")]))
+    assert session.outcome is Outcome.RECORDED and session.key is not None
+    assert host.nsenter(f"cat /srv/recordings-2027/{session.key}").stdout.encode() == (
+        session.sent)

@@ -214,7 +214,7 @@ class FakePhase:
         return [FakePlan(t) for t in targets]
 
     def apply_host(self, plan: FakePlan, changed_storage: bool) -> FakeResult:
-        self.report(plan.target.name, "deploying")
+        self.report(plan.target.name, "restarting")
         self.log.append(f"{plan.target.name} -> {self.destination}")
         if plan.target.name in self.failing:
             return FakeResult(False, "failed", "health: tsrecorder.service is failed")

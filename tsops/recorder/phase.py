@@ -342,6 +342,7 @@ class RecorderPhase:
                                           stdin=render_authkey_env(key.key)),
                        f"write {AUTHKEY_FILE}")
             restart = plan.facts is not None and plan.facts.active == "active"
+            self.report(name, "restarting" if restart else "starting")
             _check(remote, remote.run(recorder_host.start_script(restart)), "start the recorder")
             result.done = [s.summary for s in plan.steps]
             result.outcome = "changed"

@@ -127,8 +127,8 @@ def switch_all(old: RecorderPhase, new: RecorderPhase, say: Say) -> list[Switche
     started: dict[str, float] = {}
 
     def report(host: str, message: str) -> None:
-        if message == "deploying":
-            started[host] = time.monotonic()
+        if message in ("restarting", "starting"):
+            started[host] = time.monotonic()  # the unit stops here: the gap starts
         say(f"{host}: {message}")
 
     new.report = old.report = report
