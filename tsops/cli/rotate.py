@@ -132,9 +132,10 @@ def _rotate(path: Path, before: str, candidate: Path, old: RecorderPhase, new: R
     source = _source(old.storage, old.inventory, old.remote) if options.migrate else None
     if source is not None:
         listed = source.objects()
-        console.line(f"migration: copy {len(listed)} recording(s), "
-                     f"{sum(i.size for i in listed)} bytes, from {source.description} to "
-                     f"{new.storage.destination} (verified by SHA-256; the source is only read)")
+        console.line(f"migration: copy the recordings of {source.description} (now "
+                     f"{len(listed)}, {sum(i.size for i in listed)} bytes; listed again once "
+                     f"the recorders are switched) to {new.storage.destination}, each verified "
+                     "by SHA-256; the source is only read")
     single = _warn_single(old, plan)
     if dry_run:
         console.line("dry run: nothing was changed")
