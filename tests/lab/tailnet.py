@@ -74,11 +74,12 @@ class TailnetSSHDenied(Exception):
 
 def tailnet_ssh_to(
     address: str, user: str, command: str, timeout: float = SSH_TIMEOUT_S,
-    source: str | None = None,
+    source: str | None = None, pty: tuple[int, int] | None = None,
 ) -> tuple[int, str, str]:
     """Run `command` over Tailscale SSH at `address`:22, as tsops does: paramiko, the `none`
     auth method, any host key; return (exit status, stdout, stderr). `source`: connect from
-    this local address (default: the route's, the operator's tailnet address).
+    this local address (default: the route's, the operator's tailnet address); `pty`: ask for
+    a terminal of (width, height) first (TERM=xterm), which tsops does not.
 
     Raises OSError when nothing answers (refused, unreachable), TailnetSSHDenied when the
     login is refused, TimeoutError when the session does not end in time.
@@ -99,6 +100,8 @@ def tailnet_ssh_to(
             raise TailnetSSHDenied(f"Tailscale SSH to {address} as {user}: {error}",
                                    text) from None
         channel = transport.open_session(timeout=timeout)
+        if pty is not None:
+            channel.get_pty(term="xterm", width=pty[0], height=pty[1])
         channel.exec_command(command)
         channel.shutdown_write()
         out, err = bytearray(), bytearray()

@@ -11,10 +11,12 @@ imports it only when SSH is on (paramiko is needed only then). It follows tailss
   auth banner `tailscale: ...` and a disconnect, as tailssh's errBanner does; `check` rules are
   refused too (no browser in the lab).
 - Sessions: `exec` (the command through the local user's shell, `-c`) and `shell`, as the local
-  user, stdout/stderr/exit status passed back; no PTY.
+  user, stdout/stderr/exit status passed back; with or without a PTY (`pty-req`, whose size is
+  the recording's width and height, and `window-change`).
 - Recording, as session.py does it: recorders of the rule's tag, online, lowest tailnet IPv4
   first, at their lab endpoint :80. stdout is recorded (`"o"` events) before the client gets it;
-  stderr is not recorded (tailssh records only the stdout writer of a session without a PTY).
+  stderr is not recorded (tailssh records only the stdout writer of a session without a PTY;
+  with one, stdout and stderr are the same terminal, all recorded).
   No recorder accepting: with enforceRecorder the session is refused with a message on
   **stdout** and exit status 1 (tailssh writes the message to the session, then `Exit(1)`);
   without, it runs unrecorded. The upload failing mid-way with enforceRecorder kills the
@@ -28,18 +30,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import ipaddress
 import os
+import pty
 import pwd
 import shlex
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import paramiko
 from paramiko.common import (
@@ -119,6 +125,8 @@ class ChannelRequest:
 
     command: str | None = None  # None: a shell
     env: dict[str, str] = field(default_factory=dict)
+    pty: tuple[str, int, int] | None = None  # (TERM, width, height) after a pty-req
+    master: int | None = None  # the PTY's controller side, while the session runs
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -268,12 +276,39 @@ class Connection(paramiko.ServerInterface):
     def check_channel_pty_request(self, channel: paramiko.Channel, term: bytes, width: int,
                                   height: int, pixelwidth: int, pixelheight: int,
                                   modes: bytes) -> bool:
-        """PTYs are not simulated: refused (an OpenSSH client goes on without one)."""
-        return False
+        """Note the terminal wanted (before the exec or shell request)."""
+        request = self.request_of(channel)
+        if request.ready.is_set():
+            return False
+        request.pty = (term.decode("utf-8", errors="replace"), width, height)
+        return True
+
+    def check_channel_window_change_request(self, channel: paramiko.Channel, width: int,
+                                            height: int, pixelwidth: int,
+                                            pixelheight: int) -> bool:
+        """Resize the session's terminal (not recorded: resizes are not in the .cast)."""
+        request = self.request_of(channel)
+        if request.pty is None:
+            return False
+        request.pty = (request.pty[0], width, height)
+        if request.master is not None:
+            set_size(request.master, width, height)
+        return True
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
         """No SFTP here."""
         return False
+
+
+def set_size(fd: int, width: int, height: int) -> None:
+    """Set a terminal's size (TIOCSWINSZ)."""
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+def take_terminal() -> None:
+    """In the child, after setsid: make stdin (the PTY) the controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 class Recording:
@@ -363,12 +398,17 @@ class Session:
             self.log(f"start failed: {error}")
             self.exit(1)
             return
-        readers = [
-            threading.Thread(target=self.copy_output, args=(self.process.stdout, True),
-                             daemon=True),
-            threading.Thread(target=self.copy_output, args=(self.process.stderr, False),
-                             daemon=True),
-        ]
+        if self.request.master is not None:  # one terminal: everything is recorded stdout
+            readers = [threading.Thread(target=self.copy_output,
+                                        args=(self.request.master, True), daemon=True)]
+        else:
+            assert self.process.stdout is not None and self.process.stderr is not None
+            readers = [
+                threading.Thread(target=self.copy_output, args=(self.process.stdout.fileno(),
+                                                                True), daemon=True),
+                threading.Thread(target=self.copy_output, args=(self.process.stderr.fileno(),
+                                                                False), daemon=True),
+            ]
         for reader in readers:
             reader.start()
         threading.Thread(target=self.copy_input, daemon=True).start()
@@ -377,6 +417,9 @@ class Session:
         code = self.process.wait()
         for reader in readers:
             reader.join()
+        if self.request.master is not None:
+            os.close(self.request.master)
+            self.request.master = None
         status = code if code >= 0 else KILLED_STATUS
         self.exit(status)
         if self.recording is not None:
@@ -399,11 +442,12 @@ class Session:
         command = self.request.command or ""
         with contextlib.suppress(ValueError):  # tailssh joins the shell-split command
             command = " ".join(shlex.split(command))
+        term, width, height = self.request.pty or (self.request.env.get("TERM", ""), 0, 0)
         header = cast_header(
             source=self.grant.source, ssh_user=self.grant.ssh_user,
             local_user=self.grant.local_user.pw_name,
-            started=datetime.datetime.now(datetime.UTC), command=command, width=0, height=0,
-            term=self.request.env.get("TERM") or "xterm-256color",
+            started=datetime.datetime.now(datetime.UTC), command=command, width=width,
+            height=height, term=term or "xterm-256color",
         )
         self.recording = Recording(upload, rule.enforce_recorder, time.monotonic())
         if not self.recording.send(header_line(header)):
@@ -428,20 +472,39 @@ class Session:
         }
         command = self.request.command
         argv = [shell, "-c", command] if command is not None else [shell, "-l"]
-        return subprocess.Popen(
-            argv, env=env, cwd=home, user=user.pw_uid, group=user.pw_gid,
-            extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True,
-        )
+        common: dict[str, Any] = {
+            "env": env, "cwd": home, "user": user.pw_uid, "group": user.pw_gid,
+            "extra_groups": os.getgrouplist(user.pw_name, user.pw_gid),
+            "start_new_session": True, "close_fds": True,
+        }
+        if self.request.pty is None:
+            return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, **common)
+        term, width, height = self.request.pty
+        env["TERM"] = term or env.get("TERM", "xterm-256color")
+        master, terminal = pty.openpty()
+        try:
+            set_size(master, width, height)
+            os.fchown(terminal, user.pw_uid, -1)
+            process = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal,
+                                       preexec_fn=take_terminal, **common)
+        except OSError:
+            os.close(master)
+            raise
+        finally:
+            os.close(terminal)
+        self.request.master = master
+        return process
 
-    def copy_output(self, pipe: IO[bytes] | None, recorded: bool) -> None:
-        """Pass stdout (recorded first) or stderr to the client."""
-        assert pipe is not None
+    def copy_output(self, fd: int, recorded: bool) -> None:
+        """Pass stdout or the terminal (recorded first), or stderr, to the client."""
         send: Callable[[bytes], None] = (self.channel.sendall if recorded
                                          else self.channel.sendall_stderr)
         while True:
-            data = os.read(pipe.fileno(), 32768)
+            try:
+                data = os.read(fd, 32768)
+            except OSError:  # a PTY whose last user is gone: EIO
+                break
             if not data:
                 break
             if self.terminated.is_set():
@@ -451,24 +514,27 @@ class Session:
                 continue
             with contextlib.suppress(OSError, EOFError):
                 send(data)
-        pipe.close()
 
     def copy_input(self) -> None:
         """Pass the client's input to the command; its EOF closes the command's stdin."""
-        assert self.process is not None and self.process.stdin is not None
-        stdin = self.process.stdin
+        assert self.process is not None
+        stdin, master = self.process.stdin, self.request.master
         try:
             while True:
                 data = self.channel.recv(32768)
                 if not data:
                     break
-                stdin.write(data)
-                stdin.flush()
+                if master is not None:
+                    os.write(master, data)
+                elif stdin is not None:
+                    stdin.write(data)
+                    stdin.flush()
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                stdin.close()
+            if stdin is not None:
+                with contextlib.suppress(OSError):
+                    stdin.close()
 
     def watch_recording(self) -> None:
         """While the command runs, notice a recorder that failed or stopped acknowledging."""

@@ -111,6 +111,19 @@ def test_recorded_session_from_the_control_machine(
     assert status == 0
     assert out.split()[:3] == ["alice", "/home/alice", operator.address]
 
+    # With a terminal: one stream, all of it recorded, the terminal's size in the header.
+    marker = f"pty-{nonce}"
+    status, out, err = tailnet_ssh_to(address, "root", f"echo {marker}; tty; stty size; "
+                                      "echo $TERM; echo oops >&2", pty=(100, 30))
+    lines = out.split("\r\n")
+    assert (status, err) == (0, "")
+    assert lines[0] == marker and lines[1].startswith("/dev/pts/")
+    assert lines[2:5] == ["30 100", "xterm", "oops"]
+    cast = wait_for_recording(recorder_host, device.node_id, marker)
+    header = json.loads(cast.splitlines()[0])
+    assert (header["width"], header["height"], header["env"]) == (100, 30, {"TERM": "xterm"})
+    assert "oops" in cast
+
     # Management SSH (what tsops uses) is OpenSSH on the lab address, unchanged.
     with server.connection() as conn:
         assert conn.run("hostname", hide=True).stdout.strip() == "host1"
@@ -145,6 +158,11 @@ def test_refusals(lab: Lab, tailnet: LabTailnet, tmp_path: Path) -> None:
     status, out, err = tailnet.tailnet_ssh("host1", "root", "touch /root/ran")
     assert (status, out, err) == (1, f"{REJECT_MESSAGE}\r\n", "")
     assert server.nsenter("test -e /root/ran", check=False).returncode == 1
+    assert recordings(recorder_host, device.node_id) == {}
+    # Not enforced: the same session runs, unrecorded (fail open).
+    tailnet.control.seed_policy(RECORDED.replace('"enforceRecorder": true',
+                                                 '"enforceRecorder": false'))
+    assert tailnet.tailnet_ssh("host1", "root", "echo open") == (0, "open\n", "")
     assert recordings(recorder_host, device.node_id) == {}
 
     # The upload failing mid-way ends an enforced session.
