@@ -491,3 +491,53 @@ def test_one_recorder_under_enforcement_needs_yes_and_reports_the_gap(
     assert session.outcome is Outcome.RECORDED and session.key is not None
     assert host.nsenter(f"cat /srv/recordings-2027/{session.key}").stdout.encode() == (
         session.sent)
+
+
+@pytest.mark.lab(hosts=2)
+def test_a_recorder_failing_after_its_restart_puts_every_switched_one_back(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    for host in lab.hosts:
+        allow_port_80(host)
+    inventory = write_inventory(tailnet, tmp_path, [h.name for h in lab.hosts],
+                                {"destination": OLD_DIR, "min_free_gb": 0})
+    env = tsops_env(tailnet, tmp_path / "state")
+    bootstrap(env, inventory)
+    generator = start_sessions(tailnet)
+    before = inventory.read_bytes()
+    with S3Server(host=lab.gateway) as doomed:
+        # The new store goes away once host1 is switched: host2's recorder cannot open it
+        # after its restart, so its health gate fails and both go back.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tsops", "rotate-storage", str(inventory), "--to",
+             "s3://lab-doomed", "--endpoint", doomed.endpoint, "--allow-plain-http",
+             "--access-key-env", "LAB_RECORDER_KEY_ID", "--secret-key-env",
+             "LAB_RECORDER_SECRET", "--yes", "--no-input"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        progress = []
+        for line in process.stderr:
+            progress.append(line)
+            if line.startswith(f"{lab.hosts[0].name}: changed"):
+                doomed.stop()
+        out, _ = process.communicate(timeout=120)
+    stderr = "".join(progress)
+    assert process.returncode == 1, out + stderr
+    first, second = (h.name for h in lab.hosts)
+    assert f"rotation stopped: {second}: health: tsrecorder.service is" in stderr
+    assert (f"Back on {OLD_DIR} and verified healthy: {second}, {first}. The inventory is "
+            "unchanged.") in stderr.replace("\n", " ")
+    assert inventory.read_bytes() == before
+    for host in lab.hosts:
+        assert f"--dst={OLD_DIR}" in host.nsenter(
+            "cat /etc/systemd/system/tsrecorder.service").stdout
+    recorded_before = len(generator.recorded())
+    generator.wait_for(recorded_before + 3)
+    results = generator.stop()
+    print(f"{len(results)} sessions: "
+          f"{ {o.value: [r.outcome for r in results].count(o) for o in Outcome} }")
+    assert Outcome.REFUSED not in [r.outcome for r in results]
+    stored = local_recordings(lab.hosts)
+    after = generator.recorded()[recorded_before:]
+    assert after and all(stored.get(s.key or "") == hashlib.sha256(s.sent).hexdigest()
+                         for s in after)
