@@ -397,6 +397,8 @@ class Session:
         except OSError as error:
             self.log(f"start failed: {error}")
             self.exit(1)
+            if self.recording is not None:
+                self.recording.finish()
             return
         if self.request.master is not None:  # one terminal: everything is recorded stdout
             readers = [threading.Thread(target=self.copy_output,
@@ -420,6 +422,9 @@ class Session:
         if self.request.master is not None:
             os.close(self.request.master)
             self.request.master = None
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
         status = code if code >= 0 else KILLED_STATUS
         self.exit(status)
         if self.recording is not None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import lab_unavailable
+from tests.lab.errors import LabUnavailable
 from tests.lab.inspect import leftovers
 from tests.lab.lab import Lab
 from tests.lab.tailnet import LabTailnet, TailnetSSHDenied, lab_tailnet, tailnet_ssh_to
@@ -211,6 +213,7 @@ def test_nothing_answers_unless_running_with_ssh(lab: Lab, tailnet: LabTailnet) 
         tailnet_ssh_to(address, "root", "true", timeout=5)
 
 
+@pytest.mark.lab
 def test_labs_side_by_side_reach_their_own_nodes_and_leave_nothing() -> None:
     """Two labs at once: each its own tailnet prefix and operator; nothing left after."""
     slots = []
@@ -224,12 +227,8 @@ def test_labs_side_by_side_reach_their_own_nodes_and_leave_nothing() -> None:
                     tailnet.control.seed_policy(UNRECORDED)
                     status, out, _ = tailnet.tailnet_ssh("host1", "root", "echo $SSH_CLIENT")
                     assert (status, out.split()[0]) == (0, tailnet.operator.address)
-    except Exception as error:
-        from tests.lab.errors import LabUnavailable
-
-        if isinstance(error, LabUnavailable):
-            pytest.skip(str(error))
-        raise
+    except LabUnavailable as error:
+        lab_unavailable(error)
     for slot in slots:
         assert leftovers(slot) == []
         routes = subprocess.run(["ip", "-4", "route", "show", "root", "100.64.0.0/10"],
