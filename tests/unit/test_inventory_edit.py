@@ -166,7 +166,7 @@ def test_remove_with_logout_of_an_unreachable_host_is_partial(
     shutil.copy(GOLDEN / "inventory.yaml", path)
     api = _Api()
     monkeypatch.setattr("tsops.cli.bootstrap.connect_api", lambda inventory, no_input: api)
-    monkeypatch.setattr(servers, "_remote", lambda inventory, target: _Unreachable())
+    monkeypatch.setattr(servers, "remote_for", lambda inventory, target: _Unreachable())
     with pytest.raises(SystemExit) as exited:
         servers.run_remove_server(path, "web2", logout=True, uninstall=False, dry_run=False,
                                   yes=True, no_input=True)
@@ -180,7 +180,7 @@ def test_remove_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     shutil.copy(GOLDEN / "inventory.yaml", path)
     api = _Api()
     monkeypatch.setattr("tsops.cli.bootstrap.connect_api", lambda inventory, no_input: api)
-    monkeypatch.setattr(servers, "_remote", lambda inventory, target: _Unreachable())
+    monkeypatch.setattr(servers, "remote_for", lambda inventory, target: _Unreachable())
     servers.run_remove_server(path, "web2", logout=False, uninstall=False, dry_run=True,
                               yes=False, no_input=True)
     assert api.deleted == []
