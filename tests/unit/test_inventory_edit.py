@@ -186,3 +186,25 @@ def test_remove_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     assert api.deleted == []
     assert path.read_bytes() == (GOLDEN / "inventory.yaml").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml"]
+
+
+def test_an_edit_is_validated_on_a_private_copy_that_keeps_the_files_mode(
+        tmp_path: Path) -> None:
+    from tsops.cli.inventory_file import candidate
+    from tsops.errors import InventoryError
+
+    path = tmp_path / "inventory.yaml"
+    text = "version: 1\ntailnet:\n  credentials: {api_token: {env: TS_API_KEY}}\n"
+    path.write_text(text)
+    path.chmod(0o640)
+    with candidate(path, text + "servers:\n  hosts: {web1: }\n", "nothing was changed") as (
+            written, loaded):
+        assert written.parent == path.parent and written.stat().st_mode & 0o777 == 0o640
+        assert loaded.path == path and [t.name for t in loaded.servers] == ["web1"]
+    assert not written.exists() and path.read_text() == text
+    with pytest.raises(InventoryError) as caught, \
+            candidate(path, text + "servers: {tags: [server]}\n", "nothing was changed"):
+        pass
+    assert caught.value.problems[-1] == "nothing was changed"
+    assert caught.value.problems[0].startswith(f"{path}:4:")
+    assert [p.name for p in tmp_path.iterdir()] == ["inventory.yaml"]

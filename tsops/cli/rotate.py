@@ -7,17 +7,14 @@ every switched one back) -> the inventory's storage block edited -> `--migrate`:
 
 from __future__ import annotations
 
-import difflib
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsops import console
-from tsops.errors import ExitCode, InventoryError, TsopsError, UsageError
+from tsops.cli.inventory_file import candidate, print_diff
+from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.inventory.edit import set_storage
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.rotation.target import (
@@ -50,11 +47,12 @@ def run_rotate(path: Path, options: RotateOptions, *, dry_run: bool, yes: bool,
         return
     before = path.read_text(encoding="utf-8")
     edit = set_storage(before, storage_changes(current, options))
-    with _candidate(path, edit.text) as (candidate, edited):
-        _print_inventory_diff(path, before, edit.text)
+    with candidate(path, edit.text, "the new storage block is invalid; nothing was changed"
+                   ) as (written, edited):
+        print_diff(path, before, edit.text, "after the rotation")
         old, new = _phases(inventory, edited, no_input)
         try:
-            _rotate(path, before, candidate, old, new, options, dry_run=dry_run, yes=yes,
+            _rotate(path, before, written, old, new, options, dry_run=dry_run, yes=yes,
                     no_input=no_input, workers=workers)
         finally:
             old.close()
@@ -68,33 +66,6 @@ def _current_storage(inventory: LoadedInventory) -> Storage:
         raise UsageError(f"{inventory.path}: no `recorders` and `storage`: there is no "
                          "recording destination to rotate (see docs/recorder.md)")
     return storage
-
-
-@contextmanager
-def _candidate(path: Path, text: str) -> Iterator[tuple[Path, LoadedInventory]]:
-    """The edited inventory next to the file, loaded with the loader's own validation."""
-    candidate = path.with_name(f".{path.name}.tsops-{os.getpid()}.tmp")
-    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    try:
-        candidate.chmod(path.stat().st_mode & 0o777)
-        try:
-            loaded = load_inventory(candidate)
-        except InventoryError as error:
-            raise InventoryError([p.replace(str(candidate), str(path)) for p in error.problems]
-                                 + ["the new storage block is invalid; nothing was changed"]
-                                 ) from error
-        yield candidate, replace(loaded, path=path)
-    finally:
-        candidate.unlink(missing_ok=True)
-
-
-def _print_inventory_diff(path: Path, before: str, after: str) -> None:
-    console.out.file.write("".join(difflib.unified_diff(
-        before.splitlines(keepends=True), after.splitlines(keepends=True),
-        fromfile=f"{path} (current)", tofile=f"{path} (after the rotation)")))
-    console.out.file.flush()
 
 
 def _phases(old: LoadedInventory, new: LoadedInventory,

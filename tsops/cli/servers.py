@@ -7,18 +7,15 @@ printed, and only then (not with `--dry-run`) is anything changed.
 
 from __future__ import annotations
 
-import difflib
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsops import console
-from tsops.errors import ExitCode, InventoryError, TsopsError, UsageError
-from tsops.inventory.edit import Edit, NewHost, add_host, remove_host
+from tsops.cli.inventory_file import candidate, print_diff
+from tsops.errors import ExitCode, TsopsError, UsageError
+from tsops.inventory.edit import NewHost, add_host, remove_host
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 
 if TYPE_CHECKING:
@@ -63,9 +60,9 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
     load_inventory(path)  # the current file must be valid before it is edited
     before = path.read_text(encoding="utf-8")
     edit = add_host(before, host)
-    with _candidate(path, edit) as (candidate, inventory):
+    with candidate(path, edit.text, "nothing was changed") as (written, inventory):
         target = next(t for t in inventory.servers if t.name == host.name)
-        _print_inventory_diff(path, before, edit.text)
+        print_diff(path, before, edit.text, "edited")
         engine = _engine(inventory, target, no_input)
         try:
             plan = engine.gather_and_plan()[0]
@@ -84,7 +81,7 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
                 console.line("dry run: nothing was changed")
                 return
             _confirm(f"Add {host.name} to {path} and enroll it?", yes, no_input)
-            candidate.replace(path)
+            written.replace(path)
             console.line(f"{path}: {host.name} added")
             # The policy goes first: an auth key may only carry tags declared in tagOwners.
             policy_error = (_extend_policy(inventory, engine.api, allow_unverified, no_input)
@@ -112,8 +109,8 @@ def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, d
         raise UsageError(f"{name}: {role} ({path}); nothing was changed")
     before = path.read_text(encoding="utf-8")
     edit = remove_host(before, name)
-    with _candidate(path, edit) as (candidate, _):
-        _print_inventory_diff(path, before, edit.text)
+    with candidate(path, edit.text, "nothing was changed") as (written, _):
+        print_diff(path, before, edit.text, "edited")
         api = connect_api(inventory, no_input)
         remote = remote_for(inventory, target)
         try:
@@ -131,38 +128,12 @@ def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, d
                 outcomes.append(_delete(api, device))
             elif problem is not None:
                 outcomes.append(Outcome("delete the device", problem))
-            candidate.replace(path)
+            written.replace(path)
             outcomes.append(Outcome(f"remove {name} from {path}"))
         finally:
             remote.close()
             api.close()
     _report_remove(name, outcomes)
-
-
-@contextmanager
-def _candidate(path: Path, edit: Edit) -> Iterator[tuple[Path, LoadedInventory]]:
-    """Write the edited text next to the file and load it with the loader's own validation.
-
-    The candidate replaces the file only if the caller moves it there; otherwise it is removed.
-    """
-    candidate = path.with_name(f".{path.name}.tsops-{os.getpid()}.tmp")
-    candidate.write_text(edit.text, encoding="utf-8")
-    try:
-        try:
-            loaded = load_inventory(candidate)
-        except InventoryError as error:
-            raise InventoryError([p.replace(str(candidate), str(path)) for p in error.problems]
-                                 + ["nothing was changed"]) from error
-        yield candidate, replace(loaded, path=path)
-    finally:
-        candidate.unlink(missing_ok=True)
-
-
-def _print_inventory_diff(path: Path, before: str, after: str) -> None:
-    console.out.file.write("".join(difflib.unified_diff(
-        before.splitlines(keepends=True), after.splitlines(keepends=True),
-        fromfile=f"{path} (current)", tofile=f"{path} (edited)")))
-    console.out.file.flush()
 
 
 def _engine(inventory: LoadedInventory, target: Target, no_input: bool) -> Engine:
