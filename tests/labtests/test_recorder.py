@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,6 @@ SSH_POLICY = """\
   }],
 }
 """
-
-
-@pytest.fixture
-def lab_s3(lab: Lab) -> Iterator[S3Server]:
-    """moto on the lab bridge, reachable from the recorder hosts."""
-    with S3Server(host=lab.gateway) as server:
-        yield server
 
 
 @pytest.fixture

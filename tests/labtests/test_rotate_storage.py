@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +26,14 @@ from ruamel.yaml import YAML
 from tests.lab.lab import Lab, LabHost
 from tests.lab.s3 import S3Server, free_port
 from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.labtests.test_recorder import SSH_POLICY
 from tests.sim.recorder.bundle import allow_port_80, build_executable
 from tests.sim.recorder.cast import shell_output
 from tests.sim.recorder.conftest import ALICE, register_server
 from tests.sim.recorder.session import Outcome, SessionResult, run_session
 
 OLD_DIR = "/srv/recordings"
-SSH_POLICY = """\
-{
-  "groups": {"group:ops": ["alice@example.com"]},
-  "tagOwners": {"tag:server": [], "tag:recorder": []},
-  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-  "ssh": [{
-    "action": "accept", "src": ["group:ops"], "dst": ["tag:server"],
-    "users": ["autogroup:nonroot", "root"], "recorder": ["tag:recorder"],
-    "enforceRecorder": true,
-  }],
-}
-"""
 RECORDER_ENV = {"LAB_RECORDER_KEY_ID": "AKIDRECORDER", "LAB_RECORDER_SECRET": "rec-secret-value"}
-
-
-@pytest.fixture
-def lab_s3(lab: Lab) -> Iterator[S3Server]:
-    """moto on the lab bridge, reachable from the recorder hosts."""
-    with S3Server(host=lab.gateway) as server:
-        yield server
 
 
 def write_inventory(tailnet: LabTailnet, folder: Path, recorders: list[str],

@@ -15,10 +15,9 @@ from tests.lab.lab import Lab
 from tests.lab.s3 import S3Server
 from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 from tests.labtests.test_main_job import bootstrap
-from tests.labtests.test_recorder import (  # noqa: F401 (lab_s3 and executable are fixtures)
+from tests.labtests.test_recorder import (  # noqa: F401 (executable is a fixture)
     BUCKET,
     executable,
-    lab_s3,
     s3_storage,
     write_inventory,
 )
@@ -116,7 +115,7 @@ def test_status_clean_then_each_drift_then_a_host_down(
 
 @pytest.mark.lab(hosts=1)
 def test_status_sees_a_bucket_policy_changed_by_hand(
-    lab: Lab, tailnet: LabTailnet, lab_s3: S3Server, executable: Path,  # noqa: F811
+    lab: Lab, tailnet: LabTailnet, lab_s3: S3Server, executable: Path,  # noqa: F811 (fixture)
     tmp_path: Path,
 ) -> None:
     host = lab.hosts[0]
