@@ -3,8 +3,9 @@
 It boots the hosts that inventories/lab.yaml names, serves the simulated tailnet on the lab
 bridge, and runs tsops as an operator would: check, plan, bootstrap (the recorder on host3 and
 its health gate, the servers, then the policy file), bootstrap again to show that a converged
-rerun changes nothing, and status to show that nothing drifted. Then an SSH session to host1 is
-opened the way Tailscale SSH does it, and its recording is shown where the recorder wrote it.
+rerun changes nothing, status to show that nothing drifted, and verify: a canary Tailscale SSH
+session to each server from this machine (a node of the lab's tailnet), whose recording tsops
+then finds on the recorder. One of those recordings is shown where the recorder wrote it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from tests.lab.inspect import leftovers
 from tests.lab.lab import Lab
 from tests.lab.tailnet import TOKEN_VARIABLE, lab_tailnet
 from tests.sim.recorder.bundle import allow_port_80, build_executable
-from tests.sim.recorder.cast import SourceNode, shell_output
-from tests.sim.recorder.session import run_session
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab.yaml"
@@ -60,6 +59,7 @@ def main() -> int:
                 ["bootstrap", "--yes", inventory],
                 ["bootstrap", "--yes", inventory],
                 ["status", inventory],
+                ["verify", inventory],
             ]
             for args in steps:
                 say("tsops " + " ".join(args))
@@ -71,20 +71,16 @@ def main() -> int:
             for device in tailnet.control.state.devices():
                 print(f"   {device.hostname}: {device.node_id} {' '.join(device.tags)} "
                       f"ssh={'on' if device.ssh else 'off'}", flush=True)
-            say("an SSH session to host1, as Tailscale SSH opens it under the patched policy")
-            alice = SourceNode("alice-laptop.example.ts.net", "nALICE1CNTRL",
-                               login="alice@example.com", user_id=1)
-            session = run_session(tailnet.control, "host1", alice, "root", shell_output(
-                "root@host1:~# ", [("uptime", " 10:00:00 up 3 days,  load average: 0.01\n")]))
-            recorder = session.recorder.name if session.recorder else "no recorder"
-            print(f"   outcome: {session.outcome.name} by {recorder} ({session.protocol})",
-                  flush=True)
+            say("the recordings on host3, and the header of one")
             listing = lab.host("host3").nsenter(
-                "find /var/lib/tsrecorder/recordings -name '*.cast' | head -3").stdout
-            print("   on host3: " + listing.strip(), flush=True)
-            if session.outcome.name != "RECORDED":
-                print("demo: the session was not recorded", file=sys.stderr)
+                "find /var/lib/tsrecorder/recordings -name '*.cast' | sort").stdout.split()
+            for path in listing:
+                print(f"   {path}", flush=True)
+            if not listing:
+                print("demo: no recording on host3", file=sys.stderr)
                 return 1
+            header = lab.host("host3").nsenter(f"head -1 {listing[0]}").stdout.strip()
+            print(f"   {header}", flush=True)
             say("stopping the lab")
         left = leftovers(lab.slot)
         if left:
