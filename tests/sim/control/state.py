@@ -186,23 +186,9 @@ class Device:
         return next(a for a in self.addresses if ipaddress.ip_address(a).version == 4)
 
     def node(self, tailnet: str, suffix: str, now: float) -> dict[str, Any]:
-        """Return the enrollment protocol's NODE object."""
-        return {
-            "id": self.id,
-            "nodeId": self.node_id,
-            "name": self.name,
-            "hostname": self.hostname,
-            "tags": list(self.tags),
-            "addresses": list(self.addresses),
-            "os": self.os,
-            "clientVersion": self.client_version,
-            "endpoint": self.endpoint,
-            "user": self.user,
-            "tailnet": tailnet,
-            "magicDNSSuffix": suffix,
-            "online": self.online(now),
-            "authorized": True,
-        }
+        """Return the enrollment protocol's NODE object: the peer view and the node's own."""
+        return {**self.peer(now), "os": self.os, "clientVersion": self.client_version,
+                "tailnet": tailnet, "magicDNSSuffix": suffix, "authorized": True}
 
     def peer(self, now: float) -> dict[str, Any]:
         """Return the device as another node's netmap shows it (for SSH and recording)."""
