@@ -57,8 +57,8 @@ BAD_INPUT = [
     ("s3.yaml", ["--to", "s3://bucket-b", "--access-key-env", "K"],
      "--access-key-env/--access-key-keyring and --secret-key-env/--secret-key-keyring go "
      "together"),
-    ("s3.yaml", ["--to", "s3://bucket-b", "--access-key-env", "AKIAABCDEFGHIJKLMNOP/x",
-                 "--secret-key-env", "S"], "--access-key-env 'AKIAABCDEFGHIJKLMNOP/x': "
+    ("s3.yaml", ["--to", "s3://bucket-b", "--access-key-env", "pasted-key/x",
+                 "--secret-key-env", "S"], "--access-key-env 'pasted-key/x': "
                                            "expected the NAME of an environment variable"),
     ("s3.yaml", ["--to", "/srv/recordings", "--migrate"], "--migrate: copying recordings into"),
     ("s3.yaml", ["--to", "/srv/recordings", "--region", "eu-west-1"],
