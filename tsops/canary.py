@@ -314,7 +314,10 @@ class BucketObjects:
                             if wanted[marker] == node and marker in head:
                                 found.setdefault(marker, key)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in ("403", "AccessDenied"):
+                raise TsopsError("access denied (403): reading recordings needs s3:ListBucket "
+                                 "and s3:GetObject for your AWS credentials") from error
             raise TsopsError(f"S3 said {code or error}") from error
         except BotoCoreError as error:
             raise TsopsError(f"cannot reach S3 ({error})") from error

@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab
+from tests.lab.s3 import S3Server
 from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 from tests.labtests.test_main_job import bootstrap
+from tests.labtests.test_recorder import BUCKET, s3_storage
+from tests.labtests.test_recorder import tsops as recorder_tsops
 from tests.sim.recorder.bundle import allow_port_80
 
 DESTINATION = "/var/lib/tsrecorder/recordings"
@@ -84,3 +88,43 @@ def test_verify_proves_each_server_recorded_then_sees_what_breaks_it(
     assert servers["host1"]["state"] == "recorded"
     assert servers["host2"]["state"] == "refused"
     assert "not answering" in servers["host2"]["detail"]
+
+
+@pytest.mark.lab(hosts=2)
+def test_verify_finds_the_canary_recordings_in_an_s3_bucket(
+    lab: Lab, tailnet: LabTailnet, lab_s3: S3Server, tmp_path: Path
+) -> None:
+    allow_port_80(lab.host("host2"))
+    path = tailnet.recorded_inventory(tmp_path, {"host1": ()}, recorder="host2")
+    yaml = YAML()
+    document = yaml.load(path.read_text())
+    document["storage"] = s3_storage(lab_s3)
+    with path.open("w") as out:
+        yaml.dump(document, out)
+    boot = recorder_tsops(tailnet, "bootstrap", "--yes", "--no-input", str(path))
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    s3 = lab_s3.client()
+    # Someone else's recording of host1 from before: listed, read, not mistaken for the canary.
+    node = next(d.node_id for d in tailnet.control.state.devices() if d.hostname == "host1")
+    s3.put_object(Bucket=BUCKET, Key=f"{node}/earlier.cast",
+                  Body=b'{"version": 2}\n[0.1, "o", "tsops-canary-0000000000000000"]\n')
+
+    proved = recorder_tsops(tailnet, "verify", "--no-input", "-o", "json", str(path))
+    assert proved.returncode == 0, proved.stdout + proved.stderr
+    (server,) = json.loads(proved.stdout)["servers"]
+    assert server["state"] == "recorded" and server["recording"].startswith(f"{node}/")
+    assert server["recording"] != f"{node}/earlier.cast"
+    body = s3.get_object(Bucket=BUCKET, Key=server["recording"])["Body"].read().decode()
+    header = json.loads(body.splitlines()[0])
+    assert header["command"] == "echo " + header["command"].split()[-1]
+    assert header["srcNodeID"] == tailnet.operator.node_id
+
+    # The operator's AWS credentials cannot read the bucket: an error (exit 1), not drift.
+    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}))
+    unreadable = recorder_tsops(tailnet, "verify", "--no-input", "-o", "json", str(path))
+    assert unreadable.returncode == 1, unreadable.stdout + unreadable.stderr
+    (server,) = json.loads(unreadable.stdout)["servers"]
+    assert server["state"] == "error"
+    assert "access denied (403): reading recordings needs s3:ListBucket" in server["detail"]

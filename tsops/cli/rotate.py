@@ -139,6 +139,7 @@ def _rotate(path: Path, before: str, candidate: Path, old: RecorderPhase, new: R
         console.line(f"recording gap: at most {gap:.1f} s (the only recorder, from its restart "
                      "to healthy); sessions under enforce_recorder rules were refused meanwhile")
     console.line(f"{path}: storage.destination is now {new.storage.destination}")
+    console.line(f"to prove sessions are recorded there: tsops verify {path}")
     record = _record(path, old, new)
     if not options.migrate:
         console.line(f"the recordings stay at {old.storage.destination}; to copy them: "
