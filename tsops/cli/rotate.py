@@ -361,7 +361,7 @@ def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_inpu
 
 def _record_from(path: Path, old: str) -> MigrationRecord | None:
     """The newest rotation record of this inventory whose source is `old`."""
-    from tsops.rotation.migrate import MigrationRecord, state_dir
+    from tsops.rotation.migrate import MigrationRecord, inventory_id, state_dir
 
     directory = state_dir()
     if not directory.is_dir():
@@ -370,6 +370,6 @@ def _record_from(path: Path, old: str) -> MigrationRecord | None:
     for record_file in directory.glob("*.jsonl"):
         record = MigrationRecord.read(record_file)
         if record.source.destination.rstrip("/") == old.rstrip("/") and \
-                record_file.name.startswith(MigrationRecord.inventory_id(path)):
+                record_file.name.startswith(inventory_id(path)):
             candidates.append((record_file.stat().st_mtime, record))
     return max(candidates, key=lambda c: c[0])[1] if candidates else None

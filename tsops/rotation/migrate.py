@@ -29,12 +29,11 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from tsops.engine import RemoteLike
 from tsops.errors import TsopsError
 from tsops.inventory.model import Storage
-from tsops.recordings.store import is_recording_key
+from tsops.recordings.store import S3Store, StoreError, is_recording_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-CHUNK = 1 << 20
 SPOOL_BYTES = 8 << 20  # a recording larger than this goes through a temporary file
 BATCH_BYTES = 4 << 20  # small files read over SSH together, up to this much per round trip
 BATCH_FILES = 200
@@ -111,26 +110,18 @@ def spool(chunks: Iterable[bytes]) -> tuple[IO[bytes], str, str, int]:
 
 
 class S3Source:
-    """Recordings in a bucket, read with the operator's credentials."""
+    """Recordings in a bucket, read with the operator's credentials (the recordings store)."""
 
     def __init__(self, client: S3Client, bucket: str) -> None:
-        self.client = client
-        self.bucket = bucket
-        self.description = f"s3://{bucket}"
+        self.store = S3Store(client, bucket)
+        self.description = self.store.description
 
     def objects(self) -> list[SourceObject]:
         """Every recording key and size (ListObjectsV2, every page)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        found = []
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket):
-                found += [SourceObject(o["Key"], o["Size"]) for o in page.get("Contents", [])
-                          if is_recording_key(o["Key"])]
-        except (BotoCoreError, ClientError) as error:
-            raise MigrationError(f"cannot list {self.description}: {error}") from error
-        return found
+            return [SourceObject(info.key, info.size) for info in self.store.list()]
+        except StoreError as error:
+            raise MigrationError(error.message) from error
 
     def batches(self, items: list[SourceObject]) -> list[list[SourceObject]]:
         """One GET per recording."""
@@ -139,11 +130,7 @@ class S3Source:
     def fetch(self, batch: list[SourceObject]) -> Iterator[Fetched]:
         """GET each recording, streamed into a spooled file."""
         for item in batch:
-            body = self.client.get_object(Bucket=self.bucket, Key=item.key)["Body"]
-            try:
-                file, sha, md5, size = spool(body.iter_chunks(CHUNK))
-            finally:
-                body.close()
+            file, sha, md5, size = spool(self.store.chunks(item.key))
             yield Fetched(item, file, sha, md5, size)
 
 
@@ -263,21 +250,15 @@ class S3Destination:
     def __init__(self, client: S3Client, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
-        self.description = f"s3://{bucket}"
+        self.store = S3Store(client, bucket)
+        self.description = self.store.description
 
     def listing(self) -> dict[str, int]:
         """Every recording key already there, with its size."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        found: dict[str, int] = {}
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket):
-                found.update({o["Key"]: o["Size"] for o in page.get("Contents", [])
-                              if is_recording_key(o["Key"])})
-        except (BotoCoreError, ClientError) as error:
-            raise MigrationError(f"cannot list {self.description}: {error}") from error
-        return found
+            return {info.key: info.size for info in self.store.list()}
+        except StoreError as error:
+            raise MigrationError(error.message) from error
 
     def put(self, fetched: Fetched) -> None:
         """PutObject with Content-MD5 (an Object Lock bucket refuses a put without one)."""
@@ -288,13 +269,9 @@ class S3Destination:
 
     def sha256(self, key: str) -> str:
         """The SHA-256 of the object as read back."""
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
         digest = hashlib.sha256()
-        try:
-            for chunk in body.iter_chunks(CHUNK):
-                digest.update(chunk)
-        finally:
-            body.close()
+        for chunk in self.store.chunks(key):
+            digest.update(chunk)
         return digest.hexdigest()
 
 
@@ -363,11 +340,6 @@ class MigrationRecord:
                 return record
         return None
 
-    @staticmethod
-    def inventory_id(inventory: Path) -> str:
-        """The prefix of this inventory's record files."""
-        return inventory_id(inventory)
-
     def add(self, key: str, sha256: str, size: int) -> None:
         """Append one verified recording (flushed at once: an interruption keeps it)."""
         line = json.dumps({"key": key, "sha256": sha256, "size": size}) + "\n"
@@ -378,6 +350,7 @@ class MigrationRecord:
 
 
 def inventory_id(inventory: Path) -> str:
+    """The prefix of this inventory's record files."""
     return hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:12]
 
 
