@@ -250,12 +250,11 @@ class RecorderFolders:
     """A local destination: the same folder on every recorder host, searched over SSH."""
 
     root: str
-    remotes: Sequence[RemoteLike]
+    remotes: dict[str, RemoteLike]  # recorder host name -> its connection
 
     def describe(self) -> str:
         """The destination, for messages."""
-        names = ", ".join(getattr(r, "name", "?") for r in self.remotes)
-        return f"{self.root} on {names}"
+        return f"{self.root} on {', '.join(self.remotes)}"
 
     def find(self, wanted: dict[str, str], since: float) -> dict[str, str]:
         """Search every recorder host in one round trip each."""
@@ -263,7 +262,7 @@ class RecorderFolders:
 
         found: dict[str, str] = {}
         unreachable: list[str] = []
-        for remote in self.remotes:
+        for remote in self.remotes.values():
             try:
                 run = remote.run(find_script(self.root, wanted, since))
             except HostUnreachable as error:

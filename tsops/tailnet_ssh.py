@@ -17,6 +17,10 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from paramiko import Channel
 
 SSH_PORT = 22
 READ_LIMIT = 64 * 1024  # a canary prints one line; more than this is not read
@@ -85,11 +89,8 @@ def run_command(address: str, user: str, command: str, timeout: float = 20.0,
         transport.close()
 
 
-def _read(channel: object, timeout: float) -> tuple[str, str]:
+def _read(channel: Channel, timeout: float) -> tuple[str, str]:
     """Read stdout and stderr until the command exits (bounded by READ_LIMIT and `timeout`)."""
-    from paramiko import Channel
-
-    assert isinstance(channel, Channel)
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -78,7 +78,7 @@ def verify_servers(inventory: LoadedInventory, api: TailscaleApi, targets: Seque
     canaries, unplanned = plan_canaries(inventory, targets, api.list_devices(), user)
     remotes: list[Remote] = []
     try:
-        destination = open_destination(inventory, remotes, no_input=True)
+        destination = open_destination(inventory, remotes)
         for canary in canaries:
             console.err.print(f"{canary.host}: canary session as {canary.user}@{canary.address}",
                               highlight=False)
@@ -91,8 +91,7 @@ def verify_servers(inventory: LoadedInventory, api: TailscaleApi, targets: Seque
     return sorted(done + unplanned, key=lambda r: order[r.host])
 
 
-def open_destination(inventory: LoadedInventory, remotes: list[Remote],
-                     no_input: bool) -> Destination:
+def open_destination(inventory: LoadedInventory, remotes: list[Remote]) -> Destination:
     """The inventory's destination: the bucket (operator's credentials) or the recorders' folder."""
     from tsops.canary import BucketObjects, RecorderFolders
 
@@ -105,7 +104,7 @@ def open_destination(inventory: LoadedInventory, remotes: list[Remote],
     from tsops.cli.servers import remote_for
 
     remotes.extend(remote_for(inventory, target) for target in inventory.recorders)
-    return RecorderFolders(storage.destination, remotes)
+    return RecorderFolders(storage.destination, {r.name: r for r in remotes})
 
 
 def exit_code(results: Sequence[CanaryResult]) -> int:
