@@ -24,6 +24,7 @@ from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab
 from tests.sim.control.server import ControlServer
+from tests.sim.control.state import RequestRecord
 from tests.sim.tailscale.build import LATEST, ensure_repo_tree
 from tests.sim.tailscale.server import RepoServer
 
@@ -174,6 +175,14 @@ class LabTailnet:
         threading.Thread(target=heartbeat, name="operator-heartbeat", daemon=True).start()
         return Operator(ipv4, node["nodeId"], OPERATOR_LOGIN, state.user_id(OPERATOR_LOGIN),
                         node["name"], machine_key)
+
+    def api_requests(self, since: int = 0) -> list[RequestRecord]:
+        """The API requests made with the operator's token after the first `since` requests.
+
+        The lab's tailscaled daemons poll the control plane on their own, at any moment: a test
+        counting what tsops asked for must count only what carried tsops's credential.
+        """
+        return [r for r in self.control.state.requests()[since:] if r.token == self.token]
 
     def stop(self) -> None:
         """Stop the operator's heartbeat."""

@@ -79,7 +79,7 @@ def test_bootstrap_from_scratch_then_converged(lab: Lab, tailnet: LabTailnet,
     second = bootstrap_json(tailnet, inventory)
     assert {name: (h["outcome"], h["round_trips"]) for name, h in second.items()} == (
         dict.fromkeys(SERVERS, ("unchanged", 1)))
-    calls = tailnet.control.state.requests()[requests_before:]
+    calls = tailnet.api_requests(requests_before)
     assert [(c.method, c.path) for c in calls] == [("GET", "/api/v2/tailnet/example.com/devices")]
     assert len(tailnet.control.state.auth_keys()) == 4
     again = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))

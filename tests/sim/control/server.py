@@ -373,6 +373,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     timeout = 10
     disable_nagle_algorithm = True  # headers and body go out separately; no 40 ms ACK stalls
     server: _HTTPServer
+    credential_token: str | None = None  # the API credential of the request being answered
 
     def do_GET(self) -> None:
         """Answer a GET."""
@@ -399,12 +400,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length)) if length.isdigit() else b""
         path = urlsplit(self.path).path
         control = self.server.control
+        self.credential_token = None
         try:
             response = self._answer(control, method, path, body)
         except ControlError as error:
             response = json_response(error.body(), error.status)
         except Exception as error:  # a simulator bug: answer it plainly rather than drop the line
             response = json_response({"message": f"simulator error: {error!r}"}, 500)
+        # Recorded before the answer goes out: a client that has its answer always finds its
+        # request in the record, without waiting for it.
+        control.state.record(method, path, response.status, self.credential_token)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -412,7 +417,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(response.body)
-        control.state.record(method, path, response.status)
 
     def _answer(self, control: ControlServer, method: str, path: str, body: bytes) -> Response:
         """Return the response of the matching route, or raise ControlError."""
@@ -430,6 +434,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             if token is None:
                 raise ControlError(401, "API token invalid")
             credential = control.state.authenticate(token)
+            self.credential_token = credential.token
             if match.groupdict().get("tailnet", "-") not in ("-", control.state.tailnet):
                 raise ControlError(404, "tailnet not found")
             if not _has_scope(credential, found.scope):

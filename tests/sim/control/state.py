@@ -240,6 +240,7 @@ class RequestRecord:
     method: str
     path: str
     status: int
+    token: str | None = None  # the API credential it carried (None: unauthenticated routes)
 
 
 @dataclass
@@ -325,10 +326,10 @@ class ControlState:
         with self._lock:
             return list(self._store.requests)
 
-    def record(self, method: str, path: str, status: int) -> None:
-        """Remember one answered request."""
+    def record(self, method: str, path: str, status: int, token: str | None = None) -> None:
+        """Remember one answered request, and which API credential made it."""
         with self._lock:
-            self._store.requests.append(RequestRecord(method, path, status))
+            self._store.requests.append(RequestRecord(method, path, status, token))
 
     # Credentials.
 
