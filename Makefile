@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := systemd-container debootstrap openssh-client iproute2 util-linux dpkg-dev \
 	apt-utils gnupg
 
-.PHONY: setup demo test unit lint rootfs clean-lab
+.PHONY: setup demo test unit lint rootfs clean-lab constraints
 
 setup: .stamps/apt .stamps/venv
 
@@ -22,12 +22,12 @@ setup: .stamps/apt .stamps/venv
 	fi
 	@mkdir -p .stamps && touch $@
 
-.stamps/venv: pyproject.toml
+.stamps/venv: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "tsops needs Python >= 3.11 ($(PYTHON) is older)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@mkdir -p .stamps && touch $@
 
 # The Debian rootfs the lab boots, cached outside the repository (/var/cache/tsops-lab).
@@ -50,3 +50,12 @@ test: rootfs lint
 # Remove what labs of dead processes left behind (the lab also does this on every start).
 clean-lab: setup
 	$(PY) -c 'from tests.lab.journal import reap_stale; print(reap_stale(), "reaped")'
+
+# Re-pin every Python package (after a change to pyproject.toml's dependencies), from a fresh
+# virtualenv so that nothing stale is kept.
+constraints:
+	rm -rf .constraints-venv && $(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/pip install -q --upgrade pip && .constraints-venv/bin/pip install -q -e '.[dev]'
+	{ sed -n '1,2p' constraints.txt; .constraints-venv/bin/pip freeze --all --exclude-editable \
+		| grep -v '^setuptools=='; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf .constraints-venv
