@@ -71,16 +71,16 @@ def seed(server: S3Server, count: int, big_mb: int) -> tuple[int, int]:
 def child(endpoint: str, workers: int, state: str, target: str) -> None:
     """The migration alone (a child process): prints its report as JSON."""
     from tsops.inventory.model import Storage
-    from tsops.recorder.phase import boto3_client
     from tsops.rotation.migrate import MigrationRecord, S3Destination, S3Source, migrate
+    from tsops.s3 import client_for
 
     source = Storage(destination=f"s3://{SOURCE}", endpoint=endpoint, region="us-east-1",
                      allow_plain_http=True)
     destination = source.model_copy(update={"destination": f"s3://{target}"})
     record = MigrationRecord.create(Path(state), Path(state) / "inventory.yaml", source, (),
                                     destination.destination)
-    report = migrate(S3Source(boto3_client(source, None), SOURCE),
-                     S3Destination(boto3_client(destination, None), target), record,
+    report = migrate(S3Source(client_for(source), SOURCE),
+                     S3Destination(client_for(destination), target), record,
                      workers=workers)
     print(json.dumps({**report.as_json(), "peak_rss_mb": peak_rss_mb()}))
 

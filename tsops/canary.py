@@ -27,9 +27,9 @@ from tsops.errors import TsopsError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from tsops.engine import RemoteLike
     from tsops.inventory.load import LoadedInventory, Target
     from tsops.inventory.model import SshRule
+    from tsops.remote import RemoteLike
     from tsops.tailnet_ssh import SessionResult
     from tsops.tailscale_api import Device
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.sim.control import ControlServer
 from tests.sim.control.conftest import register_body
+from tsops.events import Recorded
 from tsops.inventory.load import load_inventory
 from tsops.policy import hujson
 from tsops.policy.apply import apply_policy
@@ -171,8 +172,8 @@ def test_a_concurrent_edit_gives_412_then_a_retry_keeps_it(
     inventory = load_inventory(write_inventory(tmp_path, control))
     api = RacingApi(control, token)
     try:
-        result = apply_policy(inventory, api, healthy_recorder_tags={"tag:recorder"},
-                              allow_unverified=False, yes=True)
+        result = apply_policy(inventory, api, Recorded(answer=True),
+                              healthy_recorder_tags={"tag:recorder"}, allow_unverified=False)
     finally:
         api.close()
     assert result.changed and result.attempts == 2

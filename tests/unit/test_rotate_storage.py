@@ -204,7 +204,7 @@ class FakePhase:
     failing: set[str] = field(default_factory=set)
     inventory: FakeInventory = field(default_factory=lambda: FakeInventory(
         (FakeTarget("rec1"), FakeTarget("rec2"), FakeTarget("rec3"))))
-    report: Any = None
+    on_progress: Any = None
 
     @property
     def storage(self) -> Storage:
@@ -214,7 +214,7 @@ class FakePhase:
         return [FakePlan(t) for t in targets]
 
     def apply_host(self, plan: FakePlan, changed_storage: bool) -> FakeResult:
-        self.report(plan.target.name, "restarting")
+        self.on_progress(plan.target.name, "restarting")
         self.log.append(f"{plan.target.name} -> {self.destination}")
         if plan.target.name in self.failing:
             return FakeResult(False, "failed", "health: tsrecorder.service is failed")

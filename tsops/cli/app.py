@@ -28,6 +28,12 @@ app = typer.Typer(
 _debug = os.environ.get("TSOPS_DEBUG", "") not in ("", "0")
 
 
+def _finish(code: int | None) -> None:
+    """End the command with its exit code (the one way a command module's outcome exits)."""
+    if code:
+        raise typer.Exit(code)
+
+
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"tsops {__version__}")
@@ -101,7 +107,8 @@ def plan(
     """Show what bootstrap would change on each server, and the API calls it would make."""
     from tsops.cli.bootstrap import run_plan
 
-    run_plan(inventory, limit or [], concurrency, no_input, _output(output), detailed_exitcode)
+    _finish(run_plan(inventory, limit or [], concurrency, no_input, _output(output),
+                     detailed_exitcode))
 
 
 @app.command()
@@ -126,10 +133,10 @@ def bootstrap(
     from tsops.cli.bootstrap import run_bootstrap, run_plan
 
     if dry_run:
-        run_plan(inventory, limit or [], concurrency, no_input, _output(output), False)
+        _finish(run_plan(inventory, limit or [], concurrency, no_input, _output(output), False))
         return
-    run_bootstrap(inventory, limit or [], concurrency, no_input, _output(output), yes,
-                  allow_unverified_recorder)
+    _finish(run_bootstrap(inventory, limit or [], concurrency, no_input, _output(output), yes,
+                          allow_unverified_recorder))
 
 
 secrets_app = typer.Typer(
@@ -183,7 +190,7 @@ def secrets_list() -> None:
 
 def main() -> None:
     """Entry point: run the app and turn every outcome into one exit code."""
-    from tsops import console
+    from tsops.cli import console
 
     try:
         # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
@@ -223,7 +230,7 @@ def policy_diff(
     """Show the unified diff tsops would make to the policy file; nothing is written."""
     from tsops.cli.policy import run_diff
 
-    run_diff(inventory, no_input, detailed_exitcode)
+    _finish(run_diff(inventory, no_input, detailed_exitcode))
 
 
 @policy_app.command("apply")
@@ -472,7 +479,7 @@ def status(
     """Check servers, recorders and the policy read-only: exit 0 clean, 3 drift, 1 error."""
     from tsops.cli.status import run_status
 
-    run_status(inventory, limit or [], concurrency, no_input, _output(output))
+    _finish(run_status(inventory, limit or [], concurrency, no_input, _output(output)))
 
 
 DEFAULT_CANARY_TIMEOUT = 30.0
@@ -495,7 +502,8 @@ def verify(
     """Prove each server recorded: a canary session, then its recording at the destination."""
     from tsops.cli.verify import run_verify
 
-    run_verify(inventory, limit or [], user, timeout, concurrency, no_input, _output(output))
+    _finish(run_verify(inventory, limit or [], user, timeout, concurrency, no_input,
+                       _output(output)))
 
 
 DryRunOpt = Annotated[
@@ -538,9 +546,9 @@ def add_server(
 
     new = NewHost(host, group=group, tags=tuple(tag or ()), user=user, port=port,
                   address=address)
-    run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
+    _finish(run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
                    allow_unverified=allow_unverified_recorder, canary=not skip_canary,
-                   canary_user=canary_user, canary_timeout=canary_timeout)
+                   canary_user=canary_user, canary_timeout=canary_timeout))
 
 
 @app.command("remove-server")
@@ -558,8 +566,8 @@ def remove_server(
     """Take a server out of recording: inventory, its device in the tailnet, optionally logout."""
     from tsops.cli.servers import run_remove_server
 
-    run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
-                      yes=yes, no_input=no_input)
+    _finish(run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
+                      yes=yes, no_input=no_input))
 
 
 class LockMode(StrEnum):
@@ -620,8 +628,8 @@ def rotate_storage(
     if (to is None) == (delete_source is None):
         raise UsageError("give exactly one of --to DST (rotate) or --delete-source OLD_DST")
     if delete_source is not None:
-        run_delete_source(inventory, delete_source, dry_run=dry_run, yes=yes,
-                          no_input=no_input, workers=workers)
+        _finish(run_delete_source(inventory, delete_source, dry_run=dry_run, yes=yes,
+                                  no_input=no_input, workers=workers))
         return
     assert to is not None
     options = RotateOptions(
@@ -630,4 +638,5 @@ def rotate_storage(
         access_key_keyring=access_key_keyring, secret_key_keyring=secret_key_keyring,
         object_lock=object_lock.value if object_lock is not None else None,
         retention_days=retention_days, migrate=migrate)
-    run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input, workers=workers)
+    _finish(run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input,
+                       workers=workers))

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from tsops import console
+from tsops.cli import console
 from tsops.errors import InventoryError
 from tsops.inventory.load import LoadedInventory, load_inventory
 

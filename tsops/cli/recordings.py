@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
 
-from tsops import console
+from tsops.cli import console
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.recordings.cast import CastError
 from tsops.recordings.catalog import (
@@ -143,15 +143,12 @@ def node_names(source: Source) -> dict[str, str]:
     """
     if source.inventory is None:
         raise UsageError("--names needs --inventory (its tailnet credentials name the nodes)")
-    from tsops.cli.bootstrap import connect_api
-    from tsops.inventory.load import load_inventory
+    from tsops.context import RunContext
 
     try:
-        api = connect_api(load_inventory(source.inventory), no_input=True)
-        try:
-            devices = api.list_devices()
-        finally:
-            api.close()
+        with RunContext.open(source.inventory,
+                             events=console.ConsoleEvents(no_input=True)) as context:
+            devices = context.api.list_devices()
     except TsopsError as error:
         if isinstance(error, UsageError):
             raise

@@ -7,16 +7,17 @@ every switched one back) -> the inventory's storage block edited -> `--migrate`:
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tsops import console
+from tsops.cli import console
 from tsops.cli.inventory_file import candidate, print_diff
+from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.inventory.edit import set_storage
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
+from tsops.recorder.phase import RecorderPhase
 from tsops.rotation.target import (
     RotateOptions,
     check_options,
@@ -26,15 +27,18 @@ from tsops.rotation.target import (
 )
 
 if TYPE_CHECKING:
-    from tsops.engine import RemoteLike
+    from mypy_boto3_s3 import S3Client
+
     from tsops.inventory.model import Storage
-    from tsops.recorder.phase import RecorderPhase
+    from tsops.remote import RemoteLike
     from tsops.rotation.migrate import MigrationRecord, MigrationReport, Source
     from tsops.rotation.switch import SwitchPlan
 
+    S3ClientFor = Callable[[Storage], S3Client]
+
 
 def run_rotate(path: Path, options: RotateOptions, *, dry_run: bool, yes: bool,
-               no_input: bool, workers: int) -> None:
+               no_input: bool, workers: int) -> int:
     """Rotate the inventory's recorders to `options.to`; with `--migrate`, copy recordings."""
     if workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -42,22 +46,18 @@ def run_rotate(path: Path, options: RotateOptions, *, dry_run: bool, yes: bool,
     current = _current_storage(inventory)
     check_options(current, options)
     if same_destination(current, options):
-        _already_there(inventory, current, options, dry_run=dry_run, yes=yes,
-                       no_input=no_input, workers=workers)
-        return
+        return _already_there(inventory, current, options, dry_run=dry_run, yes=yes,
+                              no_input=no_input, workers=workers)
     before = path.read_text(encoding="utf-8")
     edit = set_storage(before, storage_changes(current, options))
     with candidate(path, edit.text, "the new storage block is invalid; nothing was changed"
                    ) as (written, edited):
         print_diff(path, before, edit.text, "after the rotation")
-        old, new = _phases(inventory, edited, no_input)
-        try:
-            _rotate(path, before, written, old, new, options, dry_run=dry_run, yes=yes,
-                    no_input=no_input, workers=workers)
-        finally:
-            old.close()
-            new.close()
-            old.api.close()
+        with RunContext(inventory, events=console.ConsoleEvents(no_input=no_input)) as context:
+            context.api  # noqa: B018 (credentials asked for before anything remote)
+            old, new = RecorderPhase(context), RecorderPhase(context, planned=edited)
+            return _rotate(path, before, written, old, new, options, dry_run=dry_run, yes=yes,
+                           no_input=no_input, workers=workers)
 
 
 def _current_storage(inventory: LoadedInventory) -> Storage:
@@ -68,39 +68,17 @@ def _current_storage(inventory: LoadedInventory) -> Storage:
     return storage
 
 
-def _phases(old: LoadedInventory, new: LoadedInventory,
-            no_input: bool) -> tuple[RecorderPhase, RecorderPhase]:
-    """Recorder phases for the inventory as it is and as it will be, sharing connections."""
-    from tsops.cli.bootstrap import connect_api
-    from tsops.recorder.phase import RecorderPhase
-    from tsops.remote import Remote
-    from tsops.secrets import resolve
-
-    configured = old.model.connection.ssh_config
-    ssh_config = str(old.local_path(configured)) if configured else None
-    api = connect_api(old, no_input)
-    remotes: dict[str, RemoteLike] = {}
-
-    def phase(inventory: LoadedInventory) -> RecorderPhase:
-        return RecorderPhase(
-            inventory=inventory, api=api, remotes=remotes,
-            connect=lambda target: Remote(target, ssh_config=ssh_config),
-            resolve_secret=lambda ref, label: resolve(ref, no_input=no_input,
-                                                      prompt_label=label))
-
-    return phase(old), phase(new)
-
-
 def _rotate(path: Path, before: str, candidate: Path, old: RecorderPhase, new: RecorderPhase,
             options: RotateOptions, *, dry_run: bool, yes: bool, no_input: bool,
-            workers: int) -> None:
+            workers: int) -> int:
     from tsops.rotation.switch import RotationStopped, canary, plan_switch, provision, switch_all
 
     plan = plan_switch(new)
     _print_switch_plan(old, plan)
     if plan.problems:
         raise TsopsError("cannot rotate: " + "; ".join(plan.problems) + "; nothing was changed")
-    source = _source(old.storage, old.inventory, old.remote) if options.migrate else None
+    source = (_source(old.storage, old.inventory, old.remote, old.context.s3)
+              if options.migrate else None)
     if source is not None:
         listed = source.objects()
         console.line(f"migration: copy the recordings of {source.description} (now "
@@ -110,7 +88,7 @@ def _rotate(path: Path, before: str, candidate: Path, old: RecorderPhase, new: R
     single = _warn_single(old, plan)
     if dry_run:
         console.line("dry run: nothing was changed")
-        return
+        return ExitCode.OK
     _confirm(f"Rotate the recordings of {path} to {new.storage.destination}?", yes, no_input,
              single)
 
@@ -144,9 +122,9 @@ def _rotate(path: Path, before: str, candidate: Path, old: RecorderPhase, new: R
     if not options.migrate:
         console.line(f"the recordings stay at {old.storage.destination}; to copy them: "
                      f"tsops rotate-storage {path} --to {new.storage.destination} --migrate")
-        return
+        return ExitCode.OK
     assert source is not None
-    _migrate(source, new.storage, record, workers)
+    return _migrate(source, new.storage, record, workers)
 
 
 def _print_switch_plan(old: RecorderPhase, plan: SwitchPlan) -> None:
@@ -202,13 +180,13 @@ def _confirm(question: str, yes: bool, no_input: bool, single: bool) -> None:
 
 
 def _source(storage: Storage, inventory: LoadedInventory,
-            connect: Callable[[Target], RemoteLike], hosts: tuple[str, ...] = ()) -> Source:
+            connect: Callable[[Target], RemoteLike], s3: S3ClientFor,
+            hosts: tuple[str, ...] = ()) -> Source:
     """Where recordings are read from: the bucket, or each recorder host's directory."""
-    from tsops.recorder.phase import boto3_client
     from tsops.rotation.migrate import S3Source, SshSource
 
     if storage.is_s3:
-        return S3Source(boto3_client(storage, None), storage.bucket)
+        return S3Source(s3(storage), storage.bucket)
     targets = {t.name: t for t in inventory.recorders}
     names = hosts or tuple(targets)
     missing = [n for n in names if n not in targets]
@@ -227,17 +205,17 @@ def _record(path: Path, old: RecorderPhase, new: RecorderPhase) -> MigrationReco
                                   new.storage.destination)
 
 
-def _migrate(source: Source, target: Storage, record: MigrationRecord, workers: int) -> None:
-    from tsops.recorder.phase import boto3_client
+def _migrate(source: Source, target: Storage, record: MigrationRecord, workers: int) -> int:
     from tsops.rotation.migrate import S3Destination, migrate
+    from tsops.s3 import client_for
 
-    destination = S3Destination(boto3_client(target, None), target.bucket)
+    destination = S3Destination(client_for(target), target.bucket)
     report = migrate(source, destination, record, workers=workers,
                      say=lambda m: console.err.print(m, markup=False, highlight=False))
-    _print_report(report, record)
+    return _print_report(report, record)
 
 
-def _print_report(report: MigrationReport, record: MigrationRecord) -> None:
+def _print_report(report: MigrationReport, record: MigrationRecord) -> int:
     console.line(report.summary())
     for key, reason in report.failed[:20]:
         console.error(f"failed: {key}: {reason}")
@@ -246,13 +224,14 @@ def _print_report(report: MigrationReport, record: MigrationRecord) -> None:
         console.error((f"... and {more} more; " if more > 0 else "")
                       + f"rerun the same command to retry (verified ones are kept in "
                       f"{record.path}); the source was not changed")
-        sys.exit(ExitCode.FAILED)
+        return ExitCode.FAILED
     console.line(f"every recording of {report.source} is at {report.destination} with the same "
                  "SHA-256; the source was not changed")
+    return ExitCode.OK
 
 
 def _already_there(inventory: LoadedInventory, current: Storage, options: RotateOptions, *,
-                   dry_run: bool, yes: bool, no_input: bool, workers: int) -> None:
+                   dry_run: bool, yes: bool, no_input: bool, workers: int) -> int:
     """`--to` is the destination in use: nothing to switch; `--migrate` resumes a migration."""
     differing = settings_differ(current, options)
     if differing:
@@ -261,46 +240,34 @@ def _already_there(inventory: LoadedInventory, current: Storage, options: Rotate
                          f"`tsops bootstrap {inventory.path}`")
     console.line(f"nothing to do: {inventory.path} already records to {current.destination}")
     if not options.migrate:
-        return
+        return ExitCode.OK
     from tsops.rotation.migrate import MigrationRecord, state_dir
 
     record = MigrationRecord.find(state_dir(), inventory.path, current.destination)
     if record is None:
         console.line(f"no rotation to {current.destination} was recorded for {inventory.path}: "
                      "nothing to migrate")
-        return
-    from tsops.remote import Remote
-
-    configured = inventory.model.connection.ssh_config
-    ssh_config = str(inventory.local_path(configured)) if configured else None
-    opened: list[Remote] = []
-
-    def connect(target: Target) -> RemoteLike:
-        opened.append(Remote(target, ssh_config=ssh_config))
-        return opened[-1]
-
-    try:
-        source = _source(record.source, inventory, connect, record.source_hosts)
+        return ExitCode.OK
+    with RunContext(inventory, events=console.ConsoleEvents(no_input=no_input)) as context:
+        source = _source(record.source, inventory, context.remote, context.s3,
+                         record.source_hosts)
         console.line(f"migration: resume copying from {source.description} to "
                      f"{current.destination} ({len(record.verified)} verified before, kept in "
                      f"{record.path})")
         if dry_run:
             console.line("dry run: nothing was changed")
-            return
+            return ExitCode.OK
         _confirm(f"Copy the missing recordings to {current.destination}?", yes, no_input, False)
-        _migrate(source, current, record, workers)
-    finally:
-        for remote in opened:
-            remote.close()
+        return _migrate(source, current, record, workers)
 
 
 def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_input: bool,
-                      workers: int) -> None:
+                      workers: int) -> int:
     """Delete the recordings of an earlier destination, each verified at the current one."""
-    from tsops.recorder.phase import boto3_client
     from tsops.rotation.delete import delete_verified, plan_delete, refuse_compliance
     from tsops.rotation.migrate import S3Destination, state_dir
     from tsops.rotation.target import check_destination
+    from tsops.s3 import client_for
 
     check_destination(old, "--delete-source")
     inventory = load_inventory(path)
@@ -317,20 +284,11 @@ def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_inpu
                          f"{path} (in {state_dir()}); nothing is deleted without one")
     source_storage = record.source
     if source_storage.is_s3:
-        refuse_compliance(boto3_client(source_storage, None), source_storage.bucket)
-    opened: list[RemoteLike] = []
-
-    def connect(target: Target) -> RemoteLike:
-        from tsops.remote import Remote
-
-        configured = inventory.model.connection.ssh_config
-        opened.append(Remote(target, ssh_config=str(inventory.local_path(configured))
-                             if configured else None))
-        return opened[-1]
-
-    try:
-        source = _source(source_storage, inventory, connect, record.source_hosts)
-        destination = S3Destination(boto3_client(current, None), current.bucket)
+        refuse_compliance(client_for(source_storage), source_storage.bucket)
+    with RunContext(inventory, events=console.ConsoleEvents(no_input=no_input)) as context:
+        source = _source(source_storage, inventory, context.remote, context.s3,
+                         record.source_hosts)
+        destination = S3Destination(client_for(current), current.bucket)
         plan = plan_delete(source, destination, workers)
         console.line(f"{source.description}: {len(plan.verified)} recording(s) to remove, "
                      f"each present at {current.destination} with the same SHA-256; "
@@ -339,24 +297,20 @@ def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_inpu
             console.warning(f"kept: {key}: {why}")
         if not plan.verified:
             console.line("nothing to delete")
-            return
+            return ExitCode.OK
         if dry_run:
             console.line("dry run: nothing was deleted")
-            return
+            return ExitCode.OK
         _confirm(f"Delete {len(plan.verified)} recording(s) from {source.description}?", yes,
                  no_input, False)
         failed = delete_verified(
-            source, plan, lambda: boto3_client(source_storage, None),
+            source, plan, lambda: client_for(source_storage),
             source_storage.bucket if source_storage.is_s3 else "")
-    finally:
-        for remote in opened:
-            remote.close()
     console.line(f"deleted {len(plan.verified) - len(failed)} recording(s) from "
                  f"{source.description}; {len(plan.kept)} kept, {len(failed)} failed")
     for key, why in failed[:20]:
         console.error(f"failed: {key}: {why}")
-    if failed:
-        sys.exit(ExitCode.FAILED)
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def _record_from(path: Path, old: str) -> MigrationRecord | None:

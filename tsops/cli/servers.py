@@ -7,22 +7,23 @@ printed, and only then (not with `--dry-run`) is anything changed.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tsops import console
+from tsops.cli import console
 from tsops.cli.inventory_file import candidate, print_diff
+from tsops.context import RunContext
+from tsops.engine import ServerPhase
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.inventory.edit import NewHost, add_host, remove_host
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 
 if TYPE_CHECKING:
     from tsops.canary import CanaryResult
-    from tsops.engine import Engine, HostResult
     from tsops.plan import HostPlan
-    from tsops.remote import Remote
+    from tsops.remote import RemoteLike
+    from tsops.runner import HostResult
     from tsops.tailscale_api import Device, TailscaleApi
 
 STATUS = "tailscale status --json 2>/dev/null || true"
@@ -53,7 +54,7 @@ class Outcome:
 
 def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_input: bool,
                    allow_unverified: bool, canary: bool = True, canary_user: str | None = None,
-                   canary_timeout: float = 30.0) -> None:
+                   canary_timeout: float = 30.0) -> int:
     """Add `host` to the inventory, enroll it alone, extend the policy when it must."""
     from tsops.policy.apply import diff_policy
 
@@ -63,7 +64,8 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
     with candidate(path, edit.text, "nothing was changed") as (written, inventory):
         target = next(t for t in inventory.servers if t.name == host.name)
         print_diff(path, before, edit.text, "edited")
-        engine = _engine(inventory, target, no_input)
+        context = _context(inventory, target, no_input)
+        engine = ServerPhase(context)
         try:
             plan = engine.gather_and_plan()[0]
             console.changes(target.name, plan.problem,
@@ -71,7 +73,7 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
             policy_changes = False
             if inventory.model.ssh_rules:
                 _warn_uncovered(inventory, target)
-                policy_plan, diff = diff_policy(inventory, engine.api)
+                policy_plan, diff = diff_policy(inventory, context.api)
                 policy_changes = policy_plan.changed
                 _print_policy_plan(diff)
             else:
@@ -79,28 +81,24 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
                                 "and nothing proves this host's sessions are recorded")
             if dry_run:
                 console.line("dry run: nothing was changed")
-                return
+                return ExitCode.OK
             _confirm(f"Add {host.name} to {path} and enroll it?", yes, no_input)
             written.replace(path)
             console.line(f"{path}: {host.name} added")
             # The policy goes first: an auth key may only carry tags declared in tagOwners.
-            policy_error = (_extend_policy(inventory, engine.api, allow_unverified, no_input)
+            policy_error = (_extend_policy(inventory, context.api, allow_unverified, no_input)
                             if policy_changes else None)
             result = _enroll(engine, plan)
-            proof = (_prove(inventory, engine.api, target, canary, canary_user, canary_timeout)
-                     if policy_error is None and result.outcome not in ("failed", "skipped")
-                     else None)
+            proof = (_prove(inventory, context.api, target, canary, canary_user, canary_timeout)
+                     if policy_error is None and not result.failed else None)
         finally:
-            engine.close()
-            engine.api.close()
-    _report_add(path, host.name, result, policy_error, proof)
+            context.close()
+    return _report_add(path, host.name, result, policy_error, proof)
 
 
 def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, dry_run: bool,
-                      yes: bool, no_input: bool) -> None:
+                      yes: bool, no_input: bool) -> int:
     """Take `name` out of the inventory and the tailnet, optionally logging it out."""
-    from tsops.cli.bootstrap import connect_api
-
     inventory = load_inventory(path)
     target = next((t for t in inventory.servers if t.name == name), None)
     if target is None:
@@ -111,15 +109,15 @@ def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, d
     edit = remove_host(before, name)
     with candidate(path, edit.text, "nothing was changed") as (written, _):
         print_diff(path, before, edit.text, "edited")
-        api = connect_api(inventory, no_input)
-        remote = remote_for(inventory, target)
+        context = _context(inventory, target, no_input)
+        api, remote = context.api, context.remote(target)
         try:
             node_id, unreachable = _node_id(remote)
             device, problem = _find_device(api.list_devices(), target, node_id)
             _print_remove_plan(target, device, problem, unreachable, logout, uninstall)
             if dry_run:
                 console.line("dry run: nothing was changed")
-                return
+                return ExitCode.OK
             _confirm(f"Remove {name} from {path} and from the tailnet?", yes, no_input)
             outcomes: list[Outcome] = []
             if uninstall or logout:
@@ -131,26 +129,14 @@ def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, d
             written.replace(path)
             outcomes.append(Outcome(f"remove {name} from {path}"))
         finally:
-            remote.close()
-            api.close()
-    _report_remove(name, outcomes)
+            context.close()
+    return _report_remove(name, outcomes)
 
 
-def _engine(inventory: LoadedInventory, target: Target, no_input: bool) -> Engine:
-    """The bootstrap engine limited to exactly this one server."""
-    from tsops.cli.bootstrap import connect_api
-    from tsops.engine import Engine
-
-    return Engine(inventory=inventory, targets=(target,), api=connect_api(inventory, no_input),
-                  concurrency=1, connect=lambda t: remote_for(inventory, t))
-
-
-def remote_for(inventory: LoadedInventory, target: Target) -> Remote:
-    """A management SSH connection to `target`, with the inventory's ssh_config."""
-    from tsops.remote import Remote
-
-    configured = inventory.model.connection.ssh_config
-    return Remote(target, ssh_config=str(inventory.local_path(configured)) if configured else None)
+def _context(inventory: LoadedInventory, target: Target, no_input: bool) -> RunContext:
+    """A run limited to exactly this one server."""
+    return RunContext(inventory, (target,), console.ConsoleEvents(no_input=no_input),
+                      concurrency=1, limited=True)
 
 
 def _warn_uncovered(inventory: LoadedInventory, target: Target) -> None:
@@ -163,11 +149,9 @@ def _warn_uncovered(inventory: LoadedInventory, target: Target) -> None:
 
 
 def _print_policy_plan(diff: str) -> None:
-    from tsops.policy.apply import print_diff
-
     if diff:
         console.line("policy file:")
-        print_diff(diff)
+        console.write(diff)
     else:
         console.line("policy file: no change")
 
@@ -195,16 +179,14 @@ def _extend_policy(inventory: LoadedInventory, api: TailscaleApi, allow_unverifi
 
     healthy = online_recorder_tags(api, enforced_recorder_tags(inventory))
     try:
-        apply_policy(inventory, api, healthy_recorder_tags=healthy,
-                     allow_unverified=allow_unverified, yes=True, no_input=no_input)
+        apply_policy(inventory, api, console.ConsoleEvents(no_input=no_input, yes=True),
+                     healthy_recorder_tags=healthy, allow_unverified=allow_unverified)
     except TsopsError as error:
         return error.message
     return None
 
 
-def _enroll(engine: Engine, plan: HostPlan) -> HostResult:
-    from tsops.engine import HostResult
-
+def _enroll(engine: ServerPhase, plan: HostPlan) -> HostResult:
     if plan.problem is not None:
         return HostResult(plan.target.name, "failed", plan.problem)
     if plan.converged:
@@ -230,7 +212,7 @@ def _prove(inventory: LoadedInventory, api: TailscaleApi, target: Target, canary
 
 
 def _report_add(path: Path, name: str, result: HostResult, policy_error: str | None,
-                proof: CanaryResult | None) -> None:
+                proof: CanaryResult | None) -> int:
     if policy_error is not None:
         console.error(f"policy file: failed: {policy_error}")
     if result.outcome in ("failed", "skipped"):
@@ -238,20 +220,20 @@ def _report_add(path: Path, name: str, result: HostResult, policy_error: str | N
                       f"{path}: fix the cause, then `tsops bootstrap {path}` converges it")
     else:
         console.line(f"{name}: {result.outcome}, enrolled with its tags and Tailscale SSH on")
-    if policy_error is not None or result.outcome in ("failed", "skipped"):
-        sys.exit(ExitCode.FAILED)
+    if policy_error is not None or result.failed:
+        return ExitCode.FAILED
     if proof is None:
-        return
+        return ExitCode.OK
     if proof.state == "recorded":
         console.line(f"{name}: recorded: a canary session as {proof.user} "
                      f"landed at {proof.key} after {proof.seconds or 0:.1f} s")
-        return
+        return ExitCode.OK
     console.error(f"{name}: {proof.state}: {proof.detail}. It is enrolled and in {path}; "
                   f"fix the cause, then `tsops verify {path} --limit {name}`")
-    sys.exit(ExitCode.FAILED if proof.state == "error" else ExitCode.DRIFT)
+    return ExitCode.FAILED if proof.state == "error" else ExitCode.DRIFT
 
 
-def _node_id(remote: Remote) -> tuple[str | None, str | None]:
+def _node_id(remote: RemoteLike) -> tuple[str | None, str | None]:
     """The node ID `tailscale status` reports on the host, and why the host was unreachable."""
     from tsops.facts import parse_status
     from tsops.remote import HostUnreachable
@@ -298,7 +280,7 @@ def _print_remove_plan(target: Target, device: Device | None, problem: str | Non
     console.changes(target.name, None, steps)
 
 
-def _on_host(remote: Remote, unreachable: str | None, uninstall: bool) -> Outcome:
+def _on_host(remote: RemoteLike, unreachable: str | None, uninstall: bool) -> Outcome:
     from tsops.remote import HostUnreachable
 
     step = "uninstall tailscale" if uninstall else "tailscale logout"
@@ -323,7 +305,7 @@ def _delete(api: TailscaleApi, device: Device) -> Outcome:
     return Outcome(step)
 
 
-def _report_remove(name: str, outcomes: list[Outcome]) -> None:
+def _report_remove(name: str, outcomes: list[Outcome]) -> int:
     for outcome in outcomes:
         if outcome.failure is None:
             console.line(f"{name}: {outcome.step}: done")
@@ -332,4 +314,5 @@ def _report_remove(name: str, outcomes: list[Outcome]) -> None:
     if any(o.failure for o in outcomes):
         console.error(f"{name}: removed only in part (see above); what failed can be done by "
                       "hand")
-        sys.exit(ExitCode.FAILED)
+        return ExitCode.FAILED
+    return ExitCode.OK

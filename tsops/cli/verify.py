@@ -9,23 +9,22 @@ not check (the API, the destination or a host it needs was unreachable, a `check
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tsops import console
 from tsops.canary import (
     CanaryResult,
     Destination,
     plan_canaries,
     run_canaries,
 )
+from tsops.cli import console
 from tsops.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from tsops.inventory.load import LoadedInventory, Target
-    from tsops.remote import Remote
+    from tsops.remote import RemoteLike
     from tsops.tailscale_api import TailscaleApi
 
 OutputFormat = Literal["table", "json"]
@@ -45,28 +44,23 @@ def check_verifiable(inventory: LoadedInventory) -> None:
 
 
 def run_verify(path: Path, limits: list[str], user: str | None, timeout: float,
-               concurrency: int, no_input: bool, output: OutputFormat) -> None:
+               concurrency: int, no_input: bool, output: OutputFormat) -> int:
     """Plan a canary per server, run them, report; exit 0, 3 or 1 as the module says."""
-    from tsops.cli.bootstrap import connect_api, select
-    from tsops.inventory.load import load_inventory
+    from tsops.context import RunContext
 
     if timeout <= 0:
         raise UsageError("--timeout must be more than 0 seconds")
-    if concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    inventory = load_inventory(path)
-    check_verifiable(inventory)
-    targets = select(inventory, limits)
-    api = connect_api(inventory, no_input)
-    try:
-        results = verify_servers(inventory, api, targets, user, timeout, concurrency)
-    finally:
-        api.close()
+    context = RunContext.open(path, limits, events=console.ConsoleEvents(no_input=no_input),
+                              concurrency=concurrency)
+    check_verifiable(context.inventory)
+    with context:
+        results = verify_servers(context.inventory, context.api, context.targets, user, timeout,
+                                 concurrency)
     if output == "json":
         console.line(json.dumps(results_json(results), indent=2))
     else:
         print_results(results)
-    sys.exit(exit_code(results))
+    return exit_code(results)
 
 
 def verify_servers(inventory: LoadedInventory, api: TailscaleApi, targets: Sequence[Target],
@@ -76,7 +70,7 @@ def verify_servers(inventory: LoadedInventory, api: TailscaleApi, targets: Seque
     from tsops.tailnet_ssh import run_command
 
     canaries, unplanned = plan_canaries(inventory, targets, api.list_devices(), user)
-    remotes: list[Remote] = []
+    remotes: list[RemoteLike] = []
     try:
         destination = open_destination(inventory, remotes)
         for canary in canaries:
@@ -91,19 +85,20 @@ def verify_servers(inventory: LoadedInventory, api: TailscaleApi, targets: Seque
     return sorted(done + unplanned, key=lambda r: order[r.host])
 
 
-def open_destination(inventory: LoadedInventory, remotes: list[Remote]) -> Destination:
+def open_destination(inventory: LoadedInventory, remotes: list[RemoteLike]) -> Destination:
     """The inventory's destination: the bucket (operator's credentials) or the recorders' folder."""
     from tsops.canary import BucketObjects, RecorderFolders
 
     storage = inventory.model.storage
     assert storage is not None
     if storage.is_s3:
-        from tsops.recorder.phase import boto3_client
+        from tsops.s3 import client_for
 
-        return BucketObjects(boto3_client(storage, None), storage.bucket)
-    from tsops.cli.servers import remote_for
+        return BucketObjects(client_for(storage), storage.bucket)
+    from tsops.context import ssh_connector
 
-    remotes.extend(remote_for(inventory, target) for target in inventory.recorders)
+    connect = ssh_connector(inventory)
+    remotes.extend(connect(target) for target in inventory.recorders)
     return RecorderFolders(storage.destination, {r.name: r for r in remotes})
 
 

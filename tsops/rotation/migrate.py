@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from tsops.engine import RemoteLike
 from tsops.errors import TsopsError
 from tsops.inventory.model import Storage
 from tsops.recordings.store import S3Store, StoreError, is_recording_key
+from tsops.remote import RemoteLike
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -24,12 +24,12 @@ from tsops.recorder.phase import RecorderPhase
 from tsops.recorder.s3 import (
     BucketFacts,
     BucketPlan,
-    S3Error,
     apply_bucket,
     gather_bucket,
     plan_bucket,
     verify_bucket,
 )
+from tsops.s3 import S3Error
 
 Say = Callable[[str], None]
 
@@ -131,7 +131,7 @@ def switch_all(old: RecorderPhase, new: RecorderPhase, say: Say) -> list[Switche
             started[host] = time.monotonic()  # the unit stops here: the gap starts
         say(f"{host}: {message}")
 
-    new.report = old.report = report
+    new.on_progress = old.on_progress = report
     switched: list[Switched] = []
     for target in new.inventory.recorders:
         try:
