@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -21,14 +21,24 @@ OutputFormat = Literal["table", "json"]
 PENDING = "changes are pending and there is no terminal to confirm them: rerun with --yes to apply"
 
 
-def open_run(path: Path, limits: list[str], concurrency: int, no_input: bool,
-             output: OutputFormat, *, yes: bool = False) -> RunContext:
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of every command that works on the inventory's hosts."""
+
+    path: Path
+    limits: list[str]
+    concurrency: int
+    output: OutputFormat
+    no_input: bool
+
+
+def open_run(run: RunOptions, *, yes: bool = False) -> RunContext:
     """Load and validate everything local, then resolve the API credentials; nothing remote
     is touched before that."""
-    progress = Progress(enabled=output == "table" and console.err.is_terminal)
-    events = console.ConsoleEvents(no_input=no_input, yes=yes, progress=progress,
-                                   stdout_reserved=output == "json")
-    context = RunContext.open(path, limits, events=events, concurrency=concurrency)
+    progress = Progress(enabled=run.output == "table" and console.err.is_terminal)
+    events = console.ConsoleEvents(no_input=run.no_input, yes=yes, progress=progress,
+                                   stdout_reserved=run.output == "json")
+    context = RunContext.open(run.path, run.limits, events=events, concurrency=run.concurrency)
     context.api  # noqa: B018 (credentials asked for now, before any live display)
     return context
 
@@ -40,10 +50,10 @@ def live(context: RunContext) -> Progress:
     return events.live
 
 
-def run_plan(path: Path, limits: list[str], concurrency: int, no_input: bool,
-             output: OutputFormat, detailed_exitcode: bool) -> int:
+def run_plan(run: RunOptions, *, detailed_exitcode: bool) -> int:
     """Print what bootstrap would change; exit 3 with --detailed-exitcode when anything would."""
-    with open_run(path, limits, concurrency, no_input, output) as context:
+    output = run.output
+    with open_run(run) as context:
         with live(context):
             planned = flow.plan(context, with_policy=False)
         planned.policy = flow.preview_policy(context)
@@ -53,10 +63,10 @@ def run_plan(path: Path, limits: list[str], concurrency: int, no_input: bool,
     return planned.exit_code(detailed_exitcode)
 
 
-def run_bootstrap(path: Path, limits: list[str], concurrency: int, no_input: bool,
-                  output: OutputFormat, yes: bool, allow_unverified: bool = False) -> int:
+def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False) -> int:
     """Plan, confirm, apply (recorders first, health-gated, then servers), verify, summarise."""
-    with open_run(path, limits, concurrency, no_input, output, yes=yes) as context:
+    output = run.output
+    with open_run(run, yes=yes) as context:
         with live(context):
             planned = flow.plan(context, with_policy=False)
         if output == "table":

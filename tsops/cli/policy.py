@@ -33,7 +33,7 @@ def _api(context: RunContext, no_input: bool) -> TailscaleApi | None:
         context.events = events
 
 
-def run_diff(path: Path, no_input: bool, detailed_exitcode: bool) -> int:
+def run_diff(path: Path, *, no_input: bool, detailed_exitcode: bool) -> int:
     """Print the unified diff tsops would apply; exit 3 with --detailed-exitcode if any."""
     from tsops.policy.apply import diff_policy
 
@@ -50,7 +50,7 @@ def run_diff(path: Path, no_input: bool, detailed_exitcode: bool) -> int:
     return ExitCode.DRIFT if detailed_exitcode else ExitCode.OK
 
 
-def run_apply(path: Path, no_input: bool, yes: bool, allow_unverified_recorder: bool) -> None:
+def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool) -> None:
     """Apply the patch; enforcement needs an online recorder device (or the override)."""
     from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
 
@@ -59,7 +59,7 @@ def run_apply(path: Path, no_input: bool, yes: bool, allow_unverified_recorder: 
         recorder_tags = enforced_recorder_tags(inventory)
         healthy = online_recorder_tags(api, recorder_tags) if api and recorder_tags else set()
         result = apply_policy(inventory, api, context.events, healthy_recorder_tags=healthy,
-                              allow_unverified=allow_unverified_recorder)
+                              allow_unverified=allow_unverified)
     if result.changed:
         parts = [f"{len(result.added_rules)} rule(s) added",
                  f"{len(result.changed_rules)} changed", f"{len(result.removed_rules)} removed",
@@ -67,7 +67,7 @@ def run_apply(path: Path, no_input: bool, yes: bool, allow_unverified_recorder: 
         console.line("policy: " + ", ".join(parts))
 
 
-def run_rollback(path: Path, no_input: bool, yes: bool, number: int | None,
+def run_rollback(path: Path, *, no_input: bool, yes: bool, number: int | None,
                  list_only: bool) -> None:
     """Undo a write tsops made (the latest by default), or list the writes kept."""
     from tsops.policy.apply import history_for, rollback_policy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -11,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tsops.cli import console
-from tsops.cli.bootstrap import OutputFormat, live, open_run
+from tsops.cli.bootstrap import RunOptions, live, open_run
 from tsops.flows.status import gather_status
 from tsops.status import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status
 
@@ -21,12 +20,11 @@ SYMBOLS: dict[State, tuple[str, str]] = {
 WORDS: dict[State, str] = {"ok": "ok", "drift": "drift", "error": "error", "unknown": "-"}
 
 
-def run_status(path: Path, limits: list[str], concurrency: int, no_input: bool,
-               output: OutputFormat) -> int:
+def run_status(run: RunOptions) -> int:
     """Report every check; exit 0 when everything matches, 3 on drift, 1 on an error."""
-    with open_run(path, limits, concurrency, no_input, output) as context, live(context):
+    with open_run(run) as context, live(context):
         status = gather_status(context)
-    if output == "json":
+    if run.output == "json":
         console.line(json.dumps(status_json(status), indent=2))
     else:
         print_status(status, symbols=console.out.is_terminal)
