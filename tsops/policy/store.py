@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from tsops.errors import TsopsError
+from tsops.files import FileChangedMeanwhile, replace_file, write_private
 
 if TYPE_CHECKING:
     from tsops.inventory.load import LoadedInventory
@@ -129,20 +129,16 @@ class FileSource:
         return self.api is not None
 
     def write(self, text: str, etag: str) -> Snapshot:
-        """Replace the file atomically (same folder, same mode) if its bytes are still `etag`."""
-        if file_etag(self._bytes()) != etag:
+        """Replace the file atomically if its bytes are still `etag` (tsops.files.replace_file:
+        same mode, a symlink stays a symlink, the temporary file is created exclusively)."""
+        current = self._bytes()
+        if file_etag(current) != etag:
             raise PolicyChangedMeanwhile(f"{self.path} changed since tsops read it")
         data = text.encode("utf-8")
-        mode = self.path.stat().st_mode & 0o7777
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            Path(temporary).chmod(mode)
-            Path(temporary).replace(self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            replace_file(self.path, data, expected=current)
+        except FileChangedMeanwhile as error:
+            raise PolicyChangedMeanwhile(f"{self.path} changed since tsops read it") from error
         return Snapshot(text, file_etag(data))
 
 
@@ -192,13 +188,14 @@ class History:
         last = self.last()
         number = last.number + 1 if last else 1
         stem = self.directory / f"{number:04d}"
-        stem.with_suffix(".before.hujson").write_bytes(before.text.encode())
-        stem.with_suffix(".after.hujson").write_bytes(after.text.encode())
+        # Private: a policy file may name people and hosts that not every local user may read.
+        write_private(stem.with_suffix(".before.hujson"), before.text.encode())
+        write_private(stem.with_suffix(".after.hujson"), after.text.encode())
         written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        stem.with_suffix(".json").write_text(json.dumps({
+        write_private(stem.with_suffix(".json"), (json.dumps({
             "number": number, "written_at": written_at, "reason": reason,
             "etag_before": before.etag, "etag_after": after.etag,
-        }, indent=2) + "\n")
+        }, indent=2) + "\n").encode())
         return Record(number, written_at, reason, before, after)
 
     def _load(self, meta: Path) -> Record:
