@@ -28,8 +28,9 @@ from tsops.canary import (
     plan_canaries,
     run_canaries,
 )
-from tsops.cli.verify import exit_code, results_json
+from tsops.cli.verify import results_json
 from tsops.errors import TsopsError
+from tsops.flows.verify import exit_code
 from tsops.inventory.load import LoadedInventory, load_inventory
 from tsops.tailnet_ssh import SessionResult, run_command
 from tsops.tailscale_api import Device
