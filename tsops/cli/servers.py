@@ -77,7 +77,7 @@ def _report_add(report: AddReport) -> int:
                       f"{path}: fix the cause, then `tsops bootstrap {path}` converges it")
     else:
         console.line(f"{name}: {result.outcome}, enrolled with its tags and Tailscale SSH on")
-    if proof is not None and report.policy_error is None and not result.failed:
+    if proof is not None:  # only a server enrolled under a written policy is proved
         if proof.state == "recorded":
             console.line(f"{name}: recorded: a canary session as {proof.user} "
                          f"landed at {proof.key} after {proof.seconds or 0:.1f} s")
