@@ -240,6 +240,32 @@ def test_add_server_asks_before_changing_and_nobody_to_ask_changes_nothing(
     assert out.splitlines()[-2:] == ["db1: no change", "policy file: no change"]
 
 
+def test_add_server_of_a_host_enrolled_already_reports_it_unchanged_then_proved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A regression: a converged (or unreachable) new host once ended in an internal error.
+    path = write_inventory(tmp_path)
+    with flow.adding(path, DB1) as change:
+        own_policy(change.inventory)
+    tailnet = Tailnet(DEVICES)
+    hosts = {"db1": Host("db1", {PROBE: RunResult(0, SSH_ON, "")}),
+             "rec1": Host("rec1", prefix={"for d in ": tailnet.found})}
+    monkeypatch.setattr("tsops.context.connect_api", lambda context: Api(DEVICES))
+    monkeypatch.setattr("tsops.context.ssh_connector",
+                        lambda inventory: lambda target: hosts[target.name])
+    monkeypatch.setattr("tsops.tailnet_ssh.run_command", tailnet)
+    code = cli.run_add_server(path, DB1, dry_run=False, yes=True, no_input=True,
+                              allow_unverified=False)
+    out, err = capsys.readouterr()
+    assert code == ExitCode.OK and path.read_text() == change.after
+    lines = out.splitlines()
+    assert lines[-4:-1] == ["policy file: no change", f"{path}: db1 added",
+                            "db1: unchanged, enrolled with its tags and Tailscale SSH on"]
+    assert lines[-1].startswith("db1: recorded: a canary session as root landed at "
+                                "nABC123CNTRL/2026-12-01T00:00:00Z.cast after ")
+    assert err == "db1: canary session as root@100.64.0.7\n"
+
+
 def test_remove_with_an_unreachable_host_is_partial_and_exit_1(tmp_path: Path) -> None:
     path = write_inventory(tmp_path)
     web1 = Host("web1", {STATUS: HostUnreachable("web1", "connection refused")})
