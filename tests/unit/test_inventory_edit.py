@@ -191,8 +191,8 @@ def test_remove_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_an_edit_is_validated_on_a_private_copy_that_keeps_the_files_mode(
         tmp_path: Path) -> None:
-    from tsops.cli.inventory_file import candidate
     from tsops.errors import InventoryError
+    from tsops.inventory.file import candidate
 
     path = tmp_path / "inventory.yaml"
     text = "version: 1\ntailnet:\n  credentials: {api_token: {env: TS_API_KEY}}\n"

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tsops.cli import console
-from tsops.cli.inventory_file import candidate, print_diff
+from tsops.cli.inventory_file import print_diff
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.inventory.edit import set_storage
+from tsops.inventory.file import candidate
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.recorder.phase import RecorderPhase
 from tsops.rotation.target import (
