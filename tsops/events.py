@@ -103,3 +103,41 @@ class Recorded:
     def of(self, kind: str) -> list[str]:
         """The messages of one kind, in order."""
         return [text for k, text in self.lines if k == kind]
+
+
+class Confirmed:
+    """The run's events with every question answered yes (asked once, before the whole change)."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+
+    def progress(self, subject: str, message: str) -> None:
+        """Passed on."""
+        self.events.progress(subject, message)
+
+    def step(self, message: str) -> None:
+        """Passed on."""
+        self.events.step(message)
+
+    def info(self, message: str) -> None:
+        """Passed on."""
+        self.events.info(message)
+
+    def warning(self, message: str) -> None:
+        """Passed on."""
+        self.events.warning(message)
+
+    def diff(self, text: str) -> None:
+        """Passed on."""
+        self.events.diff(text)
+
+    def confirm(self, question: str, refused: str) -> None:
+        """Yes: the operator confirmed the whole change."""
+
+    def unable_to_ask(self) -> str | None:
+        """Passed on."""
+        return self.events.unable_to_ask()
+
+    def ask_secret(self, label: str, found: str) -> str:
+        """Passed on."""
+        return self.events.ask_secret(label, found)

@@ -78,3 +78,22 @@ def test_policy_history_is_private(tmp_path: Path) -> None:
                      "0001.after.hujson": 0o600}
     assert stat.S_IMODE(history.directory.stat().st_mode) & 0o077 == 0
     assert os.access(history.directory / "0001.json", os.R_OK)
+
+
+def test_an_inventory_edit_keeps_a_symlink_and_refuses_a_concurrent_edit(tmp_path: Path) -> None:
+    from tsops.inventory.file import candidate, commit
+
+    text = "version: 1\ntailnet:\n  credentials: {api_token: {env: TS_API_KEY}}\n"
+    real = tmp_path / "real.yaml"
+    real.write_text(text)
+    link = tmp_path / "inventory.yaml"
+    link.symlink_to(real)
+    edited = text + "servers:\n  hosts: {web1: }\n"
+    with candidate(link, edited, "nothing was changed") as (_, loaded):
+        assert [t.name for t in loaded.servers] == ["web1"]
+        commit(link, text, edited)
+    assert link.is_symlink() and real.read_text() == edited
+    with pytest.raises(FileChangedMeanwhile, match="changed since tsops read it"):
+        commit(link, text, text + "# ours\n")
+    assert real.read_text() == edited
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "real.yaml"]

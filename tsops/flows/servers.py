@@ -19,10 +19,10 @@ from tsops.canary import DEFAULT_TIMEOUT_S
 from tsops.context import RunContext
 from tsops.engine import ServerPhase
 from tsops.errors import ExitCode, TsopsError, UsageError
-from tsops.events import Events
+from tsops.events import Confirmed, Events
 from tsops.flows.bootstrap import PolicyPreview
 from tsops.inventory.edit import NewHost, add_host, remove_host
-from tsops.inventory.file import candidate
+from tsops.inventory.file import candidate, commit
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.runner import HostResult
 
@@ -67,8 +67,9 @@ class InventoryChange:
     target: Target
 
     def commit(self) -> None:
-        """Move the edited copy over the inventory (atomic, keeping the file's mode)."""
-        self.written.replace(self.path)
+        """Write the edit over the inventory (atomic, keeping the file's mode), unless the file
+        changed since it was read."""
+        commit(self.path, self.before, self.after)
 
 
 @contextmanager
@@ -233,45 +234,8 @@ def _prove(context: RunContext, target: Target, canary: bool, user: str | None,
     return verify_servers(context, [target], user, timeout, session)[0]
 
 
-class Confirmed:
-    """The run's events with every question answered yes (asked once, before the whole change)."""
-
-    def __init__(self, events: Events) -> None:
-        self.events = events
-
-    def progress(self, subject: str, message: str) -> None:
-        """Passed on."""
-        self.events.progress(subject, message)
-
-    def step(self, message: str) -> None:
-        """Passed on."""
-        self.events.step(message)
-
-    def info(self, message: str) -> None:
-        """Passed on."""
-        self.events.info(message)
-
-    def warning(self, message: str) -> None:
-        """Passed on."""
-        self.events.warning(message)
-
-    def diff(self, text: str) -> None:
-        """Passed on."""
-        self.events.diff(text)
-
-    def confirm(self, question: str, refused: str) -> None:
-        """Yes: the operator confirmed the whole change."""
-
-    def unable_to_ask(self) -> str | None:
-        """Passed on."""
-        return self.events.unable_to_ask()
-
-    def ask_secret(self, label: str, found: str) -> str:
-        """Passed on."""
-        return self.events.ask_secret(label, found)
-
-
 # remove-server
+
 
 @dataclass(frozen=True)
 class StepResult:
