@@ -24,7 +24,7 @@ from tsops.flows.verify import verify
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.remote import HostUnreachable, RunResult
 from tsops.tailnet_ssh import SessionResult
-from tsops.tailscale_api import Device
+from tsops.tailscale_api import Device, PolicyValidation
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -117,8 +117,8 @@ class Api:
         self.deleted.append(device_id)
         self.devices = [d for d in self.devices if d.id != device_id]
 
-    def validate_policy(self, text: str) -> str | None:
-        return None
+    def validate_policy(self, text: str) -> PolicyValidation:
+        return PolicyValidation()
 
     def create_auth_key(self, *args: object, **kwargs: object) -> Any:
         raise AssertionError("no auth key may be minted here")

@@ -155,10 +155,12 @@ REFUSED = ("the policy would change and there is no terminal to confirm it: reru
 
 def _write(source: PolicySource, snapshot: Snapshot, text: str, events: Events) -> Snapshot:
     """Validate then write; a refusal by the validator leaves everything as it was."""
-    problem = source.validate(text)
-    if problem:
+    validation = source.validate(text)
+    if validation.problem:
         raise PolicyRejected(f"the Tailscale API rejected the patched policy, nothing was "
-                             f"written: {problem}")
+                             f"written: {validation.problem}")
+    for warning in validation.warnings:
+        events.warning(f"{source.label}: the Tailscale API warns (writing anyway): {warning}")
     if not source.can_validate:
         events.warning(f"{source.label}: not validated (no API credentials at hand)")
     return source.write(text, snapshot.etag)

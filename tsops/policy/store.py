@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tsops.errors import TsopsError
 from tsops.files import FileChangedMeanwhile, replace_file, write_private
+from tsops.tailscale_api import PolicyValidation
 
 if TYPE_CHECKING:
     from tsops.inventory.load import LoadedInventory
@@ -45,8 +46,9 @@ class PolicySource(Protocol):
         """The current text and version."""
         ...
 
-    def validate(self, text: str) -> str | None:
-        """The validator's objection to `text`, or None (also when no validator is at hand)."""
+    def validate(self, text: str) -> PolicyValidation:
+        """The validator's objection to `text` and its warnings (neither when no validator is
+        at hand: see can_validate)."""
         ...
 
     @property
@@ -71,7 +73,7 @@ class ApiSource:
         policy = self.api.get_policy()
         return Snapshot(policy.text, policy.etag)
 
-    def validate(self, text: str) -> str | None:
+    def validate(self, text: str) -> PolicyValidation:
         """Ask the validate endpoint."""
         return self.api.validate_policy(text)
 
@@ -119,9 +121,9 @@ class FileSource:
         except OSError as error:
             raise TsopsError(f"{self.path}: cannot read the policy file: {error}") from error
 
-    def validate(self, text: str) -> str | None:
+    def validate(self, text: str) -> PolicyValidation:
         """Ask the API's validate endpoint when credentials were available."""
-        return self.api.validate_policy(text) if self.api is not None else None
+        return self.api.validate_policy(text) if self.api is not None else PolicyValidation()
 
     @property
     def can_validate(self) -> bool:
