@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tsops.facts import HostFacts, Prefs, TailscaleStatus, parse_facts
 from tsops.inventory.load import Target
 from tsops.inventory.model import Install, Tarball
-from tsops.plan import APT_KEYRING, Desired, plan_host
+from tsops.servers.facts import HostFacts, Prefs, TailscaleStatus, parse_facts
+from tsops.servers.plan import APT_KEYRING, Desired, plan_host
 from tsops.tailscale_api import Device
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"

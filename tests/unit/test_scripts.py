@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tsops import scripts
-from tsops.facts import parse_facts
 from tsops.inventory.model import Install, Tarball
-from tsops.plan import Desired
+from tsops.servers import scripts
+from tsops.servers.facts import parse_facts
+from tsops.servers.plan import Desired
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "scripts"
 DEBIAN = parse_facts(

@@ -9,10 +9,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from tsops.checks import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status
 from tsops.cli import console
 from tsops.cli.bootstrap import RunOptions, live, open_run
 from tsops.flows.status import gather_status
-from tsops.status import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status
 
 SYMBOLS: dict[State, tuple[str, str]] = {
     "ok": ("✓", "green"), "drift": ("✗", "yellow"), "error": ("✗", "red"), "unknown": ("-", ""),

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tsops.context import RunContext
-from tsops.engine import ServerPhase
 from tsops.errors import ExitCode, TsopsError
-from tsops.plan import HostPlan
 from tsops.recorder.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
 from tsops.runner import HostResult
+from tsops.servers.phase import ServerPhase
+from tsops.servers.plan import HostPlan
 
 
 @dataclass(frozen=True)

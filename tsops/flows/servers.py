@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from tsops.canary import DEFAULT_TIMEOUT_S
 from tsops.context import RunContext
-from tsops.engine import ServerPhase
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.events import Confirmed, Events
 from tsops.flows.bootstrap import PolicyPreview
@@ -25,11 +24,12 @@ from tsops.inventory.edit import NewHost, add_host, remove_host
 from tsops.inventory.file import candidate, commit
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.runner import HostResult
+from tsops.servers.phase import ServerPhase
 
 if TYPE_CHECKING:
     from tsops.canary import CanaryResult, SessionRunner
-    from tsops.plan import HostPlan
     from tsops.remote import RemoteLike
+    from tsops.servers.plan import HostPlan
     from tsops.tailscale_api import Device, TailscaleApi
 
 REFUSED = "nothing was changed"
@@ -307,8 +307,8 @@ def apply_remove(context: RunContext, planned: RemovePlan) -> RemoveReport:
 
 def _node_id(remote: RemoteLike) -> tuple[str | None, str | None]:
     """The node ID `tailscale status` reports on the host, and why the host was unreachable."""
-    from tsops.facts import parse_status
     from tsops.remote import HostUnreachable
+    from tsops.servers.facts import parse_status
 
     try:
         result = remote.run(STATUS)

@@ -1,6 +1,6 @@
 """`status`: servers, recorders, storage and the policy read at the same time; only reads.
 
-The comparisons themselves are pure (tsops.status); this flow gathers what they compare: one
+The comparisons themselves are pure (tsops.checks); this flow gathers what they compare: one
 probe per host through the same planners bootstrap uses, the bucket, the devices and the policy.
 """
 
@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from tsops.context import RunContext
-from tsops.engine import ServerPhase
-from tsops.errors import TsopsError
-from tsops.flows.bootstrap import has_recorders, manages_policy
-from tsops.recorder.phase import RecorderPhase, RecorderPlans
-from tsops.status import (
+from tsops.checks import (
     Check,
     HostStatus,
     PolicyStatus,
@@ -24,6 +19,11 @@ from tsops.status import (
     server_status,
     storage_check,
 )
+from tsops.context import RunContext
+from tsops.errors import TsopsError
+from tsops.flows.bootstrap import has_recorders, manages_policy
+from tsops.recorder.phase import RecorderPhase, RecorderPlans
+from tsops.servers.phase import ServerPhase
 
 
 def gather_status(context: RunContext) -> Status:

@@ -12,14 +12,14 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
-from tsops import scripts
 from tsops.context import RunContext
 from tsops.errors import TsopsError
-from tsops.facts import PROBE, HostFacts, ProbeError, parse_facts
 from tsops.inventory.load import LoadedInventory, Target
-from tsops.plan import HostPlan, Step, desired_for, plan_host
 from tsops.remote import CommandFailed, RemoteLike, RunResult
 from tsops.runner import INTERRUPTED, HostResult
+from tsops.servers import scripts
+from tsops.servers.facts import PROBE, HostFacts, ProbeError, parse_facts
+from tsops.servers.plan import HostPlan, Step, desired_for, plan_host
 from tsops.tailscale_api import Device
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from shlex import quote
 
-from tsops.facts import HostFacts
 from tsops.inventory.model import Install
-from tsops.plan import APT_KEYRING, APT_SOURCE, Desired, apt_source_line, tarball_version
+from tsops.servers.facts import HostFacts
+from tsops.servers.plan import APT_KEYRING, APT_SOURCE, Desired, apt_source_line, tarball_version
 
 STRICT = "set -eu\n"
 

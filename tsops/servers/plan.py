@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tsops.facts import HostFacts
 from tsops.inventory.load import LoadedInventory, Target
 from tsops.inventory.model import Install
+from tsops.servers.facts import HostFacts
 from tsops.tailscale_api import Device
 
 StepKind = Literal["repo", "install", "service", "enroll", "retag", "ssh", "hostname"]
