@@ -286,7 +286,7 @@ class MemorySource:
             yield Fetched(item, file, sha, md5, size)
 
 
-class MemoryDestination:
+class MemoryTarget:
     """A bucket in memory; puts of `refuse` keys fail like an AccessDenied."""
 
     def __init__(self, refuse: set[str] | None = None) -> None:
@@ -324,7 +324,7 @@ def source_objects() -> dict[str, bytes]:
 
 def test_migration_copies_verifies_and_counts(source_objects: dict[str, bytes],
                                               tmp_path: Path) -> None:
-    source, destination = MemorySource(source_objects), MemoryDestination()
+    source, destination = MemorySource(source_objects), MemoryTarget()
     report = migrate(source, destination, record(tmp_path), workers=4)
     assert (report.total, report.copied, report.present, report.failed) == (40, 40, 0, [])
     assert report.copied_bytes == report.total_bytes == sum(map(len, source_objects.values()))
@@ -336,7 +336,7 @@ def test_migration_copies_verifies_and_counts(source_objects: dict[str, bytes],
 
 def test_an_interrupted_migration_resumes_with_only_the_missing(
         source_objects: dict[str, bytes], tmp_path: Path) -> None:
-    destination = MemoryDestination()
+    destination = MemoryTarget()
     with pytest.raises(KeyboardInterrupt):
         migrate(MemorySource(source_objects, stop_after=15), destination, record(tmp_path),
                 workers=2)
@@ -352,7 +352,7 @@ def test_an_interrupted_migration_resumes_with_only_the_missing(
 def test_failures_are_counted_and_retried_on_the_next_run(
         source_objects: dict[str, bytes], tmp_path: Path) -> None:
     refused = {recording(3)[0], recording(7)[0]}
-    destination = MemoryDestination(refuse=refused)
+    destination = MemoryTarget(refuse=refused)
     report = migrate(MemorySource(source_objects), destination, record(tmp_path))
     assert report.copied == 38 and sorted(k for k, _ in report.failed) == sorted(refused)
     assert all(reason == "S3: AccessDenied" for _, reason in report.failed)
@@ -363,7 +363,7 @@ def test_failures_are_counted_and_retried_on_the_next_run(
 
 def test_a_different_object_at_the_destination_is_not_overwritten(
         source_objects: dict[str, bytes], tmp_path: Path) -> None:
-    destination = MemoryDestination()
+    destination = MemoryTarget()
     key = recording(5)[0]
     destination.objects[key] = b"something else"
     identical = recording(6)[0]
@@ -429,7 +429,7 @@ def test_only_recordings_verified_at_the_destination_are_deleted(
         source_objects: dict[str, bytes]) -> None:
     from tsops.rotation.delete import plan_delete
 
-    destination = MemoryDestination()
+    destination = MemoryTarget()
     destination.objects = dict(source_objects)
     missing, different = recording(1)[0], recording(2)[0]
     del destination.objects[missing]

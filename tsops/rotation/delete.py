@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tsops.errors import TsopsError, UsageError
-from tsops.rotation.migrate import Destination, Source, SourceObject, SshSource
+from tsops.rotation.migrate import RecordingSource, RecordingTarget, SourceObject, SshSource
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -54,7 +54,8 @@ def refuse_compliance(client: S3Client, bucket: str) -> None:
                          "ends; nothing was deleted")
 
 
-def plan_delete(source: Source, destination: Destination, workers: int = 8) -> DeletePlan:
+def plan_delete(source: RecordingSource, destination: RecordingTarget,
+                workers: int = 8) -> DeletePlan:
     """Read every old recording and its copy; only equal digests may be deleted (read only)."""
     items = source.objects()
     present = destination.listing()
@@ -90,7 +91,7 @@ def plan_delete(source: Source, destination: Destination, workers: int = 8) -> D
     return plan
 
 
-def delete_verified(source: Source, plan: DeletePlan,
+def delete_verified(source: RecordingSource, plan: DeletePlan,
                     s3: Callable[[], S3Client] | None, bucket: str) -> list[tuple[str, str]]:
     """Delete the verified recordings at the source; (key, failure) for those that failed."""
     if isinstance(source, SshSource):
