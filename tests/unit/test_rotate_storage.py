@@ -438,3 +438,41 @@ def test_only_recordings_verified_at_the_destination_are_deleted(
     assert len(plan.verified) == 38
     assert plan.kept == sorted([(missing, "missing at the current destination"),
                                 (different, "different at the current destination")])
+
+
+class Unreachable:
+    """Every call fails as when the S3 endpoint cannot be reached, or refuses with `code`."""
+
+    def __init__(self, code: str | None = None) -> None:
+        self.code = code
+
+    def _fail(self, operation: str) -> None:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        if self.code is not None:
+            raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, operation)
+        raise EndpointConnectionError(endpoint_url="https://s3.example")
+
+    def get_object_lock_configuration(self, Bucket: str) -> None:
+        self._fail("GetObjectLockConfiguration")
+
+    def delete_objects(self, Bucket: str, Delete: Any) -> None:
+        self._fail("DeleteObjects")
+
+
+def test_an_unreachable_old_bucket_is_an_error_not_a_crash() -> None:
+    from tsops.rotation.delete import refuse_compliance
+
+    with pytest.raises(TsopsError, match=r"^cannot read the Object Lock of s3://old-bucket: "
+                       "Could not connect"):
+        refuse_compliance(cast(Any, Unreachable()), "old-bucket")
+
+
+def test_a_refused_delete_is_counted_per_recording(source_objects: dict[str, bytes]) -> None:
+    from tsops.rotation.delete import DeletePlan, delete_verified
+
+    plan = DeletePlan(verified=[SourceObject(k, len(v)) for k, v in source_objects.items()])
+    failed = delete_verified(cast(Any, MemorySource(source_objects)), plan,
+                             lambda: cast(Any, Unreachable("AccessDenied")), "old-bucket")
+    assert failed == [(k, "S3: DeleteObjects on s3://old-bucket: AccessDenied: no")
+                      for k in source_objects]
