@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import replace
@@ -396,3 +397,85 @@ def test_delete_source_deletes_only_what_the_bucket_holds(tmp_path: Path) -> Non
     assert host.recordings == {missing: source[missing]}
     assert bucket.objects == {k: v for k, v in source.items() if k != missing}
     assert events.of("confirm") == [f"Delete 2 recording(s) from {OLD} on rec1?"]
+
+
+# The CLI renders the flow's reports: exact stdout and stderr (the lab tests check the rest).
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Runs the CLI opens get the fakes put here (host, buckets) instead of SSH, API and S3."""
+    given: dict[str, Any] = {"host": Recorder(), "buckets": {}}
+
+    def open_run(path: Path, limits: Any = (), *, events: Any,
+                 concurrency: int = 32) -> RunContext:
+        context = run(path, given["host"], Recorded(), given["buckets"])
+        context.events = events
+        return context
+
+    monkeypatch.setattr(RunContext, "open", open_run)
+    return given
+
+
+def test_the_cli_prints_the_plan_of_a_dry_run(tmp_path: Path, fakes: dict[str, Any],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from tsops.cli.rotate import run_rotate
+
+    path = inventory(tmp_path, OLD)
+    text = path.read_bytes()
+    code = run_rotate(path, RotateOptions(to=NEW), dry_run=True, yes=False, no_input=True,
+                      workers=2)
+    out = capsys.readouterr()
+    assert code == ExitCode.OK and path.read_bytes() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml"]
+    assert out.out == f"""\
+--- {path} (current)
++++ {path} (after the rotation)
+@@ -14,7 +14,7 @@
+     rec1: {{address: 127.0.0.1, port: 9}}
+ # Where the auditors look.
+ storage:
+-  destination: /srv/recordings  # see the runbook
++  destination: /srv/recordings-2027  # see the runbook
+{' '}
+ ssh_rules:
+   - name: servers
+rotate: /srv/recordings -> /srv/recordings-2027
+storage /srv/recordings-2027: created on each recorder host (owner the service user, mode 0700)
+canary: a write with the recorder's own credentials, read back, before any recorder is touched
+recorder rec1 (1 of 1, then verified: unit active, online, canary):
+  + write /etc/systemd/system/tsrecorder.service
+  + enable and restart tsrecorder.service
+inventory: storage block rewritten once every recorder is switched
+dry run: nothing was changed
+"""
+    assert out.err == (
+        "warning: only 1 recorder accepts sessions now and ssh rules enforce recording: while "
+        "it restarts (a few seconds, measured and reported), new sessions are refused and "
+        "sessions being recorded are ended\n")
+
+
+def test_the_cli_prints_a_resumed_migration(tmp_path: Path, fakes: dict[str, Any],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from tsops.cli.rotate import run_rotate
+
+    path = inventory(tmp_path, BUCKET, S3_EXTRA)
+    source = dict(recording(n) for n in range(1, 4))
+    record = MigrationRecord.create(state_dir(), path, Storage(destination=OLD), ("rec1",),
+                                    BUCKET)
+    fakes["host"] = Recorder(recordings=source)
+    fakes["buckets"] = {"acme-2027": Bucket("acme-2027")}
+    code = run_rotate(path, RotateOptions(to=BUCKET, migrate=True), dry_run=False, yes=True,
+                      no_input=True, workers=2)
+    out = capsys.readouterr()
+    assert code == ExitCode.OK and fakes["buckets"]["acme-2027"].objects == source
+    assert re.sub(r"in [0-9.]+ s$", "in N s", out.out, flags=re.M) == f"""\
+nothing to do: {path} already records to s3://acme-2027
+migration: resume copying from /srv/recordings on rec1 to s3://acme-2027 (0 verified before, \
+kept in {record.path})
+migration /srv/recordings on rec1 -> s3://acme-2027: 3 recording(s), 189 B: 3 copied (189 B), \
+0 already present, 0 failed, in N s
+every recording of /srv/recordings on rec1 is at s3://acme-2027 with the same SHA-256; the \
+source was not changed
+"""
+    assert out.err == ("migration: 3 recording(s) at /srv/recordings on rec1, 0 verified before, "
+                       "3 to copy or check\n")
