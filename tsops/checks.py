@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tsops.errors import ExitCode
 from tsops.policy.plan import PolicyPlan
@@ -41,6 +41,11 @@ class Check:
     state: State
     expected: str
     actual: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The check as JSON-ready data."""
+        return {"name": self.name, "state": self.state, "expected": self.expected,
+                "actual": self.actual}
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,20 @@ class Status:
         """0 when everything matches, 3 on drift, 1 on any error."""
         return {"ok": ExitCode.OK, "unknown": ExitCode.OK, "drift": ExitCode.DRIFT,
                 "error": ExitCode.FAILED}[self.state]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The whole status as JSON-ready data: every check with its expected and actual values
+        (what `status -o json` prints)."""
+        return {
+            "state": self.state,
+            "problems": list(self.problems),
+            "hosts": [{"name": h.name, "role": h.role, "state": h.state, "reason": h.reason,
+                       "round_trips": h.round_trips, "checks": [c.as_dict() for c in h.checks]}
+                      for h in self.hosts],
+            "storage": self.storage.as_dict() if self.storage is not None else None,
+            "policy": None if self.policy is None else {
+                **self.policy.check.as_dict(), "diff": self.policy.diff},
+        }
 
 
 def worst(states: Iterable[State]) -> State:

@@ -128,6 +128,17 @@ def secure_backend() -> KeyringBackend:
     return backend
 
 
+def usable_keyring() -> str:
+    """Name the secure backend in use, or fail saying what to do on a machine without one."""
+    try:
+        return backend_name(secure_backend())
+    except KeyringUnavailable as error:
+        raise SecretError(
+            f"{error.message}; on such a machine give tsops its secrets in environment "
+            "variables instead (see docs/secrets.md)"
+        ) from None
+
+
 def _keyring_failure(action: str, entry: Entry | str, error: KeyringError) -> SecretError:
     """A SecretError for a keyring call that failed (the message never includes a value)."""
     return SecretError(f"cannot {action} keyring entry {entry}: {type(error).__name__}: {error}")

@@ -30,9 +30,8 @@ from tsops.canary import (
     plan_canaries,
     run_canaries,
 )
-from tsops.cli.verify import results_json
 from tsops.errors import TsopsError
-from tsops.flows.verify import exit_code
+from tsops.flows.verify import exit_code, results_as_dict
 from tsops.inventory.load import LoadedInventory, load_inventory
 from tsops.recordings.store import S3Store
 from tsops.tailnet_ssh import SessionResult, run_command
@@ -165,7 +164,7 @@ def test_recorded_when_the_marker_shows_up_under_the_node() -> None:
         ("web1", "recorded", "nweb1/a.cast", "root"), ("db1", "recorded", "ndb1/b.cast", "root")]
     assert found.searches[0] == {"m1": "nweb1", "m2": "ndb1"}
     assert len(found.searches) == 3 and exit_code(results) == 0
-    assert results_json(results)["state"] == "recorded"
+    assert results_as_dict(results)["state"] == "recorded"
 
 
 def test_refused_sessions_and_missing_recordings_are_drift() -> None:

@@ -21,7 +21,7 @@ from tsops.checks import (
     storage_check,
     worst,
 )
-from tsops.cli.status import print_status, status_json
+from tsops.cli.status import print_status
 from tsops.errors import ExitCode
 from tsops.policy.plan import PolicyPlan
 from tsops.recorder.host import RecorderFacts, RecorderHostPlan, parse_probe, sha256
@@ -230,7 +230,7 @@ def test_the_table_uses_words_without_a_terminal(capsys: pytest.CaptureFixture[s
 
 def test_json_has_every_check_with_expected_and_actual() -> None:
     down = server_status(HostPlan(target=TARGET, desired=DESIRED, problem="timed out"), 1)
-    data = status_json(Status((down,), policy=policy_error("HTTP 403")))
+    data = Status((down,), policy=policy_error("HTTP 403")).as_dict()
     assert data["state"] == "error"
     assert data["hosts"][0]["reason"] == "timed out" and data["hosts"][0]["round_trips"] == 1
     assert data["hosts"][0]["checks"][0] == {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -12,10 +12,10 @@ from rich.live import Live
 from rich.table import Table
 
 from tsops.cli import console
-from tsops.cli.recorder import plans_json, print_recorder_plans, print_recorder_results, result_json
+from tsops.cli.recorder import print_recorder_plans, print_recorder_results
 from tsops.context import RunContext
 from tsops.flows import bootstrap as flow
-from tsops.flows.bootstrap import BootstrapPlan, BootstrapReport, PolicyOutcome
+from tsops.flows.bootstrap import BootstrapPlan, BootstrapReport
 
 OutputFormat = Literal["table", "json"]
 PENDING = "changes are pending and there is no terminal to confirm them: rerun with --yes to apply"
@@ -84,16 +84,7 @@ def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False)
 def _print_plans(planned: BootstrapPlan, output: OutputFormat) -> None:
     plans, policy = planned.hosts, planned.policy
     if output == "json":
-        extra: dict[str, object] = ({"recorders": plans_json(planned.recorders)}
-                                    if planned.recorders is not None else {})
-        if policy is not None:
-            extra["policy"] = {"changed": policy.changed, "diff": policy.diff}
-        console.line(json.dumps({**extra, "hosts": [{
-            "name": p.target.name,
-            "problem": p.problem,
-            "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
-                        for s in p.steps],
-        } for p in plans]}, indent=2))
+        console.line(json.dumps(planned.as_dict(), indent=2))
         return
     for plan in plans:
         console.changes(plan.target.name, plan.problem,
@@ -111,20 +102,10 @@ def _print_plans(planned: BootstrapPlan, output: OutputFormat) -> None:
                     f", policy file {'to change' if policy.changed else 'unchanged'}") + ".")
 
 
-def _policy_json(policy: PolicyOutcome) -> dict[str, object]:
-    if policy.error is not None:
-        return {"changed": False, "error": policy.error}
-    return {"changed": policy.changed, "diff": policy.diff, "etag": policy.etag}
-
-
 def _print_results(report: BootstrapReport, output: OutputFormat) -> None:
     results, recorders, policy = report.hosts, report.recorders, report.policy
     if output == "json":
-        extra: dict[str, object] = (
-            {"recorders": result_json(recorders)} if recorders is not None else {})
-        if policy is not None:
-            extra["policy"] = _policy_json(policy)
-        console.line(json.dumps({**extra, "hosts": [asdict(r) for r in results]}, indent=2))
+        console.line(json.dumps(report.as_dict(), indent=2))
         return
     if recorders is not None:
         print_recorder_results(recorders)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from tsops.cli import console
 from tsops.errors import UsageError
@@ -24,23 +23,6 @@ def run_iam_policy(path: Path) -> None:
     console.line(json.dumps(iam_policy(storage, recorders.ui), indent=2))
 
 
-def plans_json(plans: RecorderPlans) -> dict[str, Any]:
-    """The recorder plan as JSON-ready data."""
-    bucket = plans.bucket
-    return {
-        "storage": {
-            "destination": plans.storage.destination,
-            "problem": bucket.problem if bucket else None,
-            "changes": [{"kind": c.kind, "summary": c.summary, "diff": c.detail}
-                        for c in bucket.changes] if bucket else [],
-            "notes": list(bucket.notes) if bucket else [],
-        },
-        "hosts": [{"name": p.target.name, "problem": p.problem, "warnings": list(p.warnings),
-                   "changes": [{"kind": s.kind, "summary": s.summary} for s in p.steps]}
-                  for p in plans.hosts],
-    }
-
-
 def print_recorder_plans(plans: RecorderPlans) -> None:
     """Show what the recorder phase would change, with a JSON diff for the bucket policy."""
     bucket = plans.bucket
@@ -54,17 +36,6 @@ def print_recorder_plans(plans: RecorderPlans) -> None:
                         [(step.summary, []) for step in plan.steps])
         for warning in plan.warnings:
             console.warning(f"{plan.target.name}: {warning}")
-
-
-def result_json(result: RecorderPhaseResult) -> dict[str, Any]:
-    """The recorder phase's results as JSON-ready data."""
-    from dataclasses import asdict
-
-    return {
-        "storage": asdict(result.storage),
-        "hosts": [asdict(h) for h in result.hosts],
-        "healthy_tags": sorted(result.healthy_tags),
-    }
 
 
 def print_recorder_results(result: RecorderPhaseResult) -> None:

@@ -18,18 +18,13 @@ from tsops.flows import recordings as flow
 from tsops.flows.recordings import DriftFound, RecordingsLocation
 from tsops.recordings.cast import CastError
 from tsops.recordings.catalog import (
-    SORT_KEYS,
-    Catalog,
     Filter,
     Problem,
     Recording,
     find,
     parse_when,
-    probe,
-    scan,
 )
 from tsops.recordings.reader import Stream, plain_pieces
-from tsops.recordings.store import ObjectInfo, Store
 
 OutputFormat = Literal["table", "json"]
 
@@ -73,13 +68,6 @@ def report(problems: Iterable[Problem]) -> int:
         console.warning(str(problem))
         count += 1
     return count
-
-
-def _catalog(store: Store, chosen: Filter,
-             names: dict[str, str] | None = None) -> tuple[list[Recording], Catalog]:
-    catalog = scan(store)
-    report(catalog.problems)
-    return [r for r in catalog.recordings if chosen.keeps(r, names)], catalog
 
 
 def _when(recording: Recording) -> str:
@@ -130,13 +118,12 @@ def as_json(recording: Recording) -> dict[str, object]:
 def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: bool,
              output: OutputFormat, names: bool = False) -> None:
     """Print one row per recording, from headers and tails only."""
-    if sort not in SORT_KEYS:
-        raise UsageError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
+    flow.check_sort(sort)
     store = flow.open_store(source)
     hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
                  else {})
-    recordings, catalog = _catalog(store, chosen, hostnames)
-    recordings.sort(key=SORT_KEYS[sort], reverse=reverse)
+    recordings, catalog = flow.chosen(store, chosen, hostnames, sort, reverse)
+    report(catalog.problems)
     if output == "json":
         listed = [{**as_json(r), "hostname": hostnames.get(r.node)} for r in recordings]
         console.line(json.dumps({"recordings": listed,
@@ -158,19 +145,12 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
                  f"{store.description}; {len(catalog.problems)} problem(s)")
 
 
-def _one(store: Store, recording_id: str) -> Recording:
-    result = probe(store, find(store, recording_id))
-    if isinstance(result, Problem):
-        raise TsopsError(f"cannot read recording {recording_id}: {result.kind}: {result.detail}")
-    if result.truncated:
-        report([Problem(result.key, "truncated", "the last line is incomplete")])
-    return result
-
-
 def run_show(source: RecordingsLocation, recording_id: str, output: OutputFormat) -> None:
     """Print what the header and the tail of one recording say."""
     store = flow.open_store(source)
-    recording = _one(store, recording_id)
+    recording = flow.one(store, recording_id)
+    if recording.truncated:
+        report([Problem(recording.key, "truncated", "the last line is incomplete")])
     fields = as_json(recording)
     if output == "json":
         console.line(json.dumps(fields, indent=2))
@@ -239,8 +219,8 @@ def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl"
     store = flow.open_store(source)
     hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
                  else {})
-    recordings, _ = _catalog(store, chosen, hostnames)
-    recordings.sort(key=SORT_KEYS["start"])
+    recordings, catalog = flow.chosen(store, chosen, hostnames)
+    report(catalog.problems)
     out = console.out.file
     shipped = 0
     with writing(fatal=True):
@@ -260,24 +240,13 @@ def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl"
 def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ignore_case: bool,
                context: int, output: OutputFormat) -> None:
     """Print every line of recorded output matching a regular expression."""
-    from tsops.recordings.search import compile_pattern, search
-
-    if context < 0:
-        raise UsageError("--context must be 0 or more")
-    pattern = compile_pattern(pattern_text, ignore_case)
     store = flow.open_store(source)
-    targets: list[Recording] | list[ObjectInfo]
-    from_catalog = chosen != Filter()
-    if not from_catalog:  # nothing to select: read each file once, header included
-        targets = list(store.list())
-    else:
-        targets, _ = _catalog(store, chosen)
-        targets.sort(key=SORT_KEYS["start"])
+    results, problems = flow.search(store, chosen, pattern_text, ignore_case, context)
+    report(problems)
     matched = found = searched = 0
     documents = []
-    for result in search(store, targets, pattern, context):
-        report(p for p in result.problems  # a catalog already reported truncation
-               if p.kind != "truncated" or not from_catalog)
+    for result in results:
+        report(result.problems)
         if result.recording is None:
             continue
         searched += 1

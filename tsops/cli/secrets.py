@@ -10,27 +10,14 @@ from rich.text import Text
 from tsops.cli import console
 from tsops.errors import UsageError
 from tsops.secrets import (
-    KeyringUnavailable,
     SecretError,
-    backend_name,
     delete,
     fetch,
     list_entries,
     parse_entry,
-    secure_backend,
     store,
+    usable_keyring,
 )
-
-
-def _check_keyring() -> str:
-    """Name the secure backend in use, or fail saying what to do on a machine without one."""
-    try:
-        return backend_name(secure_backend())
-    except KeyringUnavailable as error:
-        raise SecretError(
-            f"{error.message}; on such a machine give tsops its secrets in environment "
-            "variables instead (see docs/secrets.md)"
-        ) from None
 
 
 def _read_value(entry: str) -> str:
@@ -54,7 +41,7 @@ def _read_value(entry: str) -> str:
 def run_set(entry: str) -> None:
     """Store SERVICE/NAME from a hidden prompt or standard input, then say where it went."""
     name = str(parse_entry(entry))
-    backend = _check_keyring()  # refuse before the operator types a secret for nothing
+    backend = usable_keyring()  # refuse before the operator types a secret for nothing
     store(name, _read_value(name))
     console.line(f"{name}: stored in the keyring ({backend})")
 
@@ -62,7 +49,7 @@ def run_set(entry: str) -> None:
 def run_get(entry: str, *, reveal: bool) -> None:
     """Say whether SERVICE/NAME is set; print its value only when `reveal` is asked for."""
     name = str(parse_entry(entry))
-    _check_keyring()
+    usable_keyring()
     value = fetch(name)
     if value is None:
         raise SecretError(f"keyring entry {name} is not set; store it: `tsops secrets set {name}`")
@@ -75,7 +62,7 @@ def run_get(entry: str, *, reveal: bool) -> None:
 def run_delete(entry: str) -> None:
     """Delete SERVICE/NAME; deleting an entry that is not set changes nothing and succeeds."""
     name = str(parse_entry(entry))
-    _check_keyring()
+    usable_keyring()
     if delete(name):
         console.line(f"{name}: deleted")
     else:
@@ -84,7 +71,7 @@ def run_delete(entry: str) -> None:
 
 def run_list() -> None:
     """Print the entries tsops stored, one SERVICE/NAME per line (names only, never values)."""
-    _check_keyring()
+    usable_keyring()
     names = list_entries()
     if not names:
         console.err.print(Text("no keyring entries stored by tsops on this machine"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from rich import box
 from rich.table import Table
@@ -25,29 +24,10 @@ def run_status(run: RunOptions) -> int:
     with open_run(run) as context, live(context):
         status = gather_status(context)
     if run.output == "json":
-        console.line(json.dumps(status_json(status), indent=2))
+        console.line(json.dumps(status.as_dict(), indent=2))
     else:
         print_status(status, symbols=console.out.is_terminal)
     return status.exit_code
-
-
-def _check_json(check: Check) -> dict[str, str]:
-    return {"name": check.name, "state": check.state, "expected": check.expected,
-            "actual": check.actual}
-
-
-def status_json(status: Status) -> dict[str, Any]:
-    """The whole status as JSON-ready data: every check with its expected and actual values."""
-    return {
-        "state": status.state,
-        "problems": list(status.problems),
-        "hosts": [{"name": h.name, "role": h.role, "state": h.state, "reason": h.reason,
-                   "round_trips": h.round_trips, "checks": [_check_json(c) for c in h.checks]}
-                  for h in status.hosts],
-        "storage": _check_json(status.storage) if status.storage is not None else None,
-        "policy": None if status.policy is None else {
-            **_check_json(status.policy.check), "diff": status.policy.diff},
-    }
 
 
 def _cell(check: Check | None, symbols: bool) -> Text:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from tsops.cli import console
 from tsops.context import RunContext
@@ -29,21 +29,10 @@ def run_verify(path: Path, limits: list[str], user: str | None, timeout: float,
                          concurrency=concurrency) as context:
         report = flow.verify(context, user, timeout)
     if output == "json":
-        console.line(json.dumps(results_json(report.results), indent=2))
+        console.line(json.dumps(flow.results_as_dict(report.results), indent=2))
     else:
         print_results(report.results)
     return report.exit_code
-
-
-def results_json(results: Sequence[CanaryResult]) -> dict[str, Any]:
-    """The machine-readable report."""
-    states = {r.state for r in results}
-    overall = ("error" if "error" in states else
-               "not-recorded" if states - {"recorded"} else "recorded")
-    return {"state": overall, "servers": [
-        {"name": r.host, "state": r.state, "detail": r.detail, "node_id": r.node_id or None,
-         "recording": r.key, "seconds": None if r.seconds is None else round(r.seconds, 1)}
-        for r in results]}
 
 
 def print_results(results: Sequence[CanaryResult]) -> None:

@@ -8,7 +8,8 @@ recorder tags verified healthy in this run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError
@@ -66,6 +67,20 @@ class BootstrapPlan:
                 or (self.recorders is not None and not self.recorders.converged)
                 or (self.policy is not None and self.policy.changed))
 
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (what `plan -o json` prints)."""
+        data: dict[str, Any] = {}
+        if self.recorders is not None:
+            data["recorders"] = self.recorders.as_dict()
+        if self.policy is not None:
+            data["policy"] = {"changed": self.policy.changed, "diff": self.policy.diff}
+        data["hosts"] = [{
+            "name": p.target.name, "problem": p.problem,
+            "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
+                        for s in p.steps],
+        } for p in self.hosts]
+        return data
+
     def exit_code(self, detailed: bool) -> ExitCode:
         """1 when something cannot be planned, 3 with `detailed` when changes are pending."""
         if self.problem:
@@ -80,6 +95,19 @@ class BootstrapReport:
     hosts: list[HostResult]
     recorders: RecorderPhaseResult | None = None
     policy: PolicyOutcome | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The results as JSON-ready data (what `bootstrap -o json` prints)."""
+        data: dict[str, Any] = {}
+        if self.recorders is not None:
+            data["recorders"] = self.recorders.as_dict()
+        if self.policy is not None:
+            data["policy"] = ({"changed": False, "error": self.policy.error}
+                              if self.policy.error is not None else
+                              {"changed": self.policy.changed, "diff": self.policy.diff,
+                               "etag": self.policy.etag})
+        data["hosts"] = [asdict(r) for r in self.hosts]
+        return data
 
     @property
     def exit_code(self) -> ExitCode:

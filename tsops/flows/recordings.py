@@ -8,13 +8,23 @@ what they found for the CLI to show.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.events import Events
-from tsops.recordings.catalog import Problem
+from tsops.recordings.catalog import (
+    SORT_KEYS,
+    Catalog,
+    Filter,
+    Problem,
+    Recording,
+    find,
+    probe,
+    scan,
+)
 from tsops.recordings.store import LocalStore, S3Store, Store, parse_s3_url
 
 if TYPE_CHECKING:
@@ -24,6 +34,7 @@ if TYPE_CHECKING:
     )
 
     from tsops.recordings.integrity import Findings
+    from tsops.recordings.search import Result
 
 
 class DriftFound(TsopsError):
@@ -170,3 +181,53 @@ def verify(where: RecordingsLocation, manifest: Path, entry: str, public_key: st
     findings = compare(document["manifest"]["recordings"], digests)
     return Checked(findings, store.description, document["manifest"].get("sealed_at"),
                    tuple(problems))
+
+
+def check_sort(sort: str) -> None:
+    """Refuse an unknown sort key (before anything is read)."""
+    if sort not in SORT_KEYS:
+        raise UsageError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
+
+
+def chosen(store: Store, keep: Filter, names: dict[str, str] | None = None,
+           sort: str = "start", reverse: bool = False) -> tuple[list[Recording], Catalog]:
+    """The recordings the filter keeps, sorted, and the whole catalog (with its problems)."""
+    check_sort(sort)
+    catalog = scan(store)
+    kept = [r for r in catalog.recordings if keep.keeps(r, names)]
+    kept.sort(key=SORT_KEYS[sort], reverse=reverse)
+    return kept, catalog
+
+
+def one(store: Store, recording_id: str) -> Recording:
+    """The recording `recording_id` names, read from its header and tail."""
+    result = probe(store, find(store, recording_id))
+    if isinstance(result, Problem):
+        raise TsopsError(f"cannot read recording {recording_id}: {result.kind}: {result.detail}")
+    return result
+
+
+def search(store: Store, keep: Filter, pattern_text: str, ignore_case: bool,
+           context: int) -> tuple[Iterator[Result], tuple[Problem, ...]]:
+    """Every recording's matching lines, and the problems the catalog found (given once).
+
+    Without a filter each file is read once, header included; with one, the catalog chooses
+    (and has reported truncation already, so the search does not report it again).
+    """
+    from tsops.recordings.search import compile_pattern
+    from tsops.recordings.search import search as scan_text
+
+    if context < 0:
+        raise UsageError("--context must be 0 or more")
+    pattern = compile_pattern(pattern_text, ignore_case)
+    if keep == Filter():
+        found = scan_text(store, list(store.list()), pattern, context)
+        return found, ()
+    targets, catalog = chosen(store, keep)
+
+    def without_truncation() -> Iterator[Result]:
+        for result in scan_text(store, targets, pattern, context):
+            result.problems[:] = [p for p in result.problems if p.kind != "truncated"]
+            yield result
+
+    return without_truncation(), tuple(catalog.problems)

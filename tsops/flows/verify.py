@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tsops.canary import (
     DEFAULT_TIMEOUT_S,
@@ -103,3 +103,14 @@ def exit_code(results: Sequence[CanaryResult]) -> ExitCode:
     if any(r.state != "recorded" for r in results):
         return ExitCode.DRIFT
     return ExitCode.OK
+
+
+def results_as_dict(results: Sequence[CanaryResult]) -> dict[str, Any]:
+    """The canaries' results as JSON-ready data (what `verify -o json` prints)."""
+    states = {r.state for r in results}
+    overall = ("error" if "error" in states else
+               "not-recorded" if states - {"recorded"} else "recorded")
+    return {"state": overall, "servers": [
+        {"name": r.host, "state": r.state, "detail": r.detail, "node_id": r.node_id or None,
+         "recording": r.key, "seconds": None if r.seconds is None else round(r.seconds, 1)}
+        for r in results]}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets as pysecrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tsops import s3
 from tsops.context import RunContext
@@ -78,6 +78,23 @@ class RecorderPlans:
     bucket_facts: BucketFacts | None
     hosts: list[RecorderHostPlan]
 
+    def as_dict(self) -> dict[str, Any]:
+        """The recorder plan as JSON-ready data."""
+        bucket = self.bucket
+        return {
+            "storage": {
+                "destination": self.storage.destination,
+                "problem": bucket.problem if bucket else None,
+                "changes": [{"kind": c.kind, "summary": c.summary, "diff": c.detail}
+                            for c in bucket.changes] if bucket else [],
+                "notes": list(bucket.notes) if bucket else [],
+            },
+            "hosts": [{"name": p.target.name, "problem": p.problem,
+                       "warnings": list(p.warnings),
+                       "changes": [{"kind": s.kind, "summary": s.summary} for s in p.steps]}
+                      for p in self.hosts],
+        }
+
     @property
     def converged(self) -> bool:
         """Whether nothing needs to change (problems count as changes to report)."""
@@ -92,6 +109,11 @@ class RecorderPhaseResult:
     tag: str
     storage: StorageResult
     hosts: list[RecorderResult]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recorder phase's results as JSON-ready data."""
+        return {"storage": asdict(self.storage), "hosts": [asdict(h) for h in self.hosts],
+                "healthy_tags": sorted(self.healthy_tags)}
 
     @property
     def healthy_tags(self) -> frozenset[str]:
