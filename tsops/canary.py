@@ -23,6 +23,7 @@ from shlex import quote
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from tsops.errors import TsopsError
+from tsops.probe import Probe
 from tsops.s3 import DENIED
 
 if TYPE_CHECKING:
@@ -245,6 +246,12 @@ def parse_found(output: str, root: str, wanted: dict[str, str]) -> dict[str, str
     return found
 
 
+def found_probe(root: str, wanted: dict[str, str], since: float) -> Probe[dict[str, str]]:
+    """The canary markers in the recordings under `root` (marker -> key), one round trip."""
+    return Probe("the canary search", find_script(root, wanted, since),
+                 lambda output: parse_found(output, root, wanted))
+
+
 @dataclass
 class RecorderFolders:
     """A local destination: the same folder on every recorder host, searched over SSH."""
@@ -264,11 +271,11 @@ class RecorderFolders:
         unreachable: list[str] = []
         for remote in self.remotes.values():
             try:
-                run = remote.run(find_script(self.root, wanted, since))
+                markers = found_probe(self.root, wanted, since).run(remote)
             except HostUnreachable as error:
                 unreachable.append(error.message)
                 continue
-            for marker, key in parse_found(run.stdout, self.root, wanted).items():
+            for marker, key in markers.items():
                 found.setdefault(marker, key)
         if unreachable and not found and len(unreachable) == len(self.remotes):
             raise TsopsError("; ".join(unreachable))

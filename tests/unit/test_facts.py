@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tsops.servers.facts import ProbeError, parse_facts, parse_status
+from tsops.probe import ProbeError
+from tsops.servers.facts import parse_facts, parse_status
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"
 CASES = sorted(p.stem for p in DATA.glob("*.json"))

@@ -12,17 +12,18 @@ from tsops.context import RunContext
 from tsops.errors import ExitCode, UsageError
 from tsops.events import Recorded
 from tsops.flows import servers as flow
-from tsops.flows.servers import LOGOUT, STATUS, UNINSTALL, InventoryChange, StepResult
+from tsops.flows.servers import LOGOUT, UNINSTALL, InventoryChange, StepResult
 from tsops.inventory.edit import NewHost
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.policy.apply import plan_for
 from tsops.remote import HostUnreachable, RunResult
-from tsops.servers.facts import PROBE
+from tsops.servers.facts import NODE_STATUS, PROBE
 from tsops.servers.scripts import enable_ssh
 from tsops.tailnet_ssh import SessionResult
 from tsops.tailscale_api import Device
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"
+STATUS = NODE_STATUS.command
 INVENTORY = f"""\
 version: 1
 tailnet:

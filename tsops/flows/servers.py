@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from tsops.tailscale_api import Device, TailscaleApi
 
 REFUSED = "nothing was changed"
-STATUS = "tailscale status --json 2>/dev/null || true"
 LOGOUT = "tailscale logout"
 UNINSTALL = (
     "set -e\n"
@@ -308,13 +307,12 @@ def apply_remove(context: RunContext, planned: RemovePlan) -> RemoveReport:
 def _node_id(remote: RemoteLike) -> tuple[str | None, str | None]:
     """The node ID `tailscale status` reports on the host, and why the host was unreachable."""
     from tsops.remote import HostUnreachable
-    from tsops.servers.facts import parse_status
+    from tsops.servers.facts import NODE_STATUS
 
     try:
-        result = remote.run(STATUS)
+        status = NODE_STATUS.run(remote)
     except HostUnreachable as error:
         return None, error.reason
-    status = parse_status(result.stdout)
     return (status.node_id if status is not None else None), None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -24,15 +25,18 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tsops.errors import ExitCode, TsopsError
 from tsops.inventory.model import Storage
+from tsops.probe import Probe, ProbeFailed
 from tsops.recordings.store import S3Store, StoreError, is_recording_key
 from tsops.remote import RemoteLike
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
 
 SPOOL_BYTES = 8 << 20  # a recording larger than this goes through a temporary file
 BATCH_BYTES = 4 << 20  # small files read over SSH together, up to this much per round trip
@@ -143,20 +147,22 @@ class SshSource:
         self.locks = {name: threading.Lock() for name in remotes}
         self.description = f"{self.directory} on {', '.join(sorted(remotes))}"
 
-    def _run(self, host: str, script: str) -> str:
+    def _run(self, host: str, probe: Probe[T]) -> T:
         with self.locks[host]:
-            result = self.remotes[host].run(script)
-        if not result.ok:
-            detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise MigrationError(f"{host}: reading {self.directory} failed (exit "
-                                 f"{result.exited}): {detail[-1] if detail else 'no output'}")
-        return result.stdout
+            try:
+                return probe.run(self.remotes[host])
+            except ProbeFailed as error:
+                raise MigrationError(error.message) from error
+
+    def _reading(self, script: str, parse: Callable[[str], T]) -> Probe[T]:
+        return Probe(f"reading {self.directory}", script, parse, must_succeed=True)
 
     def objects(self) -> list[SourceObject]:
         """Keys, sizes and SHA-256 digests from each host, one round trip each."""
         found: list[SourceObject] = []
         for host in sorted(self.remotes):
-            found += parse_listing(host, self._run(host, listing_script(self.directory)))
+            found += self._run(host, self._reading(listing_script(self.directory),
+                                                   functools.partial(parse_listing, host)))
         return found
 
     def batches(self, items: list[SourceObject]) -> list[list[SourceObject]]:
@@ -183,8 +189,8 @@ class SshSource:
             file, sha, md5, size = spool(self._ranges(item))
             yield Fetched(item, file, sha, md5, size)
             return
-        output = self._run(host, read_script(self.directory, [i.key for i in batch]))
-        contents = parse_read(output)
+        contents = self._run(host, self._reading(
+            read_script(self.directory, [i.key for i in batch]), parse_read))
         for item in batch:
             if item.key not in contents:
                 raise MigrationError(f"{host}: {item.key} was not read")
@@ -197,7 +203,7 @@ class SshSource:
         while offset < item.size:
             script = (f"tail -c +{offset + 1} -- {path} | head -c {BATCH_BYTES} "
                       "| base64 -w0\n")
-            data = base64.b64decode(self._run(item.host, script))
+            data = self._run(item.host, self._reading(script, base64.b64decode))
             if not data:
                 return
             offset += len(data)

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tsops.probe import Probe, ProbeError
+
 MARK = "@@tsops:"
 PROBE = r"""
 section() { printf '\n%s%s\n' '@@tsops:' "$1"; }
@@ -96,10 +98,6 @@ class HostFacts:
         return bool({self.os_id, *self.os_like} & {"rhel", "fedora", "centos"})
 
 
-class ProbeError(ValueError):
-    """The probe's output is not what the probe prints (cut off, or not our probe)."""
-
-
 def sections(output: str) -> dict[str, str]:
     """Split the probe's output into its named sections."""
     found: dict[str, str] = {}
@@ -183,6 +181,13 @@ def parse_prefs(text: str) -> Prefs | None:
         advertise_tags=tuple(data.get("AdvertiseTags") or ()),
         want_running=bool(data.get("WantRunning")),
     )
+
+
+FACTS = Probe("the fact probe", PROBE, parse_facts)
+"""Everything the server planner needs, in one round trip."""
+NODE_STATUS = Probe("tailscale status", "tailscale status --json 2>/dev/null || true",
+                    parse_status)
+"""The node's own view of itself (its stable node ID), when tailscaled answers."""
 
 
 def _os_release(text: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from tsops.inventory.load import LoadedInventory, Target
 from tsops.remote import CommandFailed, RemoteLike, RunResult
 from tsops.runner import INTERRUPTED, HostResult
 from tsops.servers import scripts
-from tsops.servers.facts import PROBE, HostFacts, ProbeError, parse_facts
+from tsops.servers.facts import FACTS, HostFacts
 from tsops.servers.plan import HostPlan, Step, desired_for, plan_host
 from tsops.tailscale_api import Device
 
@@ -62,11 +62,7 @@ class ServerPhase:
         return self.context.remote(target)
 
     def _facts(self, target: Target) -> HostFacts:
-        result = self._remote(target).run(PROBE)
-        try:
-            return parse_facts(result.stdout)
-        except ProbeError as error:
-            raise TsopsError(f"{target.name}: {error}") from error
+        return FACTS.run(self._remote(target))
 
     def _plan_one(self, target: Target, devices: list[Device]) -> HostPlan:
         desired = desired_for(self.inventory, target)
