@@ -230,9 +230,14 @@ def _position(document: CommentedMap, loc: Loc, *, key: bool = False) -> tuple[i
 
 
 def _field_path(loc: Loc) -> str:
+    """`servers.hosts.web1.tags[0]`; a key holding control characters is shown quoted."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if part.isprintable() else repr(part)
+        out += f".{name}" if out else name
     return out or "(top level)"
 
 

@@ -78,8 +78,8 @@ def _text(value: str) -> str:
         if unicodedata.category(char) in CONTROL_CATEGORIES:
             name = CONTROL_NAMES.get(char, f"the control character U+{ord(char):04X}")
             raise PydanticCustomError(
-                "control_character", "{name} is not allowed in a value (it could add a line to "
-                "a unit, an environment file or a script), got {value}",
+                "control_character", "{name} is not allowed in a value (control characters "
+                "can add lines to units, environment files and scripts), got {value}",
                 {"name": name, "value": repr(value)},
             )
     return value
