@@ -11,14 +11,19 @@ test measures time).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from tsops.errors import ExitCode, InventoryError
 from tsops.inventory.load import MAX_BYTES, load_inventory
@@ -134,3 +139,124 @@ def test_an_endless_inventory_is_read_only_up_to_the_limit(tmp_path: Path) -> No
     assert caught.value.problems == [
         f"{fifo}:{MAX_BYTES // 1024 + 1}: the inventory is larger than {MAX_BYTES // 1024} KiB "
         "(the limit tsops reads; see docs/inventory.md): is this the right file?"]
+
+
+FULL = """\
+version: 1
+tailnet:
+  name: example.com
+  api_url: https://api.tailscale.com
+  login_server: https://ctl.example.com
+  credentials:
+    oauth:
+      client_id: kXYZ123CNTRL
+      client_secret: {env: TS_OAUTH_SECRET, keyring: tsops/oauth-secret}
+connection:
+  user: admin
+  identity_file: ~/.ssh/id_ed25519
+  jump_host: ops@bastion.example.com:2222
+  ssh_config: ssh_config
+tailscale:
+  install:
+    method: tarball
+    repository: https://pkgs.tailscale.com/stable
+    version: 1.78.3
+    tarball:
+      url: https://mirror.example.com/tailscale_1.78.3_amd64.tgz
+      sha256: 4d6f1a0c4d6f1a0c4d6f1a0c4d6f1a0c4d6f1a0c4d6f1a0c4d6f1a0c4d6f1a0c
+servers:
+  tags: [tag:server]
+  hosts:
+    web1: {address: 192.0.2.10, tags: [tag:web], user: deploy, jump_host: bastion}
+  groups:
+    db:
+      tags: [tag:db]
+      user: dba
+      identity_file: keys/db
+      hosts:
+        db1: {address: db1.example.com}
+recorders:
+  tag: tag:recorder
+  runtime: binary
+  binary: ./tsrecorder
+  binary_path: /usr/local/bin/tsrecorder
+  container_engine: docker
+  service_user: tsrecorder
+  statedir: /var/lib/tsrecorder
+  hosts:
+    rec1: {address: "2001:db8::30"}
+storage:
+  destination: s3://acme-recordings
+  region: eu-central-1
+  endpoint: https://s3.eu-central-1.amazonaws.com
+  encryption: sse-kms
+  kms_key: alias/recordings
+  recorder_principal: arn:aws:iam::123456789012:role/recorder
+  break_glass_principal: arn:aws:iam::123456789012:role/break-glass
+  credentials:
+    access_key_id: {env: REC_KEY_ID}
+    secret_access_key: {keyring: tsops/rec-secret}
+ssh_rules:
+  - name: sre
+    action: check
+    src: [group:sre, alice@example.com]
+    dst: [tag:server]
+    users: [root, autogroup:nonroot]
+    check_period: 12h
+    recorder: tag:recorder
+policy:
+  source: file
+  file: policy.hujson
+  state_dir: ./state
+  tag_owners: [group:sre]
+"""
+
+
+def _string_leaves(node: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """(container, key, field path) of every string value in a parsed document."""
+    items = node.items() if isinstance(node, CommentedMap) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, str):
+            yield node, key, (*loc, key)
+        elif isinstance(value, CommentedMap | CommentedSeq):
+            yield from _string_leaves(value, (*loc, key))
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def test_the_full_inventory_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(FULL)
+    assert len(load_inventory(path).targets) == 3
+
+
+@pytest.mark.parametrize("character", ["\n", "\r", "\x00", "\x1b", "\u2028"])
+def test_a_control_character_in_any_string_field_is_refused_at_its_line(
+    tmp_path: Path, character: str
+) -> None:
+    """Every string value of a full inventory, one at a time, gets a hostile suffix."""
+    path = tmp_path / "inventory.yaml"
+    yaml = YAML(typ="rt")
+    leaves = list(_string_leaves(yaml.load(FULL)))
+    assert len(leaves) >= 45
+    for index in range(len(leaves)):
+        document = yaml.load(FULL)
+        container, key, loc = list(_string_leaves(document))[index]
+        container[key] = f"{container[key]}{character}ExecStartPre=+/bin/sh -c id"
+        stream = io.StringIO()
+        yaml.dump(document, stream)
+        path.write_text(stream.getvalue())
+        reread = yaml.load(stream.getvalue())
+        for part in loc[:-1]:
+            reread = reread[part]
+        row, col = (reread.lc.value(key) if isinstance(reread, CommentedMap)
+                    else reread.lc.item(key))
+        with pytest.raises(InventoryError) as caught:
+            load_inventory(path)
+        (problem,) = caught.value.problems
+        field = _dotted(loc)
+        parent = _dotted(loc[:-1])
+        assert (problem.startswith(f"{path}:{row + 1}:{col + 1}: {field}: ")
+                or (loc[-1] == "env" and f" {parent}: " in problem)), (field, problem)
