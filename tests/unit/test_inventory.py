@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pydantic
@@ -271,3 +272,31 @@ def test_check_period_is_a_go_duration_between_1m_and_168h(
     rules = ("ssh_rules:\n- name: sre\n  action: check\n  src: [group:sre]\n  dst: [tag:server]\n"
              "  users: [root]\n" + line + "\n")
     assert problems(tmp_path, HEAD + rules) == [f"11:17: ssh_rules[0].check_period: {expected}"]
+
+
+@pytest.mark.parametrize(("action", "period"), [
+    (action, period) for action in ("check", "accept")
+    for period in ("1m", "12h", "1h30m", "168h", "always", "0.25h", "12 hours", "200h", "59s",
+                   "0", "1d", "", "12H", "-5m", "168h0m1s")
+])
+def test_tsops_and_the_control_simulator_agree_on_check_periods(
+    tmp_path: Path, action: str, period: str
+) -> None:
+    """An inventory's check_period is refused exactly when the control plane would refuse it."""
+    from tests.sim.control import policy as simulator
+
+    rule = {"action": action, "src": ["group:sre"], "dst": ["tag:server"], "users": ["root"],
+            "checkPeriod": period}
+    policy = ('{"groups": {"group:sre": ["a@example.com"]}, "tagOwners": {"tag:server": []}, '
+              f'"ssh": [{json.dumps(rule)}]}}')
+    _, invalid = simulator.check(policy)
+    path = tmp_path / "inv.yaml"
+    fields = (f"name: sre, action: {action}, src: [group:sre], dst: [tag:server], "
+              f"users: [root], enforce_recorder: false, check_period: {json.dumps(period)}")
+    path.write_text(HEAD + "ssh_rules:\n- {" + fields + "}\n")
+    try:
+        load_inventory(path)
+        refused = False
+    except InventoryError:
+        refused = True
+    assert refused == (invalid is not None), invalid and invalid.message

@@ -70,8 +70,9 @@ CHECK_PERIOD_MIN, CHECK_PERIOD_MAX = 60.0, 168 * 3600.0
 
 
 def _text(value: str) -> str:
-    """Refuse an empty value, and control characters: a newline in a value rendered into a
-    systemd unit, an environment file or a script would add a line of the attacker's choosing."""
+    """Refuse an empty value and any control, format or line-separator character."""
+    # A newline in a value rendered into a systemd unit, an environment file or a script would
+    # add a line of the writer's choosing (ExecStartPre=+...); bidi overrides hide text.
     if not value:
         raise PydanticCustomError("empty", "expected a value, got an empty string")
     for char in value:
