@@ -4,7 +4,7 @@ Run by hand (numbers go to docs/performance.md):
     .venv/bin/python -m bench.migrate [--count 1000] [--big-mb 200] [--workers 1,8]
 Seeds --count recordings (90% of 1-20 KB, 9% of 20 KB-1 MB, 1% of 1-5 MB) plus one of
 --big-mb MB into a source bucket, then, for each worker count, migrates them into a fresh
-destination bucket with the code `rotate-storage --migrate` runs (S3Source -> S3Destination,
+destination bucket with the code `rotate-storage --migrate` runs (S3Source -> BucketTarget,
 each object read, put with Content-MD5, read back, SHA-256 compared, recorded). Each migration
 runs in a child process, so its peak RSS is the migration's own (boto3 included). Then the
 resume: the same migration again, everything already verified in the record.
@@ -71,16 +71,16 @@ def seed(server: S3Server, count: int, big_mb: int) -> tuple[int, int]:
 def child(endpoint: str, workers: int, state: str, target: str) -> None:
     """The migration alone (a child process): prints its report as JSON."""
     from tsops.inventory.model import Storage
-    from tsops.recorder.phase import boto3_client
-    from tsops.rotation.migrate import MigrationRecord, S3Destination, S3Source, migrate
+    from tsops.rotation.migrate import BucketTarget, MigrationRecord, S3Source, migrate
+    from tsops.s3 import client_for
 
     source = Storage(destination=f"s3://{SOURCE}", endpoint=endpoint, region="us-east-1",
                      allow_plain_http=True)
     destination = source.model_copy(update={"destination": f"s3://{target}"})
     record = MigrationRecord.create(Path(state), Path(state) / "inventory.yaml", source, (),
                                     destination.destination)
-    report = migrate(S3Source(boto3_client(source, None), SOURCE),
-                     S3Destination(boto3_client(destination, None), target), record,
+    report = migrate(S3Source(client_for(source), SOURCE),
+                     BucketTarget(client_for(destination), target), record,
                      workers=workers)
     print(json.dumps({**report.as_json(), "peak_rss_mb": peak_rss_mb()}))
 

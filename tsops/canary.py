@@ -18,18 +18,18 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from shlex import quote
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from tsops.errors import TsopsError
+from tsops.s3 import DENIED
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-    from tsops.engine import RemoteLike
     from tsops.inventory.load import LoadedInventory, Target
     from tsops.inventory.model import SshRule
+    from tsops.recordings.store import S3Store
+    from tsops.remote import RemoteLike
     from tsops.tailnet_ssh import SessionResult
     from tsops.tailscale_api import Device
 
@@ -277,47 +277,42 @@ class RecorderFolders:
 
 @dataclass
 class BucketObjects:
-    """An S3 destination, read with the operator's credentials (list and ranged GET only)."""
+    """An S3 destination, read through the recordings store with the operator's credentials
+    (list and ranged GET only)."""
 
-    client: S3Client
-    bucket: str
-    _seen: set[str] | None = None
+    store: S3Store
+    _seen: set[str] = field(default_factory=set)
 
     def describe(self) -> str:
         """The destination, for messages."""
-        return f"s3://{self.bucket}"
+        return f"s3://{self.store.bucket}"
 
     def find(self, wanted: dict[str, str], since: float) -> dict[str, str]:
         """List each node's folder; read the head of every recent recording not read yet."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from tsops.recordings.store import RecordingMissing, StoreError
 
-        if self._seen is None:
-            self._seen = set()
         found: dict[str, str] = {}
         markers = sorted(wanted)
         try:
             for node in sorted(set(wanted.values())):
-                pages = self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=f"{node}/")
-                for page in pages:
-                    for item in page.get("Contents", []):
-                        key = item["Key"]
-                        if (key in self._seen or not key.endswith(".cast")
-                                or item["LastModified"].timestamp() < since):
-                            continue
-                        self._seen.add(key)  # an S3 object is whole once listed
-                        head = self.client.get_object(
-                            Bucket=self.bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}",
-                        )["Body"].read().decode(errors="replace")
-                        for marker in markers:
-                            if wanted[marker] == node and marker in head:
-                                found.setdefault(marker, key)
-        except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            if code in ("403", "AccessDenied"):
+                for item in self.store.list(node):
+                    if (item.key in self._seen
+                            or (item.modified is not None and item.modified < since)):
+                        continue
+                    self._seen.add(item.key)  # an S3 object is whole once listed
+                    try:
+                        head = self.store.read_range(item.key, 0, HEAD_BYTES)
+                    except RecordingMissing:  # deleted since it was listed: not the canary's
+                        continue
+                    text = head.decode(errors="replace")
+                    for marker in markers:
+                        if wanted[marker] == node and marker in text:
+                            found.setdefault(marker, item.key)
+        except StoreError as error:
+            if error.code in DENIED:
                 raise TsopsError("access denied (403): reading recordings needs s3:ListBucket "
                                  "and s3:GetObject for your AWS credentials") from error
-            raise TsopsError(f"S3 said {code or error}") from error
-        except BotoCoreError as error:
-            raise TsopsError(f"cannot reach S3 ({error})") from error
+            if error.code:
+                raise TsopsError(f"S3 said {error.code}") from error
+            raise TsopsError(f"cannot reach S3 ({error.reason})") from error
         return found

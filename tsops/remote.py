@@ -11,7 +11,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tsops.errors import TsopsError
 
@@ -66,6 +66,23 @@ class RunResult:
     def ok(self) -> bool:
         """Whether the command exited 0."""
         return self.exited == 0
+
+
+class RemoteLike(Protocol):
+    """What tsops needs from a host connection: `Remote`, or a test's fake."""
+
+    round_trips: int
+
+    @property
+    def name(self) -> str:
+        """The inventory name of the host."""
+
+    def run(self, script: str, *, stdin: str | None = None,
+            privileged: bool = True) -> RunResult: ...
+
+    def put(self, local: Path, remote: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Remote:

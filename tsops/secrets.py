@@ -7,7 +7,6 @@ Import this module inside commands: it loads `keyring`, which `tsops --help` mus
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import re
@@ -19,8 +18,8 @@ from keyring.backend import KeyringBackend
 from keyring.backends import chainer, fail, null
 from keyring.errors import KeyringError, PasswordDeleteError
 
-from tsops import console
 from tsops.errors import TsopsError, UsageError
+from tsops.events import Events
 
 ENTRY_PART = r"[A-Za-z0-9][A-Za-z0-9._@-]*"
 ENTRY_RE = re.compile(rf"^({ENTRY_PART})/({ENTRY_PART})$")
@@ -232,8 +231,8 @@ def _remedy(ref: SecretSource, *, keyring_usable: bool) -> str:
     return "set it with " + " or ".join(ways)
 
 
-def resolve(ref: SecretSource, *, no_input: bool, prompt_label: str) -> str:
-    """Return the secret: env var, then keyring, then a hidden prompt if input is allowed."""
+def resolve(ref: SecretSource, *, events: Events, prompt_label: str) -> str:
+    """Return the secret: env var, then keyring, then a hidden prompt when `events` can ask."""
     if ref.env is not None and os.environ.get(ref.env):
         return os.environ[ref.env]
     findings = []
@@ -252,14 +251,10 @@ def resolve(ref: SecretSource, *, no_input: bool, prompt_label: str) -> str:
             findings.append(f"keyring entry {ref.keyring} is not set")
     found = "; ".join(findings)
     remedy = _remedy(ref, keyring_usable=keyring_usable)
-    if no_input or not console.is_interactive():
-        why = "input is disabled" if no_input else "there is no terminal to ask on"
+    why = events.unable_to_ask()
+    if why is not None:
         raise SecretError(f"{prompt_label}: {found}; {why}; {remedy}")
-    console.warning(f"{prompt_label}: {found}; asking for it (input hidden)")
-    try:
-        value = getpass.getpass(f"{prompt_label}: ")
-    except EOFError:
-        value = ""
+    value = events.ask_secret(prompt_label, found)
     if not value:
         raise SecretError(f"{prompt_label}: nothing entered; {remedy}")
     return value

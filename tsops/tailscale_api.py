@@ -1,20 +1,40 @@
 """The one seam between tsops and the Tailscale API (v2): an httpx client behind a small class.
 
-Facts relied on are in ../shared/reference/tailscale.md section 5: bearer API tokens or OAuth
-client credentials, `{"message"}` errors, quoted ETags, tailnet `-` for the credential's own.
+Facts relied on are in ../shared/reference/tailscale.md sections 5 and 6: bearer API tokens or
+OAuth client credentials, `{"message"}` errors, quoted ETags, tailnet `-` for the credential's
+own, validate answering "warning(s) found" for warnings that are not a rejection.
+
+Rate limits (429) and server errors (5xx) are retried a bounded number of times, waiting as
+`Retry-After` asks up to MAX_WAIT_S (a longer wait is not attempted: the call fails at once).
+A 429 is retried for every request, since nothing happened. A 5xx may come after the server
+carried the request out, so it is retried only for requests that are safe to repeat: GET and
+DELETE, validation, setting a device's tags, minting an OAuth token, and the policy write
+(its If-Match makes a repeat fail with 412 instead of writing twice). Creating an auth key is
+never repeated after a 5xx.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from tsops.errors import TsopsError
 
 if TYPE_CHECKING:
     import httpx
+
+MAX_ATTEMPTS = 4  # tries of one request, the first included
+MAX_WAIT_S = 30.0  # the longest wait between tries tsops accepts from Retry-After
+BACKOFF_S = (1.0, 2.0, 4.0)  # waits before the 2nd, 3rd and 4th try when no Retry-After is given
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+SAFE_METHODS = frozenset({"GET", "HEAD", "DELETE", "PUT"})
+# How validate says that a valid policy drew warnings (reference §6): not a rejection.
+WARNINGS_MESSAGE = re.compile(r"warnings?(\(s\))? found", re.IGNORECASE)
 
 
 class ApiError(TsopsError):
@@ -65,6 +85,15 @@ class PolicyFile:
 
 
 @dataclass(frozen=True)
+class PolicyValidation:
+    """What validate said of a candidate policy: an objection (nothing may be written), and
+    warnings (shown to the operator; the write goes ahead)."""
+
+    problem: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
 class AuthKey:
     """A freshly minted auth key; `key` is the secret, shown once by the API."""
 
@@ -97,7 +126,9 @@ class TailscaleApi:
         token: str | None = None,
         oauth: OAuthClientCredentials | None = None,
         http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`sleep` waits between tries of a rate-limited or failed request (tests pass a fake)."""
         import httpx
 
         if (token is None) == (oauth is None):
@@ -110,6 +141,7 @@ class TailscaleApi:
         self._expires = 0.0
         self.http = http or httpx.Client(timeout=30)
         self.requests = 0
+        self._sleep = sleep
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -122,8 +154,9 @@ class TailscaleApi:
 
     def set_device_tags(self, device_id: str, tags: tuple[str, ...]) -> None:
         """Replace a device's tags."""
+        # Setting the same tags twice is the same as once: safe to repeat after a 5xx.
         self._json("POST", f"/device/{device_id}/tags", f"set tags of device {device_id}",
-                   json={"tags": list(tags)})
+                   json={"tags": list(tags)}, idempotent=True)
 
     def delete_device(self, device_id: str) -> None:
         """Remove a device from the tailnet (already gone, 404, is fine)."""
@@ -156,31 +189,44 @@ class TailscaleApi:
                                  headers={"Accept": "application/hujson"})
         return PolicyFile(response.text, _etag(response, "read the policy file"))
 
-    def validate_policy(self, text: str) -> str | None:
-        """The API's objection to a candidate policy (message and details), or None if valid."""
+    def validate_policy(self, text: str) -> PolicyValidation:
+        """The API's verdict on a candidate policy: its objection, or its warnings, or neither.
+
+        A message of "warning(s) found" means valid with warnings (its `data` holds them); any
+        other non-empty message is an objection.
+        """
         data = self._json("POST", f"/tailnet/{self.tailnet}/acl/validate",
                           "validate the policy file", content=text.encode(),
-                          headers={"Content-Type": "application/hujson"})
+                          headers={"Content-Type": "application/hujson"}, idempotent=True)
         message = str(data.get("message") or "").strip()
         if not message:
-            return None
+            return PolicyValidation()
         details = data.get("data")
-        return f"{message}: {json.dumps(details)}" if details else message
+        if WARNINGS_MESSAGE.fullmatch(message):
+            return PolicyValidation(warnings=tuple(_messages(details)) or (message,))
+        return PolicyValidation(problem=f"{message}: {json.dumps(details)}" if details
+                                else message)
 
     def set_policy(self, text: str, etag: str) -> PolicyFile:
-        """Replace the policy file if it is still version `etag`; raise PolicyChanged if not."""
+        """Replace the policy file if it is still version `etag`; raise PolicyChanged if not.
+
+        A retry after a server error may meet 412 because the first try did write: then the
+        policy is read back, and if it is exactly `text` the write is done.
+        """
         what = "write the policy file"
-        try:
-            response = self._request("POST", f"/tailnet/{self.tailnet}/acl", what,
-                                     content=text.encode(), headers={
+        response, tries = self._send("POST", f"/tailnet/{self.tailnet}/acl", what,
+                                     idempotent=True, content=text.encode(), headers={
                                          "Content-Type": "application/hujson",
                                          "Accept": "application/hujson",
                                          "If-Match": f'"{etag}"'})
-        except ApiError as error:
-            if error.status == 412:
-                raise PolicyChanged(what, 412, "the policy file changed since it was read "
-                                    "(412 Precondition Failed)") from error
-            raise
+        if response.status_code == 412:
+            if tries > 1:
+                current = self.get_policy()
+                if current.text == text:
+                    return current
+            raise PolicyChanged(what, 412, "the policy file changed since it was read "
+                                "(412 Precondition Failed)")
+        _raise_for_status(response, what, tries, safe=True)
         return PolicyFile(response.text, _etag(response, what))
 
     def _json(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
@@ -194,20 +240,48 @@ class TailscaleApi:
         return data
 
     def _request(
-        self, method: str, path: str, what: str, *, allow: tuple[int, ...] = (), **kwargs: Any
+        self, method: str, path: str, what: str, *, allow: tuple[int, ...] = (),
+        idempotent: bool | None = None, **kwargs: Any
     ) -> httpx.Response:
+        safe = method in SAFE_METHODS if idempotent is None else idempotent
+        response, tries = self._send(method, path, what, idempotent=safe, **kwargs)
+        if response.status_code not in allow:
+            _raise_for_status(response, what, tries, safe)
+        return response
+
+    def _send(
+        self, method: str, path: str, what: str, *, idempotent: bool | None = None,
+        **kwargs: Any
+    ) -> tuple[httpx.Response, int]:
+        """Send one API request, retrying a 429 or 5xx as the module says; return the last
+        answer and how many tries it took. `idempotent`: whether repeating it after a 5xx is
+        safe (default: by method)."""
+        headers = dict(kwargs.pop("headers", {}))
+        safe = method in SAFE_METHODS if idempotent is None else idempotent
+
+        def send() -> httpx.Response:
+            headers["Authorization"] = f"Bearer {self._bearer()}"
+            return self.http.request(method, self.base + path, headers=headers, **kwargs)
+
+        return self._with_retries(send, what, safe)
+
+    def _with_retries(
+        self, send: Callable[[], httpx.Response], what: str, safe: bool
+    ) -> tuple[httpx.Response, int]:
         import httpx
 
-        headers = dict(kwargs.pop("headers", {}))
-        headers["Authorization"] = f"Bearer {self._bearer()}"
-        self.requests += 1
-        try:
-            response = self.http.request(method, self.base + path, headers=headers, **kwargs)
-        except httpx.HTTPError as error:
-            raise ApiError(what, 0, f"no answer from {self.base} ({error})") from error
-        if response.status_code >= 400 and response.status_code not in allow:
-            raise ApiError(what, response.status_code, _message(response))
-        return response
+        tries = 0
+        while True:
+            tries += 1
+            self.requests += 1
+            try:
+                response = send()
+            except httpx.HTTPError as error:
+                raise ApiError(what, 0, f"no answer from {self.base} ({error})") from error
+            wait = _retry_wait(response, safe, tries)
+            if wait is None:
+                return response, tries
+            self._sleep(wait)
 
     def _bearer(self) -> str:
         if self._token is not None:
@@ -219,22 +293,84 @@ class TailscaleApi:
         return self._oauth_token
 
     def _fetch_oauth_token(self, oauth: OAuthClientCredentials) -> None:
-        import httpx
-
-        self.requests += 1
-        try:
-            response = self.http.post(self.base + "/oauth/token", data={
+        def send() -> httpx.Response:
+            return self.http.post(self.base + "/oauth/token", data={
                 "grant_type": "client_credentials",
                 "client_id": oauth.client_id,
                 "client_secret": oauth.client_secret,
             })
-        except httpx.HTTPError as error:
-            raise ApiError("OAuth token", 0, f"no answer from {self.base} ({error})") from error
+
+        # Minting an access token twice is harmless: safe to repeat after a 5xx.
+        response, tries = self._with_retries(send, "OAuth token", safe=True)
         if response.status_code != 200:
-            raise ApiError("OAuth token", response.status_code, _message(response))
+            _raise_for_status(response, "OAuth token", tries, safe=True, always=True)
         data = response.json()
         self._oauth_token = str(data["access_token"])
         self._expires = time.monotonic() + float(data.get("expires_in", 3600))
+
+
+def _retry_wait(response: httpx.Response, safe: bool, tries: int) -> float | None:
+    """How long to wait before trying again, or None: do not try again."""
+    status = response.status_code
+    if status not in RETRIED_STATUSES or (status != 429 and not safe) or tries >= MAX_ATTEMPTS:
+        return None
+    asked = retry_after_seconds(response.headers.get("Retry-After"))
+    if asked is None:
+        return BACKOFF_S[min(tries, len(BACKOFF_S)) - 1]
+    return asked if asked <= MAX_WAIT_S else None
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """The wait a Retry-After header asks for (seconds, or an HTTP date), or None if none
+    (or unreadable)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _raise_for_status(response: httpx.Response, what: str, tries: int, safe: bool,
+                      always: bool = False) -> None:
+    """Raise ApiError for an error answer, saying how often it was tried and why it stopped."""
+    status = response.status_code
+    if status < 400 and not always:
+        return
+    message = _message(response)
+    retried = status in RETRIED_STATUSES and (status == 429 or safe)
+    if retried and tries < MAX_ATTEMPTS:
+        # It would have been tried again, but the API asked for a longer wait than tsops takes.
+        asked = retry_after_seconds(response.headers.get("Retry-After")) or 0.0
+        message += (f"; the API asks to wait {asked:.0f} s, longer than tsops waits "
+                    f"({MAX_WAIT_S:.0f} s): try again later")
+    elif tries > 1:
+        message += f"; gave up after {tries} tries"
+    elif status in RETRIED_STATUSES:
+        message += "; not retried: the request may have been carried out"
+    raise ApiError(what, status, message)
+
+
+def _messages(details: Any) -> list[str]:
+    """Every sentence in validate's `data`, whatever its nesting (lists, objects of lists)."""
+    if isinstance(details, str):
+        return [details] if details.strip() else []
+    if isinstance(details, list):
+        return [m for item in details for m in _messages(item)]
+    if isinstance(details, dict):
+        lists = [details[key] for key in ("warnings", "errors") if key in details]
+        if not lists:
+            return [m for value in details.values() for m in _messages(value)]
+        about = f"{details['user']}: " if isinstance(details.get("user"), str) and (
+            details["user"]) else ""
+        return [about + m for found in lists for m in _messages(found)]
+    return []
 
 
 def _etag(response: httpx.Response, what: str) -> str:
@@ -258,5 +394,6 @@ def _message(response: httpx.Response) -> str:
         403: "permission denied: the credential lacks the scope for this call",
         404: "not found",
         412: "the resource changed meanwhile",
+        429: "rate limited by the API",
     }.get(response.status_code, f"HTTP {response.status_code}")
     return f"{hint} ({message})" if message else hint

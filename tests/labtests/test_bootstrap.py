@@ -15,6 +15,7 @@ import pytest
 
 from tests.lab.lab import Lab
 from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.sim.control import ControlServer
 
 SERVERS = {
     "host1": (),
@@ -106,6 +107,42 @@ def test_changed_tags_are_retagged_through_the_api(tailnet: LabTailnet, tmp_path
         device.id)
 
 
+@pytest.mark.lab(hosts=1)
+def test_new_login_server_moves_the_running_node_with_force_reauth(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    # `tailscale up` refuses to move a running node to another login server without
+    # --force-reauth; the inventory's login server changed (same tailnet, a new address).
+    (host,) = lab.hosts
+    inventory = tailnet.inventory(tmp_path / "inventory.yaml", {"host1": ()})
+    bootstrap_json(tailnet, inventory)
+    with ControlServer(lab.gateway, 0, tailnet=tailnet.control.tailnet) as control:
+        control.state.seed_policy(tailnet.control.state.policy().text)
+        moved = LabTailnet(lab, control, tailnet.repo, control.state.create_api_token())
+        try:
+            moved.inventory(inventory, {"host1": ()})
+            plan = tsops(moved, "plan", "--detailed-exitcode", str(inventory))
+            assert plan.returncode == 3, plan.stdout + plan.stderr
+            assert (
+                f"host1:\n  + move from login server {tailnet.control.url} to {control.url} "
+                "(re-authenticates: --force-reauth) and enroll as host1 with tags tag:server "
+                "and Tailscale SSH on\n"
+            ) in plan.stdout
+            result = bootstrap_json(moved, inventory)
+            assert result["host1"]["outcome"] == "changed", result
+            [device] = control.state.devices()
+            assert (device.hostname, device.tags, device.ssh) == ("host1", ["tag:server"], True)
+            status = json.loads(host.nsenter("tailscale status --json").stdout)
+            assert (status["BackendState"], status["Self"]["ID"]) == ("Running", device.node_id)
+            prefs = json.loads(host.nsenter("tailscale debug prefs").stdout)
+            assert prefs["ControlURL"] == control.url
+            [key] = control.state.auth_keys()
+            assert key.uses == 1 and key.revoked is not None
+            assert bootstrap_json(moved, inventory)["host1"]["outcome"] == "unchanged"
+        finally:
+            moved.stop()
+
+
 @pytest.mark.lab(hosts=3)
 def test_one_host_down_the_others_succeed_and_a_rerun_converges(
     lab: Lab, tailnet: LabTailnet, tmp_path: Path
@@ -141,7 +178,7 @@ def test_the_auth_key_never_shows(lab: Lab, tailnet: LabTailnet, tmp_path: Path)
     host.nsenter("kill $(cat /root/sampler.pid)")
     (key,) = tailnet.control.state.auth_keys()
     ps_log = host.nsenter("cat /root/ps.log").stdout
-    assert "tailscale up --reset --auth-key=file:/run/tsops/authkey." in ps_log
+    assert "tailscale up --reset --force-reauth --auth-key=file:/run/tsops/authkey." in ps_log
     assert key.secret not in ps_log
     assert key.secret not in result.stdout + result.stderr
     leftover = host.nsenter(f"grep -rl {key.secret} /run /tmp /var/tmp /root /etc "

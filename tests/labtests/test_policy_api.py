@@ -19,10 +19,11 @@ import pytest
 
 from tests.sim.control import ControlServer
 from tests.sim.control.conftest import register_body
+from tsops.events import Recorded
 from tsops.inventory.load import load_inventory
 from tsops.policy import hujson
 from tsops.policy.apply import apply_policy
-from tsops.tailscale_api import TailscaleApi
+from tsops.tailscale_api import PolicyValidation, TailscaleApi
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "policies"
 SEED = (DATA / "17-tests-and-sshtests.hujson").read_text()
@@ -155,7 +156,7 @@ class RacingApi(TailscaleApi):
         self.control = control
         self.raced = False
 
-    def validate_policy(self, text: str) -> str | None:
+    def validate_policy(self, text: str) -> PolicyValidation:
         """Validate, and the first time let another admin save an edit meanwhile."""
         if not self.raced:
             self.raced = True
@@ -172,8 +173,8 @@ def test_a_concurrent_edit_gives_412_then_a_retry_keeps_it(
     inventory = load_inventory(write_inventory(tmp_path, control))
     api = RacingApi(control, token)
     try:
-        result = apply_policy(inventory, api, healthy_recorder_tags={"tag:recorder"},
-                              allow_unverified=False, yes=True)
+        result = apply_policy(inventory, api, Recorded(answer=True),
+                              healthy_recorder_tags={"tag:recorder"}, allow_unverified=False)
     finally:
         api.close()
     assert result.changed and result.attempts == 2
@@ -196,6 +197,59 @@ def test_a_candidate_the_api_rejects_writes_nothing(
     assert policy_posts(control) == []
     assert control.policy().text == SEED
     assert not (tmp_path / "state").exists()
+
+
+SCIM_WARNING = "group:eng@example.com: group not yet synced from the identity provider"
+
+
+def test_validate_warnings_are_shown_and_the_policy_is_written(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    # A tailnet whose policy draws warnings (e.g. SCIM-synced groups) must still be patchable.
+    recorder_online(control)
+    control.set_policy_warnings([SCIM_WARNING])
+    inventory = write_inventory(tmp_path, control)
+    result = tsops("policy", "apply", str(inventory), "--yes")
+    assert result.returncode == 0, result.stderr
+    assert ("warning: tailnet example.com policy file: the Tailscale API warns (writing "
+            f"anyway): {SCIM_WARNING}\n") in result.stderr
+    assert "rejected" not in result.stderr
+    assert policy_posts(control) == [200]
+    assert "tsops: sre-to-servers" in control.policy().text
+    assert (tmp_path / "state" / "0001.json").is_file()
+
+
+def test_a_policy_write_that_fails_after_landing_is_recognised_not_repeated(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    # The server commits the write, then answers 503: the retry (same If-Match) gets 412, and
+    # reading back shows tsops's own text, so the write counts as done, once, and is kept.
+    recorder_online(control)
+    control.inject_failure("POST", "/api/v2/tailnet/[^/]+/acl", 503, retry_after="0",
+                           after_handling=True)
+    inventory = write_inventory(tmp_path, control)
+    result = tsops("policy", "apply", str(inventory), "--yes")
+    assert result.returncode == 0, result.stderr
+    assert policy_posts(control) == [503, 412]
+    versions = control.policy_versions()
+    assert sum("tsops: sre-to-servers" in v.text for v in versions) == 1
+    assert (tmp_path / "state" / "0001.json").is_file()
+    assert not (tmp_path / "state" / "0002.json").exists()
+    assert "written (version" in result.stdout
+
+
+def test_a_rate_limited_validate_is_retried(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    recorder_online(control)
+    control.inject_failure("POST", "/api/v2/tailnet/[^/]+/acl/validate", 429, retry_after="0",
+                           times=2)
+    inventory = write_inventory(tmp_path, control)
+    result = tsops("policy", "apply", str(inventory), "--yes")
+    assert result.returncode == 0, result.stderr
+    assert [r.status for r in control.requests() if r.path.endswith("/acl/validate")] == [
+        429, 429, 200]
+    assert policy_posts(control) == [200]
 
 
 def test_enforcement_without_a_healthy_recorder_is_refused(

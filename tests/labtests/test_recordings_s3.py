@@ -17,6 +17,7 @@ from tests.sim.recorder.cast import OutputChunk, cast_header, render_cast
 from tests.unit.test_recordings import ALICE, DB, START, WEB, archive
 from tests.unit.test_secrets import MemoryKeyring
 from tsops.cli import recordings as cli
+from tsops.flows.recordings import DriftFound, RecordingsLocation
 from tsops.recordings.catalog import Filter, Problem, find, probe, scan
 from tsops.recordings.search import compile_pattern, search
 from tsops.recordings.store import RecordingMissing, S3Store, StoreError
@@ -87,14 +88,15 @@ def test_seal_and_verify_in_s3(bucket: S3Client, tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(keyring.core, "_keyring_backend", MemoryKeyring())
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    source = cli.Source(f"s3://{BUCKET}/rec", endpoint=s3_server.endpoint, region="us-east-1")
+    source = RecordingsLocation(f"s3://{BUCKET}/rec", endpoint=s3_server.endpoint,
+                                region="us-east-1")
     manifest = tmp_path / "manifest.json"
     cli.run_seal(source, manifest, "tsops/seal")
     assert "sealed 9 recording(s) of s3://recordings-lab/rec" in capsys.readouterr().out
     cli.run_verify(source, manifest, "tsops/seal", None, "table")
     assert "9 intact, 0 missing" in capsys.readouterr().out
     bucket.put_object(Bucket=BUCKET, Key=f"rec/{WEB}/20261124T093005-a1.cast", Body=b"{}\n")
-    with pytest.raises(cli.DriftFound):
+    with pytest.raises(DriftFound):
         cli.run_verify(source, manifest, "tsops/seal", None, "json")
     assert json.loads(capsys.readouterr().out)["altered"] == [f"{WEB}/20261124T093005-a1.cast"]
 

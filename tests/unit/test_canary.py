@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 
 from tsops.canary import (
     MARKER_RE,
+    BucketObjects,
     Canary,
     CanaryResult,
     canary_command,
@@ -28,9 +30,11 @@ from tsops.canary import (
     plan_canaries,
     run_canaries,
 )
-from tsops.cli.verify import exit_code, results_json
+from tsops.cli.verify import results_json
 from tsops.errors import TsopsError
+from tsops.flows.verify import exit_code
 from tsops.inventory.load import LoadedInventory, load_inventory
+from tsops.recordings.store import S3Store
 from tsops.tailnet_ssh import SessionResult, run_command
 from tsops.tailscale_api import Device
 
@@ -214,6 +218,42 @@ def test_the_folder_search_finds_recent_markers_under_the_right_node(tmp_path: P
     assert parse_found(run.stdout, str(root), wanted) == {
         "tsops-canary-aaaa": "nWEB/2026-11-25T10:00:00Z.cast",
         "tsops-canary-bbbb": "nDB/x.cast"}
+
+
+def test_the_bucket_search_reads_each_recent_recording_of_the_node_once() -> None:
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="y")
+    now = datetime.now(UTC)
+    listing = {"Contents": [
+        {"Key": "nWEB/old.cast", "Size": 9, "LastModified": now - timedelta(hours=1)},
+        {"Key": "nWEB/gone.cast", "Size": 9, "LastModified": now},
+        {"Key": "nWEB/new.cast", "Size": 9, "LastModified": now},
+        {"Key": "nWEB/notes.txt", "Size": 9, "LastModified": now}]}
+    body = b'[0.1, "o", "tsops-canary-aaaa"]\n'
+    destination = BucketObjects(S3Store(client, "recordings"))
+    with Stubber(client) as stub:
+        stub.add_response("list_objects_v2", listing, {"Bucket": "recordings", "Prefix": "nWEB/"})
+        stub.add_client_error("get_object", service_error_code="NoSuchKey",
+                              http_status_code=404)
+        stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(body), len(body))},
+                          {"Bucket": "recordings", "Key": "nWEB/new.cast",
+                           "Range": "bytes=0-65535"})
+        since = (now - timedelta(minutes=5)).timestamp()
+        assert destination.find({"tsops-canary-aaaa": "nWEB"}, since) == {
+            "tsops-canary-aaaa": "nWEB/new.cast"}
+        # Read once: the next poll lists again and reads nothing.
+        stub.add_response("list_objects_v2", listing, {"Bucket": "recordings", "Prefix": "nWEB/"})
+        assert destination.find({"tsops-canary-bbbb": "nWEB"}, since) == {}
+        stub.add_client_error("list_objects_v2", service_error_code="SlowDown",
+                              http_status_code=503)
+        with pytest.raises(TsopsError, match=r"^S3 said SlowDown$"):
+            destination.find({"tsops-canary-bbbb": "nWEB"}, since)
+        stub.assert_no_pending_responses()
+    assert destination.describe() == "s3://recordings"
 
 
 class TailscaleSshStandIn(paramiko.ServerInterface):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tsops.facts import ProbeError, parse_facts, parse_status
+from tsops.servers.facts import ProbeError, parse_facts, parse_status
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"
 CASES = sorted(p.stem for p in DATA.glob("*.json"))

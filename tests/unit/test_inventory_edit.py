@@ -165,12 +165,12 @@ def test_remove_with_logout_of_an_unreachable_host_is_partial(
     path = tmp_path / "inventory.yaml"
     shutil.copy(GOLDEN / "inventory.yaml", path)
     api = _Api()
-    monkeypatch.setattr("tsops.cli.bootstrap.connect_api", lambda inventory, no_input: api)
-    monkeypatch.setattr(servers, "remote_for", lambda inventory, target: _Unreachable())
-    with pytest.raises(SystemExit) as exited:
-        servers.run_remove_server(path, "web2", logout=True, uninstall=False, dry_run=False,
-                                  yes=True, no_input=True)
-    assert exited.value.code == 1
+    monkeypatch.setattr("tsops.context.connect_api", lambda context: api)
+    monkeypatch.setattr("tsops.context.ssh_connector",
+                        lambda inventory: lambda target: _Unreachable())
+    code = servers.run_remove_server(path, "web2", logout=True, uninstall=False, dry_run=False,
+                                     yes=True, no_input=True)
+    assert code == 1
     assert api.deleted == ["d7"]
     assert path.read_text() == (GOLDEN / "expected-remove-web2.yaml").read_text()
 
@@ -179,8 +179,9 @@ def test_remove_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     path = tmp_path / "inventory.yaml"
     shutil.copy(GOLDEN / "inventory.yaml", path)
     api = _Api()
-    monkeypatch.setattr("tsops.cli.bootstrap.connect_api", lambda inventory, no_input: api)
-    monkeypatch.setattr(servers, "remote_for", lambda inventory, target: _Unreachable())
+    monkeypatch.setattr("tsops.context.connect_api", lambda context: api)
+    monkeypatch.setattr("tsops.context.ssh_connector",
+                        lambda inventory: lambda target: _Unreachable())
     servers.run_remove_server(path, "web2", logout=False, uninstall=False, dry_run=True,
                               yes=False, no_input=True)
     assert api.deleted == []
@@ -190,8 +191,8 @@ def test_remove_dry_run_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_an_edit_is_validated_on_a_private_copy_that_keeps_the_files_mode(
         tmp_path: Path) -> None:
-    from tsops.cli.inventory_file import candidate
     from tsops.errors import InventoryError
+    from tsops.inventory.file import candidate
 
     path = tmp_path / "inventory.yaml"
     text = "version: 1\ntailnet:\n  credentials: {api_token: {env: TS_API_KEY}}\n"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tsops.facts import HostFacts, Prefs, TailscaleStatus, parse_facts
 from tsops.inventory.load import Target
 from tsops.inventory.model import Install, Tarball
-from tsops.plan import APT_KEYRING, Desired, plan_host
+from tsops.servers.facts import HostFacts, Prefs, TailscaleStatus, parse_facts
+from tsops.servers.plan import APT_KEYRING, Desired, plan_host
 from tsops.tailscale_api import Device
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"
@@ -99,9 +99,60 @@ def test_stopped_service_is_started() -> None:
     assert kinds(replace(CONVERGED, tailscaled_active=False)) == ["service"]
 
 
-def test_other_login_server_means_enroll() -> None:
-    other = replace(PREFS, control_url="https://controlplane.tailscale.com")
-    assert kinds(replace(CONVERGED, prefs=other)) == ["enroll"]
+def test_other_login_server_is_a_move_shown_in_the_plan() -> None:
+    other = replace(PREFS, control_url="http://10.213.0.1:9090")
+    plan = plan_host(TARGET, DESIRED, replace(CONVERGED, prefs=other), [DEVICE])
+    assert [s.kind for s in plan.steps] == ["enroll"]
+    assert plan.steps[0].summary == (
+        "move from login server http://10.213.0.1:9090 to http://10.213.0.1:8088 "
+        "(re-authenticates: --force-reauth) and enroll as host1 with tags tag:server tag:db "
+        "and Tailscale SSH on"
+    )
+    assert plan.steps[0].api_calls == (
+        "POST /tailnet/example.com/keys: single-use key with tags tag:server tag:db",
+        "DELETE /tailnet/example.com/keys/<id>: revoke it after use",
+    )
+
+
+def test_move_from_the_default_login_server_names_it() -> None:
+    default = replace(PREFS, control_url="https://controlplane.tailscale.com")
+    plan = plan_host(TARGET, DESIRED, replace(CONVERGED, prefs=default), [DEVICE])
+    assert plan.steps[0].summary.startswith(
+        "move from login server Tailscale's default https://controlplane.tailscale.com to "
+        "http://10.213.0.1:8088 (re-authenticates: --force-reauth) and enroll as host1"
+    )
+
+
+def test_no_login_server_in_the_inventory_means_the_default() -> None:
+    default = replace(DESIRED, login_server=None)
+    for spelling in ("https://controlplane.tailscale.com", "https://login.tailscale.com", None):
+        assert kinds(replace(CONVERGED, prefs=replace(PREFS, control_url=spelling)),
+                     default) == []
+    plan = plan_host(TARGET, default, CONVERGED, [DEVICE])
+    assert plan.steps[0].summary.startswith(
+        "move from login server http://10.213.0.1:8088 to Tailscale's default "
+        "https://controlplane.tailscale.com (re-authenticates: --force-reauth)"
+    )
+
+
+def test_login_servers_compare_exactly_as_tailscale_up_does() -> None:
+    slash = replace(PREFS, control_url="http://10.213.0.1:8088/")
+    assert kinds(replace(CONVERGED, prefs=slash)) == ["enroll"]
+
+
+def test_stopped_node_on_another_login_server_is_a_move_too() -> None:
+    stopped = replace(CONVERGED, status=replace(STATUS, backend_state="Stopped"),
+                      prefs=replace(PREFS, control_url="http://10.213.0.1:9090"))
+    plan = plan_host(TARGET, DESIRED, stopped, [DEVICE])
+    assert plan.steps[0].summary.startswith("move from login server http://10.213.0.1:9090")
+
+
+def test_logged_out_node_is_not_a_move() -> None:
+    logged_out = replace(STATUS, backend_state="NeedsLogin", node_id=None, tags=())
+    facts = replace(CONVERGED, status=logged_out, prefs=replace(PREFS, control_url=None))
+    plan = plan_host(TARGET, DESIRED, facts, [DEVICE])
+    assert [s.summary for s in plan.steps] == [
+        "enroll as host1 with tags tag:server tag:db and Tailscale SSH on"]
 
 
 def test_logged_out_node_is_enrolled() -> None:

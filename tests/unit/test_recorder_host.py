@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.unit.test_recorder_render import BINARY, LOCAL
+from tsops.context import RunContext
 from tsops.inventory.load import Target, load_inventory
 from tsops.inventory.model import Storage
 from tsops.recorder.host import (
@@ -120,6 +121,7 @@ class ScriptedRemote:
 
     def __init__(self, probe_output: str) -> None:
         self.probe_output = probe_output
+        self.name = "rec1"
         self.round_trips = 0
         self.scripts: list[str] = []
 
@@ -165,9 +167,9 @@ def test_failed_storage_deploys_no_recorder(tmp_path: Path) -> None:
                             aws_access_key_id="x", aws_secret_access_key="y",
                             config=Config(connect_timeout=1, retries={"max_attempts": 1}))
 
-    phase = RecorderPhase(inventory=inventory, api=FakeApi(),  # type: ignore[arg-type]
-                          connect=lambda target: remote, resolve_secret=lambda ref, label: "",
-                          s3_factory=unreachable)
+    context = RunContext(inventory, connect=lambda target: remote, s3_factory=unreachable,
+                         api_factory=lambda context: FakeApi())  # type: ignore[arg-type,return-value]
+    phase = RecorderPhase(context)
     plans = phase.plan()
     assert plans.bucket is not None and plans.bucket.problem is not None
     assert "cannot reach S3" in plans.bucket.problem
@@ -184,6 +186,7 @@ class HostForHealth:
     def __init__(self, active: str, canary_ok: bool) -> None:
         self.active = active
         self.canary_ok = canary_ok
+        self.name = "rec1"
         self.round_trips = 0
         self.scripts: list[str] = []
 
@@ -231,9 +234,9 @@ def health_run(tmp_path: Path, host: HostForHealth, api: ApiForHealth) -> Any:
     path.write_text("version: 1\ntailnet:\n  credentials: {api_token: {env: T}}\n"
                     "recorders:\n  binary_path: /usr/local/bin/tsrecorder\n  hosts:\n    rec1:\n"
                     "storage:\n  destination: /srv/recordings\n")
-    phase = RecorderPhase(inventory=load_inventory(path), api=api,  # type: ignore[arg-type]
-                          connect=lambda target: host, resolve_secret=lambda ref, label: "",
-                          online_timeout=0)
+    context = RunContext(load_inventory(path), connect=lambda target: host,
+                         api_factory=lambda context: api)  # type: ignore[arg-type,return-value]
+    phase = RecorderPhase(context, online_timeout=0)
     plans = phase.plan()
     assert plans.converged, plans
     return phase.apply(plans)

@@ -14,7 +14,6 @@ from moto import mock_aws
 from tsops.inventory.model import Storage
 from tsops.recorder.render import bucket_policy, normalize_policy
 from tsops.recorder.s3 import (
-    S3Error,
     S3Writes,
     apply_bucket,
     desired_lifecycle_rule,
@@ -22,6 +21,7 @@ from tsops.recorder.s3 import (
     plan_bucket,
     verify_bucket,
 )
+from tsops.s3 import S3Error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -26,6 +26,7 @@ from tests.sim.recorder.cast import (
 from tests.unit.test_secrets import MemoryKeyring
 from tsops.cli import recordings as cli
 from tsops.errors import ExitCode, TsopsError, UsageError
+from tsops.flows.recordings import DriftFound, RecordingsLocation
 from tsops.recordings import catalog
 from tsops.recordings.cast import BlockReport, CastError, decode_block, parse_header
 from tsops.recordings.catalog import Filter, parse_when, probe, scan
@@ -215,7 +216,7 @@ def test_times_are_iso_or_ages() -> None:
 
 
 def test_list_json_and_table(local: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     cli.run_list(source, Filter(), "start", False, "json")
     out, err = capsys.readouterr()
     listed = json.loads(out)
@@ -237,11 +238,12 @@ def test_list_json_and_table(local: LocalStore, capsys: pytest.CaptureFixture[st
 
 def test_bad_sort_and_missing_source_are_bad_input(local: LocalStore) -> None:
     with pytest.raises(UsageError, match="--sort"):
-        cli.run_list(cli.Source(str(local.root)), Filter(), "colour", False, "table")
+        cli.run_list(RecordingsLocation(str(local.root)), Filter(), "colour", False, "table")
     with pytest.raises(UsageError, match="exactly one of --from"):
-        cli.run_list(cli.Source(), Filter(), "start", False, "table")
+        cli.run_list(RecordingsLocation(), Filter(), "start", False, "table")
     with pytest.raises(UsageError, match="not a directory"):
-        cli.run_list(cli.Source(str(local.root / "nope")), Filter(), "start", False, "table")
+        cli.run_list(RecordingsLocation(str(local.root / "nope")), Filter(), "start", False,
+                     "table")
 
 
 def test_the_inventory_names_the_destination(local: LocalStore, tmp_path: Path,
@@ -252,7 +254,8 @@ def test_the_inventory_names_the_destination(local: LocalStore, tmp_path: Path,
         "servers:\n  hosts:\n    web1: {address: 10.0.0.1}\n"
         "recorders:\n  hosts:\n    rec1: {address: 10.0.0.2}\n"
         f"storage:\n  destination: {local.root}\n")
-    cli.run_list(cli.Source(inventory=inventory), Filter(nodes=(WEB,)), "start", False, "json")
+    cli.run_list(RecordingsLocation(inventory=inventory), Filter(nodes=(WEB,)), "start", False,
+                 "json")
     listed = json.loads(capsys.readouterr().out)
     assert len(listed["recordings"]) == 3
 
@@ -261,7 +264,7 @@ def test_the_inventory_names_the_destination(local: LocalStore, tmp_path: Path,
 
 
 def test_show_and_unknown_ids(local: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     cli.run_show(source, f"{DB}/20261124T103005-c1", "json")
     shown = json.loads(capsys.readouterr().out)
     assert (shown["command"], shown["width"], shown["duration"]) == ("uptime", 0, 0.05)
@@ -272,7 +275,7 @@ def test_show_and_unknown_ids(local: LocalStore, capsys: pytest.CaptureFixture[s
 
 
 def test_cat_plain_and_raw(local: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     cli.run_cat(source, f"{WEB}/20261124T093005-a1.cast", plain=True)
     plain = capsys.readouterr().out
     assert plain.startswith("alice@web1:~$ ls\nnotes.txt  bin\nalice@web1:~$ sudo systemctl")
@@ -283,11 +286,11 @@ def test_cat_plain_and_raw(local: LocalStore, capsys: pytest.CaptureFixture[str]
 
 def test_cat_goes_on_past_damage_and_says_so(local: LocalStore,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    cli.run_cat(cli.Source(str(local.root)), f"{DB}/20261124T163005-utf8", plain=True)
+    cli.run_cat(RecordingsLocation(str(local.root)), f"{DB}/20261124T163005-utf8", plain=True)
     out, err = capsys.readouterr()
     assert out == "before\nbad \ufffd byte\nafter secret-token\n"
     assert "bad-event" in err and "invalid-utf8" in err
-    cli.run_cat(cli.Source(str(local.root)), f"{WEB}/20261124T123005-cut", plain=True)
+    cli.run_cat(RecordingsLocation(str(local.root)), f"{WEB}/20261124T123005-cut", plain=True)
     out, err = capsys.readouterr()
     assert out.startswith("alice@web1:~$ l")
     assert "truncated" in err
@@ -339,7 +342,7 @@ def test_search_context_spans_blocks(tmp_path: Path) -> None:
 
 def test_search_cli_reads_damaged_files_and_rejects_bad_patterns(
         local: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     cli.run_search(source, Filter(), "secret-token", False, 0, "json")
     out, err = capsys.readouterr()
     (match,) = json.loads(out)["matches"]
@@ -355,7 +358,7 @@ def test_search_cli_reads_damaged_files_and_rejects_bad_patterns(
 
 def test_export_ecs_with_text_and_a_checkpoint(local: LocalStore, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     checkpoint = tmp_path / "state" / "checkpoint.json"
     cli.run_export(source, Filter(since=at(0.5)), "ecs", True, checkpoint)
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -410,7 +413,7 @@ def ring(monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
 def test_seal_then_verify_finds_missing_altered_unexpected(
         local: LocalStore, tmp_path: Path, ring: MemoryKeyring,
         capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     manifest = tmp_path / "seal.json"
     cli.run_seal(source, manifest, "tsops/seal")
     out, err = capsys.readouterr()
@@ -424,7 +427,7 @@ def test_seal_then_verify_finds_missing_altered_unexpected(
     altered = local.root / DB / "20261124T103005-c1.cast"
     altered.write_bytes(altered.read_bytes().replace(b"3 days", b"4 days"))
     (local.root / DB / "20261126T000000-new.cast").write_bytes(b"{}\n")
-    with pytest.raises(cli.DriftFound) as raised:
+    with pytest.raises(DriftFound) as raised:
         cli.run_verify(source, manifest, "tsops/seal", None, "json")
     assert raised.value.exit_code == ExitCode.DRIFT
     findings = json.loads(capsys.readouterr().out)
@@ -436,7 +439,7 @@ def test_seal_then_verify_finds_missing_altered_unexpected(
 def test_a_changed_or_foreign_manifest_fails_its_signature(
         local: LocalStore, tmp_path: Path, ring: MemoryKeyring,
         capsys: pytest.CaptureFixture[str]) -> None:
-    source = cli.Source(str(local.root))
+    source = RecordingsLocation(str(local.root))
     manifest = tmp_path / "seal.json"
     cli.run_seal(source, manifest, "tsops/seal")
     public = capsys.readouterr().out.split("public key: ")[1].strip()
@@ -489,7 +492,7 @@ def test_names_come_from_the_tailnet_api(local: LocalStore, tmp_path: Path,
         "servers:\n  hosts:\n    web1: {address: 10.0.0.1}\n"
         f"storage:\n  destination: {local.root}\n")
     monkeypatch.delenv("TS_TEST_RECORDINGS", raising=False)
-    source = cli.Source(inventory=inventory)
+    source = RecordingsLocation(inventory=inventory)
     cli.run_list(source, Filter(), "start", False, "json", names=True)
     out, err = capsys.readouterr()
     assert "showing node IDs, not names" in err
@@ -505,7 +508,8 @@ def test_names_come_from_the_tailnet_api(local: LocalStore, tmp_path: Path,
     hosts = [json.loads(line)["host"] for line in capsys.readouterr().out.splitlines()]
     assert hosts == [{"id": WEB, "hostname": "web1"}] * 3
     with pytest.raises(UsageError, match="--names needs --inventory"):
-        cli.run_list(cli.Source(str(local.root)), Filter(), "start", False, "table", names=True)
+        cli.run_list(RecordingsLocation(str(local.root)), Filter(), "start", False, "table",
+                     names=True)
 
 
 def test_probe_edge_cases(tmp_path: Path) -> None:
@@ -584,7 +588,7 @@ def test_a_write_longer_than_a_chunk_is_read_whole(tmp_path: Path,
     huge = "y" * (3 * CHUNK) + "\n"
     write_archive(tmp_path, {f"{WEB}/huge.cast": render_cast(
         header, [OutputChunk(0.5, "start\n"), OutputChunk(1.0, huge), OutputChunk(2.0, "end\n")])})
-    cli.run_cat(cli.Source(str(tmp_path)), f"{WEB}/huge", plain=True)
+    cli.run_cat(RecordingsLocation(str(tmp_path)), f"{WEB}/huge", plain=True)
     out, err = capsys.readouterr()
     assert out == "start\n" + huge + "end\n"
     assert err == ""

@@ -204,7 +204,7 @@ class FakePhase:
     failing: set[str] = field(default_factory=set)
     inventory: FakeInventory = field(default_factory=lambda: FakeInventory(
         (FakeTarget("rec1"), FakeTarget("rec2"), FakeTarget("rec3"))))
-    report: Any = None
+    on_progress: Any = None
 
     @property
     def storage(self) -> Storage:
@@ -214,7 +214,7 @@ class FakePhase:
         return [FakePlan(t) for t in targets]
 
     def apply_host(self, plan: FakePlan, changed_storage: bool) -> FakeResult:
-        self.report(plan.target.name, "restarting")
+        self.on_progress(plan.target.name, "restarting")
         self.log.append(f"{plan.target.name} -> {self.destination}")
         if plan.target.name in self.failing:
             return FakeResult(False, "failed", "health: tsrecorder.service is failed")
@@ -286,7 +286,7 @@ class MemorySource:
             yield Fetched(item, file, sha, md5, size)
 
 
-class MemoryDestination:
+class MemoryTarget:
     """A bucket in memory; puts of `refuse` keys fail like an AccessDenied."""
 
     def __init__(self, refuse: set[str] | None = None) -> None:
@@ -324,7 +324,7 @@ def source_objects() -> dict[str, bytes]:
 
 def test_migration_copies_verifies_and_counts(source_objects: dict[str, bytes],
                                               tmp_path: Path) -> None:
-    source, destination = MemorySource(source_objects), MemoryDestination()
+    source, destination = MemorySource(source_objects), MemoryTarget()
     report = migrate(source, destination, record(tmp_path), workers=4)
     assert (report.total, report.copied, report.present, report.failed) == (40, 40, 0, [])
     assert report.copied_bytes == report.total_bytes == sum(map(len, source_objects.values()))
@@ -336,7 +336,7 @@ def test_migration_copies_verifies_and_counts(source_objects: dict[str, bytes],
 
 def test_an_interrupted_migration_resumes_with_only_the_missing(
         source_objects: dict[str, bytes], tmp_path: Path) -> None:
-    destination = MemoryDestination()
+    destination = MemoryTarget()
     with pytest.raises(KeyboardInterrupt):
         migrate(MemorySource(source_objects, stop_after=15), destination, record(tmp_path),
                 workers=2)
@@ -352,7 +352,7 @@ def test_an_interrupted_migration_resumes_with_only_the_missing(
 def test_failures_are_counted_and_retried_on_the_next_run(
         source_objects: dict[str, bytes], tmp_path: Path) -> None:
     refused = {recording(3)[0], recording(7)[0]}
-    destination = MemoryDestination(refuse=refused)
+    destination = MemoryTarget(refuse=refused)
     report = migrate(MemorySource(source_objects), destination, record(tmp_path))
     assert report.copied == 38 and sorted(k for k, _ in report.failed) == sorted(refused)
     assert all(reason == "S3: AccessDenied" for _, reason in report.failed)
@@ -363,7 +363,7 @@ def test_failures_are_counted_and_retried_on_the_next_run(
 
 def test_a_different_object_at_the_destination_is_not_overwritten(
         source_objects: dict[str, bytes], tmp_path: Path) -> None:
-    destination = MemoryDestination()
+    destination = MemoryTarget()
     key = recording(5)[0]
     destination.objects[key] = b"something else"
     identical = recording(6)[0]
@@ -429,7 +429,7 @@ def test_only_recordings_verified_at_the_destination_are_deleted(
         source_objects: dict[str, bytes]) -> None:
     from tsops.rotation.delete import plan_delete
 
-    destination = MemoryDestination()
+    destination = MemoryTarget()
     destination.objects = dict(source_objects)
     missing, different = recording(1)[0], recording(2)[0]
     del destination.objects[missing]
@@ -438,3 +438,41 @@ def test_only_recordings_verified_at_the_destination_are_deleted(
     assert len(plan.verified) == 38
     assert plan.kept == sorted([(missing, "missing at the current destination"),
                                 (different, "different at the current destination")])
+
+
+class Unreachable:
+    """Every call fails as when the S3 endpoint cannot be reached, or refuses with `code`."""
+
+    def __init__(self, code: str | None = None) -> None:
+        self.code = code
+
+    def _fail(self, operation: str) -> None:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        if self.code is not None:
+            raise ClientError({"Error": {"Code": self.code, "Message": "no"}}, operation)
+        raise EndpointConnectionError(endpoint_url="https://s3.example")
+
+    def get_object_lock_configuration(self, Bucket: str) -> None:
+        self._fail("GetObjectLockConfiguration")
+
+    def delete_objects(self, Bucket: str, Delete: Any) -> None:
+        self._fail("DeleteObjects")
+
+
+def test_an_unreachable_old_bucket_is_an_error_not_a_crash() -> None:
+    from tsops.rotation.delete import refuse_compliance
+
+    with pytest.raises(TsopsError, match=r"^cannot read the Object Lock of s3://old-bucket: "
+                       "Could not connect"):
+        refuse_compliance(cast(Any, Unreachable()), "old-bucket")
+
+
+def test_a_refused_delete_is_counted_per_recording(source_objects: dict[str, bytes]) -> None:
+    from tsops.rotation.delete import DeletePlan, delete_verified
+
+    plan = DeletePlan(verified=[SourceObject(k, len(v)) for k, v in source_objects.items()])
+    failed = delete_verified(cast(Any, MemorySource(source_objects)), plan,
+                             lambda: cast(Any, Unreachable("AccessDenied")), "old-bucket")
+    assert failed == [(k, "S3: DeleteObjects on s3://old-bucket: AccessDenied: no")
+                      for k in source_objects]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tsops import scripts
-from tsops.facts import parse_facts
 from tsops.inventory.model import Install, Tarball
-from tsops.plan import Desired
+from tsops.servers import scripts
+from tsops.servers.facts import parse_facts
+from tsops.servers.plan import Desired
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "scripts"
 DEBIAN = parse_facts(
@@ -71,3 +71,11 @@ def test_enroll_reads_the_key_from_stdin_and_removes_it() -> None:
     assert "tskey" not in script
     assert 'cat > "$f"' in script and "trap 'rm -f \"$f\"' EXIT" in script
     assert "umask 077" in script
+
+
+def test_enroll_always_reauthenticates_with_the_new_key() -> None:
+    # `tailscale up` uses an auth key only when the node has no node key yet, and refuses to
+    # move a running node to another login server without --force-reauth.
+    up = scripts.enroll(DESIRED).splitlines()[-1]
+    assert up.startswith("tailscale up --reset --force-reauth ")
+    assert "--accept-risk=lose-ssh" in up.split()

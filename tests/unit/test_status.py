@@ -10,15 +10,7 @@ from tests.unit.test_plan import CONVERGED, DESIRED, DEVICE, FRESH, PREFS, STATU
 from tests.unit.test_recorder_host import CONVERGED as RECORDER_PROBE
 from tests.unit.test_recorder_host import plan as recorder_plan
 from tests.unit.test_recorder_render import BINARY, LOCAL
-from tsops.cli.status import print_status, status_json
-from tsops.errors import ExitCode
-from tsops.facts import HostFacts
-from tsops.plan import HostPlan, plan_host
-from tsops.policy.plan import PolicyPlan
-from tsops.recorder.host import RecorderFacts, RecorderHostPlan, parse_probe, sha256
-from tsops.recorder.render import render_unit
-from tsops.recorder.s3 import BucketChange, BucketPlan
-from tsops.status import (
+from tsops.checks import (
     Check,
     HostStatus,
     Status,
@@ -29,6 +21,14 @@ from tsops.status import (
     storage_check,
     worst,
 )
+from tsops.cli.status import print_status, status_json
+from tsops.errors import ExitCode
+from tsops.policy.plan import PolicyPlan
+from tsops.recorder.host import RecorderFacts, RecorderHostPlan, parse_probe, sha256
+from tsops.recorder.render import render_unit
+from tsops.recorder.s3 import BucketChange, BucketPlan
+from tsops.servers.facts import HostFacts
+from tsops.servers.plan import HostPlan, plan_host
 from tsops.tailscale_api import Device
 
 RECORDER = Device(id="2001", node_id="nREC1CNTRL", name="rec1.tail1.ts.net", hostname="rec1",

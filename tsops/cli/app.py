@@ -10,12 +10,16 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from tsops import __version__
 from tsops.errors import ExitCode, TsopsError
+
+if TYPE_CHECKING:
+    from tsops.cli.bootstrap import RunOptions
+    from tsops.flows.recordings import RecordingsLocation
 
 app = typer.Typer(
     name="tsops",
@@ -23,9 +27,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: `s3://BUCKET[/PREFIX]` is not markup
 )
 
 _debug = os.environ.get("TSOPS_DEBUG", "") not in ("", "0")
+
+
+def _finish(code: int | None) -> None:
+    """End the command with its exit code (the one way a command module's outcome exits)."""
+    if code:
+        raise typer.Exit(code)
 
 
 def _show_version(value: bool) -> None:
@@ -62,13 +73,29 @@ def check(inventory: InventoryArg) -> None:
     run_check(inventory)
 
 
+# Options shared by several commands, declared once (ranges are checked by Typer: exit 2).
 LimitOpt = Annotated[
     list[str] | None,
     typer.Option("--limit", "-l", help="Only these servers: a host, group or tag (repeatable)."),
 ]
 ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", "-c", help="How many hosts to work on at once.")
+    int, typer.Option("--concurrency", "-c", min=1, help="How many hosts to work on at once.")
 ]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show the plan (and any inventory diff); change nothing.")
+]
+DetailedExitOpt = Annotated[
+    bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")
+]
+AllowUnverifiedOpt = Annotated[
+    bool,
+    typer.Option("--allow-unverified-recorder",
+                 help="Write enforceRecorder: true even when no recorder was verified healthy "
+                      "(risks locking everyone out)."),
+]
+
+
 class Output(StrEnum):
     """How results are printed."""
 
@@ -87,6 +114,14 @@ def _output(value: Output) -> Literal["table", "json"]:
     return "json" if value is Output.json else "table"
 
 
+def _run(inventory: Path, limit: list[str] | None, concurrency: int, output: Output,
+         no_input: bool) -> RunOptions:
+    from tsops.cli.bootstrap import RunOptions
+
+    return RunOptions(path=inventory, limits=limit or [], concurrency=concurrency,
+                      output=_output(output), no_input=no_input)
+
+
 @app.command()
 def plan(
     inventory: InventoryArg,
@@ -94,14 +129,13 @@ def plan(
     concurrency: ConcurrencyOpt = 32,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
-    detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")
-    ] = False,
+    detailed_exitcode: DetailedExitOpt = False,
 ) -> None:
     """Show what bootstrap would change on each server, and the API calls it would make."""
     from tsops.cli.bootstrap import run_plan
 
-    run_plan(inventory, limit or [], concurrency, no_input, _output(output), detailed_exitcode)
+    run = _run(inventory, limit, concurrency, output, no_input)
+    _finish(run_plan(run, detailed_exitcode=detailed_exitcode))
 
 
 @app.command()
@@ -111,25 +145,18 @@ def bootstrap(
     concurrency: ConcurrencyOpt = 32,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only plan (same as tsops plan).")
-    ] = False,
-    allow_unverified_recorder: Annotated[
-        bool,
-        typer.Option("--allow-unverified-recorder",
-                     help="Write enforceRecorder even if no recorder passed the health gate "
-                          "(risks locking everyone out)."),
-    ] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    allow_unverified_recorder: AllowUnverifiedOpt = False,
 ) -> None:
     """Recorders, their health, servers, then the policy file: plan, confirm, apply, verify."""
     from tsops.cli.bootstrap import run_bootstrap, run_plan
 
+    run = _run(inventory, limit, concurrency, output, no_input)
     if dry_run:
-        run_plan(inventory, limit or [], concurrency, no_input, _output(output), False)
+        _finish(run_plan(run, detailed_exitcode=False))
         return
-    run_bootstrap(inventory, limit or [], concurrency, no_input, _output(output), yes,
-                  allow_unverified_recorder)
+    _finish(run_bootstrap(run, yes=yes, allow_unverified=allow_unverified_recorder))
 
 
 secrets_app = typer.Typer(
@@ -183,7 +210,7 @@ def secrets_list() -> None:
 
 def main() -> None:
     """Entry point: run the app and turn every outcome into one exit code."""
-    from tsops import console
+    from tsops.cli import console
 
     try:
         # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
@@ -216,38 +243,32 @@ app.add_typer(policy_app, name="policy")
 def policy_diff(
     inventory: InventoryArg,
     no_input: NoInputOpt = False,
-    detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 3 when the policy would change.")
-    ] = False,
+    detailed_exitcode: DetailedExitOpt = False,
 ) -> None:
     """Show the unified diff tsops would make to the policy file; nothing is written."""
     from tsops.cli.policy import run_diff
 
-    run_diff(inventory, no_input, detailed_exitcode)
+    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=detailed_exitcode))
 
 
 @policy_app.command("apply")
 def policy_apply(
     inventory: InventoryArg,
     no_input: NoInputOpt = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Write without asking.")] = False,
-    allow_unverified_recorder: Annotated[
-        bool,
-        typer.Option("--allow-unverified-recorder",
-                     help="Write enforceRecorder: true even if no recorder device is online."),
-    ] = False,
+    yes: YesOpt = False,
+    allow_unverified_recorder: AllowUnverifiedOpt = False,
 ) -> None:
     """Patch the policy file: show the diff, confirm, validate, write with If-Match."""
     from tsops.cli.policy import run_apply
 
-    run_apply(inventory, no_input, yes, allow_unverified_recorder)
+    run_apply(inventory, no_input=no_input, yes=yes, allow_unverified=allow_unverified_recorder)
 
 
 @policy_app.command("rollback")
 def policy_rollback(
     inventory: InventoryArg,
     no_input: NoInputOpt = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Write without asking.")] = False,
+    yes: YesOpt = False,
     to: Annotated[
         int | None,
         typer.Option("--write", "-w", help="Undo this write (see --list); default the latest."),
@@ -259,7 +280,7 @@ def policy_rollback(
     """Put the policy back as it was before a write by tsops (kept in the state directory)."""
     from tsops.cli.policy import run_rollback
 
-    run_rollback(inventory, no_input, yes, to, list_only)
+    run_rollback(inventory, no_input=no_input, yes=yes, number=to, list_only=list_only)
 
 
 recordings_app = typer.Typer(
@@ -304,6 +325,13 @@ RecordingArg = Annotated[
 ]
 
 
+def _where(location: str | None, inventory: Path | None, endpoint: str | None,
+           region: str | None) -> RecordingsLocation:
+    from tsops.flows.recordings import RecordingsLocation
+
+    return RecordingsLocation(location, inventory, endpoint, region)
+
+
 @recordings_app.command("list")
 def recordings_list(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
@@ -317,10 +345,10 @@ def recordings_list(
     names: NamesOpt = False,
 ) -> None:
     """One row per recording, read from its first and last bytes only."""
-    from tsops.cli.recordings import Source, make_filter, run_list
+    from tsops.cli.recordings import make_filter, run_list
 
     chosen = make_filter(node or [], user or [], since, until, command)
-    run_list(Source(location, inventory, endpoint, region), chosen, sort, reverse,
+    run_list(_where(location, inventory, endpoint, region), chosen, sort, reverse,
              _output(output), names)
 
 
@@ -330,9 +358,9 @@ def recordings_show(
     endpoint: EndpointOpt = None, region: RegionOpt = None, output: OutputOpt = Output.table,
 ) -> None:
     """What one recording's header and last event say."""
-    from tsops.cli.recordings import Source, run_show
+    from tsops.cli.recordings import run_show
 
-    run_show(Source(location, inventory, endpoint, region), recording, _output(output))
+    run_show(_where(location, inventory, endpoint, region), recording, _output(output))
 
 
 @recordings_app.command("cat")
@@ -344,9 +372,9 @@ def recordings_cat(
     ] = False,
 ) -> None:
     """Write a recording's output text, without timing."""
-    from tsops.cli.recordings import Source, run_cat
+    from tsops.cli.recordings import run_cat
 
-    run_cat(Source(location, inventory, endpoint, region), recording, plain)
+    run_cat(_where(location, inventory, endpoint, region), recording, plain)
 
 
 @recordings_app.command("play")
@@ -359,9 +387,9 @@ def recordings_play(
     ] = None,
 ) -> None:
     """Replay a recording with its timing; space pauses, q quits."""
-    from tsops.cli.recordings import Source, run_play
+    from tsops.cli.recordings import run_play
 
-    run_play(Source(location, inventory, endpoint, region), recording, speed, idle_limit)
+    run_play(_where(location, inventory, endpoint, region), recording, speed, idle_limit)
 
 
 class ExportFormat(StrEnum):
@@ -387,10 +415,10 @@ def recordings_export(
     names: NamesOpt = False,
 ) -> None:
     """One JSON event per session on stdout, for a SIEM."""
-    from tsops.cli.recordings import Source, make_filter, run_export
+    from tsops.cli.recordings import make_filter, run_export
 
     chosen = make_filter(node or [], user or [], since, until, command)
-    run_export(Source(location, inventory, endpoint, region), chosen,
+    run_export(_where(location, inventory, endpoint, region), chosen,
                "ecs" if form is ExportFormat.ecs else "jsonl", text, checkpoint, names)
 
 
@@ -405,10 +433,10 @@ def recordings_search(
     output: OutputOpt = Output.table,
 ) -> None:
     """Find lines of recorded output, with session, time offset and context."""
-    from tsops.cli.recordings import Source, make_filter, run_search
+    from tsops.cli.recordings import make_filter, run_search
 
     chosen = make_filter(node or [], user or [], since, until, command)
-    run_search(Source(location, inventory, endpoint, region), chosen, pattern, ignore_case,
+    run_search(_where(location, inventory, endpoint, region), chosen, pattern, ignore_case,
                context, _output(output))
 
 
@@ -427,9 +455,9 @@ def recordings_seal(
     key: SealKeyOpt = "tsops/recordings-seal-key",
 ) -> None:
     """Write a manifest of every recording's SHA-256, signed with the keyring's key."""
-    from tsops.cli.recordings import Source, run_seal
+    from tsops.cli.recordings import run_seal
 
-    run_seal(Source(location, inventory, endpoint, region), manifest, key)
+    run_seal(_where(location, inventory, endpoint, region), manifest, key)
 
 
 @recordings_app.command("verify")
@@ -443,9 +471,9 @@ def recordings_verify(
     output: OutputOpt = Output.table,
 ) -> None:
     """Check the manifest: exit 3 when recordings are missing, altered or unexpected."""
-    from tsops.cli.recordings import Source, run_verify
+    from tsops.cli.recordings import run_verify
 
-    run_verify(Source(location, inventory, endpoint, region), manifest, key, public_key,
+    run_verify(_where(location, inventory, endpoint, region), manifest, key, public_key,
                _output(output))
 
 
@@ -472,7 +500,7 @@ def status(
     """Check servers, recorders and the policy read-only: exit 0 clean, 3 drift, 1 error."""
     from tsops.cli.status import run_status
 
-    run_status(inventory, limit or [], concurrency, no_input, _output(output))
+    _finish(run_status(_run(inventory, limit, concurrency, output, no_input)))
 
 
 DEFAULT_CANARY_TIMEOUT = 30.0
@@ -495,13 +523,10 @@ def verify(
     """Prove each server recorded: a canary session, then its recording at the destination."""
     from tsops.cli.verify import run_verify
 
-    run_verify(inventory, limit or [], user, timeout, concurrency, no_input, _output(output))
+    _finish(run_verify(inventory, limit or [], user, timeout, concurrency, no_input,
+                       _output(output)))
 
 
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Show the inventory diff and the plan; change nothing.")
-]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")]
 HostArg = Annotated[str, typer.Argument(help="The server's name (a lowercase hostname).",
                                         show_default=False)]
 
@@ -521,9 +546,7 @@ def add_server(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
-    allow_unverified_recorder: Annotated[bool, typer.Option(
-        "--allow-unverified-recorder",
-        help="Write enforceRecorder: true even when no recorder is seen online.")] = False,
+    allow_unverified_recorder: AllowUnverifiedOpt = False,
     skip_canary: Annotated[bool, typer.Option(
         "--skip-canary", help="Do not prove the new server is recorded (see tsops verify).")
     ] = False,
@@ -538,9 +561,9 @@ def add_server(
 
     new = NewHost(host, group=group, tags=tuple(tag or ()), user=user, port=port,
                   address=address)
-    run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
+    _finish(run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
                    allow_unverified=allow_unverified_recorder, canary=not skip_canary,
-                   canary_user=canary_user, canary_timeout=canary_timeout)
+                   canary_user=canary_user, canary_timeout=canary_timeout))
 
 
 @app.command("remove-server")
@@ -558,8 +581,8 @@ def remove_server(
     """Take a server out of recording: inventory, its device in the tailnet, optionally logout."""
     from tsops.cli.servers import run_remove_server
 
-    run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
-                      yes=yes, no_input=no_input)
+    _finish(run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
+                      yes=yes, no_input=no_input))
 
 
 class LockMode(StrEnum):
@@ -606,9 +629,8 @@ def rotate_storage(
     retention_days: Annotated[int | None, typer.Option(
         "--retention-days", help="Default retention with --object-lock.")] = None,
     workers: Annotated[int, typer.Option(
-        "--workers", help="Recordings copied at once by --migrate.")] = 8,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Show the plan and the inventory diff; change nothing.")] = False,
+        "--workers", min=1, help="Recordings copied at once by --migrate.")] = 8,
+    dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
 ) -> None:
@@ -620,8 +642,8 @@ def rotate_storage(
     if (to is None) == (delete_source is None):
         raise UsageError("give exactly one of --to DST (rotate) or --delete-source OLD_DST")
     if delete_source is not None:
-        run_delete_source(inventory, delete_source, dry_run=dry_run, yes=yes,
-                          no_input=no_input, workers=workers)
+        _finish(run_delete_source(inventory, delete_source, dry_run=dry_run, yes=yes,
+                                  no_input=no_input, workers=workers))
         return
     assert to is not None
     options = RotateOptions(
@@ -630,4 +652,5 @@ def rotate_storage(
         access_key_keyring=access_key_keyring, secret_key_keyring=secret_key_keyring,
         object_lock=object_lock.value if object_lock is not None else None,
         retention_days=retention_days, migrate=migrate)
-    run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input, workers=workers)
+    _finish(run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input,
+                       workers=workers))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from tsops import console
+from tsops.cli import console
 from tsops.inventory.load import load_inventory
 
 

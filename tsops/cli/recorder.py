@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from tsops import console
+from tsops.cli import console
 from tsops.errors import UsageError
-from tsops.inventory.load import LoadedInventory, load_inventory
+from tsops.inventory.load import load_inventory
 from tsops.recorder.phase import RecorderPhaseResult, RecorderPlans
 
 
@@ -22,11 +22,6 @@ def run_iam_policy(path: Path) -> None:
         raise UsageError(f"{path}: storage.destination: the IAM policy is for an S3 destination "
                          "(s3://BUCKET); this inventory has none")
     console.line(json.dumps(iam_policy(storage, recorders.ui), indent=2))
-
-
-def has_recorders(inventory: LoadedInventory) -> bool:
-    """Whether the inventory deploys recorders."""
-    return inventory.model.recorders is not None and inventory.model.storage is not None
 
 
 def plans_json(plans: RecorderPlans) -> dict[str, Any]:
@@ -46,10 +41,8 @@ def plans_json(plans: RecorderPlans) -> dict[str, Any]:
     }
 
 
-def print_plans(plans: RecorderPlans, output: Literal["table", "none"]) -> None:
+def print_recorder_plans(plans: RecorderPlans) -> None:
     """Show what the recorder phase would change, with a JSON diff for the bucket policy."""
-    if output == "none":
-        return
     bucket = plans.bucket
     if bucket is not None:
         console.changes(f"storage {plans.storage.destination}", bucket.problem or None,
@@ -74,7 +67,7 @@ def result_json(result: RecorderPhaseResult) -> dict[str, Any]:
     }
 
 
-def print_results(result: RecorderPhaseResult) -> None:
+def print_recorder_results(result: RecorderPhaseResult) -> None:
     """A line per recorder and the storage, then any failure in full on stderr.
 
     Warnings were shown with the plan just before; JSON output carries them per host.

@@ -7,18 +7,18 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from rich.text import Text
 
-from tsops import console
-from tsops.errors import ExitCode, TsopsError, UsageError
+from tsops.cli import console
+from tsops.errors import TsopsError, UsageError
+from tsops.flows import recordings as flow
+from tsops.flows.recordings import DriftFound, RecordingsLocation
 from tsops.recordings.cast import CastError
 from tsops.recordings.catalog import (
     SORT_KEYS,
-    WORKERS,
     Catalog,
     Filter,
     Problem,
@@ -29,62 +29,9 @@ from tsops.recordings.catalog import (
     scan,
 )
 from tsops.recordings.reader import Stream, plain_pieces
-from tsops.recordings.store import LocalStore, ObjectInfo, S3Store, Store, parse_s3_url
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
+from tsops.recordings.store import ObjectInfo, Store
 
 OutputFormat = Literal["table", "json"]
-
-
-class DriftFound(TsopsError):
-    """Verification found recordings missing, altered or unexpected (exit 3)."""
-
-    exit_code = ExitCode.DRIFT
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where to read recordings, as the operator named it."""
-
-    location: str | None = None
-    inventory: Path | None = None
-    endpoint: str | None = None
-    region: str | None = None
-
-
-def open_store(source: Source) -> Store:
-    """The store named by --from, or by the inventory's storage destination."""
-    if (source.location is None) == (source.inventory is None):
-        raise UsageError("give exactly one of --from (s3://BUCKET[/PREFIX] or a directory) "
-                         "or --inventory FILE")
-    location, endpoint, region = source.location, source.endpoint, source.region
-    if source.inventory is not None:
-        from tsops.inventory.load import load_inventory
-
-        storage = load_inventory(source.inventory).model.storage
-        if storage is None:
-            raise UsageError(f"{source.inventory}: has no storage section; use --from")
-        location = storage.destination
-        endpoint = endpoint or storage.endpoint
-        region = region or storage.region
-    assert location is not None
-    if location.startswith("s3://"):
-        import boto3
-        from botocore.config import Config
-
-        bucket, prefix = parse_s3_url(location)
-        client = boto3.client(
-            "s3", endpoint_url=endpoint, region_name=region,
-            config=Config(max_pool_connections=WORKERS + 4, retries={"mode": "standard"}),
-        )
-        return S3Store(client, bucket, prefix)
-    if "://" in location:
-        raise UsageError(f"--from {location}: expected s3://BUCKET[/PREFIX] or a directory")
-    return LocalStore(Path(location).expanduser())
 
 
 @contextmanager
@@ -135,31 +82,6 @@ def _catalog(store: Store, chosen: Filter,
     return [r for r in catalog.recordings if chosen.keeps(r, names)], catalog
 
 
-def node_names(source: Source) -> dict[str, str]:
-    """Host names of the tailnet's nodes by stable node ID, from the inventory's API access.
-
-    Only asked for (--names) with --inventory; when the API cannot be reached the IDs are shown
-    and a warning says why.
-    """
-    if source.inventory is None:
-        raise UsageError("--names needs --inventory (its tailnet credentials name the nodes)")
-    from tsops.cli.bootstrap import connect_api
-    from tsops.inventory.load import load_inventory
-
-    try:
-        api = connect_api(load_inventory(source.inventory), no_input=True)
-        try:
-            devices = api.list_devices()
-        finally:
-            api.close()
-    except TsopsError as error:
-        if isinstance(error, UsageError):
-            raise
-        console.warning(f"showing node IDs, not names: {error.message}")
-        return {}
-    return {d.node_id: d.hostname or d.name.split(".", 1)[0] for d in devices if d.node_id}
-
-
 def _when(recording: Recording) -> str:
     return recording.started.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -205,13 +127,14 @@ def as_json(recording: Recording) -> dict[str, object]:
     }
 
 
-def run_list(source: Source, chosen: Filter, sort: str, reverse: bool,
+def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: bool,
              output: OutputFormat, names: bool = False) -> None:
     """Print one row per recording, from headers and tails only."""
     if sort not in SORT_KEYS:
         raise UsageError(f"--sort {sort}: expected one of {', '.join(SORT_KEYS)}")
-    store = open_store(source)
-    hostnames = node_names(source) if names else {}
+    store = flow.open_store(source)
+    hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
+                 else {})
     recordings, catalog = _catalog(store, chosen, hostnames)
     recordings.sort(key=SORT_KEYS[sort], reverse=reverse)
     if output == "json":
@@ -244,9 +167,9 @@ def _one(store: Store, recording_id: str) -> Recording:
     return result
 
 
-def run_show(source: Source, recording_id: str, output: OutputFormat) -> None:
+def run_show(source: RecordingsLocation, recording_id: str, output: OutputFormat) -> None:
     """Print what the header and the tail of one recording say."""
-    store = open_store(source)
+    store = flow.open_store(source)
     recording = _one(store, recording_id)
     fields = as_json(recording)
     if output == "json":
@@ -262,9 +185,9 @@ def _stream_problems(stream: Stream, known_truncated: bool) -> None:
     report(p for p in stream.problems() if p.kind != "truncated" or not known_truncated)
 
 
-def run_cat(source: Source, recording_id: str, plain: bool) -> None:
+def run_cat(source: RecordingsLocation, recording_id: str, plain: bool) -> None:
     """Write the recording's output text, without timing; --plain removes terminal escapes."""
-    store = open_store(source)
+    store = flow.open_store(source)
     info = find(store, recording_id)
     stream = Stream(store, info.key)
     out = console.out.file
@@ -282,7 +205,8 @@ def run_cat(source: Source, recording_id: str, plain: bool) -> None:
     _stream_problems(stream, False)
 
 
-def run_play(source: Source, recording_id: str, speed: float, idle_limit: float | None) -> None:
+def run_play(source: RecordingsLocation, recording_id: str, speed: float,
+             idle_limit: float | None) -> None:
     """Replay a recording in the terminal with its timing."""
     from tsops.recordings.player import play_terminal, schedule
 
@@ -290,7 +214,7 @@ def run_play(source: Source, recording_id: str, speed: float, idle_limit: float 
         raise UsageError("--speed must be greater than 0")
     if idle_limit is not None and idle_limit <= 0:
         raise UsageError("--idle-limit must be greater than 0")
-    store = open_store(source)
+    store = flow.open_store(source)
     info = find(store, recording_id)
     stream = Stream(store, info.key)
     events = (event for batch in stream.batches() for event in batch)
@@ -306,14 +230,15 @@ def run_play(source: Source, recording_id: str, speed: float, idle_limit: float 
     _stream_problems(stream, False)
 
 
-def run_export(source: Source, chosen: Filter, form: Literal["jsonl", "ecs"], with_text: bool,
-               checkpoint_path: Path | None, names: bool = False) -> None:
+def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl", "ecs"],
+               with_text: bool, checkpoint_path: Path | None, names: bool = False) -> None:
     """Write one event per session (new ones only, with a checkpoint) on stdout."""
     from tsops.recordings.export import Checkpoint, write_event
 
     checkpoint = Checkpoint(checkpoint_path) if checkpoint_path else None
-    store = open_store(source)
-    hostnames = node_names(source) if names else {}
+    store = flow.open_store(source)
+    hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
+                 else {})
     recordings, _ = _catalog(store, chosen, hostnames)
     recordings.sort(key=SORT_KEYS["start"])
     out = console.out.file
@@ -332,7 +257,7 @@ def run_export(source: Source, chosen: Filter, form: Literal["jsonl", "ecs"], wi
     note(f"exported {shipped} session(s) from {store.description}")
 
 
-def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: bool,
+def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ignore_case: bool,
                context: int, output: OutputFormat) -> None:
     """Print every line of recorded output matching a regular expression."""
     from tsops.recordings.search import compile_pattern, search
@@ -340,7 +265,7 @@ def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: b
     if context < 0:
         raise UsageError("--context must be 0 or more")
     pattern = compile_pattern(pattern_text, ignore_case)
-    store = open_store(source)
+    store = flow.open_store(source)
     targets: list[Recording] | list[ObjectInfo]
     from_catalog = chosen != Filter()
     if not from_catalog:  # nothing to select: read each file once, header included
@@ -382,63 +307,20 @@ def run_search(source: Source, chosen: Filter, pattern_text: str, ignore_case: b
     note(f"{found} matching line(s) in {matched} of {searched} recording(s)")
 
 
-def _private_key(entry: str, create: bool) -> Ed25519PrivateKey:
-    from tsops import secrets
-    from tsops.recordings.integrity import load_private_key, private_key_text
-
-    text = secrets.fetch(entry)
-    if text is not None:
-        return load_private_key(text, entry)
-    if not create:
-        raise TsopsError(f"no sealing key in keyring entry {entry}; seal first, or pass "
-                         "--public-key")
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    secrets.store(entry, private_key_text(key))
-    console.warning(f"created a new sealing key in keyring entry {entry}")
-    return key
-
-
-def run_seal(source: Source, manifest: Path, entry: str) -> None:
+def run_seal(source: RecordingsLocation, manifest: Path, entry: str) -> None:
     """Hash every recording and write a manifest signed with the keyring's Ed25519 key."""
-    from tsops.recordings.integrity import digest_all, public_key_text, seal
-
-    key = _private_key(entry, create=True)
-    store = open_store(source)
-    digests, problems = digest_all(store)
-    report(problems)
-    document = seal(digests, store.description, key)
-    try:
-        manifest.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    except OSError as error:
-        raise TsopsError(f"cannot write the manifest {manifest}: {error}") from None
-    console.line(f"sealed {len(digests)} recording(s) of {store.description} in {manifest}")
-    console.line(f"public key: {public_key_text(key.public_key())}")
+    sealed = flow.seal(source, manifest, entry, console.ConsoleEvents())
+    report(sealed.problems)
+    console.line(f"sealed {sealed.count} recording(s) of {sealed.store} in {manifest}")
+    console.line(f"public key: {sealed.public_key}")
 
 
-def run_verify(source: Source, manifest: Path, entry: str, public_key: str | None,
+def run_verify(source: RecordingsLocation, manifest: Path, entry: str, public_key: str | None,
                output: OutputFormat) -> None:
     """Check a sealed manifest against the recordings now; exit 3 when anything differs."""
-    from tsops.recordings.integrity import (
-        check_signature,
-        compare,
-        digest_all,
-        load_public_key,
-        read_manifest,
-    )
-
-    document = read_manifest(manifest)
-    trusted: Ed25519PublicKey
-    if public_key is not None:
-        trusted = load_public_key(public_key)
-    else:
-        trusted = _private_key(entry, create=False).public_key()
-    check_signature(document, trusted)
-    store = open_store(source)
-    digests, problems = digest_all(store)
-    report(problems)
-    findings = compare(document["manifest"]["recordings"], digests)
+    checked = flow.verify(source, manifest, entry, public_key, console.ConsoleEvents())
+    report(checked.problems)
+    findings = checked.findings
     if output == "json":
         console.line(json.dumps({"intact": findings.intact, "missing": findings.missing,
                                  "altered": findings.altered,
@@ -451,6 +333,6 @@ def run_verify(source: Source, manifest: Path, entry: str, public_key: str | Non
         console.line(
             f"{findings.intact} intact, {len(findings.missing)} missing, "
             f"{len(findings.altered)} altered, {len(findings.unexpected)} unexpected "
-            f"(manifest sealed {document['manifest'].get('sealed_at')})")
+            f"(manifest sealed {checked.sealed_at})")
     if findings.drift:
-        raise DriftFound(f"{store.description} differs from the manifest {manifest}")
+        raise DriftFound(f"{checked.store} differs from the manifest {manifest}")

@@ -1,156 +1,89 @@
-"""`tsops rotate-storage`: a new destination for the recordings, with no session left unrecorded.
+"""`tsops rotate-storage`: the options handed to tsops.flows.rotation, its reports rendered.
 
-validate -> gather -> plan (printed; `--dry-run` stops here) -> confirm -> provision the new
-destination -> canary -> switch the recorders one at a time (each verified; a failure puts
-every switched one back) -> the inventory's storage block edited -> `--migrate`: copy.
+The inventory edit is written to a validated private copy here (and shown as a diff); the flow
+plans against it and moves it over the file once every recorder writes to the new destination.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tsops import console
-from tsops.cli.inventory_file import candidate, print_diff
-from tsops.errors import ExitCode, TsopsError, UsageError
-from tsops.inventory.edit import set_storage
-from tsops.inventory.load import LoadedInventory, Target, load_inventory
-from tsops.rotation.target import (
-    RotateOptions,
-    check_options,
-    same_destination,
-    settings_differ,
-    storage_changes,
-)
+from tsops.cli import console
+from tsops.cli.inventory_file import print_diff
+from tsops.context import RunContext
+from tsops.errors import ExitCode, TsopsError
+from tsops.flows import rotation as flow
+from tsops.inventory.file import candidate
+from tsops.rotation.target import RotateOptions
 
 if TYPE_CHECKING:
-    from tsops.engine import RemoteLike
-    from tsops.inventory.model import Storage
-    from tsops.recorder.phase import RecorderPhase
-    from tsops.rotation.migrate import MigrationRecord, MigrationReport, Source
+    from tsops.rotation.migrate import MigrationRecord, MigrationReport
     from tsops.rotation.switch import SwitchPlan
+
+INVALID_EDIT = "the new storage block is invalid; nothing was changed"
+SESSIONS_WARNING = {
+    "refused": "only {active} recorder accepts sessions now and ssh rules enforce recording: "
+               "while it restarts (a few seconds, measured and reported), new sessions are "
+               "refused and sessions being recorded are ended",
+    "unrecorded": "only one recorder accepts sessions now: sessions in the few seconds of its "
+                  "restart are not recorded",
+}
+
+
+def _events(yes: bool, no_input: bool) -> console.ConsoleEvents:
+    return console.ConsoleEvents(no_input=no_input, yes=yes)
 
 
 def run_rotate(path: Path, options: RotateOptions, *, dry_run: bool, yes: bool,
-               no_input: bool, workers: int) -> None:
+               no_input: bool, workers: int) -> int:
     """Rotate the inventory's recorders to `options.to`; with `--migrate`, copy recordings."""
-    if workers < 1:
-        raise UsageError("--workers must be at least 1")
-    inventory = load_inventory(path)
-    current = _current_storage(inventory)
-    check_options(current, options)
-    if same_destination(current, options):
-        _already_there(inventory, current, options, dry_run=dry_run, yes=yes,
-                       no_input=no_input, workers=workers)
-        return
-    before = path.read_text(encoding="utf-8")
-    edit = set_storage(before, storage_changes(current, options))
-    with candidate(path, edit.text, "the new storage block is invalid; nothing was changed"
-                   ) as (written, edited):
-        print_diff(path, before, edit.text, "after the rotation")
-        old, new = _phases(inventory, edited, no_input)
-        try:
-            _rotate(path, before, written, old, new, options, dry_run=dry_run, yes=yes,
-                    no_input=no_input, workers=workers)
-        finally:
-            old.close()
-            new.close()
-            old.api.close()
+    flow.check_workers(workers)
+    with RunContext.open(path, events=_events(yes, no_input)) as context:
+        request = flow.prepare(context, options)
+        if isinstance(request, flow.AlreadyThere):
+            return _already_there(context, request, dry_run=dry_run, workers=workers)
+        with candidate(path, request.after, INVALID_EDIT) as (written, edited):
+            print_diff(path, request.before, request.after, "after the rotation")
+            planned = flow.plan(context, request, edited, written)
+            _print_plan(planned)
+            if dry_run:
+                console.line("dry run: nothing was changed")
+                return ExitCode.OK
+            report = flow.switch(context, planned)
+            if report.stopped is not None:
+                console.error(report.stopped)
+                return report.exit_code
+            _print_switched(report)
+            if not options.migrate:
+                console.line(f"the recordings stay at {report.old_destination}; to copy them: "
+                             f"tsops rotate-storage {path} --to {report.destination} --migrate")
+                return ExitCode.OK
+            assert report.record is not None
+            return _print_migration(flow.copy_recordings(context, planned, report, workers),
+                                    report.record)
 
 
-def _current_storage(inventory: LoadedInventory) -> Storage:
-    storage = inventory.model.storage
-    if inventory.model.recorders is None or storage is None:
-        raise UsageError(f"{inventory.path}: no `recorders` and `storage`: there is no "
-                         "recording destination to rotate (see docs/recorder.md)")
-    return storage
-
-
-def _phases(old: LoadedInventory, new: LoadedInventory,
-            no_input: bool) -> tuple[RecorderPhase, RecorderPhase]:
-    """Recorder phases for the inventory as it is and as it will be, sharing connections."""
-    from tsops.cli.bootstrap import connect_api
-    from tsops.recorder.phase import RecorderPhase
-    from tsops.remote import Remote
-    from tsops.secrets import resolve
-
-    configured = old.model.connection.ssh_config
-    ssh_config = str(old.local_path(configured)) if configured else None
-    api = connect_api(old, no_input)
-    remotes: dict[str, RemoteLike] = {}
-
-    def phase(inventory: LoadedInventory) -> RecorderPhase:
-        return RecorderPhase(
-            inventory=inventory, api=api, remotes=remotes,
-            connect=lambda target: Remote(target, ssh_config=ssh_config),
-            resolve_secret=lambda ref, label: resolve(ref, no_input=no_input,
-                                                      prompt_label=label))
-
-    return phase(old), phase(new)
-
-
-def _rotate(path: Path, before: str, candidate: Path, old: RecorderPhase, new: RecorderPhase,
-            options: RotateOptions, *, dry_run: bool, yes: bool, no_input: bool,
-            workers: int) -> None:
-    from tsops.rotation.switch import RotationStopped, canary, plan_switch, provision, switch_all
-
-    plan = plan_switch(new)
-    _print_switch_plan(old, plan)
-    if plan.problems:
-        raise TsopsError("cannot rotate: " + "; ".join(plan.problems) + "; nothing was changed")
-    source = _source(old.storage, old.inventory, old.remote) if options.migrate else None
-    if source is not None:
-        listed = source.objects()
-        console.line(f"migration: copy the recordings of {source.description} (now "
+def _print_plan(planned: flow.RotationPlan) -> None:
+    _print_switch_plan(planned.old_destination, planned.switch)
+    if planned.problem is not None:
+        raise TsopsError(planned.problem)
+    if planned.source is not None:
+        listed = planned.listed
+        console.line(f"migration: copy the recordings of {planned.source.description} (now "
                      f"{len(listed)}, {sum(i.size for i in listed)} bytes; listed again once "
-                     f"the recorders are switched) to {new.storage.destination}, each verified "
+                     f"the recorders are switched) to {planned.destination}, each verified "
                      "by SHA-256; the source is only read")
-    single = _warn_single(old, plan)
-    if dry_run:
-        console.line("dry run: nothing was changed")
-        return
-    _confirm(f"Rotate the recordings of {path} to {new.storage.destination}?", yes, no_input,
-             single)
-
-    def say(message: str) -> None:
-        console.err.print(message, markup=False, highlight=False)
-
-    try:
-        provision(new, plan, say)
-        canary(new, new.inventory.recorders, say)
-    except TsopsError as error:
-        raise RotationStopped(f"rotation stopped before any recorder was changed: "
-                              f"{error.message}. The recorders still write to "
-                              f"{old.storage.destination}; the inventory is unchanged") from error
-    switched = switch_all(old, new, say)
-    if path.read_text(encoding="utf-8") != before:
-        raise TsopsError(f"{path} changed while the recorders were switched: every recorder "
-                         f"now writes to {new.storage.destination}, but the file was not "
-                         f"updated; set storage to the new destination by hand (the diff above)")
-    candidate.replace(path)
-    for done in switched:
-        console.line(f"recorder {done.name}: writes to {new.storage.destination}, verified "
-                     f"({done.checks.get('destination', '')}); restart to healthy in "
-                     f"{done.gap_seconds:.1f} s")
-    if single:
-        gap = switched[0].gap_seconds
-        console.line(f"recording gap: at most {gap:.1f} s (the only recorder, from its restart "
-                     "to healthy); sessions under enforce_recorder rules were refused meanwhile")
-    console.line(f"{path}: storage.destination is now {new.storage.destination}")
-    console.line(f"to prove sessions are recorded there: tsops verify {path}")
-    record = _record(path, old, new)
-    if not options.migrate:
-        console.line(f"the recordings stay at {old.storage.destination}; to copy them: "
-                     f"tsops rotate-storage {path} --to {new.storage.destination} --migrate")
-        return
-    assert source is not None
-    _migrate(source, new.storage, record, workers)
+    if planned.sessions == "kept":
+        console.line(f"{len(planned.switch.active)} recorders accept sessions; they are "
+                     "switched one at a time, so another one always accepts sessions")
+    else:
+        console.warning(SESSIONS_WARNING[planned.sessions].format(
+            active=len(planned.switch.active)))
 
 
-def _print_switch_plan(old: RecorderPhase, plan: SwitchPlan) -> None:
-    console.line(f"rotate: {old.storage.destination} -> {plan.new_storage.destination}")
+def _print_switch_plan(old_destination: str, plan: SwitchPlan) -> None:
+    console.line(f"rotate: {old_destination} -> {plan.new_storage.destination}")
     if plan.bucket is not None:
         console.changes(f"storage {plan.new_storage.destination}", plan.bucket.problem,
                         [(c.summary, c.detail.splitlines()) for c in plan.bucket.changes])
@@ -170,74 +103,20 @@ def _print_switch_plan(old: RecorderPhase, plan: SwitchPlan) -> None:
     console.line("inventory: storage block rewritten once every recorder is switched")
 
 
-def _warn_single(old: RecorderPhase, plan: SwitchPlan) -> bool:
-    """Warn when sessions will be refused during the switch; whether that is the case."""
-    enforced = any(rule.enforce_recorder for rule in old.inventory.model.ssh_rules)
-    active = plan.active
-    if len(active) >= 2:
-        console.line(f"{len(active)} recorders accept sessions; they are switched one at a "
-                     "time, so another one always accepts sessions")
-        return False
-    if enforced:
-        console.warning(f"only {len(active)} recorder accepts sessions now and ssh rules enforce "
-                        "recording: while it restarts (a few seconds, measured and reported), "
-                        "new sessions are refused and sessions being recorded are ended")
-        return True
-    console.warning("only one recorder accepts sessions now: sessions in the few seconds of "
-                    "its restart are not recorded")
-    return False
+def _print_switched(report: flow.SwitchReport) -> None:
+    for done in report.switched:
+        console.line(f"recorder {done.name}: writes to {report.destination}, verified "
+                     f"({done.checks.get('destination', '')}); restart to healthy in "
+                     f"{done.gap_seconds:.1f} s")
+    if report.single:
+        console.line(f"recording gap: at most {report.gap_seconds:.1f} s (the only recorder, "
+                     "from its restart to healthy); sessions under enforce_recorder rules were "
+                     "refused meanwhile")
+    console.line(f"{report.inventory}: storage.destination is now {report.destination}")
+    console.line(f"to prove sessions are recorded there: tsops verify {report.inventory}")
 
 
-def _confirm(question: str, yes: bool, no_input: bool, single: bool) -> None:
-    if yes:
-        return
-    if no_input or not console.is_interactive():
-        extra = " (sessions will be refused during the restart, see above)" if single else ""
-        raise UsageError(f"the rotation needs confirmation{extra} and there is no terminal to "
-                         "ask on: rerun with --yes to apply")
-    import typer
-
-    if not typer.confirm(question, default=False):
-        raise TsopsError("nothing was changed")
-
-
-def _source(storage: Storage, inventory: LoadedInventory,
-            connect: Callable[[Target], RemoteLike], hosts: tuple[str, ...] = ()) -> Source:
-    """Where recordings are read from: the bucket, or each recorder host's directory."""
-    from tsops.recorder.phase import boto3_client
-    from tsops.rotation.migrate import S3Source, SshSource
-
-    if storage.is_s3:
-        return S3Source(boto3_client(storage, None), storage.bucket)
-    targets = {t.name: t for t in inventory.recorders}
-    names = hosts or tuple(targets)
-    missing = [n for n in names if n not in targets]
-    if missing:
-        raise UsageError(f"the recordings at {storage.destination} are on "
-                         f"{', '.join(missing)}, which is no recorder of {inventory.path} any "
-                         "more; copy them by hand")
-    return SshSource(storage.destination, {n: connect(targets[n]) for n in names})
-
-
-def _record(path: Path, old: RecorderPhase, new: RecorderPhase) -> MigrationRecord:
-    from tsops.rotation.migrate import MigrationRecord, state_dir
-
-    hosts = () if old.storage.is_s3 else tuple(t.name for t in old.inventory.recorders)
-    return MigrationRecord.create(state_dir(), path, old.storage, hosts,
-                                  new.storage.destination)
-
-
-def _migrate(source: Source, target: Storage, record: MigrationRecord, workers: int) -> None:
-    from tsops.recorder.phase import boto3_client
-    from tsops.rotation.migrate import S3Destination, migrate
-
-    destination = S3Destination(boto3_client(target, None), target.bucket)
-    report = migrate(source, destination, record, workers=workers,
-                     say=lambda m: console.err.print(m, markup=False, highlight=False))
-    _print_report(report, record)
-
-
-def _print_report(report: MigrationReport, record: MigrationRecord) -> None:
+def _print_migration(report: MigrationReport, record: MigrationRecord) -> int:
     console.line(report.summary())
     for key, reason in report.failed[:20]:
         console.error(f"failed: {key}: {reason}")
@@ -246,130 +125,54 @@ def _print_report(report: MigrationReport, record: MigrationRecord) -> None:
         console.error((f"... and {more} more; " if more > 0 else "")
                       + f"rerun the same command to retry (verified ones are kept in "
                       f"{record.path}); the source was not changed")
-        sys.exit(ExitCode.FAILED)
-    console.line(f"every recording of {report.source} is at {report.destination} with the same "
-                 "SHA-256; the source was not changed")
+    else:
+        console.line(f"every recording of {report.source} is at {report.destination} with the "
+                     "same SHA-256; the source was not changed")
+    return report.exit_code
 
 
-def _already_there(inventory: LoadedInventory, current: Storage, options: RotateOptions, *,
-                   dry_run: bool, yes: bool, no_input: bool, workers: int) -> None:
+def _already_there(context: RunContext, there: flow.AlreadyThere, *, dry_run: bool,
+                   workers: int) -> int:
     """`--to` is the destination in use: nothing to switch; `--migrate` resumes a migration."""
-    differing = settings_differ(current, options)
-    if differing:
-        raise UsageError(f"{differing[0]}: {options.to} is already the destination; a rotation "
-                         "cannot change its settings: edit the storage block and run "
-                         f"`tsops bootstrap {inventory.path}`")
-    console.line(f"nothing to do: {inventory.path} already records to {current.destination}")
-    if not options.migrate:
-        return
-    from tsops.rotation.migrate import MigrationRecord, state_dir
-
-    record = MigrationRecord.find(state_dir(), inventory.path, current.destination)
-    if record is None:
-        console.line(f"no rotation to {current.destination} was recorded for {inventory.path}: "
+    destination = there.current.destination
+    console.line(f"nothing to do: {there.inventory} already records to {destination}")
+    if not there.migrate:
+        return ExitCode.OK
+    planned = flow.plan_resume(context, there)
+    if planned.record is None or planned.source is None:
+        console.line(f"no rotation to {destination} was recorded for {there.inventory}: "
                      "nothing to migrate")
-        return
-    from tsops.remote import Remote
-
-    configured = inventory.model.connection.ssh_config
-    ssh_config = str(inventory.local_path(configured)) if configured else None
-    opened: list[Remote] = []
-
-    def connect(target: Target) -> RemoteLike:
-        opened.append(Remote(target, ssh_config=ssh_config))
-        return opened[-1]
-
-    try:
-        source = _source(record.source, inventory, connect, record.source_hosts)
-        console.line(f"migration: resume copying from {source.description} to "
-                     f"{current.destination} ({len(record.verified)} verified before, kept in "
-                     f"{record.path})")
-        if dry_run:
-            console.line("dry run: nothing was changed")
-            return
-        _confirm(f"Copy the missing recordings to {current.destination}?", yes, no_input, False)
-        _migrate(source, current, record, workers)
-    finally:
-        for remote in opened:
-            remote.close()
+        return ExitCode.OK
+    console.line(f"migration: resume copying from {planned.source.description} to "
+                 f"{destination} ({len(planned.record.verified)} verified before, kept in "
+                 f"{planned.record.path})")
+    if dry_run:
+        console.line("dry run: nothing was changed")
+        return ExitCode.OK
+    return _print_migration(flow.resume(context, planned, workers), planned.record)
 
 
 def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_input: bool,
-                      workers: int) -> None:
+                      workers: int) -> int:
     """Delete the recordings of an earlier destination, each verified at the current one."""
-    from tsops.recorder.phase import boto3_client
-    from tsops.rotation.delete import delete_verified, plan_delete, refuse_compliance
-    from tsops.rotation.migrate import S3Destination, state_dir
-    from tsops.rotation.target import check_destination
-
-    check_destination(old, "--delete-source")
-    inventory = load_inventory(path)
-    current = _current_storage(inventory)
-    if old.rstrip("/") == current.destination.rstrip("/"):
-        raise UsageError(f"--delete-source {old}: that is the destination in use; nothing "
-                         "was deleted")
-    if not current.is_s3:
-        raise UsageError(f"--delete-source: the current destination {current.destination} is "
-                         "a local directory; recordings are only verified in a bucket")
-    record = _record_from(path, old)
-    if record is None:
-        raise UsageError(f"--delete-source {old}: no rotation from {old} is recorded for "
-                         f"{path} (in {state_dir()}); nothing is deleted without one")
-    source_storage = record.source
-    if source_storage.is_s3:
-        refuse_compliance(boto3_client(source_storage, None), source_storage.bucket)
-    opened: list[RemoteLike] = []
-
-    def connect(target: Target) -> RemoteLike:
-        from tsops.remote import Remote
-
-        configured = inventory.model.connection.ssh_config
-        opened.append(Remote(target, ssh_config=str(inventory.local_path(configured))
-                             if configured else None))
-        return opened[-1]
-
-    try:
-        source = _source(source_storage, inventory, connect, record.source_hosts)
-        destination = S3Destination(boto3_client(current, None), current.bucket)
-        plan = plan_delete(source, destination, workers)
-        console.line(f"{source.description}: {len(plan.verified)} recording(s) to remove, "
-                     f"each present at {current.destination} with the same SHA-256; "
+    flow.check_old_destination(old)
+    with RunContext.open(path, events=_events(yes, no_input)) as context:
+        planned = flow.plan_delete_source(context, old, workers)
+        source, plan = planned.source.description, planned.plan
+        console.line(f"{source}: {len(plan.verified)} recording(s) to remove, each present at "
+                     f"{planned.current.destination} with the same SHA-256; "
                      f"{len(plan.kept)} kept")
         for key, why in plan.kept[:20]:
             console.warning(f"kept: {key}: {why}")
         if not plan.verified:
             console.line("nothing to delete")
-            return
+            return ExitCode.OK
         if dry_run:
             console.line("dry run: nothing was deleted")
-            return
-        _confirm(f"Delete {len(plan.verified)} recording(s) from {source.description}?", yes,
-                 no_input, False)
-        failed = delete_verified(
-            source, plan, lambda: boto3_client(source_storage, None),
-            source_storage.bucket if source_storage.is_s3 else "")
-    finally:
-        for remote in opened:
-            remote.close()
-    console.line(f"deleted {len(plan.verified) - len(failed)} recording(s) from "
-                 f"{source.description}; {len(plan.kept)} kept, {len(failed)} failed")
-    for key, why in failed[:20]:
+            return ExitCode.OK
+        report = flow.delete_source(context, planned)
+    console.line(f"deleted {report.deleted} recording(s) from {report.source}; {report.kept} "
+                 f"kept, {len(report.failed)} failed")
+    for key, why in report.failed[:20]:
         console.error(f"failed: {key}: {why}")
-    if failed:
-        sys.exit(ExitCode.FAILED)
-
-
-def _record_from(path: Path, old: str) -> MigrationRecord | None:
-    """The newest rotation record of this inventory whose source is `old`."""
-    from tsops.rotation.migrate import MigrationRecord, inventory_id, state_dir
-
-    directory = state_dir()
-    if not directory.is_dir():
-        return None
-    candidates = []
-    for record_file in directory.glob("*.jsonl"):
-        record = MigrationRecord.read(record_file)
-        if record.source.destination.rstrip("/") == old.rstrip("/") and \
-                record_file.name.startswith(inventory_id(path)):
-            candidates.append((record_file.stat().st_mtime, record))
-    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+    return report.exit_code

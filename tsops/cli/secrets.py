@@ -7,7 +7,7 @@ import sys
 
 from rich.text import Text
 
-from tsops import console
+from tsops.cli import console
 from tsops.errors import UsageError
 from tsops.secrets import (
     KeyringUnavailable,

@@ -1,335 +1,118 @@
-"""`tsops add-server` and `tsops remove-server`: one server in or out of recording.
-
-Both follow gather, plan, show, apply: the inventory edit is made on a temporary copy and
-validated by the loader before anything else happens, the host and the API are read, the plan is
-printed, and only then (not with `--dry-run`) is anything changed.
-"""
+"""`tsops add-server` and `tsops remove-server`: run the flows of tsops.flows.servers, showing
+the inventory diff and the plan, asking, then rendering what happened."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tsops import console
-from tsops.cli.inventory_file import candidate, print_diff
-from tsops.errors import ExitCode, TsopsError, UsageError
-from tsops.inventory.edit import NewHost, add_host, remove_host
-from tsops.inventory.load import LoadedInventory, Target, load_inventory
-
-if TYPE_CHECKING:
-    from tsops.canary import CanaryResult
-    from tsops.engine import Engine, HostResult
-    from tsops.plan import HostPlan
-    from tsops.remote import Remote
-    from tsops.tailscale_api import Device, TailscaleApi
-
-STATUS = "tailscale status --json 2>/dev/null || true"
-LOGOUT = "tailscale logout"
-UNINSTALL = (
-    "set -e\n"
-    "tailscale logout 2>/dev/null || true\n"
-    "systemctl disable --now tailscaled 2>/dev/null || true\n"
-    "if command -v dpkg >/dev/null && dpkg -s tailscale >/dev/null 2>&1; then\n"
-    "  DEBIAN_FRONTEND=noninteractive apt-get remove -y -q tailscale\n"
-    "elif command -v rpm >/dev/null && rpm -q tailscale >/dev/null 2>&1; then\n"
-    "  if command -v dnf >/dev/null; then dnf remove -y -q tailscale; "
-    "else yum remove -y -q tailscale; fi\n"
-    "else\n"
-    "  rm -f /usr/bin/tailscale /usr/sbin/tailscaled /etc/systemd/system/tailscaled.service\n"
-    "  systemctl daemon-reload\n"
-    "fi\n"
-)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One applied step: what it was, and why it failed (None: it worked)."""
-
-    step: str
-    failure: str | None = None
+from tsops.cli import console
+from tsops.cli.bootstrap import PENDING
+from tsops.cli.inventory_file import print_diff
+from tsops.errors import ExitCode
+from tsops.flows import servers as flow
+from tsops.flows.servers import AddPlan, AddReport, RemovePlan, RemoveReport
+from tsops.inventory.edit import NewHost
 
 
 def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_input: bool,
                    allow_unverified: bool, canary: bool = True, canary_user: str | None = None,
-                   canary_timeout: float = 30.0) -> None:
+                   canary_timeout: float = 30.0) -> int:
     """Add `host` to the inventory, enroll it alone, extend the policy when it must."""
-    from tsops.policy.apply import diff_policy
-
-    load_inventory(path)  # the current file must be valid before it is edited
-    before = path.read_text(encoding="utf-8")
-    edit = add_host(before, host)
-    with candidate(path, edit.text, "nothing was changed") as (written, inventory):
-        target = next(t for t in inventory.servers if t.name == host.name)
-        print_diff(path, before, edit.text, "edited")
-        engine = _engine(inventory, target, no_input)
-        try:
-            plan = engine.gather_and_plan()[0]
-            console.changes(target.name, plan.problem,
-                            [(s.summary, [f"API {c}" for c in s.api_calls]) for s in plan.steps])
-            policy_changes = False
-            if inventory.model.ssh_rules:
-                _warn_uncovered(inventory, target)
-                policy_plan, diff = diff_policy(inventory, engine.api)
-                policy_changes = policy_plan.changed
-                _print_policy_plan(diff)
-            else:
-                console.warning("the inventory has no ssh_rules: the policy is not managed here, "
-                                "and nothing proves this host's sessions are recorded")
+    with flow.adding(path, host) as change:
+        print_diff(path, change.before, change.after, "edited")
+        with flow.open_run(change, console.ConsoleEvents(no_input=no_input, yes=yes)) as context:
+            planned = flow.plan_add(context, change)
+            _print_add_plan(planned)
+            planned.policy = flow.preview_policy(context)
+            if planned.policy is not None:
+                _print_policy_plan(planned.policy.diff)
             if dry_run:
                 console.line("dry run: nothing was changed")
-                return
-            _confirm(f"Add {host.name} to {path} and enroll it?", yes, no_input)
-            written.replace(path)
-            console.line(f"{path}: {host.name} added")
-            # The policy goes first: an auth key may only carry tags declared in tagOwners.
-            policy_error = (_extend_policy(inventory, engine.api, allow_unverified, no_input)
-                            if policy_changes else None)
-            result = _enroll(engine, plan)
-            proof = (_prove(inventory, engine.api, target, canary, canary_user, canary_timeout)
-                     if policy_error is None and result.outcome not in ("failed", "skipped")
-                     else None)
-        finally:
-            engine.close()
-            engine.api.close()
-    _report_add(path, host.name, result, policy_error, proof)
+                return ExitCode.OK
+            context.events.confirm(f"Add {host.name} to {path} and enroll it?", PENDING)
+            report = flow.apply_add(context, planned, allow_unverified=allow_unverified,
+                                    canary=canary, canary_user=canary_user,
+                                    canary_timeout=canary_timeout)
+    return _report_add(report)
 
 
 def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, dry_run: bool,
-                      yes: bool, no_input: bool) -> None:
+                      yes: bool, no_input: bool) -> int:
     """Take `name` out of the inventory and the tailnet, optionally logging it out."""
-    from tsops.cli.bootstrap import connect_api
-
-    inventory = load_inventory(path)
-    target = next((t for t in inventory.servers if t.name == name), None)
-    if target is None:
-        role = "a recorder, not a server" if any(
-            t.name == name for t in inventory.recorders) else "not a server of this inventory"
-        raise UsageError(f"{name}: {role} ({path}); nothing was changed")
-    before = path.read_text(encoding="utf-8")
-    edit = remove_host(before, name)
-    with candidate(path, edit.text, "nothing was changed") as (written, _):
-        print_diff(path, before, edit.text, "edited")
-        api = connect_api(inventory, no_input)
-        remote = remote_for(inventory, target)
-        try:
-            node_id, unreachable = _node_id(remote)
-            device, problem = _find_device(api.list_devices(), target, node_id)
-            _print_remove_plan(target, device, problem, unreachable, logout, uninstall)
+    with flow.removing(path, name) as change:
+        print_diff(path, change.before, change.after, "edited")
+        with flow.open_run(change, console.ConsoleEvents(no_input=no_input, yes=yes)) as context:
+            planned = flow.plan_remove(context, change, logout=logout, uninstall=uninstall)
+            _print_remove_plan(planned)
             if dry_run:
                 console.line("dry run: nothing was changed")
-                return
-            _confirm(f"Remove {name} from {path} and from the tailnet?", yes, no_input)
-            outcomes: list[Outcome] = []
-            if uninstall or logout:
-                outcomes.append(_on_host(remote, unreachable, uninstall))
-            if device is not None:
-                outcomes.append(_delete(api, device))
-            elif problem is not None:
-                outcomes.append(Outcome("delete the device", problem))
-            written.replace(path)
-            outcomes.append(Outcome(f"remove {name} from {path}"))
-        finally:
-            remote.close()
-            api.close()
-    _report_remove(name, outcomes)
+                return ExitCode.OK
+            context.events.confirm(f"Remove {name} from {path} and from the tailnet?", PENDING)
+            report = flow.apply_remove(context, planned)
+    return _report_remove(report)
 
 
-def _engine(inventory: LoadedInventory, target: Target, no_input: bool) -> Engine:
-    """The bootstrap engine limited to exactly this one server."""
-    from tsops.cli.bootstrap import connect_api
-    from tsops.engine import Engine
-
-    return Engine(inventory=inventory, targets=(target,), api=connect_api(inventory, no_input),
-                  concurrency=1, connect=lambda t: remote_for(inventory, t))
-
-
-def remote_for(inventory: LoadedInventory, target: Target) -> Remote:
-    """A management SSH connection to `target`, with the inventory's ssh_config."""
-    from tsops.remote import Remote
-
-    configured = inventory.model.connection.ssh_config
-    return Remote(target, ssh_config=str(inventory.local_path(configured)) if configured else None)
-
-
-def _warn_uncovered(inventory: LoadedInventory, target: Target) -> None:
-    """Say so when no managed rule's dst names one of the host's tags."""
-    covered = {tag for rule in inventory.model.ssh_rules for tag in rule.dst}
-    if not covered & set(target.tags):
-        console.warning(f"{target.name}: no ssh_rules rule has one of its tags "
-                        f"({', '.join(target.tags)}) in dst: its sessions are not covered by "
-                        "a rule tsops manages; add its tag to a rule's dst")
+def _print_add_plan(planned: AddPlan) -> None:
+    plan = planned.host
+    console.changes(plan.target.name, plan.problem,
+                    [(s.summary, [f"API {c}" for c in s.api_calls]) for s in plan.steps])
+    for warning in planned.warnings:
+        console.warning(warning)
 
 
 def _print_policy_plan(diff: str) -> None:
-    from tsops.policy.apply import print_diff
-
     if diff:
         console.line("policy file:")
-        print_diff(diff)
+        console.write(diff)
     else:
         console.line("policy file: no change")
 
 
-def _confirm(question: str, yes: bool, no_input: bool) -> None:
-    if yes:
-        return
-    if no_input or not console.is_interactive():
-        raise UsageError("changes are pending and there is no terminal to confirm them: "
-                         "rerun with --yes to apply")
-    import typer
-
-    if not typer.confirm(question, default=False):
-        raise TsopsError("nothing was changed")
-
-
-def _extend_policy(inventory: LoadedInventory, api: TailscaleApi, allow_unverified: bool,
-                   no_input: bool) -> str | None:
-    """Patch the policy; an enforcing rule needs a recorder the API shows connected now.
-
-    Without a recorder phase in this run, the health gate is the standalone one: a recorder tag
-    counts as healthy when a device carrying it is connected to the control plane.
-    """
-    from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
-
-    healthy = online_recorder_tags(api, enforced_recorder_tags(inventory))
-    try:
-        apply_policy(inventory, api, healthy_recorder_tags=healthy,
-                     allow_unverified=allow_unverified, yes=True, no_input=no_input)
-    except TsopsError as error:
-        return error.message
-    return None
-
-
-def _enroll(engine: Engine, plan: HostPlan) -> HostResult:
-    from tsops.engine import HostResult
-
-    if plan.problem is not None:
-        return HostResult(plan.target.name, "failed", plan.problem)
-    if plan.converged:
-        return HostResult(plan.target.name, "unchanged")
-    return engine.apply([plan])[0]
-
-
-def _prove(inventory: LoadedInventory, api: TailscaleApi, target: Target, canary: bool,
-           user: str | None, timeout: float) -> CanaryResult | None:
-    """A canary session to the new server and its recording at the destination (or None)."""
-    from tsops.cli.verify import check_verifiable, verify_servers
-
-    if not canary:
-        console.warning(f"{target.name}: --skip-canary: nothing proved that its sessions are "
-                        f"recorded; `tsops verify {inventory.path} --limit {target.name}` does")
-        return None
-    try:
-        check_verifiable(inventory)
-    except UsageError as error:
-        console.warning(f"{target.name}: no canary: {error.message}")
-        return None
-    return verify_servers(inventory, api, [target], user, timeout)[0]
-
-
-def _report_add(path: Path, name: str, result: HostResult, policy_error: str | None,
-                proof: CanaryResult | None) -> None:
-    if policy_error is not None:
-        console.error(f"policy file: failed: {policy_error}")
-    if result.outcome in ("failed", "skipped"):
+def _report_add(report: AddReport) -> int:
+    path, name, result, proof = report.path, report.name, report.enrollment, report.proof
+    if report.policy_error is not None:
+        console.error(f"policy file: failed: {report.policy_error}")
+    if result.failed:
         console.error(f"{name}: enrollment {result.outcome}: {result.reason}. The host stays in "
                       f"{path}: fix the cause, then `tsops bootstrap {path}` converges it")
     else:
         console.line(f"{name}: {result.outcome}, enrolled with its tags and Tailscale SSH on")
-    if policy_error is not None or result.outcome in ("failed", "skipped"):
-        sys.exit(ExitCode.FAILED)
-    if proof is None:
-        return
-    if proof.state == "recorded":
-        console.line(f"{name}: recorded: a canary session as {proof.user} "
-                     f"landed at {proof.key} after {proof.seconds or 0:.1f} s")
-        return
-    console.error(f"{name}: {proof.state}: {proof.detail}. It is enrolled and in {path}; "
-                  f"fix the cause, then `tsops verify {path} --limit {name}`")
-    sys.exit(ExitCode.FAILED if proof.state == "error" else ExitCode.DRIFT)
+    if proof is not None:  # only a server enrolled under a written policy is proved
+        if proof.state == "recorded":
+            console.line(f"{name}: recorded: a canary session as {proof.user} "
+                         f"landed at {proof.key} after {proof.seconds or 0:.1f} s")
+        else:
+            console.error(f"{name}: {proof.state}: {proof.detail}. It is enrolled and in "
+                          f"{path}; fix the cause, then `tsops verify {path} --limit {name}`")
+    return report.exit_code
 
 
-def _node_id(remote: Remote) -> tuple[str | None, str | None]:
-    """The node ID `tailscale status` reports on the host, and why the host was unreachable."""
-    from tsops.facts import parse_status
-    from tsops.remote import HostUnreachable
-
-    try:
-        result = remote.run(STATUS)
-    except HostUnreachable as error:
-        return None, error.reason
-    status = parse_status(result.stdout)
-    return (status.node_id if status is not None else None), None
-
-
-def _find_device(devices: list[Device], target: Target,
-                 node_id: str | None) -> tuple[Device | None, str | None]:
-    """The host's device: by node ID when the host told it, else by a unique hostname."""
-    if node_id is not None:
-        by_node = [d for d in devices if d.node_id == node_id]
-        if by_node:
-            return by_node[0], None
-    by_name = [d for d in devices if d.hostname == target.name
-               or d.name.split(".", 1)[0] == target.name]
-    if len(by_name) > 1:
-        ids = ", ".join(d.id for d in by_name)
-        return None, (f"{len(by_name)} devices are named {target.name} ({ids}) and the host did "
-                      "not tell its node ID: delete the right one by hand")
-    return (by_name[0], None) if by_name else (None, None)
-
-
-def _print_remove_plan(target: Target, device: Device | None, problem: str | None,
-                       unreachable: str | None, logout: bool, uninstall: bool) -> None:
+def _print_remove_plan(planned: RemovePlan) -> None:
+    target, device = planned.change.target, planned.device
     steps: list[tuple[str, list[str]]] = []
-    if uninstall or logout:
-        what = "log out and uninstall tailscale" if uninstall else "tailscale logout"
-        steps.append((f"{what} on the host" + (f" (unreachable now: {unreachable})"
-                                               if unreachable else ""), []))
+    if planned.uninstall or planned.logout:
+        what = "log out and uninstall tailscale" if planned.uninstall else "tailscale logout"
+        steps.append((f"{what} on the host" + (f" (unreachable now: {planned.unreachable})"
+                                               if planned.unreachable else ""), []))
     if device is not None:
         steps.append((f"delete device {device.name or device.hostname} ({device.node_id})",
                       [f"API DELETE /device/{device.id}"]))
-    elif problem is not None:
-        steps.append((f"cannot delete the device: {problem}", []))
+    elif planned.problem is not None:
+        steps.append((f"cannot delete the device: {planned.problem}", []))
     else:
         steps.append(("no device of this name in the tailnet: nothing to delete", []))
     steps.append((f"remove {target.name} from the inventory", []))
     console.changes(target.name, None, steps)
 
 
-def _on_host(remote: Remote, unreachable: str | None, uninstall: bool) -> Outcome:
-    from tsops.remote import HostUnreachable
-
-    step = "uninstall tailscale" if uninstall else "tailscale logout"
-    if unreachable is not None:
-        return Outcome(step, f"unreachable: {unreachable}")
-    try:
-        result = remote.run(UNINSTALL if uninstall else LOGOUT)
-    except HostUnreachable as error:
-        return Outcome(step, f"unreachable: {error.reason}")
-    if not result.ok:
-        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        return Outcome(step, f"exit {result.exited}: {detail[-1] if detail else 'no output'}")
-    return Outcome(step)
-
-
-def _delete(api: TailscaleApi, device: Device) -> Outcome:
-    step = f"delete device {device.id}"
-    try:
-        api.delete_device(device.id)
-    except TsopsError as error:
-        return Outcome(step, error.message)
-    return Outcome(step)
-
-
-def _report_remove(name: str, outcomes: list[Outcome]) -> None:
-    for outcome in outcomes:
-        if outcome.failure is None:
-            console.line(f"{name}: {outcome.step}: done")
+def _report_remove(report: RemoveReport) -> int:
+    name = report.name
+    for step in report.steps:
+        if step.failure is None:
+            console.line(f"{name}: {step.step}: done")
         else:
-            console.error(f"{name}: {outcome.step}: failed: {outcome.failure}")
-    if any(o.failure for o in outcomes):
+            console.error(f"{name}: {step.step}: failed: {step.failure}")
+    if report.partial:
         console.error(f"{name}: removed only in part (see above); what failed can be done by "
                       "hand")
-        sys.exit(ExitCode.FAILED)
+    return report.exit_code

@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from tsops import console
-from tsops.cli.bootstrap import OutputFormat, Progress, build_engine, recorder_phase
-from tsops.errors import TsopsError
-from tsops.status import (
-    RECORDER_CHECKS,
-    SERVER_CHECKS,
-    Check,
-    HostStatus,
-    PolicyStatus,
-    State,
-    Status,
-    policy_error,
-    policy_status,
-    recorder_status,
-    server_status,
-    storage_check,
-)
-
-if TYPE_CHECKING:
-    from tsops.engine import Engine, RemoteLike
-    from tsops.recorder.phase import RecorderPhase, RecorderPlans
+from tsops.checks import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status
+from tsops.cli import console
+from tsops.cli.bootstrap import RunOptions, live, open_run
+from tsops.flows.status import gather_status
 
 SYMBOLS: dict[State, tuple[str, str]] = {
     "ok": ("✓", "green"), "drift": ("✗", "yellow"), "error": ("✗", "red"), "unknown": ("-", ""),
@@ -40,79 +20,15 @@ SYMBOLS: dict[State, tuple[str, str]] = {
 WORDS: dict[State, str] = {"ok": "ok", "drift": "drift", "error": "error", "unknown": "-"}
 
 
-def run_status(path: Path, limits: list[str], concurrency: int, no_input: bool,
-               output: OutputFormat) -> None:
+def run_status(run: RunOptions) -> int:
     """Report every check; exit 0 when everything matches, 3 on drift, 1 on an error."""
-    engine = build_engine(path, limits, concurrency, no_input, output)
-    phase = recorder_phase(engine, limits, no_input)
-    try:
-        with Progress(enabled=output == "table" and console.err.is_terminal) as report:
-            engine.report = report
-            status = gather_status(engine, phase, with_policy=bool(
-                engine.inventory.model.ssh_rules) and not limits)
-    finally:
-        engine.close()
-        if phase is not None:
-            phase.close()
-    if output == "json":
+    with open_run(run) as context, live(context):
+        status = gather_status(context)
+    if run.output == "json":
         console.line(json.dumps(status_json(status), indent=2))
     else:
         print_status(status, symbols=console.out.is_terminal)
-    sys.exit(status.exit_code)
-
-
-def gather_status(engine: Engine, phase: RecorderPhase | None, with_policy: bool) -> Status:
-    """Servers, recorders and the policy read at the same time; only reads are made."""
-    problems: list[str] = []
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        servers = pool.submit(engine.gather_and_plan)
-        recorders: Future[RecorderPlans] | None = None
-        if phase is not None:
-            phase.report = engine.report
-            recorders = pool.submit(phase.plan)
-        policy = pool.submit(_policy, engine) if with_policy else None
-        plans = servers.result()
-        hosts = [server_status(p, _trips(engine.remotes, p.target.name)) for p in plans]
-        storage = None
-        if phase is not None and recorders is not None:
-            try:
-                recorder_plans = recorders.result()
-            except TsopsError as error:
-                problems.append(f"recorders: {error.message}")
-            else:
-                storage = storage_check(recorder_plans.bucket)
-                hosts += _recorders(engine, phase, recorder_plans, storage)
-        policy_result = policy.result() if policy is not None else None
-    return Status(tuple(hosts), storage, policy_result, tuple(problems))
-
-
-def _recorders(engine: Engine, phase: RecorderPhase, plans: RecorderPlans,
-               storage: Check | None) -> list[HostStatus]:
-    devices = engine.api.list_devices()
-    found = []
-    for plan in plans.hosts:
-        device = next((d for d in devices
-                       if d.hostname == plan.target.name and phase.tag in d.tags), None)
-        found.append(recorder_status(plan, device, phase.tag, storage,
-                                     plans.storage.min_free_gb,
-                                     _trips(phase.remotes, plan.target.name)))
-    return found
-
-
-def _policy(engine: Engine) -> PolicyStatus:
-    from tsops.policy.apply import diff_policy
-
-    rules = tuple(rule.name for rule in engine.inventory.model.ssh_rules)
-    try:
-        plan, diff = diff_policy(engine.inventory, engine.api)
-    except TsopsError as error:
-        return policy_error(error.message)
-    return policy_status(plan, rules, diff)
-
-
-def _trips(remotes: dict[str, RemoteLike], name: str) -> int:
-    remote = remotes.get(name)
-    return remote.round_trips if remote is not None else 0
+    return status.exit_code
 
 
 def _check_json(check: Check) -> dict[str, str]:

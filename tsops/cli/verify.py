@@ -1,119 +1,38 @@
-"""`tsops verify`: a canary session per server, and its recording found at the destination.
-
-What an operator otherwise does by hand before an audit: SSH to each server over Tailscale,
-then look in the bucket (or the recorder's folder) for the new recording. Exit 0 when every
-chosen server's canary was recorded, 3 when one was refused or not recorded, 1 when tsops could
-not check (the API, the destination or a host it needs was unreachable, a `check` rule).
-"""
+"""`tsops verify`: run the verify flow (tsops.flows.verify) and render its report."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tsops import console
-from tsops.canary import (
-    CanaryResult,
-    Destination,
-    plan_canaries,
-    run_canaries,
-)
-from tsops.errors import ExitCode, UsageError
+from tsops.cli import console
+from tsops.context import RunContext
+from tsops.errors import UsageError
+from tsops.flows import verify as flow
 
 if TYPE_CHECKING:
-    from tsops.inventory.load import LoadedInventory, Target
-    from tsops.remote import Remote
-    from tsops.tailscale_api import TailscaleApi
+    from tsops.canary import CanaryResult
 
 OutputFormat = Literal["table", "json"]
 WORDS = {"recorded": "recorded", "not-recorded": "NOT RECORDED", "refused": "REFUSED",
          "error": "error"}
 
 
-def check_verifiable(inventory: LoadedInventory) -> None:
-    """Refuse (exit 2) an inventory whose recording tsops does not manage end to end."""
-    model = inventory.model
-    if not model.ssh_rules:
-        raise UsageError(f"{inventory.path}: has no ssh_rules: no rule says which sessions "
-                         "must be recorded, so there is nothing to verify")
-    if model.storage is None or model.recorders is None:
-        raise UsageError(f"{inventory.path}: has no recorders and storage sections: tsops "
-                         "does not know where recordings land")
-
-
 def run_verify(path: Path, limits: list[str], user: str | None, timeout: float,
-               concurrency: int, no_input: bool, output: OutputFormat) -> None:
-    """Plan a canary per server, run them, report; exit 0, 3 or 1 as the module says."""
-    from tsops.cli.bootstrap import connect_api, select
-    from tsops.inventory.load import load_inventory
-
+               concurrency: int, no_input: bool, output: OutputFormat) -> int:
+    """Plan a canary per server, run them, report; exit 0, 3 or 1 as tsops.flows.verify says."""
     if timeout <= 0:
         raise UsageError("--timeout must be more than 0 seconds")
-    if concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    inventory = load_inventory(path)
-    check_verifiable(inventory)
-    targets = select(inventory, limits)
-    api = connect_api(inventory, no_input)
-    try:
-        results = verify_servers(inventory, api, targets, user, timeout, concurrency)
-    finally:
-        api.close()
+    with RunContext.open(path, limits, events=console.ConsoleEvents(no_input=no_input),
+                         concurrency=concurrency) as context:
+        report = flow.verify(context, user, timeout)
     if output == "json":
-        console.line(json.dumps(results_json(results), indent=2))
+        console.line(json.dumps(results_json(report.results), indent=2))
     else:
-        print_results(results)
-    sys.exit(exit_code(results))
-
-
-def verify_servers(inventory: LoadedInventory, api: TailscaleApi, targets: Sequence[Target],
-                   user: str | None, timeout: float, concurrency: int = 8,
-                   ) -> list[CanaryResult]:
-    """The canaries of `targets`, in inventory order (also add-server's proof)."""
-    from tsops.tailnet_ssh import run_command
-
-    canaries, unplanned = plan_canaries(inventory, targets, api.list_devices(), user)
-    remotes: list[Remote] = []
-    try:
-        destination = open_destination(inventory, remotes)
-        for canary in canaries:
-            console.err.print(f"{canary.host}: canary session as {canary.user}@{canary.address}",
-                              highlight=False)
-        done = run_canaries(canaries, run_command, destination, timeout=timeout,
-                            concurrency=concurrency)
-    finally:
-        for remote in remotes:
-            remote.close()
-    order = {t.name: i for i, t in enumerate(targets)}
-    return sorted(done + unplanned, key=lambda r: order[r.host])
-
-
-def open_destination(inventory: LoadedInventory, remotes: list[Remote]) -> Destination:
-    """The inventory's destination: the bucket (operator's credentials) or the recorders' folder."""
-    from tsops.canary import BucketObjects, RecorderFolders
-
-    storage = inventory.model.storage
-    assert storage is not None
-    if storage.is_s3:
-        from tsops.recorder.phase import boto3_client
-
-        return BucketObjects(boto3_client(storage, None), storage.bucket)
-    from tsops.cli.servers import remote_for
-
-    remotes.extend(remote_for(inventory, target) for target in inventory.recorders)
-    return RecorderFolders(storage.destination, {r.name: r for r in remotes})
-
-
-def exit_code(results: Sequence[CanaryResult]) -> int:
-    """1 when something could not be checked, else 3 when a server is not recorded, else 0."""
-    if any(r.state == "error" for r in results):
-        return ExitCode.FAILED
-    if any(r.state != "recorded" for r in results):
-        return ExitCode.DRIFT
-    return ExitCode.OK
+        print_results(report.results)
+    return report.exit_code
 
 
 def results_json(results: Sequence[CanaryResult]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tsops import console
 from tsops.errors import TsopsError, UsageError
+from tsops.events import Events
 from tsops.policy.plan import PolicyPlan, desired_rules, desired_tags, plan_policy
 from tsops.policy.store import (
     ApiSource,
@@ -111,14 +111,14 @@ def online_recorder_tags(api: TailscaleApi, tags: Iterable[str]) -> set[str]:
 
 
 def check_lockout(plan: PolicyPlan, healthy_recorder_tags: set[str],
-                  allow_unverified: bool) -> None:
+                  allow_unverified: bool, events: Events) -> None:
     """Refuse enforcing rules whose recorder was not verified healthy, unless overridden."""
     unverified = [(rule, tag) for rule, tag in plan.enforcing if tag not in healthy_recorder_tags]
     if not unverified:
         return
     listed = "; ".join(f"rule {rule!r} records to {tag}" for rule, tag in unverified)
     if allow_unverified:
-        console.warning(f"writing enforceRecorder: true although no healthy recorder was verified "
+        events.warning(f"writing enforceRecorder: true although no healthy recorder was verified "
                         f"({listed}): if no recorder answers, every SSH session these rules "
                         "match is refused")
         return
@@ -128,64 +128,51 @@ def check_lockout(plan: PolicyPlan, healthy_recorder_tags: set[str],
         "pass --allow-unverified-recorder to write it anyway")
 
 
-def print_diff(diff: str) -> None:
-    """Print a diff byte for byte on stdout (tabs kept, so that it can be piped to patch)."""
-    if diff:
-        console.out.file.write(diff if diff.endswith("\n") else diff + "\n")
-        console.out.file.flush()
-
-
-def _show_outside_edits(history: History, snapshot: Snapshot, label: str) -> None:
+def _show_outside_edits(history: History, snapshot: Snapshot, label: str,
+                        events: Events) -> None:
     """When the policy changed since tsops last wrote it, show what changed outside tsops."""
     last = history.last()
     if last is None or last.after.etag == snapshot.etag:
         return
-    console.line(f"{label} changed outside tsops since its last write "
+    events.info(f"{label} changed outside tsops since its last write "
                  f"(version {last.after.etag[:12]}, now {snapshot.etag[:12]}):")
-    print_diff("".join(difflib.unified_diff(
+    events.diff("".join(difflib.unified_diff(
         last.after.text.splitlines(keepends=True), snapshot.text.splitlines(keepends=True),
         fromfile=f"{label} (as tsops wrote it)", tofile=f"{label} (now)")))
 
 
-def _print_plan(plan: PolicyPlan, diff: str) -> None:
+def _show_plan(plan: PolicyPlan, diff: str, events: Events) -> None:
     for conflict in plan.conflicts:
-        console.warning(f"conflict: {conflict}")
+        events.warning(f"conflict: {conflict}")
     for warning in plan.warnings:
-        console.warning(warning)
-    print_diff(diff)
+        events.warning(warning)
+    events.diff(diff)
 
 
-def _confirm(question: str, yes: bool, no_input: bool) -> None:
-    if yes:
-        return
-    if no_input or not console.is_interactive():
-        raise UsageError("the policy would change and there is no terminal to confirm it: "
-                         "rerun with --yes to apply")
-    import typer
-
-    if not typer.confirm(question, default=False):
-        raise TsopsError("nothing was changed")
+REFUSED = ("the policy would change and there is no terminal to confirm it: rerun with --yes "
+           "to apply")
 
 
-def _write(source: PolicySource, snapshot: Snapshot, text: str) -> Snapshot:
+def _write(source: PolicySource, snapshot: Snapshot, text: str, events: Events) -> Snapshot:
     """Validate then write; a refusal by the validator leaves everything as it was."""
-    problem = source.validate(text)
-    if problem:
+    validation = source.validate(text)
+    if validation.problem:
         raise PolicyRejected(f"the Tailscale API rejected the patched policy, nothing was "
-                             f"written: {problem}")
+                             f"written: {validation.problem}")
+    for warning in validation.warnings:
+        events.warning(f"{source.label}: the Tailscale API warns (writing anyway): {warning}")
     if not source.can_validate:
-        console.warning(f"{source.label}: not validated (no API credentials at hand)")
+        events.warning(f"{source.label}: not validated (no API credentials at hand)")
     return source.write(text, snapshot.etag)
 
 
 def apply_policy(
     inventory: LoadedInventory,
     api: TailscaleApi | None,
+    events: Events,
     *,
     healthy_recorder_tags: set[str],
     allow_unverified: bool,
-    yes: bool,
-    no_input: bool = False,
     state_dir: Path | None = None,
 ) -> PolicyResult:
     """Patch the policy towards the inventory: show, confirm, validate, write with If-Match.
@@ -199,26 +186,26 @@ def apply_policy(
     for attempt in range(1, ATTEMPTS + 1):
         snapshot = source.read()
         if attempt == 1:
-            _show_outside_edits(history, snapshot, source.label)
+            _show_outside_edits(history, snapshot, source.label, events)
         plan = plan_for(inventory, snapshot.text, source.label)
         diff = unified_diff(plan.before, plan.after, source.label)
         if attempt == 1:
-            _print_plan(plan, diff)
+            _show_plan(plan, diff, events)
         if not plan.changed:
             if attempt == 1:
-                console.line(f"{source.label}: already up to date")
+                events.info(f"{source.label}: already up to date")
             return _result(plan, snapshot.etag, diff, attempt, None)
-        check_lockout(plan, healthy_recorder_tags, allow_unverified)
+        check_lockout(plan, healthy_recorder_tags, allow_unverified, events)
         if attempt == 1:
-            _confirm(f"Write these changes to {source.label}?", yes, no_input)
+            events.confirm(f"Write these changes to {source.label}?", REFUSED)
         try:
-            written = _write(source, snapshot, plan.after)
+            written = _write(source, snapshot, plan.after, events)
         except PolicyChangedMeanwhile as error:
-            console.warning(f"{error.message}; reading it again and re-applying "
+            events.warning(f"{error.message}; reading it again and re-applying "
                             f"(attempt {attempt + 1} of {ATTEMPTS})")
             continue
         record = history.add(snapshot, written, "apply")
-        console.line(f"{source.label}: written (version {written.etag[:12]}; kept as "
+        events.info(f"{source.label}: written (version {written.etag[:12]}; kept as "
                      f"write {record.number} in {history.directory})")
         return _result(plan, written.etag, diff, attempt,
                        history.directory / f"{record.number:04d}.json")
@@ -244,10 +231,9 @@ def history_for(inventory: LoadedInventory, state_dir: Path | None = None) -> Hi
 def rollback_policy(
     inventory: LoadedInventory,
     api: TailscaleApi | None,
+    events: Events,
     *,
     number: int | None,
-    yes: bool,
-    no_input: bool = False,
     state_dir: Path | None = None,
 ) -> Record | None:
     """Put back the policy as it was before tsops's write `number` (default: the latest).
@@ -264,17 +250,17 @@ def rollback_policy(
                          f"{history.directory})")
     snapshot = source.read()
     if snapshot.text == target.before.text:
-        console.line(f"{source.label}: already as it was before write {target.number}")
+        events.info(f"{source.label}: already as it was before write {target.number}")
         return None
-    _show_outside_edits(history, snapshot, source.label)
-    print_diff(unified_diff(snapshot.text, target.before.text, source.label))
-    _confirm(f"Put back {source.label} as it was before write {target.number} "
-             f"({target.written_at})?", yes, no_input)
+    _show_outside_edits(history, snapshot, source.label, events)
+    events.diff(unified_diff(snapshot.text, target.before.text, source.label))
+    events.confirm(f"Put back {source.label} as it was before write {target.number} "
+                   f"({target.written_at})?", REFUSED)
     try:
-        written = _write(source, snapshot, target.before.text)
+        written = _write(source, snapshot, target.before.text, events)
     except PolicyChangedMeanwhile as error:
         raise TsopsError(f"{error.message}; nothing was rolled back, rerun to see the new "
                          "changes") from error
     record = history.add(snapshot, written, f"rollback of write {target.number}")
-    console.line(f"{source.label}: rolled back (kept as write {record.number})")
+    events.info(f"{source.label}: rolled back (kept as write {record.number})")
     return record

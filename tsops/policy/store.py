@@ -11,14 +11,15 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from tsops.errors import TsopsError
+from tsops.files import FileChangedMeanwhile, replace_file, write_private
 from tsops.policy.hujson import HuJSONError
+from tsops.tailscale_api import PolicyValidation
 
 if TYPE_CHECKING:
     from tsops.inventory.load import LoadedInventory
@@ -46,8 +47,9 @@ class PolicySource(Protocol):
         """The current text and version."""
         ...
 
-    def validate(self, text: str) -> str | None:
-        """The validator's objection to `text`, or None (also when no validator is at hand)."""
+    def validate(self, text: str) -> PolicyValidation:
+        """The validator's objection to `text` and its warnings (neither when no validator is
+        at hand: see can_validate)."""
         ...
 
     @property
@@ -72,7 +74,7 @@ class ApiSource:
         policy = self.api.get_policy()
         return Snapshot(policy.text, policy.etag)
 
-    def validate(self, text: str) -> str | None:
+    def validate(self, text: str) -> PolicyValidation:
         """Ask the validate endpoint."""
         return self.api.validate_policy(text)
 
@@ -123,9 +125,9 @@ class FileSource:
         except OSError as error:
             raise TsopsError(f"{self.path}: cannot read the policy file: {error}") from error
 
-    def validate(self, text: str) -> str | None:
+    def validate(self, text: str) -> PolicyValidation:
         """Ask the API's validate endpoint when credentials were available."""
-        return self.api.validate_policy(text) if self.api is not None else None
+        return self.api.validate_policy(text) if self.api is not None else PolicyValidation()
 
     @property
     def can_validate(self) -> bool:
@@ -133,20 +135,16 @@ class FileSource:
         return self.api is not None
 
     def write(self, text: str, etag: str) -> Snapshot:
-        """Replace the file atomically (same folder, same mode) if its bytes are still `etag`."""
-        if file_etag(self._bytes()) != etag:
+        """Replace the file atomically if its bytes are still `etag` (tsops.files.replace_file:
+        same mode, a symlink stays a symlink, the temporary file is created exclusively)."""
+        current = self._bytes()
+        if file_etag(current) != etag:
             raise PolicyChangedMeanwhile(f"{self.path} changed since tsops read it")
         data = text.encode("utf-8")
-        mode = self.path.stat().st_mode & 0o7777
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-            Path(temporary).chmod(mode)
-            Path(temporary).replace(self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            replace_file(self.path, data, expected=current)
+        except FileChangedMeanwhile as error:
+            raise PolicyChangedMeanwhile(f"{self.path} changed since tsops read it") from error
         return Snapshot(text, file_etag(data))
 
 
@@ -196,13 +194,14 @@ class History:
         last = self.last()
         number = last.number + 1 if last else 1
         stem = self.directory / f"{number:04d}"
-        stem.with_suffix(".before.hujson").write_bytes(before.text.encode())
-        stem.with_suffix(".after.hujson").write_bytes(after.text.encode())
+        # Private: a policy file may name people and hosts that not every local user may read.
+        write_private(stem.with_suffix(".before.hujson"), before.text.encode())
+        write_private(stem.with_suffix(".after.hujson"), after.text.encode())
         written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        stem.with_suffix(".json").write_text(json.dumps({
+        write_private(stem.with_suffix(".json"), (json.dumps({
             "number": number, "written_at": written_at, "reason": reason,
             "etag_before": before.etag, "etag_after": after.etag,
-        }, indent=2) + "\n")
+        }, indent=2) + "\n").encode())
         return Record(number, written_at, reason, before, after)
 
     def _load(self, meta: Path) -> Record:

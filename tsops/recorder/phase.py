@@ -9,15 +9,14 @@ destination writable. `healthy_tags` is what the policy step may route sessions 
 from __future__ import annotations
 
 import secrets as pysecrets
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-from tsops.engine import RemoteLike
+from tsops import s3
+from tsops.context import RunContext
 from tsops.errors import TsopsError
 from tsops.inventory.load import LoadedInventory, Target
 from tsops.inventory.model import Storage
@@ -34,36 +33,29 @@ from tsops.recorder.render import (
 from tsops.recorder.s3 import (
     BucketFacts,
     BucketPlan,
-    S3Error,
     S3Writes,
     apply_bucket,
     gather_bucket,
     plan_bucket,
     verify_bucket,
 )
-from tsops.remote import CommandFailed, RunResult
+from tsops.remote import CommandFailed, RemoteLike, RunResult
+from tsops.runner import INTERRUPTED, HostResult, Outcome
 from tsops.tailscale_api import Device, TailscaleApi
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-Outcome = Literal["unchanged", "changed", "failed", "skipped"]
-Reporter = Callable[[str, str], None]
 ONLINE_TIMEOUT = 60.0
 
 
 @dataclass
-class RecorderResult:
+class RecorderResult(HostResult):
     """How one recorder host ended, and whether it passed the health gate."""
 
-    name: str
-    outcome: Outcome
-    reason: str = ""
-    done: list[str] = field(default_factory=list)
     healthy: bool = False
     checks: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    round_trips: int = 0
 
 
 @dataclass
@@ -113,40 +105,34 @@ class RecorderPhaseResult:
             h.outcome in ("failed", "skipped") or not h.healthy for h in self.hosts)
 
 
-S3Factory = Callable[[Storage, tuple[str, str] | None], "S3Client"]
-
-
-def boto3_client(storage: Storage, keys: tuple[str, str] | None) -> S3Client:
-    """An S3 client for the storage: the operator's standard AWS credentials, or given keys."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2},
-                    s3={"addressing_style": "path" if storage.endpoint else "auto"})
-    kwargs: dict[str, Any] = {"config": config}
-    if storage.endpoint:
-        kwargs["endpoint_url"] = storage.endpoint
-    if storage.region:
-        kwargs["region_name"] = storage.region
-    if keys is not None:
-        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = keys
-    return boto3.client("s3", **kwargs)
-
-
 @dataclass
 class RecorderPhase:
-    """Deploys and verifies the recorders of an inventory."""
+    """Deploys and verifies the recorders of an inventory, with the run's connections.
 
-    inventory: LoadedInventory
-    api: TailscaleApi
-    connect: Callable[[Target], RemoteLike]
-    resolve_secret: Callable[[Any, str], str]
-    s3_factory: S3Factory = boto3_client
-    report: Reporter = lambda host, message: None
-    remotes: dict[str, RemoteLike] = field(default_factory=dict)
+    `planned` is the inventory to deploy when it is not the run's own (a rotation deploys the
+    inventory as it will be, over the same connections).
+    """
+
+    context: RunContext
+    planned: LoadedInventory | None = None
     writes: S3Writes = field(default_factory=S3Writes)
     online_timeout: float = ONLINE_TIMEOUT
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    on_progress: Callable[[str, str], None] | None = None  # instead of the run's events
+
+    @property
+    def inventory(self) -> LoadedInventory:
+        """The inventory whose recorders this phase deploys."""
+        return self.planned or self.context.inventory
+
+    @property
+    def api(self) -> TailscaleApi:
+        """The run's Tailscale API client."""
+        return self.context.api
+
+    @property
+    def report(self) -> Callable[[str, str], None]:
+        """Where per-host progress goes."""
+        return self.on_progress or self.context.events.progress
 
     @property
     def storage(self) -> Storage:
@@ -166,27 +152,20 @@ class RecorderPhase:
         assert self.inventory.model.recorders is not None
         return self.inventory.model.recorders.tag
 
-    def close(self) -> None:
-        """Close every host connection this phase opened."""
-        for remote in self.remotes.values():
-            remote.close()
-
     def remote(self, target: Target) -> RemoteLike:
-        """The connection to a recorder host, opened once and shared by this phase."""
-        return self._remote(target)
+        """The run's connection to a recorder host."""
+        return self.context.remote(target)
 
-    def _remote(self, target: Target) -> RemoteLike:
-        with self._lock:
-            if target.name not in self.remotes:
-                self.remotes[target.name] = self.connect(target)
-            return self.remotes[target.name]
+    def s3_factory(self, storage: Storage, keys: tuple[str, str] | None) -> S3Client:
+        """An S3 client from the run: the operator's credentials, or the recorder's keys."""
+        return self.context.s3(storage, keys)
 
     def _recorder_keys(self) -> tuple[str, str] | None:
         credentials = self.storage.credentials
         if credentials is None or not self.storage.is_s3:
             return None
-        return (self.resolve_secret(credentials.access_key_id, "recorder S3 access key id"),
-                self.resolve_secret(credentials.secret_access_key,
+        return (self.context.secret(credentials.access_key_id, "recorder S3 access key id"),
+                self.context.secret(credentials.secret_access_key,
                                     "recorder S3 secret access key"))
 
     def _binary(self) -> tuple[Path, str] | None:
@@ -210,7 +189,7 @@ class RecorderPhase:
             try:
                 facts = gather_bucket(self.s3_factory(storage, None), storage.bucket)
                 bucket = plan_bucket(storage, self.ui, facts)
-            except S3Error as error:
+            except s3.S3Error as error:
                 bucket = BucketPlan(storage.bucket, problem=error.message)
         return RecorderPlans(storage, bucket, facts, self.plan_hosts(self.inventory.recorders))
 
@@ -220,8 +199,8 @@ class RecorderPhase:
         env = render_env(*(keys or (None, None)))
         binary = self._binary()
         devices = self.api.list_devices()
-        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-            return list(pool.map(lambda t: self._plan_host(t, env, binary, devices), targets))
+        return self.context.runner.each(
+            targets, lambda t: self._plan_host(t, env, binary, devices))
 
     def apply_host(self, plan: RecorderHostPlan, changed_storage: bool) -> RecorderResult:
         """Deploy one planned recorder host and run its health gate (canary rewritten)."""
@@ -237,7 +216,7 @@ class RecorderPhase:
         unit = render_unit(spec)
         self.report(target.name, "gathering facts")
         try:
-            result = self._remote(target).run(recorder_host.probe(spec))
+            result = self.remote(target).run(recorder_host.probe(spec))
             facts = recorder_host.parse_probe(result.stdout)
         except (TsopsError, RecorderProbeError) as error:
             message = error.message if isinstance(error, TsopsError) else str(error)
@@ -264,9 +243,11 @@ class RecorderPhase:
                      for p in plans.hosts]
         else:
             changed_storage = storage_result.outcome == "changed"
-            with ThreadPoolExecutor(max_workers=max(1, len(plans.hosts))) as pool:
-                hosts = list(pool.map(
-                    lambda p: self._apply_host(p, binary, changed_storage), plans.hosts))
+            by_name = {p.target.name: p for p in plans.hosts}
+            hosts = self.context.runner.each(
+                [p.target for p in plans.hosts],
+                lambda t: self._apply_host(by_name[t.name], binary, changed_storage),
+                skipped=lambda t: RecorderResult(t.name, "skipped", INTERRUPTED))
         return RecorderPhaseResult(self.tag, storage_result, hosts)
 
     def _apply_storage(self, plans: RecorderPlans) -> StorageResult:
@@ -286,7 +267,7 @@ class RecorderPhase:
             client = self.s3_factory(storage, None)
             apply_bucket(client, storage, self.ui, bucket, plans.bucket_facts, self.writes)
             verify_bucket(client, storage, self.ui)
-        except S3Error as error:
+        except s3.S3Error as error:
             result.outcome, result.reason = "failed", error.message
             return result
         result.outcome = "changed"
@@ -300,7 +281,7 @@ class RecorderPhase:
         if plan.problem is not None:
             result.outcome, result.reason = "failed", plan.problem
             return result
-        remote = self._remote(target)
+        remote = self.remote(target)
         try:
             self._deploy(plan, remote, binary, result)
             self._health(plan, remote, result, write_canary=bool(plan.steps) or changed_storage)
@@ -393,8 +374,6 @@ class RecorderPhase:
 
     def _s3_canary(self, target: Target, write: bool) -> str:
         """Put a canary with the recorder's keys (as it writes), read it back with ours."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         storage = self.storage
         key = f"{CANARY_PREFIX}{target.name}"
         reader = self.s3_factory(storage, None)
@@ -410,16 +389,16 @@ class RecorderPhase:
                 return f"canary s3://{storage.bucket}/{key} written and read back"
             reader.head_object(Bucket=storage.bucket, Key=key)
             return f"canary s3://{storage.bucket}/{key} present (nothing changed: not rewritten)"
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if not write and code in ("404", "NoSuchKey", "NotFound"):
+        except s3.errors() as error:
+            code = s3.error_code(error)
+            if not code:
+                raise TsopsError(f"{target.name}: health: cannot reach S3 ({error})") from error
+            if not write and code in s3.NOT_FOUND:
                 return self._s3_canary(target, True)
             raise TsopsError(f"{target.name}: health: bucket {storage.bucket} is not writable "
                              f"as the recorder writes: {code}") from error
-        except BotoCoreError as error:
-            raise TsopsError(f"{target.name}: health: cannot reach S3 ({error})") from error
 
 
 def _check(remote: RemoteLike, result: RunResult, what: str) -> None:
     if not result.ok:
-        raise CommandFailed(getattr(remote, "name", "host"), what, result)
+        raise CommandFailed(remote.name, what, result)

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tsops.errors import TsopsError
 from tsops.inventory.model import Storage
 from tsops.recorder.render import LIFECYCLE_RULE_ID, bucket_policy, normalize_policy, policy_diff
+from tsops.s3 import S3Error, error_code, errors, failure
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -21,10 +21,6 @@ ChangeKind = Literal["create", "versioning", "object_lock", "encryption", "publi
                      "lifecycle", "policy"]
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True,
                        "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
-
-
-class S3Error(TsopsError):
-    """S3 refused or could not be reached."""
 
 
 @dataclass(frozen=True)
@@ -67,46 +63,24 @@ class S3Writes:
     calls: list[str] = field(default_factory=list)
 
 
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _s3_failure(what: str, error: Exception) -> S3Error:
-    from botocore.exceptions import ClientError
-
-    if isinstance(error, ClientError):
-        message = error.response.get("Error", {}).get("Message", "") or _code(error)
-        return S3Error(f"S3: {what}: {_code(error)}: {message}")
-    return S3Error(f"S3: {what}: cannot reach S3 ({error})")
-
-
 def _optional(call: Any, missing: tuple[str, ...], what: str, **kwargs: Any) -> Any:
     """Call a read; return None when S3 says the setting is not there."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         return call(**kwargs)
-    except ClientError as error:
-        if _code(error) in missing:
+    except errors() as error:
+        if missing and error_code(error) in missing:
             return None
-        raise _s3_failure(what, error) from error
-    except BotoCoreError as error:
-        raise _s3_failure(what, error) from error
+        raise failure(what, error) from error
 
 
 def gather_bucket(client: S3Client, bucket: str) -> BucketFacts:
     """Read every setting tsops manages (read-only calls)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         client.head_bucket(Bucket=bucket)
-    except ClientError as error:
-        if _code(error) in ("404", "NoSuchBucket", "NotFound"):
+    except errors() as error:
+        if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
             return BucketFacts(exists=False)
-        raise _s3_failure(f"read bucket {bucket}", error) from error
-    except BotoCoreError as error:
-        raise _s3_failure(f"read bucket {bucket}", error) from error
+        raise failure(f"read bucket {bucket}", error) from error
     b = {"Bucket": bucket}
     location = _optional(client.get_bucket_location, (), "read the bucket's region", **b)
     versioning = _optional(client.get_bucket_versioning, (), "read versioning", **b)
@@ -243,8 +217,6 @@ def _filter(rule: dict[str, Any]) -> dict[str, Any]:
 def apply_bucket(client: S3Client, storage: Storage, ui: bool, plan: BucketPlan,
                  facts: BucketFacts, writes: S3Writes) -> None:
     """Make the planned changes, in an order that never leaves the bucket less protected."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket = storage.bucket
     kinds = {c.kind for c in plan.changes}
 
@@ -252,8 +224,8 @@ def apply_bucket(client: S3Client, storage: Storage, ui: bool, plan: BucketPlan,
         writes.calls.append(name)
         try:
             getattr(client, name)(Bucket=bucket, **kwargs)
-        except (ClientError, BotoCoreError) as error:
-            raise _s3_failure(f"{name} on {bucket}", error) from error
+        except errors() as error:
+            raise failure(f"{name} on {bucket}", error) from error
 
     if "create" in kinds:
         create: dict[str, Any] = {}

@@ -23,7 +23,16 @@ CHUNK = 1 << 20
 
 
 class StoreError(TsopsError):
-    """The destination cannot be listed or read (exit 1)."""
+    """The destination cannot be listed or read (exit 1).
+
+    From S3, `code` is S3's error code ("" when S3 was not reached) and `reason` what S3 or the
+    transport said, for callers that explain a refusal in their own words.
+    """
+
+    def __init__(self, message: str, code: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason or message
 
 
 class RecordingMissing(UsageError):
@@ -36,6 +45,7 @@ class ObjectInfo:
 
     key: str
     size: int
+    modified: float | None = None  # seconds since the epoch, when the listing tells
 
     @property
     def node(self) -> str:
@@ -111,7 +121,8 @@ class LocalStore:
                 raise StoreError(f"cannot list {node.path}: {error}") from None
             for entry in files:
                 if entry.name.endswith(".cast") and entry.is_file():
-                    yield ObjectInfo(f"{node.name}/{entry.name}", entry.stat().st_size)
+                    stat = entry.stat()
+                    yield ObjectInfo(f"{node.name}/{entry.name}", stat.st_size, stat.st_mtime)
 
     def _path(self, key: str) -> Path:
         if not is_recording_key(key):
@@ -159,19 +170,24 @@ class S3Store:
         return self._read.value
 
     def _failed(self, action: str, error: Exception) -> StoreError:
-        return StoreError(f"cannot {action} {self.description}: {error}")
+        from tsops.s3 import error_code
 
-    def list(self) -> Iterator[ObjectInfo]:
-        """Every `<node>/<name>.cast` below the prefix, in key order (S3 lists keys sorted)."""
+        return StoreError(f"cannot {action} {self.description}: {error}", error_code(error),
+                          str(error))
+
+    def list(self, node: str = "") -> Iterator[ObjectInfo]:
+        """Every `<node>/<name>.cast` below the prefix (only `node`'s when given), in key order
+        (S3 lists keys sorted)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         paginator = self.client.get_paginator("list_objects_v2")
+        prefix = self.prefix + (f"{node}/" if node else "")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"][len(self.prefix):]
                     if is_recording_key(key):
-                        yield ObjectInfo(key, item["Size"])
+                        yield ObjectInfo(key, item["Size"], item["LastModified"].timestamp())
         except (BotoCoreError, ClientError) as error:
             raise self._failed("list", error) from None
 

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tsops import s3
 from tsops.errors import TsopsError, UsageError
-from tsops.rotation.migrate import Destination, Source, SourceObject, SshSource
+from tsops.rotation.migrate import RecordingSource, RecordingTarget, SourceObject, SshSource
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -34,12 +35,10 @@ class DeletePlan:
 
 def compliance_lock(client: S3Client, bucket: str) -> bool:
     """Whether the bucket's default Object Lock retention is compliance mode."""
-    from botocore.exceptions import ClientError
-
     try:
         config = client.get_object_lock_configuration(Bucket=bucket)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
+    except s3.errors() as error:
+        if s3.error_code(error) == "ObjectLockConfigurationNotFoundError":
             return False
         raise TsopsError(f"cannot read the Object Lock of s3://{bucket}: {error}") from error
     rule = config.get("ObjectLockConfiguration", {}).get("Rule", {})
@@ -54,7 +53,8 @@ def refuse_compliance(client: S3Client, bucket: str) -> None:
                          "ends; nothing was deleted")
 
 
-def plan_delete(source: Source, destination: Destination, workers: int = 8) -> DeletePlan:
+def plan_delete(source: RecordingSource, destination: RecordingTarget,
+                workers: int = 8) -> DeletePlan:
     """Read every old recording and its copy; only equal digests may be deleted (read only)."""
     items = source.objects()
     present = destination.listing()
@@ -90,19 +90,24 @@ def plan_delete(source: Source, destination: Destination, workers: int = 8) -> D
     return plan
 
 
-def delete_verified(source: Source, plan: DeletePlan,
-                    s3: Callable[[], S3Client] | None, bucket: str) -> list[tuple[str, str]]:
+def delete_verified(source: RecordingSource, plan: DeletePlan,
+                    s3_client: Callable[[], S3Client] | None, bucket: str) -> list[tuple[str, str]]:
     """Delete the verified recordings at the source; (key, failure) for those that failed."""
     if isinstance(source, SshSource):
         return _delete_local(source, plan.verified)
-    assert s3 is not None
-    client = s3()
+    assert s3_client is not None
+    client = s3_client()
     failed: list[tuple[str, str]] = []
     keys = [i.key for i in plan.verified]
     for start in range(0, len(keys), 1000):
         chunk = keys[start:start + 1000]
-        response = client.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+        try:
+            response = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+        except s3.errors() as error:
+            reason = s3.failure(f"DeleteObjects on s3://{bucket}", error).message
+            failed += [(k, reason) for k in chunk]
+            continue
         failed += [(e.get("Key", "?"), f"{e.get('Code', '')}: {e.get('Message', '')}")
                    for e in response.get("Errors", [])]
     return failed

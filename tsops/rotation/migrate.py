@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from tsops.engine import RemoteLike
-from tsops.errors import TsopsError
+from tsops.errors import ExitCode, TsopsError
 from tsops.inventory.model import Storage
 from tsops.recordings.store import S3Store, StoreError, is_recording_key
+from tsops.remote import RemoteLike
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -66,8 +66,8 @@ class Fetched:
     size: int
 
 
-class Source(Protocol):
-    """Where recordings are copied from (read only)."""
+class RecordingSource(Protocol):
+    """Where recordings are copied from (read only): a bucket, or recorder hosts' directories."""
 
     description: str
 
@@ -81,8 +81,8 @@ class Source(Protocol):
         """Read a batch; each recording spooled and hashed."""
 
 
-class Destination(Protocol):
-    """Where recordings are copied to."""
+class RecordingTarget(Protocol):
+    """Where recordings are copied to (the new bucket), and read back to be verified."""
 
     description: str
 
@@ -244,7 +244,7 @@ def parse_read(output: str) -> dict[str, bytes]:
             if lines[i]}
 
 
-class S3Destination:
+class BucketTarget:
     """The new bucket: list what is there, put with Content-MD5, read back and hash."""
 
     def __init__(self, client: S3Client, bucket: str) -> None:
@@ -340,6 +340,19 @@ class MigrationRecord:
                 return record
         return None
 
+    @classmethod
+    def find_from(cls, directory: Path, inventory: Path, source: str) -> MigrationRecord | None:
+        """The newest record of this inventory whose source is `source`, if any."""
+        if not directory.is_dir():
+            return None
+        candidates = []
+        for record_file in directory.glob("*.jsonl"):
+            record = cls.read(record_file)
+            if record.source.destination.rstrip("/") == source.rstrip("/") and \
+                    record_file.name.startswith(inventory_id(inventory)):
+                candidates.append((record_file.stat().st_mtime, record))
+        return max(candidates, key=lambda c: c[0])[1] if candidates else None
+
     def add(self, key: str, sha256: str, size: int) -> None:
         """Append one verified recording (flushed at once: an interruption keeps it)."""
         line = json.dumps({"key": key, "sha256": sha256, "size": size}) + "\n"
@@ -380,6 +393,11 @@ class MigrationReport:
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when any recording failed to copy or verify."""
+        return ExitCode.FAILED if self.failed else ExitCode.OK
+
     def summary(self) -> str:
         """One line for the operator."""
         return (f"migration {self.source} -> {self.destination}: {self.total} recording(s), "
@@ -404,7 +422,7 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
-def migrate(source: Source, destination: Destination, record: MigrationRecord, *,
+def migrate(source: RecordingSource, destination: RecordingTarget, record: MigrationRecord, *,
             workers: int = 8, say: Say = lambda message: None) -> MigrationReport:
     """Copy what is missing, verify every copy, and append each verified one to the record."""
     started = time.monotonic()
@@ -456,7 +474,7 @@ def migrate(source: Source, destination: Destination, record: MigrationRecord, *
     return report
 
 
-def _copy_one(fetched: Fetched, destination: Destination, present: dict[str, int],
+def _copy_one(fetched: Fetched, destination: RecordingTarget, present: dict[str, int],
               record: MigrationRecord, report: MigrationReport) -> None:
     item = fetched.item
     if item.sha256 is not None and fetched.sha256 != item.sha256:

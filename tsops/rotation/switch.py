@@ -21,15 +21,7 @@ from tsops.inventory.model import Storage
 from tsops.recorder import host as recorder_host
 from tsops.recorder.host import RecorderHostPlan, spec_for
 from tsops.recorder.phase import RecorderPhase
-from tsops.recorder.s3 import (
-    BucketFacts,
-    BucketPlan,
-    S3Error,
-    apply_bucket,
-    gather_bucket,
-    plan_bucket,
-    verify_bucket,
-)
+from tsops.recorder.s3 import BucketFacts, BucketPlan, apply_bucket, verify_bucket
 
 Say = Callable[[str], None]
 
@@ -72,17 +64,10 @@ class Switched:
 
 
 def plan_switch(new: RecorderPhase) -> SwitchPlan:
-    """Read the new bucket and probe every recorder under the new storage (changes nothing)."""
-    storage = new.storage
-    bucket: BucketPlan | None = None
-    facts: BucketFacts | None = None
-    if storage.is_s3:
-        try:
-            facts = gather_bucket(new.s3_factory(storage, None), storage.bucket)
-            bucket = plan_bucket(storage, new.ui, facts)
-        except S3Error as error:
-            bucket = BucketPlan(storage.bucket, problem=error.message)
-    return SwitchPlan(storage, bucket, facts, new.plan_hosts(new.inventory.recorders))
+    """Read the new bucket and probe every recorder under the new storage (changes nothing):
+    bootstrap's own recorder plan of the inventory as it will be."""
+    planned = new.plan()
+    return SwitchPlan(planned.storage, planned.bucket, planned.bucket_facts, planned.hosts)
 
 
 def provision(new: RecorderPhase, plan: SwitchPlan, say: Say) -> None:
@@ -131,7 +116,7 @@ def switch_all(old: RecorderPhase, new: RecorderPhase, say: Say) -> list[Switche
             started[host] = time.monotonic()  # the unit stops here: the gap starts
         say(f"{host}: {message}")
 
-    new.report = old.report = report
+    new.on_progress = old.on_progress = report
     switched: list[Switched] = []
     for target in new.inventory.recorders:
         try:

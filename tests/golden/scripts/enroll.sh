@@ -4,4 +4,4 @@ mkdir -p /run/tsops
 f=$(mktemp /run/tsops/authkey.XXXXXX)
 trap 'rm -f "$f"' EXIT
 cat > "$f"
-tailscale up --reset --auth-key="file:$f" --advertise-tags=tag:server,tag:db --ssh --hostname=db1 --accept-risk=lose-ssh --timeout=60s --login-server=https://ctl.example.com
+tailscale up --reset --force-reauth --auth-key="file:$f" --advertise-tags=tag:server,tag:db --ssh --hostname=db1 --accept-risk=lose-ssh --timeout=60s --login-server=https://ctl.example.com

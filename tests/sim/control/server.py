@@ -158,13 +158,19 @@ def set_policy(control: ControlServer, request: Request) -> Response:
 
 @route("POST", "/api/v2/tailnet/{tailnet}/acl/validate", "policy_file:read")
 def validate_policy(control: ControlServer, request: Request) -> Response:
-    """Validate a candidate policy; always 200, with `message` and `data` when invalid."""
+    """Validate a candidate policy; always 200, with `message` and `data` when invalid, or
+    `message` "warning(s) found" and `data` when valid with warnings (set_policy_warnings)."""
     try:
         text = request.body.decode()
     except UnicodeDecodeError:
         return json_response({"message": "policy is not UTF-8", "data": []})
     _, invalid = policy.check(text)
-    return json_response(invalid.body() if invalid else {})
+    if invalid:
+        return json_response(invalid.body())
+    warnings = control.state.policy_warnings()
+    if warnings:
+        return json_response({"message": "warning(s) found", "data": [{"warnings": warnings}]})
+    return json_response({})
 
 
 # Auth keys.
@@ -441,7 +447,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise ControlError(
                     403, "calling actor does not have enough permissions to perform this function"
                 )
-        return found.handler(control, Request(match.groupdict(), headers, body, credential))
+        failure = control.state.take_failure(method, path)
+        if failure is None:
+            return found.handler(control, Request(match.groupdict(), headers, body, credential))
+        if failure.after_handling:
+            found.handler(control, Request(match.groupdict(), headers, body, credential))
+        extra = (("Retry-After", failure.retry_after),) if failure.retry_after is not None else ()
+        return Response(failure.status, json.dumps(failure.body()).encode(), JSON, extra)
 
 
 class ControlServer:
@@ -585,6 +597,18 @@ class ControlServer:
     def requests(self) -> list[RequestRecord]:
         """Return every request answered, in order."""
         return self.state.requests()
+
+    def inject_failure(
+        self, method: str, path: str, status: int, *, retry_after: str | None = None,
+        times: int = 1, after_handling: bool = False,
+    ) -> None:
+        """Answer matching API requests with 429 or a 5xx (ControlState.inject_failure)."""
+        self.state.inject_failure(method, path, status, retry_after=retry_after, times=times,
+                                  after_handling=after_handling)
+
+    def set_policy_warnings(self, warnings: list[str]) -> None:
+        """Make validate answer with warnings (ControlState.set_policy_warnings)."""
+        self.state.set_policy_warnings(warnings)
 
     def advance_clock(self, seconds: float) -> None:
         """Move simulated time forward."""

@@ -244,6 +244,24 @@ class RequestRecord:
 
 
 @dataclass
+class InjectedFailure:
+    """A test switch: answer matching API requests with an error status (see inject_failure)."""
+
+    method: str
+    path: re.Pattern[str]
+    status: int
+    retry_after: str | None
+    after_handling: bool
+    remaining: int
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body, shaped like the API's own."""
+        if self.status == 429:
+            return {"message": "rate limit exceeded"}
+        return {"message": f"simulated server error {self.status}"}
+
+
+@dataclass
 class _Store:
     """Everything the lock protects."""
 
@@ -255,6 +273,8 @@ class _Store:
     requests: list[RequestRecord] = field(default_factory=list)
     next_address: int = 1
     user_ids: dict[str, int] = field(default_factory=dict)
+    failures: list[InjectedFailure] = field(default_factory=list)
+    policy_warnings: list[str] = field(default_factory=list)
 
 
 class ControlState:
@@ -389,6 +409,57 @@ class ControlState:
             ):
                 raise ControlError(401, "API token invalid")
             return credential
+
+    # Test switches: what the real API does at times, on demand.
+
+    def inject_failure(
+        self, method: str, path: str, status: int, *, retry_after: str | None = None,
+        times: int = 1, after_handling: bool = False,
+    ) -> None:
+        """Answer the next `times` requests `method path` (`path` a regular expression the whole
+        request path must match) with `status` instead, after authentication and scope checks.
+
+        429 (with `Retry-After` when given) is a refusal before anything happened, as a rate
+        limit is. A 5xx by default also happens before the request is carried out; with
+        `after_handling` the request is carried out and then answered with the error, as when a
+        server fails after committing: a client that retries blindly then does it twice.
+        """
+        if status != 429 and not 500 <= status <= 599:
+            raise ValueError(f"only 429 and 5xx are injected, not {status}")
+        if after_handling and status == 429:
+            raise ValueError("a 429 is a refusal: nothing was carried out")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._store.failures.append(InjectedFailure(
+                method, re.compile(path), status, retry_after, after_handling, times))
+
+    def take_failure(self, method: str, path: str) -> InjectedFailure | None:
+        """The injected failure for this request, if one is left (and count it used)."""
+        with self._lock:
+            for failure in self._store.failures:
+                if failure.method == method and failure.path.fullmatch(path):
+                    failure.remaining -= 1
+                    if failure.remaining == 0:
+                        self._store.failures.remove(failure)
+                    return copy.copy(failure)
+            return None
+
+    def set_policy_warnings(self, warnings: list[str]) -> None:
+        """Make validate answer every well-formed, valid candidate with these warnings:
+        200 `{"message": "warning(s) found", "data": [{"warnings": [...]}]}` (reference §6).
+
+        A stand-in for what the real control plane warns about (for example groups it cannot
+        resolve, as with SCIM-synced groups): which policies draw warnings is not documented,
+        so a test says when. Writes are not affected: warnings are not a rejection. `[]` ends it.
+        """
+        with self._lock:
+            self._store.policy_warnings = list(warnings)
+
+    def policy_warnings(self) -> list[str]:
+        """The warnings validate answers with now (set_policy_warnings)."""
+        with self._lock:
+            return list(self._store.policy_warnings)
 
     # The policy file.
 

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ SUITE = config.DEBIAN_SUITE
 TRACK = "stable"
 KEYRING_PATH = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 REQUIRED_TOOLS = ("dpkg-deb", "apt-ftparchive", "gpg", "dpkg")
+# A cached tree of another build (another checkout) unused for this long is removed.
+STALE_TREE_S = 7 * 24 * 3600
 VERSION_LINE = 'VERSION = "0.0.0"\n'
 # tailscaled's Tailscale SSH server and what it shares with the session generator: embedded
 # into /usr/sbin/tailscaled, so that the one file is the daemon (the tarball install copies
@@ -110,6 +113,7 @@ def ensure_repo_tree() -> RepoTree:
     root = config.CACHE_DIR / f"tailscale-repo-{build_hash(arch)}"
     tree = RepoTree(root=root, arch=arch)
     if root.is_dir():
+        os.utime(root)  # in use: see the clean-up below
         return tree
     config.CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with (config.CACHE_DIR / "tailscale-repo.lock").open("w") as lock:
@@ -120,8 +124,11 @@ def ensure_repo_tree() -> RepoTree:
         shutil.rmtree(partial, ignore_errors=True)
         build_tree(RepoTree(root=partial, arch=arch))
         partial.rename(root)
+        # Another checkout of the repository (another branch) may be testing with its own
+        # tree right now: only trees nobody used for a while are removed (they are small).
+        stale = time.time() - STALE_TREE_S
         for other in config.CACHE_DIR.glob("tailscale-repo-*"):
-            if other != root and other.is_dir():
+            if other != root and other.is_dir() and other.stat().st_mtime < stale:
                 shutil.rmtree(other, ignore_errors=True)
     return tree
 

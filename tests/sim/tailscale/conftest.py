@@ -61,6 +61,16 @@ def local_control() -> Iterator[ControlServer]:
 
 
 @pytest.fixture
+def other_local_control() -> Iterator[ControlServer]:
+    """A second control server on loopback: another login server to move a node to."""
+    server = control_server("127.0.0.1")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def local_node(tmp_path: Path) -> Iterator[LocalNode]:
     """A running tailscaled on this machine (no lab needed)."""
     node = LocalNode(state=tmp_path / "state" / "tailscaled.state", socket=tmp_path / "ts.sock")

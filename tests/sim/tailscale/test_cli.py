@@ -10,6 +10,7 @@ from tests.sim.tailscale.package.tailscale import (
     UP_FLAGS,
     CLIError,
     accidental_revert_error,
+    login_server_change_error,
     parse_duration,
     parse_flags,
     parse_tags,
@@ -105,6 +106,33 @@ def test_default_login_server_counts_as_default() -> None:
     flags = parse_flags(["--ssh", "--advertise-tags=tag:server"], UP_FLAGS)
     current = {**ENROLLED, "ControlURL": DEFAULT_CONTROL_URL}
     assert accidental_revert_error(set(flags.values), up_prefs(flags), current) is None
+
+
+OTHER_CONTROL = "http://10.213.0.1:9090"
+MOVE = {**ENROLLED, "ControlURL": OTHER_CONTROL}
+
+
+@pytest.mark.parametrize(
+    ("wanted", "current", "state", "force_reauth", "refused"),
+    [
+        (MOVE, ENROLLED, "Running", False, True),
+        (MOVE, ENROLLED, "Running", True, False),
+        (MOVE, ENROLLED, "Stopped", False, False),
+        (MOVE, ENROLLED, "NeedsLogin", False, False),
+        (ENROLLED, ENROLLED, "Running", False, False),
+        # A trailing slash is another string: the real CLI compares prefs exactly.
+        ({**ENROLLED, "ControlURL": CONTROL + "/"}, ENROLLED, "Running", False, True),
+        # Every spelling of the default login server is the same one.
+        ({**ENROLLED, "ControlURL": DEFAULT_CONTROL_URL},
+         {**ENROLLED, "ControlURL": "https://login.tailscale.com"}, "Running", False, False),
+    ],
+)
+def test_login_server_change_needs_force_reauth_while_running(
+    wanted: dict[str, object], current: dict[str, object], state: str, force_reauth: bool,
+    refused: bool,
+) -> None:
+    error = login_server_change_error(wanted, current, {"BackendState": state}, force_reauth)
+    assert error == ("can't change --login-server without --force-reauth" if refused else None)
 
 
 def test_risk_acceptance() -> None:

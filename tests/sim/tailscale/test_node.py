@@ -154,6 +154,55 @@ def test_default_login_server_is_never_contacted(local_node: LocalNode) -> None:
     assert "never contacts Tailscale's servers" in other.stderr
 
 
+def test_login_server_change_needs_force_reauth(
+    local_node: LocalNode, local_control: ControlServer, other_local_control: ControlServer
+) -> None:
+    enroll(local_node, local_control)
+    before = status(local_node)["Self"]["ID"]
+    other = other_local_control
+    key = other.create_auth_key(["tag:server"]).secret
+    move = ("up", "--reset", f"--auth-key={key}", "--advertise-tags=tag:server", "--ssh",
+            f"--login-server={other.url}", "--hostname=web1", "--timeout=20s")
+    refused = local_node.cli(*move)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "can't change --login-server without --force-reauth"
+    assert other.devices() == [] and other.auth_keys()[0].uses == 0
+    assert json.loads(local_node.cli("debug", "prefs").stdout)["ControlURL"] == (
+        local_control.url)
+    assert status(local_node)["Self"]["ID"] == before
+
+    # Over Tailscale, re-authenticating drops the session: the risk must be accepted.
+    over_tailscale = {"SSH_CLIENT": "100.64.0.7 50000 22", "PATH": "/usr/bin:/bin"}
+    risky = local_node.cli(*move, "--force-reauth", env=over_tailscale)
+    assert risky.returncode == 1
+    assert "--accept-risk=lose-ssh" in risky.stderr
+    assert other.devices() == []
+
+    moved = local_node.cli(*move, "--force-reauth", "--accept-risk=lose-ssh",
+                           env=over_tailscale)
+    assert moved.returncode == 0, moved.stderr
+    [device] = other.devices()
+    after = status(local_node)
+    assert after["BackendState"] == "Running"
+    assert after["Self"]["ID"] == device.node_id
+    assert json.loads(local_node.cli("debug", "prefs").stdout)["ControlURL"] == other.url
+
+
+def test_stopped_node_changes_login_server_without_force_reauth(
+    local_node: LocalNode, local_control: ControlServer, other_local_control: ControlServer
+) -> None:
+    enroll(local_node, local_control)
+    assert local_node.cli("down").returncode == 0
+    other = other_local_control
+    key = other.create_auth_key(["tag:server"]).secret
+    moved = local_node.cli(
+        "up", "--reset", f"--auth-key={key}", "--advertise-tags=tag:server", "--ssh",
+        f"--login-server={other.url}", "--hostname=web1", "--timeout=20s",
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert [d.hostname for d in other.devices()] == ["web1"]
+
+
 def test_down_and_logout(local_node: LocalNode, local_control: ControlServer) -> None:
     enroll(local_node, local_control)
     assert local_node.cli("down").returncode == 0

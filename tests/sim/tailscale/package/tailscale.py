@@ -29,6 +29,9 @@ DEFAULT_SOCKET = "/run/tailscale/tailscaled.sock"
 # The real default login server. Prefs hold "" until a login server is chosen, as the real
 # client's do (Prefs.ControlURLOrDefault).
 DEFAULT_CONTROL_URL = "https://controlplane.tailscale.com"
+# The spellings of the default login server the real CLI treats as one (ipn.IsLoginServerSynonym),
+# plus "" (prefs before any login server was chosen).
+LOGIN_SERVER_SYNONYMS = ("", DEFAULT_CONTROL_URL, "https://login.tailscale.com")
 RISK_LOSE_SSH = "lose-ssh"
 # The real CLI counts down this long before a risky change, unless the risk was accepted.
 RISK_COUNTDOWN_S = 5
@@ -249,6 +252,29 @@ def accidental_revert_error(
     )
 
 
+def same_login_server(current: str, wanted: str) -> bool:
+    """Whether two ControlURL prefs name the same login server, as the real CLI compares them:
+    the exact string, except that every spelling of Tailscale's default counts as one."""
+    synonyms = current in LOGIN_SERVER_SYNONYMS and wanted in LOGIN_SERVER_SYNONYMS
+    return current == wanted or synonyms
+
+
+def login_server_change_error(
+    wanted: Mapping[str, Any], current: Mapping[str, Any], status: Mapping[str, Any],
+    force_reauth: bool,
+) -> str | None:
+    """Return the real CLI's refusal to move a running node to another login server.
+
+    The real `up` refuses it unless --force-reauth is given (--reset is not enough): the node
+    would otherwise keep its node key, and an auth key is used only by a node that has none.
+    """
+    if force_reauth or status.get("BackendState") != "Running":
+        return None
+    if same_login_server(str(current.get("ControlURL") or ""), str(wanted["ControlURL"])):
+        return None
+    return "can't change --login-server without --force-reauth"
+
+
 def risk_accepted(accepted: str, risk: str) -> bool:
     """Return whether --accept-risk names `risk` (or "all")."""
     names = {name.strip() for name in accepted.split(",")}
@@ -279,7 +305,17 @@ def ssh_over_tailscale(environ: Mapping[str, str], status: Mapping[str, Any]) ->
 
 
 def confirm_ssh_toggle(want_ssh: bool, accepted: str, status: Mapping[str, Any]) -> None:
-    """Warn before turning Tailscale SSH on or off from a session that goes over Tailscale.
+    """Warn before turning Tailscale SSH on or off from a session that goes over Tailscale."""
+    action = "reroute SSH traffic to Tailscale SSH and " if want_ssh else ""
+    confirm_risk(
+        f"You are connected over Tailscale; this action will {action}result in your "
+        "session disconnecting.",
+        accepted, status,
+    )
+
+
+def confirm_risk(warning: str, accepted: str, status: Mapping[str, Any]) -> None:
+    """Present the lose-ssh risk to a session that goes over Tailscale.
 
     The real CLI prints the warning and continues after a countdown unless interrupted. Without
     a terminal nobody can interrupt, so this simulator refuses instead: automation must pass
@@ -287,11 +323,7 @@ def confirm_ssh_toggle(want_ssh: bool, accepted: str, status: Mapping[str, Any])
     """
     if risk_accepted(accepted, RISK_LOSE_SSH) or not ssh_over_tailscale(os.environ, status):
         return
-    action = "reroute SSH traffic to Tailscale SSH and " if want_ssh else ""
-    message = (
-        f"You are connected over Tailscale; this action will {action}result in your "
-        f"session disconnecting.\nTo skip this warning, use --accept-risk={RISK_LOSE_SSH}"
-    )
+    message = f"{warning}\nTo skip this warning, use --accept-risk={RISK_LOSE_SSH}"
     if not sys.stdin.isatty():
         raise CLIError(f"{message}\naborted: no terminal to confirm the risk on")
     print(message, flush=True)
@@ -379,8 +411,17 @@ def cmd_up(client: LocalClient, args: list[str]) -> int:
         refusal = accidental_revert_error(mentioned, wanted, current)
         if refusal:
             raise CLIError(refusal)
+    refusal = login_server_change_error(wanted, current, status, flags.boolean("force-reauth"))
+    if refusal:
+        raise CLIError(refusal)
     if wanted["RunSSH"] != bool(current.get("RunSSH")):
         confirm_ssh_toggle(wanted["RunSSH"], flags.string("accept-risk"), status)
+    if flags.boolean("force-reauth"):
+        confirm_risk(
+            "You are connected over Tailscale; this action will result in your SSH session "
+            "disconnecting.",
+            flags.string("accept-risk"), status,
+        )
     key_flag = "auth-key" if "auth-key" in flags.values else "authkey"
     auth_key = read_auth_key(flags.string(key_flag)) or None
     timeout = float(flags.values.get("timeout", 0.0))

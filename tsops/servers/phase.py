@@ -1,124 +1,65 @@
-"""Gather, plan, apply: the engine behind `tsops plan` and `tsops bootstrap`.
+"""Gather, plan, apply for servers: the server phase of `tsops plan` and `tsops bootstrap`.
 
 Every host is gathered with one probe (one SSH round trip), planned with pure code, and applied
-in parallel. One host's failure never stops the others; every host ends with an outcome and a
-one-line reason. Ctrl-C stops starting new hosts and steps, lets running steps finish, and the
-run still reports.
+in parallel through the run's Runner. One host's failure never stops the others; every host ends
+with an outcome and a one-line reason. Ctrl-C stops starting new hosts and steps, lets running
+steps finish, and the run still reports.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
 
-from tsops import scripts
+from tsops.context import RunContext
 from tsops.errors import TsopsError
-from tsops.facts import PROBE, HostFacts, ProbeError, parse_facts
 from tsops.inventory.load import LoadedInventory, Target
-from tsops.plan import HostPlan, Step, desired_for, plan_host
-from tsops.remote import CommandFailed, RunResult
-from tsops.tailscale_api import Device, TailscaleApi
-
-T = TypeVar("T")
-Outcome = Literal["unchanged", "changed", "failed", "skipped"]
-Reporter = Callable[[str, str], None]
-
-
-class RemoteLike(Protocol):
-    """What the engine needs from a host connection (tsops.remote.Remote provides it)."""
-
-    round_trips: int
-
-    def run(self, script: str, *, stdin: str | None = None,
-            privileged: bool = True) -> RunResult: ...
-
-    def put(self, local: Path, remote: str) -> None: ...
-
-    def close(self) -> None: ...
+from tsops.remote import CommandFailed, RemoteLike, RunResult
+from tsops.runner import INTERRUPTED, HostResult
+from tsops.servers import scripts
+from tsops.servers.facts import PROBE, HostFacts, ProbeError, parse_facts
+from tsops.servers.plan import HostPlan, Step, desired_for, plan_host
+from tsops.tailscale_api import Device
 
 
-@dataclass
-class HostResult:
-    """How one host ended."""
+class ServerPhase:
+    """Gather, plan and apply over the chosen servers of a run."""
 
-    name: str
-    outcome: Outcome
-    reason: str = ""
-    done: list[str] = field(default_factory=list)
-    round_trips: int = 0
+    def __init__(self, context: RunContext) -> None:
+        self.context = context
 
+    @property
+    def inventory(self) -> LoadedInventory:
+        """The run's inventory."""
+        return self.context.inventory
 
-@dataclass
-class Engine:
-    """Runs gather, plan and apply over the servers of an inventory."""
-
-    inventory: LoadedInventory
-    targets: tuple[Target, ...]
-    api: TailscaleApi
-    connect: Callable[[Target], RemoteLike]
-    concurrency: int = 32
-    report: Reporter = lambda host, message: None
-    remotes: dict[str, RemoteLike] = field(default_factory=dict)
-    stopping: threading.Event = field(default_factory=threading.Event)
-
-    def close(self) -> None:
-        """Close every host connection."""
-        for remote in self.remotes.values():
-            remote.close()
+    @property
+    def report(self) -> Callable[[str, str], None]:
+        """Where per-host progress goes."""
+        return self.context.events.progress
 
     def gather_and_plan(self) -> list[HostPlan]:
-        """Probe every host in parallel (one round trip each) and plan it."""
-        devices = self.api.list_devices()
-        return self._parallel(lambda target: self._plan_one(target, devices))
+        """Probe every chosen server in parallel (one round trip each) and plan it."""
+        devices = self.context.api.list_devices()
+        return self.context.runner.each(self.context.targets,
+                                        lambda target: self._plan_one(target, devices))
 
     def apply(self, plans: list[HostPlan]) -> list[HostResult]:
         """Apply every plan in parallel and verify each host afterwards."""
         by_name = {plan.target.name: plan for plan in plans}
-        return self._parallel(lambda target: self._apply_one(by_name[target.name]),
-                              skipped=lambda target: HostResult(
-                                  target.name, "skipped", "interrupted before it started"))
+        targets = [plan.target for plan in plans]
+        return self.context.runner.each(
+            targets, lambda target: self._apply_one(by_name[target.name]),
+            skipped=lambda target: HostResult(target.name, "skipped", INTERRUPTED))
 
-    def _parallel(
-        self, work: Callable[[Target], T], skipped: Callable[[Target], T] | None = None
-    ) -> list[T]:
-        results: dict[str, T] = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            futures: dict[Future[T], Target] = {
-                pool.submit(self._unless_stopping, work, skipped, t): t for t in self.targets
-            }
-            try:
-                wait(futures)
-            except KeyboardInterrupt:
-                self.stopping.set()
-                self.report("*", "interrupted: finishing the steps that are running")
-                for future in futures:
-                    future.cancel()
-                wait(futures)
-                if skipped is None:  # nothing was changed yet: stop here
-                    raise
-            for future, target in futures.items():
-                if future.cancelled() and skipped is not None:
-                    results[target.name] = skipped(target)
-                else:
-                    results[target.name] = future.result()
-        return [results[t.name] for t in self.targets]
-
-    def _unless_stopping(
-        self, work: Callable[[Target], T], skipped: Callable[[Target], T] | None, target: Target
-    ) -> T:
-        if self.stopping.is_set() and skipped is not None:
-            return skipped(target)
-        return work(target)
+    def unchanged(self, plans: list[HostPlan]) -> list[HostResult]:
+        """The results of plans with nothing to do (no step applied, nothing probed again)."""
+        return [HostResult(p.target.name, "unchanged",
+                           round_trips=self.context.round_trips(p.target.name)) for p in plans]
 
     def _remote(self, target: Target) -> RemoteLike:
-        if target.name not in self.remotes:
-            self.remotes[target.name] = self.connect(target)
-        return self.remotes[target.name]
+        return self.context.remote(target)
 
     def _facts(self, target: Target) -> HostFacts:
         result = self._remote(target).run(PROBE)
@@ -147,7 +88,7 @@ class Engine:
         else:
             try:
                 for step in plan.steps:
-                    if self.stopping.is_set():
+                    if self.context.runner.stopping.is_set():
                         result.outcome = "failed" if result.done else "skipped"
                         result.reason = "interrupted; rerun to finish"
                         break
@@ -184,14 +125,14 @@ class Engine:
         elif step.kind == "service":
             _check(remote, remote.run(scripts.enable_service()), step)
         elif step.kind == "enroll":
-            key = self.api.create_auth_key(desired.tags, f"tsops {desired.hostname}")
+            key = self.context.api.create_auth_key(desired.tags, f"tsops {desired.hostname}")
             try:
                 _check(remote, remote.run(scripts.enroll(desired), stdin=key.key + "\n"), step)
             finally:
-                self.api.delete_key(key.id)
+                self.context.api.delete_key(key.id)
         elif step.kind == "retag":
             assert plan.device is not None
-            self.api.set_device_tags(plan.device.id, desired.tags)
+            self.context.api.set_device_tags(plan.device.id, desired.tags)
         elif step.kind == "ssh":
             _check(remote, remote.run(scripts.enable_ssh()), step)
         elif step.kind == "hostname":
@@ -201,7 +142,7 @@ class Engine:
         """Probe again and plan again: a host is done only when nothing is left to change."""
         self.report(plan.target.name, "verifying")
         again = plan_host(plan.target, plan.desired, self._facts(plan.target),
-                          self.api.list_devices())
+                          self.context.api.list_devices())
         if again.problem is not None:
             raise TsopsError(f"{plan.target.name}: after applying: {again.problem}")
         if again.steps:
@@ -211,7 +152,7 @@ class Engine:
 
 def _check(remote: RemoteLike, result: RunResult, step: Step) -> None:
     if not result.ok:
-        raise CommandFailed(getattr(remote, "name", "host"), step.summary, result)
+        raise CommandFailed(remote.name, step.summary, result)
 
 
 def _verify_local_tarball(path: Path, sha256: str) -> None:

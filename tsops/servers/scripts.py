@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from shlex import quote
 
-from tsops.facts import HostFacts
 from tsops.inventory.model import Install
-from tsops.plan import APT_KEYRING, APT_SOURCE, Desired, apt_source_line, tarball_version
+from tsops.servers.facts import HostFacts
+from tsops.servers.plan import APT_KEYRING, APT_SOURCE, Desired, apt_source_line, tarball_version
 
 STRICT = "set -eu\n"
 
@@ -98,11 +98,14 @@ def enable_service() -> str:
 def enroll(desired: Desired) -> str:
     """`tailscale up` with the auth key read from standard input into a root-only file.
 
-    `--reset` with every flag restated makes the result independent of earlier settings;
+    `--reset` with every flag restated makes the result independent of earlier settings.
+    `--force-reauth` because `tailscale up` uses an auth key only when the node has no node key
+    yet, and refuses to move a running node to another login server without it: with it, the
+    node always logs in with this key (its tags) at the inventory's login server.
     `--accept-risk=lose-ssh` because tsops may itself be connected over Tailscale.
     """
     flags = [
-        "--reset", "--auth-key=\"file:$f\"",
+        "--reset", "--force-reauth", "--auth-key=\"file:$f\"",
         f"--advertise-tags={quote(','.join(desired.tags))}", "--ssh",
         f"--hostname={quote(desired.hostname)}", "--accept-risk=lose-ssh", "--timeout=60s",
     ]

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tsops.errors import ExitCode
-from tsops.plan import HostPlan, StepKind, tarball_version
 from tsops.policy.plan import PolicyPlan
 from tsops.recorder.host import HostStepKind, RecorderHostPlan
 from tsops.recorder.s3 import BucketPlan
+from tsops.servers.plan import HostPlan, StepKind, tarball_version
 from tsops.tailscale_api import Device
 
 State = Literal["ok", "drift", "error", "unknown"]

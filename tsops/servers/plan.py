@@ -11,15 +11,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tsops.facts import HostFacts
 from tsops.inventory.load import LoadedInventory, Target
 from tsops.inventory.model import Install
+from tsops.servers.facts import HostFacts
 from tsops.tailscale_api import Device
 
 StepKind = Literal["repo", "install", "service", "enroll", "retag", "ssh", "hostname"]
 APT_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 APT_SOURCE = "/etc/apt/sources.list.d/tailscale.list"
 TARBALL_NAME = re.compile(r"tailscale_(\d+\.\d+\.\d+)_([a-z0-9]+)\.tgz$")
+# How a node's ControlURL pref may name Tailscale's own control plane ("" before any was chosen);
+# `tailscale up` treats these as one login server and compares every other one exactly.
+DEFAULT_LOGIN_SERVER = "https://controlplane.tailscale.com"
+DEFAULT_LOGIN_SERVER_SYNONYMS = frozenset({"", DEFAULT_LOGIN_SERVER, "https://login.tailscale.com"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,14 @@ def desired_for(inventory: LoadedInventory, target: Target) -> Desired:
     return Desired(
         tags=target.tags, hostname=target.name, login_server=model.tailnet.login_server,
         install=model.tailscale.install, tailnet=model.tailnet.name,
+    )
+
+
+def same_login_server(current: str | None, wanted: str | None) -> bool:
+    """Whether a node's login server is the wanted one, compared as `tailscale up` does."""
+    current, wanted = current or "", wanted or ""
+    return current == wanted or (
+        current in DEFAULT_LOGIN_SERVER_SYNONYMS and wanted in DEFAULT_LOGIN_SERVER_SYNONYMS
     )
 
 
@@ -125,16 +137,25 @@ def plan_host(
     )
     plan = HostPlan(target=target, desired=desired, facts=facts, device=device)
     tags = " ".join(desired.tags)
-    enrolled = (
-        status is not None and status.running and prefs is not None
-        and (desired.login_server is None or prefs.control_url == desired.login_server)
+    other_server = (
+        status is not None and status.node_id is not None and prefs is not None
+        and not same_login_server(prefs.control_url, desired.login_server)
     )
+    enrolled = status is not None and status.running and prefs is not None and not other_server
     if status is not None and status.running and desired.tailnet not in ("-", status.tailnet):
         return _problem(plan, f"enrolled in tailnet {status.tailnet!r}, the inventory says "
                               f"{desired.tailnet!r}; log it out by hand if the move is intended")
     if not enrolled:
+        summary = f"enroll as {desired.hostname} with tags {tags} and Tailscale SSH on"
+        if other_server:
+            assert prefs is not None
+            # `tailscale up` refuses to move a running node without --force-reauth, which
+            # the enroll script passes; the node logs in to the new server with a new key.
+            summary = (f"move from login server {_server_name(prefs.control_url)} to "
+                       f"{_server_name(desired.login_server)} (re-authenticates: "
+                       f"--force-reauth) and {summary}")
         steps.append(Step(
-            "enroll", f"enroll as {desired.hostname} with tags {tags} and Tailscale SSH on",
+            "enroll", summary,
             (f"POST /tailnet/{desired.tailnet}/keys: single-use key with tags {tags}",
              f"DELETE /tailnet/{desired.tailnet}/keys/<id>: revoke it after use"),
         ))
@@ -154,6 +175,12 @@ def plan_host(
     if prefs.hostname not in (None, desired.hostname):
         steps.append(Step("hostname", f"rename {prefs.hostname} -> {desired.hostname}"))
     return _with_steps(plan, steps)
+
+
+def _server_name(url: str | None) -> str:
+    if (url or "") in DEFAULT_LOGIN_SERVER_SYNONYMS:
+        return f"Tailscale's default {DEFAULT_LOGIN_SERVER}"
+    return str(url)
 
 
 def _tarball_arches(install: Install) -> tuple[str, ...]:

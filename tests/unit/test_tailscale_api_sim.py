@@ -1,0 +1,86 @@
+"""The API client against the control simulator on loopback: rate limits and server errors as
+the simulator answers them (its test switches), with the waits recorded instead of slept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.sim.control import ControlServer
+from tsops.tailscale_api import ApiError, TailscaleApi
+
+POLICY = """{
+  "tagOwners": {"tag:server": []},
+  "acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"]}],
+}
+"""
+KEYS = "/api/v2/tailnet/[^/]+/keys"
+
+
+@pytest.fixture
+def control() -> Iterator[ControlServer]:
+    with ControlServer() as server:
+        server.seed_policy(POLICY)
+        yield server
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def api(control: ControlServer, sleeps: list[float]) -> Iterator[TailscaleApi]:
+    client = TailscaleApi(control.url, "-", token=control.create_api_token(),
+                          sleep=sleeps.append)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def key_posts(control: ControlServer) -> list[int]:
+    return [r.status for r in control.requests() if r.method == "POST" and "/keys" in r.path]
+
+
+def test_a_rate_limited_key_is_created_once_after_the_wait(
+    control: ControlServer, api: TailscaleApi, sleeps: list[float]
+) -> None:
+    control.inject_failure("POST", KEYS, 429, retry_after="2")
+    key = api.create_auth_key(("tag:server",), "tsops host1")
+    assert key_posts(control) == [429, 200]
+    assert sleeps == [2.0]
+    [stored] = control.auth_keys()
+    assert (stored.id, stored.secret) == (key.id, key.key)
+
+
+def test_a_key_whose_creation_failed_after_landing_is_not_made_twice(
+    control: ControlServer, api: TailscaleApi, sleeps: list[float]
+) -> None:
+    control.inject_failure("POST", KEYS, 503, after_handling=True)
+    with pytest.raises(ApiError) as raised:
+        api.create_auth_key(("tag:server",), "tsops host1")
+    assert raised.value.status == 503
+    assert "not retried" in raised.value.message
+    assert key_posts(control) == [503]
+    assert len(control.auth_keys()) == 1  # the one the failed answer hid: never a second
+    assert sleeps == []
+
+
+def test_device_list_outlasts_a_short_outage(
+    control: ControlServer, api: TailscaleApi, sleeps: list[float]
+) -> None:
+    control.inject_failure("GET", "/api/v2/tailnet/[^/]+/devices", 502, times=2)
+    assert api.list_devices() == []
+    assert len(sleeps) == 2
+
+
+def test_a_long_outage_gives_up_after_a_bounded_number_of_tries(
+    control: ControlServer, api: TailscaleApi, sleeps: list[float]
+) -> None:
+    control.inject_failure("GET", "/api/v2/tailnet/[^/]+/devices", 503, times=10)
+    with pytest.raises(ApiError, match="gave up after 4 tries"):
+        api.list_devices()
+    assert len([r for r in control.requests() if r.path.endswith("/devices")]) == 4
+    assert len(sleeps) == 3

@@ -1,0 +1,155 @@
+"""The run context: everything one tsops command works with, opened once and closed once.
+
+A flow gets a `RunContext` and takes from it the inventory, the hosts chosen with `--limit`, the
+Tailscale API client, SSH connections by host, S3 clients, secrets and the Events sink it reports
+through. The context opens each of these on first use and `close()` (or leaving its `with`
+block) closes every one of them, whatever happened.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tsops.errors import UsageError
+from tsops.events import Events, Recorded
+from tsops.inventory.load import LoadedInventory, Target, load_inventory
+from tsops.runner import Runner
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from tsops.inventory.model import Storage
+    from tsops.remote import RemoteLike
+    from tsops.tailscale_api import TailscaleApi
+
+Connect = Callable[[Target], "RemoteLike"]
+
+
+def select(inventory: LoadedInventory, limits: Sequence[str]) -> tuple[Target, ...]:
+    """The servers named by `--limit` (host, group or tag), or every server."""
+    servers = inventory.servers
+    if not limits:
+        return servers
+    chosen = tuple(
+        t for t in servers if any(x in (t.name, t.group) or x in t.tags for x in limits)
+    )
+    unmatched = [x for x in limits if not any(x in (t.name, t.group, *t.tags) for t in servers)]
+    if unmatched:
+        raise UsageError(f"--limit {', '.join(unmatched)}: no server of {inventory.path} has "
+                         "that name, group or tag")
+    return chosen
+
+
+def ssh_connector(inventory: LoadedInventory) -> Connect:
+    """Management SSH connections to the inventory's hosts, with its ssh_config."""
+    from tsops.remote import Remote
+
+    configured = inventory.model.connection.ssh_config
+    ssh_config = str(inventory.local_path(configured)) if configured else None
+    return lambda target: Remote(target, ssh_config=ssh_config)
+
+
+@dataclass
+class RunContext:
+    """One command's inventory, selection and connections to the outside systems."""
+
+    inventory: LoadedInventory
+    targets: tuple[Target, ...] = ()
+    events: Events = field(default_factory=Recorded)
+    concurrency: int = 32
+    connect: Connect | None = None
+    api_factory: Callable[[RunContext], TailscaleApi] | None = None
+    s3_factory: Callable[[Storage, tuple[str, str] | None], S3Client] | None = None
+    limited: bool = False
+    remotes: dict[str, RemoteLike] = field(default_factory=dict)
+    _api: TailscaleApi | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _runner: Runner | None = None
+
+    @classmethod
+    def open(cls, path: Path, limits: Sequence[str] = (), *, events: Events,
+             concurrency: int = 32) -> RunContext:
+        """Load and validate the inventory and the selection; nothing remote is touched."""
+        if concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
+        inventory = load_inventory(path)
+        return cls(inventory, select(inventory, limits), events, concurrency,
+                   limited=bool(limits))
+
+    def __enter__(self) -> RunContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def api(self) -> TailscaleApi:
+        """The Tailscale API client, with the inventory's credentials resolved on first use."""
+        with self._lock:
+            if self._api is None:
+                factory = self.api_factory or connect_api
+                self._api = factory(self)
+            return self._api
+
+    @property
+    def runner(self) -> Runner:
+        """The per-host runner, reporting progress to the events sink."""
+        if self._runner is None:
+            self._runner = Runner(self.concurrency, self.events.progress)
+        return self._runner
+
+    def remote(self, target: Target) -> RemoteLike:
+        """The SSH connection to `target`, opened once and shared by every phase of the run."""
+        with self._lock:
+            if target.name not in self.remotes:
+                connect = self.connect or ssh_connector(self.inventory)
+                self.remotes[target.name] = connect(target)
+            return self.remotes[target.name]
+
+    def round_trips(self, name: str) -> int:
+        """SSH round trips made to the host `name` so far (0: never connected)."""
+        remote = self.remotes.get(name)
+        return remote.round_trips if remote is not None else 0
+
+    def s3(self, storage: Storage, keys: tuple[str, str] | None = None) -> S3Client:
+        """An S3 client for `storage`: the operator's credentials, or the given keys."""
+        if self.s3_factory is not None:
+            return self.s3_factory(storage, keys)
+        from tsops import s3
+
+        return s3.client_for(storage, keys)
+
+    def secret(self, ref: Any, label: str) -> str:
+        """Resolve a secret reference: environment, keyring, or a prompt through the events."""
+        from tsops.secrets import resolve
+
+        return resolve(ref, events=self.events, prompt_label=label)
+
+    def close(self) -> None:
+        """Close every SSH connection and the API client."""
+        with self._lock:
+            remotes, self.remotes = list(self.remotes.values()), {}
+            api, self._api = self._api, None
+        for remote in remotes:
+            remote.close()
+        if api is not None:
+            api.close()
+
+
+def connect_api(context: RunContext) -> TailscaleApi:
+    """A Tailscale API client with the inventory's credentials, resolved now."""
+    from tsops.tailscale_api import OAuthClientCredentials, TailscaleApi
+
+    tailnet = context.inventory.model.tailnet
+    credentials = tailnet.credentials
+    if credentials.api_token is not None:
+        token = context.secret(credentials.api_token, "Tailscale API token")
+        return TailscaleApi(tailnet.api_url, tailnet.name, token=token)
+    assert credentials.oauth is not None
+    secret = context.secret(credentials.oauth.client_secret, "Tailscale OAuth client secret")
+    return TailscaleApi(tailnet.api_url, tailnet.name, oauth=OAuthClientCredentials(
+        credentials.oauth.client_id, secret))

@@ -1,0 +1,149 @@
+"""`plan` and `bootstrap`: recorders (storage first, then their health gate), servers, policy.
+
+`plan()` gathers everything and changes nothing; the caller shows it and asks; `apply()` makes
+the changes in the one safe order: the storage and the recorders, each recorder through the
+health gate, then the servers, and last the policy file, enforcing recording only through
+recorder tags verified healthy in this run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tsops.context import RunContext
+from tsops.errors import ExitCode, TsopsError
+from tsops.recorder.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
+from tsops.runner import HostResult
+from tsops.servers.phase import ServerPhase
+from tsops.servers.plan import HostPlan
+
+
+@dataclass(frozen=True)
+class PolicyPreview:
+    """Whether the policy file would change, and the unified diff."""
+
+    changed: bool
+    diff: str
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """What the policy step did: changed or not, the diff and version, or why it failed."""
+
+    changed: bool
+    diff: str = ""
+    etag: str = ""
+    error: str | None = None
+
+
+@dataclass
+class BootstrapPlan:
+    """Everything bootstrap would change: recorders and storage, servers, the policy file."""
+
+    hosts: list[HostPlan]
+    recorders: RecorderPlans | None = None
+    policy: PolicyPreview | None = None
+
+    @property
+    def problem(self) -> bool:
+        """Whether a host, a recorder or the storage cannot be planned."""
+        recorders = self.recorders
+        recorder_problem = recorders is not None and (
+            bool(recorders.bucket and recorders.bucket.problem)
+            or any(p.problem for p in recorders.hosts))
+        return recorder_problem or any(p.problem for p in self.hosts)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the recorders, the storage and every server need nothing."""
+        return (self.recorders is None or self.recorders.converged) and all(
+            p.converged for p in self.hosts)
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything would change, the policy file included."""
+        return (any(p.steps for p in self.hosts)
+                or (self.recorders is not None and not self.recorders.converged)
+                or (self.policy is not None and self.policy.changed))
+
+    def exit_code(self, detailed: bool) -> ExitCode:
+        """1 when something cannot be planned, 3 with `detailed` when changes are pending."""
+        if self.problem:
+            return ExitCode.FAILED
+        return ExitCode.DRIFT if detailed and self.pending else ExitCode.OK
+
+
+@dataclass
+class BootstrapReport:
+    """How every part ended."""
+
+    hosts: list[HostResult]
+    recorders: RecorderPhaseResult | None = None
+    policy: PolicyOutcome | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when a host, a recorder, the storage or the policy failed."""
+        failed = (any(r.failed for r in self.hosts)
+                  or (self.recorders is not None and self.recorders.failed)
+                  or (self.policy is not None and self.policy.error is not None))
+        return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def has_recorders(context: RunContext) -> bool:
+    """Whether this run deploys recorders (the inventory has them; no `--limit`)."""
+    model = context.inventory.model
+    return model.recorders is not None and model.storage is not None and not context.limited
+
+
+def manages_policy(context: RunContext) -> bool:
+    """Whether this run patches the policy file (the inventory has rules; no `--limit`)."""
+    return bool(context.inventory.model.ssh_rules) and not context.limited
+
+
+def plan(context: RunContext, *, with_policy: bool = True) -> BootstrapPlan:
+    """Gather the recorders, the storage and every chosen server, and plan them; no change."""
+    recorders = RecorderPhase(context).plan() if has_recorders(context) else None
+    hosts = ServerPhase(context).gather_and_plan()
+    preview = preview_policy(context) if with_policy else None
+    return BootstrapPlan(hosts, recorders, preview)
+
+
+def preview_policy(context: RunContext) -> PolicyPreview | None:
+    """The policy file's pending change, when this run manages it."""
+    if not manages_policy(context):
+        return None
+    from tsops.policy.apply import diff_policy
+
+    policy_plan, diff = diff_policy(context.inventory, context.api)
+    return PolicyPreview(policy_plan.changed, diff)
+
+
+def apply(context: RunContext, planned: BootstrapPlan, *,
+          allow_unverified: bool = False) -> BootstrapReport:
+    """Make the planned changes: recorders and their health gate, servers, then the policy."""
+    recorders = None
+    if planned.recorders is not None:
+        recorders = RecorderPhase(context).apply(planned.recorders)
+    servers = ServerPhase(context)
+    if all(p.converged for p in planned.hosts):
+        hosts = servers.unchanged(planned.hosts)
+    else:
+        hosts = servers.apply(planned.hosts)
+    healthy = recorders.healthy_tags if recorders is not None else frozenset()
+    policy = apply_policy(context, set(healthy), allow_unverified) if manages_policy(
+        context) else None
+    return BootstrapReport(hosts, recorders, policy)
+
+
+def apply_policy(context: RunContext, healthy: set[str],
+                 allow_unverified: bool) -> PolicyOutcome:
+    """Patch the policy, enforcing only `healthy` recorder tags; a failure is reported."""
+    from tsops.policy.apply import apply_policy as write_policy
+
+    try:
+        result = write_policy(context.inventory, context.api, context.events,
+                              healthy_recorder_tags=healthy, allow_unverified=allow_unverified)
+    except TsopsError as error:
+        return PolicyOutcome(False, error=error.message)
+    return PolicyOutcome(result.changed, result.diff, result.etag)

@@ -1,0 +1,75 @@
+"""`status`: servers, recorders, storage and the policy read at the same time; only reads.
+
+The comparisons themselves are pure (tsops.checks); this flow gathers what they compare: one
+probe per host through the same planners bootstrap uses, the bucket, the devices and the policy.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from tsops.checks import (
+    Check,
+    HostStatus,
+    PolicyStatus,
+    Status,
+    policy_error,
+    policy_status,
+    recorder_status,
+    server_status,
+    storage_check,
+)
+from tsops.context import RunContext
+from tsops.errors import TsopsError
+from tsops.flows.bootstrap import has_recorders, manages_policy
+from tsops.recorder.phase import RecorderPhase, RecorderPlans
+from tsops.servers.phase import ServerPhase
+
+
+def gather_status(context: RunContext) -> Status:
+    """Every check of the chosen servers, the recorders, the storage and the policy."""
+    phase = RecorderPhase(context) if has_recorders(context) else None
+    problems: list[str] = []
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        servers = pool.submit(ServerPhase(context).gather_and_plan)
+        recorders: Future[RecorderPlans] | None = None
+        if phase is not None:
+            recorders = pool.submit(phase.plan)
+        policy = pool.submit(_policy, context) if manages_policy(context) else None
+        plans = servers.result()
+        hosts = [server_status(p, context.round_trips(p.target.name)) for p in plans]
+        storage = None
+        if phase is not None and recorders is not None:
+            try:
+                recorder_plans = recorders.result()
+            except TsopsError as error:
+                problems.append(f"recorders: {error.message}")
+            else:
+                storage = storage_check(recorder_plans.bucket)
+                hosts += _recorders(context, phase, recorder_plans, storage)
+        policy_result = policy.result() if policy is not None else None
+    return Status(tuple(hosts), storage, policy_result, tuple(problems))
+
+
+def _recorders(context: RunContext, phase: RecorderPhase, plans: RecorderPlans,
+               storage: Check | None) -> list[HostStatus]:
+    devices = context.api.list_devices()
+    found = []
+    for plan in plans.hosts:
+        device = next((d for d in devices
+                       if d.hostname == plan.target.name and phase.tag in d.tags), None)
+        found.append(recorder_status(plan, device, phase.tag, storage,
+                                     plans.storage.min_free_gb,
+                                     context.round_trips(plan.target.name)))
+    return found
+
+
+def _policy(context: RunContext) -> PolicyStatus:
+    from tsops.policy.apply import diff_policy
+
+    rules = tuple(rule.name for rule in context.inventory.model.ssh_rules)
+    try:
+        plan, diff = diff_policy(context.inventory, context.api)
+    except TsopsError as error:
+        return policy_error(error.message)
+    return policy_status(plan, rules, diff)

@@ -1,0 +1,85 @@
+"""One way to work on many hosts at once: bounded parallelism, one outcome vocabulary, Ctrl-C.
+
+Servers (tsops.servers.phase) and recorders (tsops.recorders.phase) both run their per-host work
+through `Runner.each`: every host ends with a result, one host's failure never stops the others,
+and Ctrl-C stops starting new hosts, lets running steps finish (`stopping` is set for them to
+check between steps) and still returns every host's result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+from tsops.inventory.load import Target
+
+T = TypeVar("T")
+
+Outcome = Literal["unchanged", "changed", "failed", "skipped"]
+"""How a host (or the storage) ended: the only spelling of an outcome in tsops."""
+
+FAILED_OUTCOMES: tuple[Outcome, ...] = ("failed", "skipped")
+INTERRUPTED = "interrupted before it started"
+
+
+@dataclass
+class HostResult:
+    """How one host ended: its outcome, why (when it failed), the steps done, round trips."""
+
+    name: str
+    outcome: Outcome
+    reason: str = ""
+    done: list[str] = field(default_factory=list)
+    round_trips: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """Whether the host failed or was skipped."""
+        return self.outcome in FAILED_OUTCOMES
+
+
+@dataclass
+class Runner:
+    """Runs per-host work in parallel, at most `concurrency` hosts at a time."""
+
+    concurrency: int = 32
+    report: Callable[[str, str], None] = lambda subject, message: None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def each(self, targets: Sequence[Target], work: Callable[[Target], T],
+             skipped: Callable[[Target], T] | None = None) -> list[T]:
+        """`work` for every target, in the targets' order.
+
+        With `skipped` (work that changes things), Ctrl-C stops starting hosts, and those not
+        started get `skipped(target)`; without it (reads), Ctrl-C stops the run.
+        """
+        results: dict[str, T] = {}
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(targets)))) as pool:
+            futures: dict[Future[T], Target] = {
+                pool.submit(self._unless_stopping, work, skipped, t): t for t in targets
+            }
+            try:
+                wait(futures)
+            except KeyboardInterrupt:
+                self.stopping.set()
+                self.report("*", "interrupted: finishing the steps that are running")
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                if skipped is None:  # nothing was changed yet: stop here
+                    raise
+            for future, target in futures.items():
+                if future.cancelled() and skipped is not None:
+                    results[target.name] = skipped(target)
+                else:
+                    results[target.name] = future.result()
+        return [results[t.name] for t in targets]
+
+    def _unless_stopping(self, work: Callable[[Target], T],
+                         skipped: Callable[[Target], T] | None, target: Target) -> T:
+        if self.stopping.is_set() and skipped is not None:
+            return skipped(target)
+        return work(target)
