@@ -229,6 +229,7 @@ class LabTailnet:
             "tailnet": {
                 "name": self.control.tailnet,
                 "api_url": self.control.url,
+                "allow_plain_http": True,
                 "login_server": self.control.url,
                 "credentials": {"api_token": {"env": TOKEN_VARIABLE}},
             },

@@ -34,6 +34,7 @@ version: 1
 tailnet:
   name: example.com
   api_url: {api_url}
+  allow_plain_http: true
   credentials:
     api_token: {{env: {token_var}}}
 servers:

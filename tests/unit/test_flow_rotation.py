@@ -39,7 +39,7 @@ INVENTORY = """\
 version: 1
 tailnet:
   name: example.com
-  api_url: http://127.0.0.1:9
+  api_url: https://127.0.0.1:9
   credentials:
     api_token: {{env: TS_API_KEY}}
 servers:

@@ -212,3 +212,61 @@ def test_managed_rules_converge_and_operator_comments_stay(drawn: tuple[str, Any
     operator_notes = [c for c in before if "tsops:" not in c]
     assert [c for c in hujson.all_comments(after) if "tsops:" not in c] == operator_notes
     assert not plan_policy(plan.after, [RULE], ["tag:server"]).changed
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("[" * 5000 + "]" * 5000, "1:65"),
+    ('{"a":' * 500 + "1" + "}" * 500, "1:321"),
+    ("{\n" + '"a": {' * 70 + "}" * 70 + "}", "2:384"),
+])
+def test_deep_nesting_is_refused_before_the_recursion_limit(text: str, where: str) -> None:
+    with pytest.raises(HuJSONError) as caught:
+        hujson.parse(text)
+    assert caught.value.message == f"{where}: nested more than {hujson.MAX_DEPTH} levels deep"
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_nesting_up_to_the_limit_parses() -> None:
+    depth = hujson.MAX_DEPTH
+    assert hujson.loads("[" * depth + "]" * depth) is not None
+
+
+LF_POLICY = '{\n\t"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],\n\t"ssh": [],\n}\n'
+
+
+def _inserted_lines(before: str, after: str) -> list[str]:
+    """The lines of `after` that are not lines of `before`, with their line endings."""
+    kept = set(before.splitlines(keepends=True))
+    return [line for line in after.splitlines(keepends=True) if line not in kept]
+
+
+def test_one_stray_crlf_line_does_not_make_inserted_lines_crlf() -> None:
+    text = LF_POLICY.replace("\n", "\r\n", 1)
+    after = plan_policy(text, [RULE], ["tag:server", "tag:recorder"]).after
+    inserted = _inserted_lines(text, after)
+    assert len(inserted) > 5
+    assert all(line.endswith("\n") and not line.endswith("\r\n") for line in inserted), inserted
+    assert after.count("\r\n") == 1
+
+
+def test_a_crlf_file_with_one_stray_lf_line_gets_crlf_lines() -> None:
+    text = LF_POLICY.replace("\n", "\r\n").replace("\r\n", "\n", 1)
+    after = plan_policy(text, [RULE], ["tag:server", "tag:recorder"]).after
+    inserted = _inserted_lines(text, after)
+    assert len(inserted) > 5
+    assert all(line.endswith("\r\n") for line in inserted), inserted
+    assert after.count("\n") - after.count("\r\n") == 1
+
+
+@pytest.mark.parametrize("ending", ["", "\n", "\r\n", "\n\n"])
+@pytest.mark.parametrize("ssh", ['"ssh":[]', '"ssh":[{"action":"accept","src":["*"],'
+                                 '"dst":["autogroup:self"],"users":["root"]}]', None])
+def test_a_policy_written_on_one_line_stays_on_one_line(ending: str, ssh: str | None) -> None:
+    members = ['"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]'] + ([ssh] if ssh else [])
+    text = "{" + ",".join(members) + "}" + ending
+    plan = plan_policy(text, [RULE], ["tag:server", "tag:recorder"])
+    assert plan.changed
+    assert plan.after.endswith("}" + ending)
+    assert "\n" not in plan.after.removesuffix(ending)
+    assert RULE.body in hujson.loads(plan.after)["ssh"]
+    assert not plan_policy(plan.after, [RULE], ["tag:server", "tag:recorder"]).changed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pydantic
@@ -199,3 +200,103 @@ def test_local_paths_are_relative_to_the_inventory(tmp_path: Path) -> None:
     assert (a.identity_file, b.identity_file) == (str(path.parent / "keys" / "id"), "/abs/id")
     assert inventory.local_path("ssh.cfg") == path.parent / "ssh.cfg"
     assert inventory.local_path("~/x") == Path.home() / "x"
+
+
+ACCEPTED = """\
+version: 1
+tailnet:
+  name: "{tailnet}"
+  api_url: {api_url}
+  allow_plain_http: {plain}
+  credentials:
+    api_token: {{env: TS_API_KEY}}
+connection: {{user: {user}, jump_host: "{jump}"}}
+servers:
+  hosts:
+    web1: {{address: "{address}"}}
+ssh_rules:
+  - {{name: sre, action: check, src: [group:sre], dst: [tag:server], users: [root],
+     check_period: "{period}", enforce_recorder: false}}
+"""
+
+
+@pytest.mark.parametrize(("field", "values"), [
+    ("address", ["web1", "web-1.example.com", "web1.example.com.", "ssh_alias", "192.0.2.10",
+                 "2001:db8::1", "[2001:db8::1]", "fe80::1%eth0", "::ffff:192.0.2.1"]),
+    ("jump", ["bastion", "admin@bastion.example.com:2222", "[2001:db8::1]:22", "ops@192.0.2.1",
+              "2001:db8::2"]),
+    ("period", ["1m", "60s", "12h", "1h30m", "90m", "0.5h", "168h", "always"]),
+    ("user", ["root", "ec2-user", "first.last", "alice@corp.example", "svc_deploy"]),
+    ("tailnet", ["-", "example.com", "alice@example.com", "T1234CNTRL"]),
+    ("api_url", ["https://api.tailscale.com", "https://api.tailscale.com/",
+                 "https://ctl.example.com:8443/tailscale", "http://10.213.0.1:8088"]),
+])
+def test_ordinary_values_stay_accepted(tmp_path: Path, field: str, values: list[str]) -> None:
+    """The strict value types refuse hostile strings, not the values operators really use."""
+    defaults = {"address": "192.0.2.10", "jump": "bastion", "period": "12h", "user": "root",
+                "tailnet": "example.com", "api_url": "http://10.213.0.1:8088", "plain": "true"}
+    path = tmp_path / "inv.yaml"
+    for value in values:
+        path.write_text(ACCEPTED.format(**{**defaults, field: value}))
+        inventory = load_inventory(path)
+        (target,) = inventory.targets
+        if field == "address":
+            assert target.address == value
+        if field == "api_url":
+            assert inventory.model.tailnet.api_url == value.rstrip("/")
+
+
+def test_plain_http_api_url_needs_the_opt_in(tmp_path: Path) -> None:
+    text = HEAD.replace("tailnet:\n", "tailnet:\n  api_url: http://10.213.0.1:8088\n")
+    assert problems(tmp_path, text) == [
+        "3:12: tailnet.api_url: plain http:// sends the API token unencrypted; use https://, or "
+        "set tailnet.allow_plain_http: true for a lab control server (see docs/inventory.md)"]
+    path = tmp_path / "inv.yaml"
+    path.write_text(text.replace("  api_url:", "  allow_plain_http: true\n  api_url:"))
+    assert load_inventory(path).model.tailnet.api_url == "http://10.213.0.1:8088"
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("  check_period: 12 hours", "expected a duration like \"12h\", \"30m\" or \"1h30m\", or "
+     "\"always\", got '12 hours'"),
+    ("  check_period: 200h", "a check period is between 1m and 168h (one week), got '200h'"),
+    ("  check_period: 168h1m", "a check period is between 1m and 168h (one week), got '168h1m'"),
+    ("  check_period: 59s", "a check period is between 1m and 168h (one week), got '59s'"),
+    ("  check_period: '0'", "a check period is between 1m and 168h (one week), got '0'"),
+    ("  check_period: 1d", "expected a duration like \"12h\", \"30m\" or \"1h30m\", or "
+     "\"always\", got '1d'"),
+])
+def test_check_period_is_a_go_duration_between_1m_and_168h(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    rules = ("ssh_rules:\n- name: sre\n  action: check\n  src: [group:sre]\n  dst: [tag:server]\n"
+             "  users: [root]\n" + line + "\n")
+    assert problems(tmp_path, HEAD + rules) == [f"11:17: ssh_rules[0].check_period: {expected}"]
+
+
+@pytest.mark.parametrize(("action", "period"), [
+    (action, period) for action in ("check", "accept")
+    for period in ("1m", "12h", "1h30m", "168h", "always", "0.25h", "12 hours", "200h", "59s",
+                   "0", "1d", "", "12H", "-5m", "168h0m1s")
+])
+def test_tsops_and_the_control_simulator_agree_on_check_periods(
+    tmp_path: Path, action: str, period: str
+) -> None:
+    """An inventory's check_period is refused exactly when the control plane would refuse it."""
+    from tests.sim.control import policy as simulator
+
+    rule = {"action": action, "src": ["group:sre"], "dst": ["tag:server"], "users": ["root"],
+            "checkPeriod": period}
+    policy = ('{"groups": {"group:sre": ["a@example.com"]}, "tagOwners": {"tag:server": []}, '
+              f'"ssh": [{json.dumps(rule)}]}}')
+    _, invalid = simulator.check(policy)
+    path = tmp_path / "inv.yaml"
+    fields = (f"name: sre, action: {action}, src: [group:sre], dst: [tag:server], "
+              f"users: [root], enforce_recorder: false, check_period: {json.dumps(period)}")
+    path.write_text(HEAD + "ssh_rules:\n- {" + fields + "}\n")
+    try:
+        load_inventory(path)
+        refused = False
+    except InventoryError:
+        refused = True
+    assert refused == (invalid is not None), invalid and invalid.message

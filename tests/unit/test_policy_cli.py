@@ -13,7 +13,7 @@ BASE = """\
 version: 1
 tailnet:
   name: example.com
-  api_url: http://127.0.0.1:9
+  api_url: https://127.0.0.1:9
   credentials:
     api_token: {env: TSOPS_TEST_UNSET_TOKEN}
 servers:

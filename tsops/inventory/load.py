@@ -14,13 +14,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
+from ruamel.yaml.nodes import MappingNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from tsops.errors import InventoryError
 from tsops.inventory.model import Connection, Host, Inventory
 
 Loc = tuple[str | int, ...]
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32
 SECRET_LIKE = re.compile(r"tskey-(api|auth|client)-[A-Za-z0-9]+|AKIA[0-9A-Z]{16}")
 
 
@@ -68,12 +73,14 @@ class LoadedInventory:
 
 def load_inventory(path: Path) -> LoadedInventory:
     """Load and validate `path`; raise InventoryError listing every problem found."""
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise InventoryError([f"{path}: cannot read the inventory: {error}"]) from error
-    try:
-        document = YAML(typ="rt").load(text)
+        yaml = YAML(typ="rt")
+        yaml.Composer = _GuardedComposer
+        document = yaml.load(text)
+    except _Refused as error:
+        where = f"{path}:{error.line + 1}:{error.column + 1}"
+        raise InventoryError([f"{where}: {error.message}"]) from None
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -95,6 +102,78 @@ def load_inventory(path: Path) -> LoadedInventory:
     if problems:
         raise InventoryError(problems)
     return LoadedInventory(path, model, targets, tuple(_warnings(path, document, model, targets)))
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: at most MAX_BYTES of UTF-8, else an error naming where it goes wrong."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise InventoryError([f"{path}: cannot read the inventory: {error}"]) from error
+    if len(data) > MAX_BYTES:
+        line = data.count(b"\n", 0, MAX_BYTES) + 1
+        raise InventoryError([
+            f"{path}:{line}: the inventory is larger than {MAX_BYTES // 1024} KiB (the limit "
+            "tsops reads; see docs/inventory.md): is this the right file?"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise InventoryError([
+            f"{path}:{line}:{column}: the inventory is not UTF-8 text (byte "
+            f"0x{data[error.start]:02x})"]) from None
+
+
+class _Refused(Exception):
+    """YAML that is valid but that an inventory never needs (anchors, tags, deep nesting)."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+class _GuardedComposer(Composer):
+    """ruamel's composer, refusing aliases, anchors, tags, merge keys and deep nesting.
+
+    Each check happens on the event stream before the node is built, so that an alias bomb is
+    never expanded and a deeply nested file never reaches the composer's recursion.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self.open_collections = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        mark = event.start_mark
+        if isinstance(event, AliasEvent):
+            raise _Refused(f"YAML alias *{event.anchor}: aliases and anchors are not allowed in "
+                           "an inventory; write the value out", mark.line, mark.column)
+        if event.anchor is not None:
+            raise _Refused(f"YAML anchor &{event.anchor}: aliases and anchors are not allowed "
+                           "in an inventory; write the value out", mark.line, mark.column)
+        if event.tag is not None:
+            tag = str(event.tag).replace("tag:yaml.org,2002:", "!!")
+            raise _Refused(f"YAML tag {tag}: tags are not allowed in an inventory (quote "
+                           "a value to make it a string)", mark.line, mark.column)
+        if (isinstance(parent, MappingNode) and index is None and isinstance(event, ScalarEvent)
+                and event.value == "<<" and event.style is None):
+            raise _Refused("YAML merge key <<: merge keys are not allowed in an inventory; "
+                           "write the fields out", mark.line, mark.column)
+        if not isinstance(event, CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if self.open_collections >= MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep; an inventory needs far "
+                           "fewer (see docs/inventory.md)", mark.line, mark.column)
+        self.open_collections += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_collections -= 1
 
 
 def _follows(error: Any, errors: list[Any]) -> bool:
@@ -151,9 +230,14 @@ def _position(document: CommentedMap, loc: Loc, *, key: bool = False) -> tuple[i
 
 
 def _field_path(loc: Loc) -> str:
+    """`servers.hosts.web1.tags[0]`; a key holding control characters is shown quoted."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if part.isprintable() else repr(part)
+        out += f".{name}" if out else name
     return out or "(top level)"
 
 
@@ -336,12 +420,23 @@ def _cross_check(
             yield (f"{path}:{line}:{col}: {section}.hosts.{target.name}: host "
                    f"{target.name!r} is listed twice (first at line {first.line})")
         seen.setdefault(target.name, target)
+    tailnet = model.tailnet
+    if tailnet.api_url.startswith("http://") and not tailnet.allow_plain_http:
+        line, col = _position(document, ("tailnet", "api_url"))
+        yield (f"{path}:{line}:{col}: tailnet.api_url: plain http:// sends the API token "
+               "unencrypted; use https://, or set tailnet.allow_plain_http: true for a lab "
+               "control server (see docs/inventory.md)")
     rule_names: set[str] = set()
     for index, rule in enumerate(model.ssh_rules):
         line, col = _position(document, ("ssh_rules", index, "name"))
         if rule.name in rule_names:
             yield f"{path}:{line}:{col}: ssh_rules[{index}].name: {rule.name!r} is used twice"
         rule_names.add(rule.name)
+        if rule.check_period is not None and rule.action != "check":
+            line, col = _position(document, ("ssh_rules", index, "check_period"))
+            yield (f"{path}:{line}:{col}: ssh_rules[{index}].check_period: a check period is "
+                   f"only allowed on a rule with action: check (this rule is {rule.action}); "
+                   "remove it or set action: check")
         if rule.enforce_recorder and model.recorders is None:
             line, col = _position(document, ("ssh_rules", index))
             yield (f"{path}:{line}:{col}: ssh_rules[{index}]: enforce_recorder is true but the "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -16,7 +18,7 @@ VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 
 
 def _tag(value: str) -> str:
-    if not TAG_RE.match(value):
+    if not TAG_RE.fullmatch(value):
         raise PydanticCustomError(
             "tag", 'expected a tag like "tag:server", got {value}', {"value": repr(value)}
         )
@@ -24,7 +26,7 @@ def _tag(value: str) -> str:
 
 
 def _hostname(value: str) -> str:
-    if not HOSTNAME_RE.match(value):
+    if not HOSTNAME_RE.fullmatch(value):
         raise PydanticCustomError(
             "hostname",
             "expected a host name of lowercase letters, digits and hyphens, got {value}",
@@ -34,7 +36,7 @@ def _hostname(value: str) -> str:
 
 
 def _version(value: str) -> str:
-    if not VERSION_RE.match(value):
+    if not VERSION_RE.fullmatch(value):
         raise PydanticCustomError(
             "version", 'expected a version like "1.76.1", got {value}', {"value": repr(value)}
         )
@@ -42,22 +44,190 @@ def _version(value: str) -> str:
 
 
 def _sha256(value: str) -> str:
-    if not SHA256_RE.match(value):
+    if not SHA256_RE.fullmatch(value):
         raise PydanticCustomError(
             "sha256", "expected 64 lowercase hex digits, got {value}", {"value": repr(value)}
         )
     return value
 
 
-def _url(value: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", value):
+URL_RE = re.compile(
+    r"(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?P<path>/(?:[A-Za-z0-9._~/+=:@,&-]|%[0-9A-Fa-f]{2})*)?"
+    r"(?P<query>\?(?:[A-Za-z0-9._~/+=:@,&-]|%[0-9A-Fa-f]{2})*)?"
+)
+CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\0": "a NUL"}
+TAILNET_RE = re.compile(r"-|[A-Za-z0-9][A-Za-z0-9._@+-]*")
+USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+HOST_PATH_RE = re.compile(r"/[A-Za-z0-9._/+@=:,-]*")
+HOST_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+DURATION_RE = re.compile(r"(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+")
+DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                  "m": 60.0, "h": 3600.0}
+CHECK_PERIOD_MIN, CHECK_PERIOD_MAX = 60.0, 168 * 3600.0
+
+
+def _text(value: str) -> str:
+    """Refuse an empty value and any control, format or line-separator character."""
+    # A newline in a value rendered into a systemd unit, an environment file or a script would
+    # add a line of the writer's choosing (ExecStartPre=+...); bidi overrides hide text.
+    if not value:
+        raise PydanticCustomError("empty", "expected a value, got an empty string")
+    for char in value:
+        if unicodedata.category(char) in CONTROL_CATEGORIES:
+            name = CONTROL_NAMES.get(char, f"the control character U+{ord(char):04X}")
+            raise PydanticCustomError(
+                "control_character", "{name} is not allowed in a value (control characters "
+                "can add lines to units, environment files and scripts), got {value}",
+                {"name": name, "value": repr(value)},
+            )
+    return value
+
+
+def _word(value: str) -> str:
+    """A value without whitespace (a policy selector, a user name, an id)."""
+    _text(value)
+    if any(char.isspace() for char in value):
         raise PydanticCustomError(
-            "url", "expected an http:// or https:// URL, got {value}", {"value": repr(value)}
+            "whitespace", "expected a value without spaces, got {value}", {"value": repr(value)}
+        )
+    return value
+
+
+def _tailnet(value: str) -> str:
+    _text(value)
+    if not TAILNET_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "tailnet", 'expected a tailnet name like "example.com" or "-" (letters, digits and '
+            ". _ @ + -), got {value}", {"value": repr(value)},
+        )
+    return value
+
+
+def _user(value: str) -> str:
+    _text(value)
+    if not USER_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "user", "expected a login name of letters, digits and . _ @ - (at most 64), "
+            "got {value}", {"value": repr(value)},
+        )
+    return value
+
+
+def address_problem(value: str) -> str | None:
+    """Why `value` is not a host name, an IPv4 or an IPv6 literal, or None."""
+    if not value:
+        return "it is empty"
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+        if ":" not in value:
+            return "brackets are only for IPv6 literals"
+    if ":" in value:
+        address, _, scope = value.partition("%")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return "not a valid IPv6 literal"
+        if "%" in value and not re.fullmatch(r"[A-Za-z0-9_.-]+", scope):
+            return "not a valid IPv6 zone"
+        return None
+    if len(value) > 253:
+        return "longer than 253 characters"
+    labels = value.removesuffix(".").split(".")
+    if not all(HOST_LABEL_RE.fullmatch(label) for label in labels):
+        return "a host name is labels of letters, digits, - and _ separated by dots"
+    if labels[-1].isdigit():
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return "not a valid IPv4 address"
+    return None
+
+
+def _address(value: str) -> str:
+    _text(value)
+    problem = address_problem(value)
+    if problem:
+        raise PydanticCustomError(
+            "address", "expected a host name, an IPv4 or an IPv6 address ({problem}), "
+            "got {value}", {"problem": problem, "value": repr(value)},
+        )
+    return value
+
+
+def _jump_host(value: str) -> str:
+    _text(value)
+    user, _, rest = value.rpartition("@")
+    host, port = rest, ""
+    if rest.startswith("["):
+        host, _, port = rest.partition("]")
+        host, port = host + "]", port.removeprefix(":")
+    elif rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+    if (user and not USER_RE.fullmatch(user)) or address_problem(host) or (
+            port and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise PydanticCustomError(
+            "jump_host", "expected [USER@]HOST[:PORT] with HOST a host name or an address, "
+            "got {value}", {"value": repr(value)},
+        )
+    return value
+
+
+def _url(value: str) -> str:
+    _text(value)
+    if not URL_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "url", "expected an http:// or https:// URL (no spaces, quotes, user:password@ "
+            "or fragment), got {value}", {"value": repr(value)},
         )
     return value.rstrip("/")
 
 
+def _api_url(value: str) -> str:
+    value = _url(value)
+    if "?" in value:
+        raise PydanticCustomError("url", "expected the API's base URL without a query, got "
+                                  "{value}", {"value": repr(value)})
+    if value.lower().endswith("/api/v2"):
+        raise PydanticCustomError(
+            "api_url", "give the API's base URL without /api/v2 (tsops adds it), e.g. "
+            "{suggested}", {"suggested": value[: -len("/api/v2")]},
+        )
+    return value
+
+
+def duration_seconds(value: str) -> float | None:
+    """Seconds in a Go duration like "12h" or "1h30m" (Go's time.ParseDuration), or None."""
+    if value == "0":
+        return 0.0
+    if not DURATION_RE.fullmatch(value):
+        return None
+    return sum(float(number) * DURATION_UNITS[unit]
+               for number, unit in DURATION_PART_RE.findall(value))
+
+
+def _check_period(value: str) -> str:
+    """A check period as the control plane accepts it: `always`, or 1m to 168h."""
+    if value == "always":
+        return value
+    seconds = duration_seconds(value)
+    if seconds is None:
+        raise PydanticCustomError(
+            "check_period", 'expected a duration like "12h", "30m" or "1h30m", or "always", '
+            "got {value}", {"value": repr(value)},
+        )
+    if not CHECK_PERIOD_MIN <= seconds <= CHECK_PERIOD_MAX:
+        raise PydanticCustomError(
+            "check_period", "a check period is between 1m and 168h (one week), got {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
 def _destination(value: str) -> str:
+    _text(value)
     if value.startswith("s3://"):
         bucket, _, prefix = value.removeprefix("s3://").partition("/")
         problem = bucket_name_problem(bucket)
@@ -80,7 +250,7 @@ def _destination(value: str) -> str:
             "expected s3://BUCKET[/PREFIX] or an absolute local path, got {value}",
             {"value": repr(value)},
         )
-    return value
+    return _absolute(value)
 
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -97,11 +267,11 @@ IMAGE_RE = re.compile(r"^[a-z0-9./_-]+:(?!latest$)[A-Za-z0-9._-]+(@sha256:[0-9a-
 
 def bucket_name_problem(bucket: str) -> str | None:
     """Why `bucket` is not a valid S3 bucket name (AWS naming rules), or None."""
-    if not BUCKET_RE.match(bucket):
+    if not BUCKET_RE.fullmatch(bucket):
         return "3-63 lowercase letters, digits, dots and hyphens, starting and ending alphanumeric"
     if ".." in bucket or ".-" in bucket or "-." in bucket:
         return "no two adjacent dots, and no dot next to a hyphen"
-    if re.match(r"^\d+\.\d+\.\d+\.\d+$", bucket):
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
         return "must not look like an IP address"
     if bucket.startswith(("xn--", "sthree-")) or bucket.endswith(("-s3alias", "--ol-s3")):
         return "uses a prefix or suffix AWS reserves"
@@ -109,7 +279,7 @@ def bucket_name_problem(bucket: str) -> str | None:
 
 
 def _region(value: str) -> str:
-    if not REGION_RE.match(value) and value != "auto":
+    if not REGION_RE.fullmatch(value) and value != "auto":
         raise PydanticCustomError(
             "region", 'expected a region like "eu-central-1", got {value}', {"value": repr(value)}
         )
@@ -117,7 +287,7 @@ def _region(value: str) -> str:
 
 
 def _kms_key(value: str) -> str:
-    if not KMS_KEY_RE.match(value):
+    if not KMS_KEY_RE.fullmatch(value):
         raise PydanticCustomError(
             "kms_key",
             "expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/UUID or .../alias/NAME), "
@@ -128,7 +298,7 @@ def _kms_key(value: str) -> str:
 
 
 def _principal(value: str) -> str:
-    if not PRINCIPAL_RE.match(value):
+    if not PRINCIPAL_RE.fullmatch(value):
         raise PydanticCustomError(
             "principal",
             "expected an IAM principal ARN like arn:aws:iam::123456789012:role/NAME, got {value}",
@@ -138,16 +308,22 @@ def _principal(value: str) -> str:
 
 
 def _absolute(value: str) -> str:
-    if not value.startswith("/") or "\n" in value:
+    _text(value)
+    if not value.startswith("/"):
         raise PydanticCustomError(
             "absolute_path", "expected an absolute path on the host, got {value}",
             {"value": repr(value)},
+        )
+    if not HOST_PATH_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "host_path", "a path on the host may only hold letters, digits and . _ - + @ = : , / "
+            "(no spaces, quotes, $ or %), got {value}", {"value": repr(value)},
         )
     return value
 
 
 def _image(value: str) -> str:
-    if not IMAGE_RE.match(value):
+    if not IMAGE_RE.fullmatch(value):
         raise PydanticCustomError(
             "image", 'expected an image with a pinned tag like "tailscale/tsrecorder:v1.80.0" '
             "(not latest), got {value}", {"value": repr(value)},
@@ -158,6 +334,10 @@ def _image(value: str) -> str:
 Tag = Annotated[str, AfterValidator(_tag)]
 HostName = Annotated[str, AfterValidator(_hostname)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Text = Annotated[str, AfterValidator(_text)]
+Word = Annotated[str, AfterValidator(_word)]
+Url = Annotated[str, AfterValidator(_url)]
+HostPath = Annotated[str, AfterValidator(_absolute)]
 
 
 class Model(BaseModel):
@@ -170,7 +350,7 @@ class SecretRef(Model):
     """Where a secret is kept: an environment variable, a keyring entry, or both (env wins)."""
 
     env: str | None = None
-    keyring: str | None = None
+    keyring: Text | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -187,7 +367,7 @@ class SecretRef(Model):
     def _one_source(self) -> SecretRef:
         if self.env is None and self.keyring is None:
             raise PydanticCustomError("secret_source", "give `env`, `keyring` or both")
-        if self.env is not None and not ENV_VAR_RE.match(self.env):
+        if self.env is not None and not ENV_VAR_RE.fullmatch(self.env):
             raise PydanticCustomError(
                 "env_name", "`env` must be an environment variable name, got {value}",
                 {"value": repr(self.env)},
@@ -198,7 +378,7 @@ class SecretRef(Model):
 class OAuthClient(Model):
     """An OAuth client of the tailnet; its secret is a reference, never inline."""
 
-    client_id: str
+    client_id: Word
     client_secret: SecretRef
 
 
@@ -218,33 +398,34 @@ class Credentials(Model):
 class Tailnet(Model):
     """The tailnet tsops manages."""
 
-    name: str = "-"
-    api_url: Annotated[str, AfterValidator(_url)] = "https://api.tailscale.com"
-    login_server: Annotated[str, AfterValidator(_url)] | None = None
+    name: Annotated[str, AfterValidator(_tailnet)] = "-"
+    api_url: Annotated[str, AfterValidator(_api_url)] = "https://api.tailscale.com"
+    allow_plain_http: bool = False
+    login_server: Url | None = None
     credentials: Credentials
 
 
 class Connection(Model):
     """How tsops reaches hosts over SSH; each field can be overridden per group or host."""
 
-    user: str | None = None
+    user: Annotated[str, AfterValidator(_user)] | None = None
     port: Port | None = None
-    identity_file: str | None = None
+    identity_file: Text | None = None
     sudo: bool | None = None
-    jump_host: str | None = None
+    jump_host: Annotated[str, AfterValidator(_jump_host)] | None = None
 
 
 class Defaults(Connection):
     """SSH defaults for every host, plus the ssh_config file to read them from."""
 
-    ssh_config: str | None = None
+    ssh_config: Text | None = None
 
 
 class Tarball(Model):
     """A static Tailscale tarball, by URL or local file, with the digest it must have."""
 
-    url: Annotated[str, AfterValidator(_url)] | None = None
-    path: str | None = None
+    url: Url | None = None
+    path: Text | None = None
     sha256: Annotated[str, AfterValidator(_sha256)]
 
     @model_validator(mode="after")
@@ -258,7 +439,7 @@ class Install(Model):
     """How Tailscale gets onto hosts."""
 
     method: Literal["apt", "rhel", "tarball", "preinstalled"] = "apt"
-    repository: Annotated[str, AfterValidator(_url)] = "https://pkgs.tailscale.com/stable"
+    repository: Url = "https://pkgs.tailscale.com/stable"
     version: Annotated[str, AfterValidator(_version)] | None = None
     tarball: Tarball | None = None
 
@@ -282,7 +463,7 @@ class Tailscale(Model):
 class Host(Connection):
     """One machine: where it is, how to reach it, its extra tags."""
 
-    address: str | None = None
+    address: Annotated[str, AfterValidator(_address)] | None = None
     tags: tuple[Tag, ...] = ()
 
 
@@ -307,12 +488,12 @@ class Recorders(Connection):
     tag: Tag = "tag:recorder"
     runtime: Literal["binary", "container"] = "binary"
     hosts: dict[HostName, Host | None] = Field(min_length=1)
-    binary: str | None = None
-    binary_path: Annotated[str, AfterValidator(_absolute)] = "/usr/local/bin/tsrecorder"
+    binary: Text | None = None
+    binary_path: HostPath = "/usr/local/bin/tsrecorder"
     image: Annotated[str, AfterValidator(_image)] = "tailscale/tsrecorder:v1.80.0"
     container_engine: Literal["docker", "podman"] = "docker"
     service_user: Annotated[str, AfterValidator(_hostname)] = "tsrecorder"
-    statedir: Annotated[str, AfterValidator(_absolute)] = "/var/lib/tsrecorder"
+    statedir: HostPath = "/var/lib/tsrecorder"
     ui: bool = False
 
 
@@ -335,7 +516,7 @@ class Storage(Model):
 
     destination: Annotated[str, AfterValidator(_destination)]
     region: Annotated[str, AfterValidator(_region)] | None = None
-    endpoint: Annotated[str, AfterValidator(_url)] | None = None
+    endpoint: Url | None = None
     allow_plain_http: bool = False
     send_content_md5: bool = False
     object_lock: ObjectLock = ObjectLock()
@@ -374,10 +555,10 @@ class SshRule(Model):
 
     name: HostName
     action: Literal["accept", "check"] = "accept"
-    src: tuple[str, ...] = Field(min_length=1)
+    src: tuple[Word, ...] = Field(min_length=1)
     dst: tuple[Tag, ...] = Field(min_length=1)
-    users: tuple[str, ...] = Field(min_length=1)
-    check_period: str | None = None
+    users: tuple[Word, ...] = Field(min_length=1)
+    check_period: Annotated[str, AfterValidator(_check_period)] | None = None
     enforce_recorder: bool = True
     recorder: Annotated[str, BeforeValidator(_one_recorder), AfterValidator(_tag)] | None = None
 
@@ -386,9 +567,9 @@ class Policy(Model):
     """Where the tailnet policy file lives that tsops patches (see docs/policy.md)."""
 
     source: Literal["api", "file"] = "api"
-    file: str | None = None
-    state_dir: str | None = None
-    tag_owners: tuple[str, ...] = ()
+    file: Text | None = None
+    state_dir: Text | None = None
+    tag_owners: tuple[Word, ...] = ()
 
     @model_validator(mode="after")
     def _file_given(self) -> Policy:

@@ -39,9 +39,15 @@ class Marked:
 
 
 def detect_style(document: Document) -> Style:
-    """Infer newline, indentation unit and trailing-comma habit from the document."""
+    """Infer newline, indentation unit and trailing-comma habit from the document.
+
+    The newline is the one most of the file's lines end with (a stray CRLF line pasted into an
+    LF file does not make every inserted line CRLF); the file counts as written on one line
+    when its value is, whatever newline ends the file.
+    """
     text = document.text
-    newline = "\r\n" if "\r\n" in text else "\n"
+    crlf = text.count("\r\n")
+    newline = "\r\n" if crlf > text.count("\n") - crlf else "\n"
     unit = ""
     top = document.value
     if isinstance(top, Object):
@@ -53,7 +59,8 @@ def detect_style(document: Document) -> Style:
     if not unit or unit.startswith("\t"):
         unit = "\t"
     trailing = _trailing_habit(text, document.value)
-    return Style(newline, unit, True if trailing is None else trailing, "\n" in text)
+    multiline = "\n" in text[top.start:top.end]
+    return Style(newline, unit, True if trailing is None else trailing, multiline)
 
 
 def _trailing_habit(text: str, node: Node) -> bool | None:

@@ -19,6 +19,7 @@ from tsops.errors import ExitCode, TsopsError
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _LITERALS = {"true": True, "false": False, "null": None}
 _WHITESPACE = " \t\r\n"
+MAX_DEPTH = 64  # a policy file nests about 6 deep; this stops far before Python's recursion limit
 
 
 class HuJSONError(TsopsError):
@@ -132,6 +133,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def fail(self, message: str, offset: int | None = None) -> HuJSONError:
         line, column = position(self.text, self.pos if offset is None else offset)
@@ -173,10 +175,13 @@ class _Parser:
 
     def value(self) -> Node:
         char = self.peek()
-        if char == "{":
-            return self.object()
-        if char == "[":
-            return self.array()
+        if char in ("{", "["):
+            if self.depth >= MAX_DEPTH:
+                raise self.fail(f"nested more than {MAX_DEPTH} levels deep")
+            self.depth += 1
+            node = self.object() if char == "{" else self.array()
+            self.depth -= 1
+            return node
         if char == '"':
             start = self.pos
             raw, value = self.string()

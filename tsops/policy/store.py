@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tsops.errors import TsopsError
 from tsops.files import FileChangedMeanwhile, replace_file, write_private
+from tsops.policy.hujson import HuJSONError
 from tsops.tailscale_api import PolicyValidation
 
 if TYPE_CHECKING:
@@ -112,7 +113,10 @@ class FileSource:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise TsopsError(f"{self.path}: the policy file is not UTF-8 ({error})") from error
+            line = data.count(b"\n", 0, error.start) + 1
+            column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+            raise HuJSONError(f"invalid policy: not UTF-8 text (byte 0x{data[error.start]:02x})",
+                              line, column, source=str(self.path)) from None
         return Snapshot(text, file_etag(data))
 
     def _bytes(self) -> bytes:

@@ -67,6 +67,10 @@ SSH_FIELDS = frozenset(
 )
 TEST_FIELDS = frozenset({"src", "proto", "accept", "deny"})
 SSH_TEST_FIELDS = frozenset({"src", "dst", "accept", "check", "deny"})
+CHECK_PERIOD_MIN, CHECK_PERIOD_MAX = 60.0, 168 * 3600.0
+_GO_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                      "m": 60.0, "h": 3600.0}
 PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "sctp": "132", "igmp": "2", "gre": "47"}
 TAG_NAME = re.compile(r"tag:[A-Za-z][A-Za-z0-9-]*")
 PORT_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
@@ -269,8 +273,22 @@ class _Checker:
                 self._check_selector(f"{where}.recorder", recorder)
         if "enforceRecorder" in rule and not isinstance(rule["enforceRecorder"], bool):
             self.errors.append(f"{where}.enforceRecorder must be true or false")
-        if "checkPeriod" in rule and not isinstance(rule["checkPeriod"], str):
+        if "checkPeriod" in rule:
+            self._check_period(where, rule)
+
+    def _check_period(self, where: str, rule: dict[str, Any]) -> None:
+        """checkPeriod: a string, only on check rules, `always` or a duration of 1m to 168h."""
+        period = rule["checkPeriod"]
+        if not isinstance(period, str):
             self.errors.append(f"{where}.checkPeriod must be a string")
+        elif rule.get("action") != "check":
+            self.errors.append(f"{where}.checkPeriod is only valid with action 'check'")
+        elif period != "always":
+            seconds = _go_duration(period)
+            if seconds is None:
+                self.errors.append(f"{where}.checkPeriod: invalid duration {period!r}")
+            elif not CHECK_PERIOD_MIN <= seconds <= CHECK_PERIOD_MAX:
+                self.errors.append(f"{where}.checkPeriod {period!r} must be between 1m and 168h")
 
     def _check_test(self, where: str, test: dict[str, Any]) -> None:
         """Check one tests entry in the subset the simulator evaluates."""
@@ -365,6 +383,24 @@ def run_tests(policy: dict[str, Any]) -> list[dict[str, Any]]:
         if errors:
             failures.append({"user": source, "errors": errors})
     return failures
+
+
+def _go_duration(text: str) -> float | None:
+    """Seconds in a Go duration string (time.ParseDuration: "12h", "1h30m", "-5m"), or None."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    sign = -1.0 if text.startswith("-") else 1.0
+    if body == "0":
+        return 0.0
+    if not body:
+        return None
+    seconds, position = 0.0, 0
+    while position < len(body):
+        match = _GO_DURATION_PART.match(body, position)
+        if match is None:
+            return None
+        seconds += float(match.group(1)) * _GO_DURATION_UNITS[match.group(2)]
+        position = match.end()
+    return sign * seconds
 
 
 def run_ssh_tests(policy: dict[str, Any]) -> list[dict[str, Any]]:
