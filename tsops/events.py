@@ -105,8 +105,8 @@ class Recorded:
         return [text for k, text in self.lines if k == kind]
 
 
-class Confirmed:
-    """The run's events with every question answered yes (asked once, before the whole change)."""
+class Forwarding:
+    """Passes everything on to the run's events; subclasses change one answer."""
 
     def __init__(self, events: Events) -> None:
         self.events = events
@@ -132,7 +132,8 @@ class Confirmed:
         self.events.diff(text)
 
     def confirm(self, question: str, refused: str) -> None:
-        """Yes: the operator confirmed the whole change."""
+        """Passed on."""
+        self.events.confirm(question, refused)
 
     def unable_to_ask(self) -> str | None:
         """Passed on."""
@@ -141,3 +142,18 @@ class Confirmed:
     def ask_secret(self, label: str, found: str) -> str:
         """Passed on."""
         return self.events.ask_secret(label, found)
+
+
+class Confirmed(Forwarding):
+    """The run's events with every question answered yes (asked once, before the whole change)."""
+
+    def confirm(self, question: str, refused: str) -> None:
+        """Yes: the operator confirmed the whole change."""
+
+
+class Unattended(Forwarding):
+    """The run's events where nobody may be asked for a secret (credentials that only help)."""
+
+    def unable_to_ask(self) -> str | None:
+        """Input is disabled."""
+        return "input is disabled"

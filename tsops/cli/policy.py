@@ -7,30 +7,12 @@ from pathlib import Path
 from tsops.cli import console
 from tsops.context import RunContext
 from tsops.errors import ExitCode
+from tsops.flows.policy import policy_api
 from tsops.inventory.load import load_inventory
-from tsops.secrets import SecretError
-from tsops.tailscale_api import TailscaleApi
 
 
 def _context(path: Path, no_input: bool, yes: bool = False) -> RunContext:
     return RunContext.open(path, events=console.ConsoleEvents(no_input=no_input, yes=yes))
-
-
-def _api(context: RunContext, no_input: bool) -> TailscaleApi | None:
-    """An API client; for a file source, None when the credentials cannot be resolved."""
-    if context.inventory.model.policy.source == "api":
-        return context.api
-    events = context.events
-    try:
-        # A file source never asks for credentials: they only add validation.
-        context.events = console.ConsoleEvents(no_input=True)
-        return context.api
-    except SecretError as error:
-        console.warning(f"no API credentials ({error.message}); the policy file is not "
-                        "validated through the API")
-        return None
-    finally:
-        context.events = events
 
 
 def run_diff(path: Path, *, no_input: bool, detailed_exitcode: bool) -> int:
@@ -38,7 +20,7 @@ def run_diff(path: Path, *, no_input: bool, detailed_exitcode: bool) -> int:
     from tsops.policy.apply import diff_policy
 
     with _context(path, no_input) as context:
-        plan, diff = diff_policy(context.inventory, _api(context, no_input))
+        plan, diff = diff_policy(context.inventory, policy_api(context))
     for conflict in plan.conflicts:
         console.warning(f"conflict: {conflict}")
     for warning in plan.warnings:
@@ -55,7 +37,7 @@ def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool) 
     from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
 
     with _context(path, no_input, yes) as context:
-        inventory, api = context.inventory, _api(context, no_input)
+        inventory, api = context.inventory, policy_api(context)
         recorder_tags = enforced_recorder_tags(inventory)
         healthy = online_recorder_tags(api, recorder_tags) if api and recorder_tags else set()
         result = apply_policy(inventory, api, context.events, healthy_recorder_tags=healthy,
@@ -83,4 +65,4 @@ def run_rollback(path: Path, *, no_input: bool, yes: bool, number: int | None,
                          f"{record.before.etag[:12]} -> {record.after.etag[:12]}")
         return
     with _context(path, no_input, yes) as context:
-        rollback_policy(inventory, _api(context, no_input), context.events, number=number)
+        rollback_policy(inventory, policy_api(context), context.events, number=number)
