@@ -97,3 +97,13 @@ def test_an_inventory_edit_keeps_a_symlink_and_refuses_a_concurrent_edit(tmp_pat
         commit(link, text, text + "# ours\n")
     assert real.read_text() == edited
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "real.yaml"]
+
+
+def test_a_damaged_policy_history_record_is_one_line_naming_it(tmp_path: Path) -> None:
+    from tsops.errors import TsopsError
+
+    history = History(tmp_path / "state")
+    history.add(Snapshot("{}\n", "a"), Snapshot('{"ssh": []}\n', "b"), "apply")
+    (history.directory / "0001.json").write_text('{"number": ')
+    with pytest.raises(TsopsError, match=r"0001.json: not a readable record of a policy write"):
+        history.last()

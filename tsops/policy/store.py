@@ -205,13 +205,17 @@ class History:
         return Record(number, written_at, reason, before, after)
 
     def _load(self, meta: Path) -> Record:
-        data = json.loads(meta.read_text())
         stem = meta.with_suffix("")
-        before = stem.with_suffix(".before.hujson").read_bytes().decode()
-        after = stem.with_suffix(".after.hujson").read_bytes().decode()
-        return Record(int(data["number"]), str(data["written_at"]), str(data["reason"]),
-                      Snapshot(before, str(data["etag_before"])),
-                      Snapshot(after, str(data["etag_after"])))
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            before = stem.with_suffix(".before.hujson").read_bytes().decode()
+            after = stem.with_suffix(".after.hujson").read_bytes().decode()
+            return Record(int(data["number"]), str(data["written_at"]), str(data["reason"]),
+                          Snapshot(before, str(data["etag_before"])),
+                          Snapshot(after, str(data["etag_after"])))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise TsopsError(f"{meta}: not a readable record of a policy write ({error}); move "
+                             f"it out of {self.directory} to go on") from error
 
 
 def default_state_dir(inventory: LoadedInventory) -> Path:

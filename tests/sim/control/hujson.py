@@ -102,3 +102,7 @@ def loads(text: str) -> Any:
         return json.loads(plain, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
         raise HuJSONError(f"invalid HuJSON: {error.msg} at {_position(text, error.pos)}") from None
+    except RecursionError:
+        # Go's decoders refuse such input too ("exceeded max depth"); answer it as bad input,
+        # not as a simulator crash.
+        raise HuJSONError("invalid HuJSON: exceeded max depth") from None

@@ -140,3 +140,10 @@ def test_failing_tests_are_reported_per_user(control: ControlServer, api: httpx.
     assert answer["data"] == [
         {"user": "bob@example.com", "errors": ["bob@example.com cannot access tag:server:22"]}
     ]
+
+
+def test_a_policy_nested_past_any_parser_s_depth_is_bad_input_not_a_crash() -> None:
+    from tests.sim.control import hujson
+
+    with pytest.raises(hujson.HuJSONError, match="exceeded max depth"):
+        hujson.loads("[" * 5000 + "]" * 5000)
