@@ -115,7 +115,8 @@ def system_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if found.is_file():
             shutil.copy(found, units / found.name)
     (units / "docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")
-    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman", "bin/sh"):
+    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman", "bin/sh",
+                    "bin/rm"):
         path = root / program
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")

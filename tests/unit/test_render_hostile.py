@@ -121,7 +121,8 @@ def verify_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if found.is_file():
             shutil.copy(found, units / found.name)
     (units / "docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")
-    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman", "bin/sh"):
+    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman", "bin/sh",
+                    "bin/rm"):
         executable(root, "/" + program)
     (root / "etc/systemd/system").mkdir(parents=True)
     return root

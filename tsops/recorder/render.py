@@ -37,8 +37,9 @@ AUTHKEY_FILE = f"{CONFIG_DIR}/authkey.env"
 CONTAINER_UID = 65532  # the user the tailscale/tsrecorder image runs as
 CANARY_PREFIX = "tsops-canary/"
 LIFECYCLE_RULE_ID = "tsops-noncurrent-versions"
-# The container runtime hands secrets to the container as files in this directory (a systemd
-# RuntimeDirectory, tmpfs, removed when the unit stops), mounted read-only at the same path.
+# The container runtime hands secrets to the container as files in this directory (on the /run
+# tmpfs, made at each start and removed when the unit stops), mounted read-only at the same path.
+# Not a RuntimeDirectory=: systemd would chown it back to the unit's user (root) before ExecStart.
 SECRETS_DIR = "/run/tsrecorder"
 CONTAINER_AUTHKEY_FILE = f"{SECRETS_DIR}/authkey"
 CONTAINER_CREDENTIALS_FILE = f"{SECRETS_DIR}/aws-credentials"
@@ -207,20 +208,20 @@ def _secrets_script(spec: RecorderSpec) -> str:
     systemd has already read the root-only environment files into this process's environment;
     the script writes the auth key (empty once the recorder has joined: it resumes from its
     statedir) and the S3 keys as an AWS shared credentials file, readable only by the image's
-    user, in a tmpfs directory systemd removes when the unit stops. Values reach `printf` as
+    user, in a tmpfs directory that ExecStopPost removes. Values reach `printf` as
     arguments of a shell built-in: never in argv of a process, never in `docker inspect`.
     """
     uid = CONTAINER_UID
     steps = [
-        "set -eu", "umask 077",
+        "set -eu", "umask 077", f"rm -rf {SECRETS_DIR}", f"mkdir -m 0700 {SECRETS_DIR}",
         f"printf '%s\\n' \"${{TS_AUTHKEY:-}}\" > {CONTAINER_AUTHKEY_FILE}",
     ]
     if _has_own_keys(spec):
         steps.append("printf '[default]\\naws_access_key_id = %s\\naws_secret_access_key = %s\\n' "
                      '"$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" '
                      f"> {CONTAINER_CREDENTIALS_FILE}")
-    steps += [f"chown -R {uid}:{uid} {SECRETS_DIR}", f"chmod 0400 {SECRETS_DIR}/*",
-              f"chmod 0500 {SECRETS_DIR}"]
+    steps += [f"chmod 0400 {SECRETS_DIR}/*", f"chmod 0500 {SECRETS_DIR}",
+              f"chown -R {uid}:{uid} {SECRETS_DIR}"]
     return "; ".join(steps)
 
 
@@ -272,7 +273,8 @@ def render_unit(spec: RecorderSpec) -> str:
         field = "recorders.container_engine"
         values["image"] = _specifiers(spec.image, "recorders.image")
         values["docker"] = spec.container_engine == "docker"
-        values["secrets_dir"] = SECRETS_DIR.removeprefix("/run/")
+        values["exec_forget"] = command_line([("/bin/rm", field), ("-rf", field),
+                                              (SECRETS_DIR, field)])
         values["exec_remove"] = command_line([(engine, field), ("rm", field),
                                               ("--force", field), ("tsrecorder", field)])
         values["exec_secrets"] = command_line([("/bin/sh", field), ("-c", field),
