@@ -206,3 +206,24 @@ def test_a_single_statement_object_equals_a_one_item_list() -> None:
                  "Principal": {"AWS": "arn:aws:iam::123456789012:role/r"}}
     assert normalize_policy({"Version": "2012-10-17", "Statement": statement}) == (
         normalize_policy({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+# `systemd-analyze security` exposure (0-100, tenths of its 0-10 score) each unit must not
+# exceed: measured 11 (binary) and 85 (container); before the sandbox 85 and 91.
+EXPOSURE = {"binary": 11, "container": 85}
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_sandbox_keeps_its_systemd_analyze_security_score(
+    name: str, system_root: Path, tmp_path: Path
+) -> None:
+    unit = tmp_path / "tsrecorder.service"
+    unit.write_text(render_unit(UNITS[name]))
+    threshold = EXPOSURE[UNITS[name].runtime]
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", f"--threshold={threshold}", str(unit)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout[-300:]
+    assert f"Overall exposure level for tsrecorder.service: {threshold / 10:.1f}" in (
+        result.stdout)
