@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,15 @@ from tests.sim.recorder.cast import shell_output
 from tests.sim.recorder.conftest import ALICE, register_server
 from tests.sim.recorder.session import Outcome, run_session
 from tsops.inventory.model import Storage
-from tsops.recorder.render import bucket_policy, normalize_policy
+from tsops.recorder.render import (
+    RecorderSpec,
+    bucket_policy,
+    normalize_policy,
+    recorder_flags,
+    render_authkey_env,
+    render_env,
+    render_unit,
+)
 
 BUCKET = "lab-recordings"
 RECORDER_PRINCIPAL = "arn:aws:iam::123456789012:user/recorder"
@@ -442,3 +453,59 @@ def test_container_runtime_unit_runs_as_the_image_user(
         mutant = command.replace(f" {flag} ", " ")
         run = host.nsenter(f"env -i {environment_of_unit} timeout 120 {mutant}", check=False)
         assert run.returncode not in (0, 124) and failure in run.stderr, (flag, run.stderr)
+
+
+# Stands in for tsrecorder: writes what systemd handed it (argv and the variables tsops sets)
+# into its statedir, which only ReadWritePaths= makes writable under ProtectSystem=strict.
+ECHO_RECORDER = """#!/usr/bin/python3
+import json, os, sys
+statedir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--statedir="))
+names = ("TSRECORDER_LOGIN_SERVER", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TS_AUTHKEY")
+with open(os.path.join(statedir, "seen.json"), "w") as out:
+    json.dump({"argv": sys.argv[1:], "env": {n: os.environ.get(n) for n in names}}, out)
+"""
+
+
+@pytest.mark.lab(hosts=1)
+def test_systemd_reads_hostile_values_back_exactly_as_rendered(lab: Lab) -> None:
+    """Real systemd parses a unit and env files full of quotes, `$`, `%`, `;` and spaces."""
+    host = lab.hosts[0]
+    spec = RecorderSpec(
+        hostname='rec 1;${USER}%n"\\x\'', runtime="binary",
+        binary_path="/opt/ts rec$HOME;%n/tsrecorder", image="tailscale/tsrecorder:v1.80.0",
+        container_engine="docker", service_user="echo-recorder",
+        statedir="/var/lib/ts state ${HOME};50%n &x $HOME", ui=True,
+        login_server='https://ctl.example.com/a"b\\c %n${HOME};x `id`',
+        storage=Storage.model_construct(**{
+            **Storage.model_validate({"destination": "/srv/x"}).__dict__,
+            "destination": "/srv/rec ordings;$PATH%%"}),
+    )
+    secrets = {"AWS_ACCESS_KEY_ID": 'AK"${HOME}%n', "AWS_SECRET_ACCESS_KEY": "se cr\\et`id`$(id)'#",
+               "TS_AUTHKEY": "tskey-auth-$x \"y\" \\z"}
+    unit = render_unit(spec)
+    quoted = {name: shlex.quote(path) for name, path in [
+        ("binary", spec.binary_path), ("folder", str(Path(spec.binary_path).parent)),
+        ("statedir", spec.statedir), ("destination", spec.storage.destination)]}
+    host.nsenter("useradd --system --user-group --no-create-home echo-recorder")
+    host.nsenter(f"mkdir -p {quoted['folder']} && cat > {quoted['binary']} && "
+                 f"chmod 0755 {quoted['binary']} && install -d -o echo-recorder "
+                 f"{quoted['statedir']} {quoted['destination']} && mkdir -p /etc/tsrecorder",
+                 input=ECHO_RECORDER)
+    host.nsenter("cat > /etc/tsrecorder/env",
+                 input=render_env(secrets["AWS_ACCESS_KEY_ID"], secrets["AWS_SECRET_ACCESS_KEY"]))
+    host.nsenter("cat > /etc/tsrecorder/authkey.env",
+                 input=render_authkey_env(secrets["TS_AUTHKEY"]))
+    host.nsenter("cat > /etc/systemd/system/hostile.service && systemctl daemon-reload && "
+                 "systemctl start hostile.service", input=unit)
+    seen_path = shlex.quote(f"{spec.statedir}/seen.json")
+    deadline = time.monotonic() + 60  # a bound on the wait, not a timed assertion
+    while host.nsenter(f"test -s {seen_path}", check=False).returncode != 0:
+        assert time.monotonic() < deadline, host.nsenter(
+            "journalctl -u hostile --no-pager | tail -20", check=False).stdout
+        time.sleep(0.5)
+    host.nsenter("systemctl stop hostile.service")
+    seen = json.loads(host.nsenter(f"cat {seen_path}").stdout)
+    assert seen["argv"] == recorder_flags(spec)
+    assert "--hostname=rec 1;${USER}%n\"\\x'" in seen["argv"]
+    assert seen["env"] == {"TSRECORDER_LOGIN_SERVER": spec.login_server, **secrets}
+    assert replace(spec, hostname="rec1") != spec  # the values above were not the benign ones
