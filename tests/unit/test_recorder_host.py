@@ -16,12 +16,12 @@ from tsops.inventory.model import Storage
 from tsops.recorder.host import (
     RecorderFacts,
     RecorderProbeError,
+    check_renderable,
     parse_probe,
     plan_recorder_host,
     prepare_script,
     probe,
     sha256,
-    spec_for,
 )
 from tsops.recorder.phase import RecorderPhase
 from tsops.recorder.render import RenderError, render_env, render_unit
@@ -309,8 +309,9 @@ def test_a_value_the_unit_cannot_carry_is_refused_naming_the_inventory(tmp_path:
     inventory = load_inventory(path)
     model = inventory.model.model_copy(update={"storage": Storage.model_construct(
         **{**LOCAL.__dict__, "destination": "/srv/x\nExecStartPre=+/bin/sh"})})
+    check_renderable(inventory)  # the inventory as loaded renders
     with pytest.raises(RenderError) as refused:
-        spec_for(replace(inventory, model=model), inventory.recorders[0])
+        check_renderable(replace(inventory, model=model))
     assert refused.value.message == (
         f"{path}: storage.destination: holds the control character U+000A, which the "
         "recorder's systemd unit cannot carry safely")

@@ -93,6 +93,14 @@ def spec_for(inventory: LoadedInventory, target: Target) -> RecorderSpec:
     return spec
 
 
+def check_renderable(inventory: LoadedInventory) -> None:
+    """Raise RenderError (exit 2) if a recorder's unit cannot be written safely; no host touched."""
+    if inventory.model.recorders is None or inventory.model.storage is None:
+        return
+    for target in inventory.recorders:
+        spec_for(inventory, target)
+
+
 def sha256(text: str | bytes) -> str:
     """Hex sha256 of text (UTF-8) or bytes."""
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
