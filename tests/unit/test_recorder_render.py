@@ -176,6 +176,10 @@ def test_environment_files_quote_values_and_hold_only_secrets() -> None:
     with pytest.raises(RenderError, match="secret_access_key") as refused:
         render_env("a", "hunter2\r")
     assert "hunter2" not in refused.value.message  # a secret is never shown
+    with pytest.raises(RenderError, match=r"^storage\.credentials\.secret_access_key: starts or "
+                       r"ends with white space") as refused:
+        render_env("AKID", " hunter2")
+    assert "hunter2" not in refused.value.message
     assert render_authkey_env('k$`"\\') == 'TS_AUTHKEY="k\\$\\`\\"\\\\"\n'
 
 

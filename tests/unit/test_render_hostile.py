@@ -9,6 +9,7 @@ output fails). Values are built without the inventory's validation: the renderer
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import shutil
@@ -20,14 +21,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import in_ci
 from tests.unit.test_recorder_render import BINARY, KEYS, LOCAL
 from tsops.recorder.render import (
+    SECRETS_DIR,
     RecorderSpec,
     RenderError,
+    _secrets_script,
     render_authkey_env,
     render_env,
     render_unit,
@@ -51,6 +54,7 @@ any_hostile = st.lists(st.one_of(st.sampled_from(PRINTABLE_HOSTILE + CONTROL), W
                        min_size=1, max_size=6).map("".join)
 
 S3_SPEC = BINARY
+CONTAINER_KEYS = replace(BINARY, runtime="container", storage=KEYS)
 LOCAL_SPEC = replace(BINARY, storage=LOCAL)
 Setter = Callable[[RecorderSpec, str], RecorderSpec]
 
@@ -249,14 +253,16 @@ def test_environment_file_values_stay_on_their_line_and_read_back_unchanged(
 ) -> None:
     controls = [v for v in (key_id, secret)
                 if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in v)]
+    padded = [v for v in (key_id, secret) if v != v.strip()]
     try:
         text = render_env(key_id, secret)
     except RenderError as refused:
-        assert controls and refused.field.startswith("storage.credentials.")
+        assert (controls or padded) and refused.field.startswith("storage.credentials.")
         assert re.fullmatch(REFUSED_SECRET.format(field="storage\\.credentials\\.[a-z_]+"),
-                            refused.message)
+                            refused.message) or refused.problem == (
+            "starts or ends with white space, which the AWS credentials file cannot carry")
         return
-    assert not controls
+    assert not controls and not padded
     lines = text.split("\n")
     assert [line.split("=", 1)[0] for line in lines] == [
         lines[0], "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", ""]
@@ -277,3 +283,26 @@ def test_the_authkey_file_holds_one_line_or_is_refused(key: str) -> None:
         return
     assert text.count("\n") == 1 and text.startswith("TS_AUTHKEY=\"")
     assert read_back_with_a_shell(text, ["TS_AUTHKEY"]) == [key]
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=printable_hostile, key_id=printable_hostile, secret=printable_hostile)
+def test_the_container_secrets_script_writes_hostile_secrets_unchanged(
+    key: str, key_id: str, secret: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The ExecStartPre shell, run by /bin/sh on values systemd read from the env files."""
+    assume(key_id == key_id.strip() and secret == secret.strip())  # refused by render_env
+    folder = tmp_path_factory.mktemp("secrets") / "tsrecorder"
+    script = _secrets_script(CONTAINER_KEYS).replace(SECRETS_DIR, str(folder))
+    assert "chown -R 65532:65532" in script
+    script = script.replace("chown -R 65532:65532", "true")  # needs root; the lab runs it
+    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TS_AUTHKEY": key,
+                   "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
+    subprocess.run(["/bin/sh", "-c", script], env=environment, check=True, timeout=30)
+    assert (folder / "authkey").read_text() == key + "\n"
+    credentials = configparser.RawConfigParser()
+    credentials.read_string((folder / "aws-credentials").read_text())
+    assert dict(credentials["default"]) == {
+        "aws_access_key_id": key_id, "aws_secret_access_key": secret}
+    assert [oct(p.stat().st_mode & 0o777) for p in (folder, folder / "authkey")] == [
+        "0o500", "0o400"]

@@ -289,12 +289,16 @@ def render_env(access_key_id: str | None, secret_access_key: str | None) -> str:
     """The root-only environment file: the recorder's S3 keys, if it has its own."""
     variables = []
     if access_key_id is not None and secret_access_key is not None:
-        variables = [
-            ("AWS_ACCESS_KEY_ID",
-             env_file_value(access_key_id, "storage.credentials.access_key_id")),
-            ("AWS_SECRET_ACCESS_KEY",
-             env_file_value(secret_access_key, "storage.credentials.secret_access_key")),
-        ]
+        for name, value, field in [
+            ("AWS_ACCESS_KEY_ID", access_key_id, "storage.credentials.access_key_id"),
+            ("AWS_SECRET_ACCESS_KEY", secret_access_key, "storage.credentials.secret_access_key"),
+        ]:
+            # The container runtime copies the keys into an AWS credentials file, whose
+            # parsers strip white space around a value.
+            if value != value.strip():
+                raise RenderError(field, "starts or ends with white space, which the AWS "
+                                         "credentials file cannot carry")
+            variables.append((name, env_file_value(value, field)))
     return _template("tsrecorder.env.j2").render(variables=variables)
 
 
