@@ -169,7 +169,7 @@ def test_s3_recorder_from_scratch_then_converged(
     assert host.nsenter(f"ps -o user= -p {pid}").stdout.strip() == "tsrecorder"
     # The sandbox is in force: no capability at all, no new privileges, a system call filter.
     status = host.nsenter(f"grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/{pid}/status").stdout
-    assert status.split() == ["NoNewPrivs:", "1", "Seccomp:", "2", "CapBnd:", "0" * 16]
+    assert status.split() == ["CapBnd:", "0" * 16, "NoNewPrivs:", "1", "Seccomp:", "2"]
     argv = host.nsenter(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
     assert "secret" not in argv and "tskey" not in argv
 
