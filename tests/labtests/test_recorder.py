@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,15 @@ from tests.sim.recorder.cast import shell_output
 from tests.sim.recorder.conftest import ALICE, register_server
 from tests.sim.recorder.session import Outcome, run_session
 from tsops.inventory.model import Storage
-from tsops.recorder.render import bucket_policy, normalize_policy
+from tsops.recorder.render import (
+    RecorderSpec,
+    bucket_policy,
+    normalize_policy,
+    recorder_flags,
+    render_authkey_env,
+    render_env,
+    render_unit,
+)
 
 BUCKET = "lab-recordings"
 RECORDER_PRINCIPAL = "arn:aws:iam::123456789012:user/recorder"
@@ -156,6 +167,9 @@ def test_s3_recorder_from_scratch_then_converged(
     assert host.nsenter("ls /etc/tsrecorder").stdout.split() == ["env"]  # key file removed
     pid = unit_state(host)["MainPID"]
     assert host.nsenter(f"ps -o user= -p {pid}").stdout.strip() == "tsrecorder"
+    # The sandbox is in force: no capability at all, no new privileges, a system call filter.
+    status = host.nsenter(f"grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/{pid}/status").stdout
+    assert status.split() == ["CapBnd:", "0" * 16, "NoNewPrivs:", "1", "Seccomp:", "2"]
     argv = host.nsenter(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
     assert "secret" not in argv and "tskey" not in argv
 
@@ -277,23 +291,114 @@ def test_two_recorders_share_one_bucket(
     assert [(h["outcome"], h["healthy"]) for h in second["hosts"]] == [("unchanged", True)] * 2
 
 
-FAKE_DOCKER = """\
-#!/bin/sh
-# Lab stand-in for docker: `run` starts the simulated tsrecorder as the image's user with the
-# flags after the image's /tsrecorder; rm and stop succeed (systemd stops the process itself).
-command=$1; shift
-[ "$command" = run ] || exit 0
+FAKE_DOCKER = r"""#!/bin/sh
+# Lab stand-in for docker, as strict as docker about what a unit asks for. `run` starts the
+# image's program (the image: the host's /usr, /etc/ssl, and /opt/tsrecorder as /tsrecorder) in
+# a root of its own, where only --volume mounts are shared with the host, only --env names (or
+# NAME=VALUE) reach the environment, and with --read-only nothing outside the volumes is
+# writable. An option it does not know is refused, so a flag tsops adds must be taught here.
+# rm and stop succeed (systemd stops the process itself).
+set -eu
+umask 022  # the unit's UMask is not the daemon's: docker makes mount points 0755
+if [ "${1:-}" != __inside ]; then
+  case "${1:-}" in
+    rm|stop) exit 0 ;;
+    run) exec unshare --mount --propagation private "$0" __inside "$@" ;;
+    *) echo "docker stand-in: unsupported command ${1:-}" >&2; exit 125 ;;
+  esac
+fi
+shift 2
+user=0:0; read_only=; volumes=; envs=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --rm|--name=*|--cap-drop=ALL|--security-opt=no-new-privileges) ;;
+    --read-only) read_only=1 ;;
     --user=*) user=${1#--user=} ;;
-    -*) ;;
-    *) shift; shift; break ;;
+    --volume=*) volumes="$volumes ${1#--volume=}" ;;
+    --env=*) envs="$envs ${1#--env=}" ;;
+    -*) echo "docker stand-in: unsupported option $1" >&2; exit 125 ;;
+    *) break ;;
   esac
   shift
 done
-exec setpriv --reuid="${user%%:*}" --regid="${user##*:}" --clear-groups /opt/tsrecorder "$@"
+[ $# -ge 2 ] || { echo "docker stand-in: run needs an image and a command" >&2; exit 125; }
+shift  # the image
+program=$1; shift
+root=$(mktemp -d)
+mount -t tmpfs -o mode=0755 image "$root"
+mkdir -p "$root/usr" "$root/etc/ssl" "$root/dev" "$root/proc"
+mkdir -m 1777 "$root/tmp"  # as in an image: only the container layer, lost with it
+for dir in /usr /etc/ssl; do
+  mount --rbind "$dir" "$root$dir"; mount -o remount,bind,ro "$root$dir"
+done
+for link in /bin /sbin /lib /lib64; do [ ! -L "$link" ] || cp -P "$link" "$root$link"; done
+mount --rbind /dev "$root/dev"
+mount --rbind /proc "$root/proc"
+touch "$root/tsrecorder"; mount --bind /opt/tsrecorder "$root/tsrecorder"
+for volume in $volumes; do
+  source=${volume%%:*}; rest=${volume#*:}; target=${rest%%:*}; mode=${rest#"$target"}
+  case "$source:$target:$mode" in
+    /*:/*:|/*:/*::ro) ;;
+    *) echo "docker stand-in: bad --volume=$volume" >&2; exit 125 ;;
+  esac
+  mkdir -p "$source" "$root$target"  # docker -v creates a missing host directory
+  mount --bind "$source" "$root$target"
+  [ "$mode" != :ro ] || mount -o remount,bind,ro "$root$target"
+done
+[ -z "$read_only" ] || mount -o remount,ro "$root"
+set -- "$program" "$@"
+for assignment in $envs; do
+  name=${assignment%%=*}
+  case "$name" in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*)
+    echo "docker stand-in: bad --env=$assignment" >&2; exit 125 ;;
+  esac
+  if [ "$name" != "$assignment" ]; then set -- "$assignment" "$@"
+  elif eval "[ -n \"\${$name+set}\" ]"; then eval "set -- \"$name=\${$name}\" \"\$@\""
+  fi
+done
+exec chroot "$root" setpriv --reuid="${user%%:*}" --regid="${user##*:}" --clear-groups \
+  env -i PATH=/usr/local/bin:/usr/bin:/bin "$@"
 """
 FAKE_DOCKER_SERVICE = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
+
+
+def install_docker_stand_in(host: LabHost, executable: Path) -> None:
+    """The docker stand-in as /usr/bin/docker, the simulated recorder as the image's program."""
+    host.nsenter("base64 -d > /opt/tsrecorder && chmod 0755 /opt/tsrecorder",
+                 input=base64.b64encode(executable.read_bytes()).decode())
+    host.nsenter("cat > /usr/bin/docker && chmod 0755 /usr/bin/docker", input=FAKE_DOCKER)
+    host.nsenter("cat > /etc/systemd/system/docker.service && systemctl daemon-reload",
+                 input=FAKE_DOCKER_SERVICE)
+
+
+@pytest.mark.lab(hosts=1)
+def test_the_docker_stand_in_shares_only_volumes_named_env_and_honours_read_only(
+    lab: Lab, executable: Path
+) -> None:
+    host = lab.hosts[0]
+    install_docker_stand_in(host, executable)
+    host.nsenter("mkdir -p /srv/shared /srv/private && touch /srv/private/host-file")
+    look = ("env | grep -v ^PWD= | sort; touch /srv/shared/written && echo shared-writable; "
+            "touch /tmp/outside 2>/dev/null && echo root-writable; "
+            "ls /srv/private 2>/dev/null && echo private-visible; "
+            "cat /etc/passwd >/dev/null 2>&1 && echo host-etc-visible; id -u")  # sh adds PWD
+    run = ("KEPT=kept DROPPED=dropped docker run --rm --name=t --user=65532:65532 "
+           "{flags} tailscale/tsrecorder:v0 /bin/sh -c '{look}'")
+    host.nsenter("chown 65532 /srv/shared")
+    strict = host.nsenter(run.format(
+        flags="--read-only --volume=/srv/shared:/srv/shared --env=KEPT --env=SET=/x --env=UNSET",
+        look=look)).stdout.split()
+    assert strict == ["KEPT=kept", "PATH=/usr/local/bin:/usr/bin:/bin", "SET=/x",
+                      "shared-writable", "65532"]
+    assert host.nsenter("ls /srv/shared").stdout.split() == ["written"]
+    # Without --read-only the root takes writes (lost with the container); without --volume
+    # the directory is not there; without --env nothing of the caller's environment is.
+    lax = host.nsenter(run.format(flags="", look=look))
+    assert lax.stdout.split() == ["PATH=/usr/local/bin:/usr/bin:/bin", "root-writable",
+                                  "65532"], lax.stderr
+    refused = host.nsenter(run.format(flags="--privileged", look="true"), check=False)
+    assert (refused.returncode, refused.stderr.strip()) == (
+        125, "docker stand-in: unsupported option --privileged")
 
 
 @pytest.mark.lab(hosts=1)
@@ -302,11 +407,7 @@ def test_container_runtime_unit_runs_as_the_image_user(
 ) -> None:
     host = lab.hosts[0]
     allow_port_80(host)
-    host.nsenter("base64 -d > /opt/tsrecorder && chmod 0755 /opt/tsrecorder",
-                 input=base64.b64encode(executable.read_bytes()).decode())
-    host.nsenter("cat > /usr/bin/docker && chmod 0755 /usr/bin/docker", input=FAKE_DOCKER)
-    host.nsenter("cat > /etc/systemd/system/docker.service && systemctl daemon-reload",
-                 input=FAKE_DOCKER_SERVICE)
+    install_docker_stand_in(host, executable)
     inventory = write_inventory(tailnet, tmp_path / "inventory.yaml", [host.name],
                                 {"destination": "/srv/recordings"}, executable)
     yaml = YAML()
@@ -322,7 +423,89 @@ def test_container_runtime_unit_runs_as_the_image_user(
     assert host.nsenter(f"ps -o uid= -p {pid}").stdout.strip() == "65532"
     assert host.nsenter("stat -c '%u %a' /var/lib/tsrecorder /srv/recordings").stdout.split(
         "\n")[:2] == ["65532 700", "65532 700"]
+    # What the container got (what `docker inspect` shows): the key file's path, no secret.
+    environment = host.nsenter(f"tr '\\0' '\\n' < /proc/{pid}/environ").stdout.split()
+    assert "TS_AUTHKEY_FILE=/run/tsrecorder/authkey" in environment
+    assert not [v for v in environment if "tskey" in v or v.startswith("TS_AUTHKEY=")]
+    assert host.nsenter("stat -c '%u %a' /run/tsrecorder /run/tsrecorder/authkey").stdout.split(
+        "\n")[:2] == ["65532 500", "65532 400"]
     session = record_a_session(tailnet)
     assert host.nsenter(f"cat /srv/recordings/{session.key}").stdout.encode() == session.sent
     second = bootstrap(tailnet, inventory)
     assert [(h["outcome"], h["healthy"]) for h in second["hosts"]] == [("unchanged", True)]
+
+    # Each flag of the unit's command matters: without it the recorder does not start.
+    unit = host.nsenter("cat /etc/systemd/system/tsrecorder.service").stdout
+    (command,) = [line.removeprefix("ExecStart=") for line in unit.splitlines()
+                  if line.startswith("ExecStart=")]
+    environment_of_unit = host.nsenter(
+        "systemctl show -p Environment --value tsrecorder").stdout.strip()
+    for flag, failure in [
+        ("--volume=/var/lib/tsrecorder:/var/lib/tsrecorder",
+         "state directory /var/lib/tsrecorder does not exist"),
+        ("--volume=/run/tsrecorder:/run/tsrecorder:ro",
+         "reading TS_AUTHKEY_FILE /run/tsrecorder/authkey: No such file or directory"),
+        ("--volume=/srv/recordings:/srv/recordings",
+         "destination /srv/recordings is not writable"),
+        ("--env=TSRECORDER_LOGIN_SERVER", "TSRECORDER_LOGIN_SERVER is not set"),
+    ]:
+        assert f" {flag} " in command
+        mutant = command.replace(f" {flag} ", " ")
+        run = host.nsenter(f"env -i {environment_of_unit} timeout 120 {mutant}", check=False)
+        assert run.returncode not in (0, 124) and failure in run.stderr, (flag, run.stderr)
+
+
+# Stands in for tsrecorder: writes what systemd handed it (argv and the variables tsops sets)
+# into its statedir, which only ReadWritePaths= makes writable under ProtectSystem=strict.
+ECHO_RECORDER = """#!/usr/bin/python3
+import json, os, sys
+statedir = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--statedir="))
+names = ("TSRECORDER_LOGIN_SERVER", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TS_AUTHKEY")
+with open(os.path.join(statedir, "seen.json"), "w") as out:
+    json.dump({"argv": sys.argv[1:], "env": {n: os.environ.get(n) for n in names}}, out)
+"""
+
+
+@pytest.mark.lab(hosts=1)
+def test_systemd_reads_hostile_values_back_exactly_as_rendered(lab: Lab) -> None:
+    """Real systemd parses a unit and env files full of quotes, `$`, `%`, `;` and spaces."""
+    host = lab.hosts[0]
+    spec = RecorderSpec(
+        hostname='rec 1;${USER}%n"\\x\'', runtime="binary",
+        binary_path="/opt/ts rec$HOME;%n/tsrecorder", image="tailscale/tsrecorder:v1.80.0",
+        container_engine="docker", service_user="echo-recorder",
+        statedir="/var/lib/ts state ${HOME};50%n &x $HOME", ui=True,
+        login_server='https://ctl.example.com/a"b\\c %n${HOME};x `id`',
+        storage=Storage.model_construct(**{
+            **Storage.model_validate({"destination": "/srv/x"}).__dict__,
+            "destination": "/srv/rec ordings;$PATH%%"}),
+    )
+    secrets = {"AWS_ACCESS_KEY_ID": 'AK"${HOME}%n', "AWS_SECRET_ACCESS_KEY": "se cr\\et`id`$(id)'#",
+               "TS_AUTHKEY": "tskey-auth-$x \"y\" \\z"}
+    unit = render_unit(spec)
+    quoted = {name: shlex.quote(path) for name, path in [
+        ("binary", spec.binary_path), ("folder", str(Path(spec.binary_path).parent)),
+        ("statedir", spec.statedir), ("destination", spec.storage.destination)]}
+    host.nsenter("useradd --system --user-group --no-create-home echo-recorder")
+    host.nsenter(f"mkdir -p {quoted['folder']} && cat > {quoted['binary']} && "
+                 f"chmod 0755 {quoted['binary']} && install -d -o echo-recorder "
+                 f"{quoted['statedir']} {quoted['destination']} && mkdir -p /etc/tsrecorder",
+                 input=ECHO_RECORDER)
+    host.nsenter("cat > /etc/tsrecorder/env",
+                 input=render_env(secrets["AWS_ACCESS_KEY_ID"], secrets["AWS_SECRET_ACCESS_KEY"]))
+    host.nsenter("cat > /etc/tsrecorder/authkey.env",
+                 input=render_authkey_env(secrets["TS_AUTHKEY"]))
+    host.nsenter("cat > /etc/systemd/system/hostile.service && systemctl daemon-reload && "
+                 "systemctl start hostile.service", input=unit)
+    seen_path = shlex.quote(f"{spec.statedir}/seen.json")
+    deadline = time.monotonic() + 60  # a bound on the wait, not a timed assertion
+    while host.nsenter(f"test -s {seen_path}", check=False).returncode != 0:
+        assert time.monotonic() < deadline, host.nsenter(
+            "journalctl -u hostile --no-pager | tail -20", check=False).stdout
+        time.sleep(0.5)
+    host.nsenter("systemctl stop hostile.service")
+    seen = json.loads(host.nsenter(f"cat {seen_path}").stdout)
+    assert seen["argv"] == recorder_flags(spec)
+    assert "--hostname=rec 1;${USER}%n\"\\x'" in seen["argv"]
+    assert seen["env"] == {"TSRECORDER_LOGIN_SERVER": spec.login_server, **secrets}
+    assert replace(spec, hostname="rec1") != spec  # the values above were not the benign ones

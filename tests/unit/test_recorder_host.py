@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,13 +17,15 @@ from tsops.inventory.model import Storage
 from tsops.recorder.host import (
     RecorderFacts,
     RecorderProbeError,
+    check_renderable,
     parse_probe,
     plan_recorder_host,
+    prepare_script,
     probe,
     sha256,
 )
 from tsops.recorder.phase import RecorderPhase
-from tsops.recorder.render import render_env, render_unit
+from tsops.recorder.render import RenderError, render_env, render_unit
 from tsops.remote import RunResult
 from tsops.tailscale_api import Device
 
@@ -273,3 +277,45 @@ def test_a_destination_inside_the_statedir_is_not_taken_for_state() -> None:
     assert "ls -A /var/lib/tsrecorder 2>/dev/null | grep -vx recordings | head" in probe(nested)
     assert "grep -vx" not in probe(BINARY) and "grep -vx" not in probe(replace(
         BINARY, storage=LOCAL))
+
+
+def test_the_probe_runs_hostile_paths_as_data(tmp_path: Path) -> None:
+    """The read-only probe, run by a real shell: a path's `$(...)`, `;` and quotes do nothing."""
+    pwned = tmp_path / "pwned"
+    hostile = f"{tmp_path}/a b'; touch {pwned}; '$(touch {pwned})`touch {pwned}`"
+    spec = replace(BINARY, statedir=hostile, binary_path=hostile + "bin",
+                   service_user=f"x$(touch {pwned})", storage=Storage.model_construct(
+                       **{**LOCAL.__dict__, "destination": hostile + "/dst"}))
+    result = subprocess.run(["/bin/sh", "-c", probe(spec)], capture_output=True, text=True,
+                            check=False, timeout=60, cwd=tmp_path)
+    assert not pwned.exists(), result.stderr
+    facts = parse_probe(result.stdout)
+    assert (facts.statedir_owner, facts.binary_sha256, facts.user_uid) == (None, None, None)
+
+
+def test_prepare_script_passes_each_path_as_one_word() -> None:
+    hostile = "/srv/rec ordings; rm -rf / $(id) 'q'"
+    spec = replace(BINARY, statedir=hostile + "-state", storage=Storage.model_construct(
+        **{**LOCAL.__dict__, "destination": hostile}))
+    script = prepare_script(spec, {"statedir", "destination", "user"}, None)
+    words = [shlex.split(line) for line in script.splitlines()]
+    assert ["install", "-d", "-m", "0700", "-o", "tsrecorder", "-g", "tsrecorder",
+            hostile + "-state"] in words
+    assert ["chown", "tsrecorder:tsrecorder", hostile] in words
+
+
+def test_a_value_the_unit_cannot_carry_is_refused_naming_the_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text("version: 1\ntailnet:\n  credentials: {api_token: {env: T}}\n"
+                    "recorders:\n  hosts:\n    rec1:\n"
+                    "storage:\n  destination: /srv/recordings\n")
+    inventory = load_inventory(path)
+    model = inventory.model.model_copy(update={"storage": Storage.model_construct(
+        **{**LOCAL.__dict__, "destination": "/srv/x\nExecStartPre=+/bin/sh"})})
+    check_renderable(inventory)  # the inventory as loaded renders
+    with pytest.raises(RenderError) as refused:
+        check_renderable(replace(inventory, model=model))
+    assert refused.value.message == (
+        f"{path}: storage.destination: holds the control character U+000A, which the "
+        "recorder's systemd unit cannot carry safely")
+    assert refused.value.exit_code == 2

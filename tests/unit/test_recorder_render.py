@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import in_ci
-from tsops.inventory.model import Storage
+from tsops.inventory.model import S3Credentials, Storage
 from tsops.recorder.render import (
     RecorderSpec,
+    RenderError,
     bucket_policy,
     iam_policy,
     normalize_policy,
@@ -48,6 +49,9 @@ KMS = S3.model_copy(update={
 LAB = Storage.model_validate({"destination": "s3://lab", "endpoint": "http://10.0.0.1:9000",
                               "region": "us-east-1", "allow_plain_http": True})
 LOCAL = Storage.model_validate({"destination": "/srv/recordings"})
+KEYS = S3.model_copy(update={"credentials": S3Credentials.model_validate({
+    "access_key_id": {"env": "RECORDER_KEY_ID"}, "secret_access_key": {"env": "RECORDER_SECRET"},
+})})
 BINARY = RecorderSpec(
     hostname="rec1", runtime="binary", binary_path="/usr/local/bin/tsrecorder",
     image="tailscale/tsrecorder:v1.80.0", container_engine="docker", service_user="tsrecorder",
@@ -60,6 +64,7 @@ UNITS: dict[str, RecorderSpec] = {
     "binary-s3-ui-r2": replace(BINARY, ui=True, storage=R2),
     "binary-local": replace(BINARY, storage=LOCAL, service_user="recorder"),
     "container-s3": CONTAINER,
+    "container-s3-keys": replace(CONTAINER, storage=KEYS),
     "container-podman-local": replace(CONTAINER, container_engine="podman", storage=LOCAL,
                                       image="docker.io/tailscale/tsrecorder:v1.80.0"),
 }
@@ -110,7 +115,8 @@ def system_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if found.is_file():
             shutil.copy(found, units / found.name)
     (units / "docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")
-    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman"):
+    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman", "bin/sh",
+                    "bin/rm"):
         path = root / program
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
@@ -164,8 +170,17 @@ def test_environment_files_quote_values_and_hold_only_secrets() -> None:
                                     'AWS_SECRET_ACCESS_KEY="se\\"cr\\\\et"']
     assert render_env(None, None).splitlines()[1:] == []
     assert render_authkey_env("tskey-auth-x") == 'TS_AUTHKEY="tskey-auth-x"\n'
-    with pytest.raises(ValueError, match="one line"):
+    with pytest.raises(RenderError, match=r"^storage\.credentials\.access_key_id: holds the "
+                       r"control character U\+000A"):
         render_env("a\nb", "c")
+    with pytest.raises(RenderError, match="secret_access_key") as refused:
+        render_env("a", "hunter2\r")
+    assert "hunter2" not in refused.value.message  # a secret is never shown
+    with pytest.raises(RenderError, match=r"^storage\.credentials\.secret_access_key: starts or "
+                       r"ends with white space") as refused:
+        render_env("AKID", " hunter2")
+    assert "hunter2" not in refused.value.message
+    assert render_authkey_env('k$`"\\') == 'TS_AUTHKEY="k\\$\\`\\"\\\\"\n'
 
 
 def test_equal_policies_in_another_form_are_equal() -> None:
@@ -195,3 +210,24 @@ def test_a_single_statement_object_equals_a_one_item_list() -> None:
                  "Principal": {"AWS": "arn:aws:iam::123456789012:role/r"}}
     assert normalize_policy({"Version": "2012-10-17", "Statement": statement}) == (
         normalize_policy({"Version": "2012-10-17", "Statement": [statement]}))
+
+
+# `systemd-analyze security` exposure (0-100, tenths of its 0-10 score) each unit must not
+# exceed: measured 11 (binary) and 85 (container); before the sandbox 85 and 91.
+EXPOSURE = {"binary": 11, "container": 85}
+
+
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_sandbox_keeps_its_systemd_analyze_security_score(
+    name: str, system_root: Path, tmp_path: Path
+) -> None:
+    unit = tmp_path / "tsrecorder.service"
+    unit.write_text(render_unit(UNITS[name]))
+    threshold = EXPOSURE[UNITS[name].runtime]
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", f"--threshold={threshold}", str(unit)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout[-300:]
+    assert f"Overall exposure level for tsrecorder.service: {threshold / 10:.1f}" in (
+        result.stdout)

@@ -21,6 +21,8 @@ from tsops.recorder.render import (
     UNIT_NAME,
     UNIT_PATH,
     RecorderSpec,
+    RenderError,
+    render_unit,
 )
 
 STRICT = "set -eu\n"
@@ -74,16 +76,29 @@ class RecorderHostPlan:
 
 
 def spec_for(inventory: LoadedInventory, target: Target) -> RecorderSpec:
-    """What the inventory wants on one recorder host."""
+    """What the inventory wants on one recorder host (RenderError naming the inventory file)."""
     model = inventory.model
     assert model.recorders is not None and model.storage is not None
     recorders = model.recorders
-    return RecorderSpec(
+    spec = RecorderSpec(
         hostname=target.name, runtime=recorders.runtime, binary_path=recorders.binary_path,
         image=recorders.image, container_engine=recorders.container_engine,
         service_user=recorders.service_user, statedir=recorders.statedir, ui=recorders.ui,
         login_server=model.tailnet.login_server, storage=model.storage,
     )
+    try:  # a value the unit cannot carry is bad input: say so before any host is touched
+        render_unit(spec)
+    except RenderError as error:
+        raise RenderError(f"{inventory.path}: {error.field}", error.problem) from error
+    return spec
+
+
+def check_renderable(inventory: LoadedInventory) -> None:
+    """Raise RenderError (exit 2) if a recorder's unit cannot be written safely; no host touched."""
+    if inventory.model.recorders is None or inventory.model.storage is None:
+        return
+    for target in inventory.recorders:
+        spec_for(inventory, target)
 
 
 def sha256(text: str | bytes) -> str:
@@ -106,7 +121,8 @@ def probe(spec: RecorderSpec) -> str:
         f"echo state=$(ls -A {statedir} 2>/dev/null{_not_destination(spec)} | head -n 1 | wc -l)",
         f"echo active=$(systemctl is-active {UNIT_NAME} 2>/dev/null || true)",
         f"echo enabled=$(systemctl is-enabled {UNIT_NAME} 2>/dev/null || true)",
-        f"echo engine=$(command -v {spec.container_engine} >/dev/null 2>&1 && echo 1 || echo 0)",
+        f"echo engine=$(command -v {quote(spec.container_engine)} >/dev/null 2>&1 && echo 1 "
+        "|| echo 0)",
     ]
     if not spec.storage.is_s3:
         dst = quote(spec.storage.destination)
@@ -210,7 +226,9 @@ def plan_recorder_host(
 def prepare_script(spec: RecorderSpec, kinds: set[HostStepKind], uploaded: str | None) -> str:
     """One script for the file-system steps that carry no secret."""
     user = quote(spec.service_user)
-    owner = f"{CONTAINER_UID}:{CONTAINER_UID}" if spec.runtime == "container" else f"{user}:{user}"
+    # Owner and group quoted each: a ':' inside a quoted name must not split it.
+    name = str(CONTAINER_UID) if spec.runtime == "container" else spec.service_user
+    owner, group = quote(name), quote(name)
     parts = [STRICT, "umask 077\n"]
     if "binary" in kinds and uploaded is not None:
         parts.append(f"install -m 0755 -o root -g root {quote(uploaded)} "
@@ -219,12 +237,13 @@ def prepare_script(spec: RecorderSpec, kinds: set[HostStepKind], uploaded: str |
         parts.append(f"id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home "
                      f"--home-dir /nonexistent --shell /usr/sbin/nologin {user}\n")
     if "statedir" in kinds:
-        parts.append(f"install -d -m 0700 -o {owner.split(':')[0]} -g {owner.split(':')[1]} "
-                     f"{quote(spec.statedir)}\n"
-                     f"chown {owner} {quote(spec.statedir)}\nchmod 0700 {quote(spec.statedir)}\n")
+        parts.append(f"install -d -m 0700 -o {owner} -g {group} {quote(spec.statedir)}\n"
+                     f"chown {owner}:{group} {quote(spec.statedir)}\n"
+                     f"chmod 0700 {quote(spec.statedir)}\n")
     if "destination" in kinds:
         dst = quote(spec.storage.destination)
-        parts.append(f"install -d -m 0700 {dst}\nchown {owner} {dst}\nchmod 0700 {dst}\n")
+        parts.append(f"install -d -m 0700 {dst}\nchown {owner}:{group} {dst}\n"
+                     f"chmod 0700 {dst}\n")
     return "".join(parts)
 
 
