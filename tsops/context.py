@@ -44,6 +44,13 @@ def select(inventory: LoadedInventory, limits: Sequence[str]) -> tuple[Target, .
     return chosen
 
 
+def check_renderable(inventory: LoadedInventory) -> None:
+    """Refuse (exit 2) a value that cannot be written into a host's files safely."""
+    from tsops.recorder.host import check_renderable as recorder_files
+
+    recorder_files(inventory)
+
+
 def ssh_connector(inventory: LoadedInventory) -> Connect:
     """Management SSH connections to the inventory's hosts, with its ssh_config."""
     from tsops.remote import Remote
@@ -77,6 +84,7 @@ class RunContext:
         if concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         inventory = load_inventory(path)
+        check_renderable(inventory)
         return cls(inventory, select(inventory, limits), events, concurrency,
                    limited=bool(limits))
 

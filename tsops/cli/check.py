@@ -7,12 +7,14 @@ from pathlib import Path
 from rich.table import Table
 
 from tsops.cli import console
+from tsops.context import check_renderable
 from tsops.inventory.load import load_inventory
 
 
 def run_check(path: Path) -> None:
     """Load the inventory (raising InventoryError on any problem) and print a summary."""
     inventory = load_inventory(path)
+    check_renderable(inventory)
     for message in inventory.warnings:
         console.warning(message)
     table = Table(title=None, show_edge=False, pad_edge=False)
