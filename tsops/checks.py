@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from tsops.errors import ExitCode
 from tsops.policy.plan import PolicyPlan
-from tsops.recorder.host import HostStepKind, RecorderHostPlan
-from tsops.recorder.s3 import BucketPlan
+from tsops.recorders.bucket import BucketPlan
+from tsops.recorders.host import HostStepKind, RecorderHostPlan
 from tsops.servers.plan import HostPlan, StepKind, tarball_version
 from tsops.tailscale_api import Device
 

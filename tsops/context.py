@@ -46,7 +46,7 @@ def select(inventory: LoadedInventory, limits: Sequence[str]) -> tuple[Target, .
 
 def check_renderable(inventory: LoadedInventory) -> None:
     """Refuse (exit 2) a value that cannot be written into a host's files safely."""
-    from tsops.recorder.host import check_renderable as recorder_files
+    from tsops.recorders.host import check_renderable as recorder_files
 
     recorder_files(inventory)
 

@@ -25,7 +25,7 @@ from tests.sim.recorder.cast import shell_output
 from tests.sim.recorder.conftest import ALICE, register_server
 from tests.sim.recorder.session import Outcome, run_session
 from tsops.inventory.model import Storage
-from tsops.recorder.render import (
+from tsops.recorders.render import (
     RecorderSpec,
     bucket_policy,
     normalize_policy,

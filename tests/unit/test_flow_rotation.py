@@ -28,8 +28,8 @@ from tsops.events import Declined, Recorded
 from tsops.flows import rotation as flow
 from tsops.inventory.load import load_inventory
 from tsops.inventory.model import Storage
-from tsops.recorder.host import sha256
-from tsops.recorder.render import render_unit
+from tsops.recorders.host import sha256
+from tsops.recorders.render import render_unit
 from tsops.remote import RunResult
 from tsops.rotation.migrate import MigrationRecord, listing_script, state_dir
 from tsops.rotation.target import RotateOptions

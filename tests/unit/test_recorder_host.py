@@ -14,7 +14,7 @@ from tests.unit.test_recorder_render import BINARY, LOCAL
 from tsops.context import RunContext
 from tsops.inventory.load import Target, load_inventory
 from tsops.inventory.model import Storage
-from tsops.recorder.host import (
+from tsops.recorders.host import (
     RecorderFacts,
     RecorderProbeError,
     check_renderable,
@@ -24,8 +24,8 @@ from tsops.recorder.host import (
     probe,
     sha256,
 )
-from tsops.recorder.phase import RecorderPhase
-from tsops.recorder.render import RenderError, render_env, render_unit
+from tsops.recorders.phase import RecorderPhase
+from tsops.recorders.render import RenderError, render_env, render_unit
 from tsops.remote import RunResult
 from tsops.tailscale_api import Device
 

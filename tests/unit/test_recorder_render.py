@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import in_ci
 from tsops.inventory.model import S3Credentials, Storage
-from tsops.recorder.render import (
+from tsops.recorders.render import (
     RecorderSpec,
     RenderError,
     bucket_policy,

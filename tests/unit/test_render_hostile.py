@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import in_ci
 from tests.unit.test_recorder_render import BINARY, KEYS, LOCAL
-from tsops.recorder.render import (
+from tsops.recorders.render import (
     SECRETS_DIR,
     RecorderSpec,
     RenderError,

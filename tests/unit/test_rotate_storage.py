@@ -19,7 +19,7 @@ from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.inventory.edit import set_storage
 from tsops.inventory.load import load_inventory
 from tsops.inventory.model import Storage
-from tsops.recorder.phase import RecorderPhase
+from tsops.recorders.phase import RecorderPhase
 from tsops.rotation.migrate import (
     Fetched,
     MigrationRecord,

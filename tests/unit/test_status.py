@@ -24,9 +24,9 @@ from tsops.checks import (
 from tsops.cli.status import print_status
 from tsops.errors import ExitCode
 from tsops.policy.plan import PolicyPlan
-from tsops.recorder.host import RecorderFacts, RecorderHostPlan, parse_probe, sha256
-from tsops.recorder.render import render_unit
-from tsops.recorder.s3 import BucketChange, BucketPlan
+from tsops.recorders.bucket import BucketChange, BucketPlan
+from tsops.recorders.host import RecorderFacts, RecorderHostPlan, parse_probe, sha256
+from tsops.recorders.render import render_unit
 from tsops.servers.facts import HostFacts
 from tsops.servers.plan import HostPlan, plan_host
 from tsops.tailscale_api import Device

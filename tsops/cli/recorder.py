@@ -8,12 +8,12 @@ from pathlib import Path
 from tsops.cli import console
 from tsops.errors import UsageError
 from tsops.inventory.load import load_inventory
-from tsops.recorder.phase import RecorderPhaseResult, RecorderPlans
+from tsops.recorders.phase import RecorderPhaseResult, RecorderPlans
 
 
 def run_iam_policy(path: Path) -> None:
     """Print the least-privilege IAM policy for the recorder's S3 credentials."""
-    from tsops.recorder.render import iam_policy
+    from tsops.recorders.render import iam_policy
 
     inventory = load_inventory(path)
     storage, recorders = inventory.model.storage, inventory.model.recorders

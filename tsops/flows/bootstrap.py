@@ -13,7 +13,7 @@ from typing import Any
 
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError
-from tsops.recorder.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
+from tsops.recorders.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
 from tsops.runner import HostResult
 from tsops.servers.phase import ServerPhase
 from tsops.servers.plan import HostPlan

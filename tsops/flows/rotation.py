@@ -27,7 +27,7 @@ from tsops.files import FileChangedMeanwhile
 from tsops.inventory.edit import set_storage
 from tsops.inventory.file import commit
 from tsops.inventory.load import LoadedInventory
-from tsops.recorder.phase import RecorderPhase
+from tsops.recorders.phase import RecorderPhase
 from tsops.rotation.target import (
     RotateOptions,
     check_destination,
@@ -212,7 +212,7 @@ def switch(context: RunContext, planned: RotationPlan) -> SwitchReport:
     only when every recorder writes to the new destination.
     """
     from tsops.rotation.migrate import MigrationRecord, state_dir
-    from tsops.rotation.switch import RotationStopped, canary, provision, switch_all
+    from tsops.rotation.switch import RotationStopped, provision, switch_all, write_check
 
     if planned.problem is not None:
         raise TsopsError(planned.problem)
@@ -224,7 +224,7 @@ def switch(context: RunContext, planned: RotationPlan) -> SwitchReport:
     say = context.events.step
     try:
         provision(new, planned.switch, say)
-        canary(new, new.inventory.recorders, say)
+        write_check(new, new.inventory.recorders, say)
     except TsopsError as error:
         report.stopped = (f"rotation stopped before any recorder was changed: {error.message}. "
                           f"The recorders still write to {planned.old_destination}; the "

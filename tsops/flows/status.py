@@ -22,7 +22,7 @@ from tsops.checks import (
 from tsops.context import RunContext
 from tsops.errors import TsopsError
 from tsops.flows.bootstrap import has_recorders, manages_policy
-from tsops.recorder.phase import RecorderPhase, RecorderPlans
+from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.servers.phase import ServerPhase
 
 

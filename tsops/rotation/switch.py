@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from tsops.errors import TsopsError
 from tsops.inventory.load import Target
 from tsops.inventory.model import Storage
-from tsops.recorder import host as recorder_host
-from tsops.recorder.host import RecorderHostPlan, spec_for
-from tsops.recorder.phase import RecorderPhase
-from tsops.recorder.s3 import BucketFacts, BucketPlan, apply_bucket, verify_bucket
+from tsops.recorders import host as recorder_host
+from tsops.recorders.bucket import BucketFacts, BucketPlan, apply_bucket, verify_bucket
+from tsops.recorders.host import RecorderHostPlan, spec_for
+from tsops.recorders.phase import RecorderPhase
 
 Say = Callable[[str], None]
 
@@ -83,7 +83,7 @@ def provision(new: RecorderPhase, plan: SwitchPlan, say: Say) -> None:
     verify_bucket(client, storage, new.ui)
 
 
-def canary(new: RecorderPhase, targets: tuple[Target, ...], say: Say) -> None:
+def write_check(new: RecorderPhase, targets: tuple[Target, ...], say: Say) -> None:
     """Prove the recorders can write the new destination before any of them is touched.
 
     S3: a canary put with the recorder's own keys and read back with the operator's. A local
@@ -93,13 +93,13 @@ def canary(new: RecorderPhase, targets: tuple[Target, ...], say: Say) -> None:
     storage = new.storage
     for target in targets:
         if storage.is_s3:
-            say(f"{target.name}: {new.s3_canary(target)}")
+            say(f"{target.name}: {new.s3_write_check(target)}")
             continue
         spec = spec_for(new.inventory, target)
         remote = new.remote(target)
         prepared = remote.run(recorder_host.prepare_script(spec, {"destination"}, None))
         token = pysecrets.token_hex(8)
-        run = remote.run(recorder_host.local_canary_script(spec, token)) if prepared.ok else None
+        run = remote.run(recorder_host.write_check_script(spec, token)) if prepared.ok else None
         if run is None or not run.ok or run.stdout.strip() != token:
             failed = run if run is not None else prepared
             raise TsopsError(f"{target.name}: {storage.destination} is not writable by "

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from tsops.inventory.model import Storage
-from tsops.recorder.render import LIFECYCLE_RULE_ID, bucket_policy, normalize_policy, policy_diff
+from tsops.recorders.render import LIFECYCLE_RULE_ID, bucket_policy, normalize_policy, policy_diff
 from tsops.s3 import S3Error, error_code, errors, failure
 
 if TYPE_CHECKING:

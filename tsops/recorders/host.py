@@ -13,7 +13,7 @@ from shlex import quote
 from typing import Literal
 
 from tsops.inventory.load import LoadedInventory, Target
-from tsops.recorder.render import (
+from tsops.recorders.render import (
     AUTHKEY_FILE,
     CONFIG_DIR,
     CONTAINER_UID,
@@ -290,7 +290,7 @@ def remove_authkey_script() -> str:
     return STRICT + f"rm -f {AUTHKEY_FILE}\n"
 
 
-def local_canary_script(spec: RecorderSpec, token: str) -> str:
+def write_check_script(spec: RecorderSpec, token: str) -> str:
     """Write, read back and remove a file in the local destination as the recorder's user."""
     dst = spec.storage.destination
     canary = quote(f"{dst.rstrip('/')}/.tsops-canary")

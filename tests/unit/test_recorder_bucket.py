@@ -12,8 +12,7 @@ import pytest
 from moto import mock_aws
 
 from tsops.inventory.model import Storage
-from tsops.recorder.render import bucket_policy, normalize_policy
-from tsops.recorder.s3 import (
+from tsops.recorders.bucket import (
     S3Writes,
     apply_bucket,
     desired_lifecycle_rule,
@@ -21,6 +20,7 @@ from tsops.recorder.s3 import (
     plan_bucket,
     verify_bucket,
 )
+from tsops.recorders.render import bucket_policy, normalize_policy
 from tsops.s3 import S3Error
 
 if TYPE_CHECKING:

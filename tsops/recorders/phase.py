@@ -20,17 +20,8 @@ from tsops.context import RunContext
 from tsops.errors import TsopsError
 from tsops.inventory.load import LoadedInventory, Target
 from tsops.inventory.model import Storage
-from tsops.recorder import host as recorder_host
-from tsops.recorder.host import RecorderHostPlan, RecorderProbeError, sha256, spec_for
-from tsops.recorder.render import (
-    AUTHKEY_FILE,
-    CANARY_PREFIX,
-    ENV_FILE,
-    render_authkey_env,
-    render_env,
-    render_unit,
-)
-from tsops.recorder.s3 import (
+from tsops.recorders import host as recorder_host
+from tsops.recorders.bucket import (
     BucketFacts,
     BucketPlan,
     S3Writes,
@@ -38,6 +29,15 @@ from tsops.recorder.s3 import (
     gather_bucket,
     plan_bucket,
     verify_bucket,
+)
+from tsops.recorders.host import RecorderHostPlan, RecorderProbeError, sha256, spec_for
+from tsops.recorders.render import (
+    AUTHKEY_FILE,
+    ENV_FILE,
+    WRITE_CHECK_PREFIX,
+    render_authkey_env,
+    render_env,
+    render_unit,
 )
 from tsops.remote import CommandFailed, RemoteLike, RunResult
 from tsops.runner import INTERRUPTED, HostResult, Outcome
@@ -228,9 +228,9 @@ class RecorderPhase:
         """Deploy one planned recorder host and run its health gate (canary rewritten)."""
         return self._apply_host(plan, self._binary(), changed_storage)
 
-    def s3_canary(self, target: Target) -> str:
+    def s3_write_check(self, target: Target) -> str:
         """Write a canary with the recorder's keys and read it back (an S3 destination)."""
-        return self._s3_canary(target, True)
+        return self._s3_write_check(target, True)
 
     def _plan_host(self, target: Target, env: str, binary: tuple[Path, str] | None,
                    devices: list[Device]) -> RecorderHostPlan:
@@ -306,7 +306,7 @@ class RecorderPhase:
         remote = self.remote(target)
         try:
             self._deploy(plan, remote, binary, result)
-            self._health(plan, remote, result, write_canary=bool(plan.steps) or changed_storage)
+            self._health(plan, remote, result, rewrite_check=bool(plan.steps) or changed_storage)
         except TsopsError as error:
             result.outcome = "failed"
             result.reason = error.message.removeprefix(f"{target.name}: ")
@@ -370,7 +370,7 @@ class RecorderPhase:
             time.sleep(1)
 
     def _health(self, plan: RecorderHostPlan, remote: RemoteLike, result: RecorderResult,
-                write_canary: bool) -> None:
+                rewrite_check: bool) -> None:
         target = plan.target
         self.report(target.name, "health check")
         active = plan.facts.active if plan.facts is not None and not plan.steps else None
@@ -383,10 +383,10 @@ class RecorderPhase:
         device = self._wait_online(target)
         result.checks["tailnet"] = f"online as {device.name or device.hostname} with {self.tag}"
         if self.storage.is_s3:
-            result.checks["destination"] = self._s3_canary(target, write_canary)
+            result.checks["destination"] = self._s3_write_check(target, rewrite_check)
         else:
             token = pysecrets.token_hex(8)
-            run = remote.run(recorder_host.local_canary_script(plan.spec, token))
+            run = remote.run(recorder_host.write_check_script(plan.spec, token))
             if not run.ok or run.stdout.strip() != token:
                 raise TsopsError(f"{target.name}: health: {self.storage.destination} is not "
                                  f"writable by {plan.spec.owner}: "
@@ -394,10 +394,10 @@ class RecorderPhase:
             result.checks["destination"] = f"{self.storage.destination} writable"
         result.healthy = True
 
-    def _s3_canary(self, target: Target, write: bool) -> str:
+    def _s3_write_check(self, target: Target, write: bool) -> str:
         """Put a canary with the recorder's keys (as it writes), read it back with ours."""
         storage = self.storage
-        key = f"{CANARY_PREFIX}{target.name}"
+        key = f"{WRITE_CHECK_PREFIX}{target.name}"
         reader = self.s3_factory(storage, None)
         try:
             if write:
@@ -416,7 +416,7 @@ class RecorderPhase:
             if not code:
                 raise TsopsError(f"{target.name}: health: cannot reach S3 ({error})") from error
             if not write and code in s3.NOT_FOUND:
-                return self._s3_canary(target, True)
+                return self._s3_write_check(target, True)
             raise TsopsError(f"{target.name}: health: bucket {storage.bucket} is not writable "
                              f"as the recorder writes: {code}") from error
 

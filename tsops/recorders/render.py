@@ -35,7 +35,7 @@ CONFIG_DIR = "/etc/tsrecorder"
 ENV_FILE = f"{CONFIG_DIR}/env"
 AUTHKEY_FILE = f"{CONFIG_DIR}/authkey.env"
 CONTAINER_UID = 65532  # the user the tailscale/tsrecorder image runs as
-CANARY_PREFIX = "tsops-canary/"
+WRITE_CHECK_PREFIX = "tsops-canary/"
 LIFECYCLE_RULE_ID = "tsops-noncurrent-versions"
 # The container runtime hands secrets to the container as files in this directory (on the /run
 # tmpfs, made at each start and removed when the unit stops), mounted read-only at the same path.
