@@ -1,0 +1,127 @@
+"""The per-host runner: every host's result in inventory order, bounded concurrency, Ctrl-C."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import wait as futures_wait
+from typing import Any
+
+import pytest
+
+from tsops.inventory.load import Target
+from tsops.runner import HostResult, Runner
+
+
+def target(name: str) -> Target:
+    return Target(name=name, role="server", group=None, address=name, tags=("tag:server",),
+                  user="root", port=22, identity_file=None, sudo=False, jump_host=None, line=1)
+
+
+HOSTS = [target(f"host{i}") for i in range(6)]
+
+
+def test_results_come_in_the_targets_order_whatever_order_they_finish_in() -> None:
+    release = {t.name: threading.Event() for t in HOSTS}
+
+    def work(t: Target) -> str:
+        release[t.name].wait()
+        index = int(t.name[-1])
+        if index > 0:
+            release[f"host{index - 1}"].set()  # finish in reverse order: host5 first
+        return t.name
+
+    release["host5"].set()
+    assert Runner(concurrency=6).each(HOSTS, work) == [t.name for t in HOSTS]
+
+
+def test_hosts_run_in_parallel_but_never_more_than_the_concurrency() -> None:
+    turn = threading.Condition()
+    hosts = HOSTS[:4]
+    running = started = most = 0
+
+    def work(t: Target) -> None:
+        nonlocal running, started, most
+        with turn:
+            running += 1
+            started += 1
+            most = max(most, running)
+            turn.notify_all()
+            # Hold on until a second host runs beside this one, or no other host is left (the
+            # wait's bound only keeps a broken runner from hanging the test).
+            turn.wait_for(lambda: running >= 2 or started == len(hosts), timeout=30)
+            running -= 1
+
+    Runner(concurrency=2).each(hosts, work)
+    assert most == 2
+
+
+def test_one_host_failing_does_not_stop_the_others() -> None:
+    def work(t: Target) -> HostResult:
+        if t.name == "host2":
+            return HostResult(t.name, "failed", "connection refused")
+        return HostResult(t.name, "changed", done=["enroll"])
+
+    results = Runner().each(HOSTS, work)
+    assert [r.outcome for r in results] == ["changed"] * 2 + ["failed"] + ["changed"] * 3
+    assert [r.failed for r in results] == [False, False, True, False, False, False]
+
+
+def interrupt_first_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the runner's first wait raise KeyboardInterrupt, as Ctrl-C does; later waits are
+    real."""
+    real_wait = futures_wait
+    calls = 0
+
+    def wait(futures: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+        return real_wait(futures)
+
+    monkeypatch.setattr("tsops.runner.wait", wait)
+
+
+def test_ctrl_c_skips_hosts_not_started_and_still_reports_every_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    interrupt_first_wait(monkeypatch)
+    reports: list[tuple[str, str]] = []
+    runner = Runner(concurrency=1, report=lambda s, m: reports.append((s, m)))
+
+    def work(t: Target) -> HostResult:
+        return HostResult(t.name, "changed")
+
+    results = runner.each(HOSTS, work,
+                          skipped=lambda t: HostResult(t.name, "skipped", "interrupted"))
+    assert runner.stopping.is_set()
+    assert ("*", "interrupted: finishing the steps that are running") in reports
+    assert [r.name for r in results] == [t.name for t in HOSTS]
+    assert all(r.outcome in ("changed", "skipped") for r in results)
+    assert any(r.outcome == "skipped" for r in results)
+
+
+def test_ctrl_c_during_reads_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    interrupt_first_wait(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(concurrency=1).each(HOSTS, lambda t: t.name)
+
+
+def test_a_stopping_runner_starts_no_change() -> None:
+    runner = Runner()
+    runner.stopping.set()
+    ran: list[str] = []
+
+    def work(t: Target) -> HostResult:
+        ran.append(t.name)
+        return HostResult(t.name, "changed")
+
+    results = runner.each(HOSTS, work, skipped=lambda t: HostResult(t.name, "skipped"))
+    assert ran == [] and {r.outcome for r in results} == {"skipped"}
+
+
+def test_an_unexpected_exception_is_not_swallowed() -> None:
+    def work(t: Target) -> None:
+        raise RuntimeError(f"bug on {t.name}")
+
+    with pytest.raises(RuntimeError, match="bug on host0"):
+        Runner().each(HOSTS[:1], work)
