@@ -18,6 +18,7 @@ import pytest
 
 from tsops.canary import found_probe, parse_found
 from tsops.probe import Probe, ProbeFailed
+from tsops.recorders.host import parse_probe
 from tsops.remote import RunResult
 from tsops.rotation.migrate import parse_listing, parse_read
 from tsops.servers.facts import FACTS, NODE_STATUS, parse_status
@@ -34,6 +35,7 @@ PARSERS: dict[str, Callable[..., Any]] = {
     "canary-search": lambda output, root, wanted: parse_found(output, root, wanted),
     "migration-listing": lambda output, host: parse_listing(host, output),
     "migration-read": lambda output: {k: v.decode() for k, v in parse_read(output).items()},
+    "recorder-facts": lambda output: parse_probe(output),
 }
 CASES = sorted((p.parent.name, p.stem) for p in DATA.glob("*/*.txt"))
 

@@ -13,6 +13,7 @@ from shlex import quote
 from typing import Literal
 
 from tsops.inventory.load import LoadedInventory, Target
+from tsops.probe import Probe, ProbeError
 from tsops.recorders.render import (
     AUTHKEY_FILE,
     CONFIG_DIR,
@@ -30,7 +31,7 @@ HostStepKind = Literal["binary", "user", "statedir", "destination", "env", "unit
                        "start"]
 
 
-class RecorderProbeError(ValueError):
+class RecorderProbeError(ProbeError):
     """The probe's output could not be read."""
 
 
@@ -132,6 +133,11 @@ def probe(spec: RecorderSpec) -> str:
             "echo free_kb=$(df -Pk \"$d\" | awk 'NR==2 {print $4}')",
         ]
     return "\n".join(lines) + "\n"
+
+
+def facts_probe(spec: RecorderSpec) -> Probe[RecorderFacts]:
+    """What a recorder host has of what `spec` wants, in one round trip."""
+    return Probe("the recorder probe", probe(spec), parse_probe)
 
 
 def _not_destination(spec: RecorderSpec) -> str:
@@ -283,6 +289,11 @@ def status_script(settle_seconds: int = 3) -> str:
         "done\n"
         f"systemctl is-active {UNIT_NAME} || true\n"
     )
+
+
+def unit_state(settle_seconds: int = 3) -> Probe[str]:
+    """The unit's state word once it settled: the health gate's read of the unit."""
+    return Probe("the recorder's unit state", status_script(settle_seconds), str.strip)
 
 
 def remove_authkey_script() -> str:

@@ -30,7 +30,7 @@ from tsops.recorders.bucket import (
     plan_bucket,
     verify_bucket,
 )
-from tsops.recorders.host import RecorderHostPlan, RecorderProbeError, sha256, spec_for
+from tsops.recorders.host import RecorderHostPlan, sha256, spec_for
 from tsops.recorders.render import (
     AUTHKEY_FILE,
     ENV_FILE,
@@ -238,12 +238,10 @@ class RecorderPhase:
         unit = render_unit(spec)
         self.report(target.name, "gathering facts")
         try:
-            result = self.remote(target).run(recorder_host.probe(spec))
-            facts = recorder_host.parse_probe(result.stdout)
-        except (TsopsError, RecorderProbeError) as error:
-            message = error.message if isinstance(error, TsopsError) else str(error)
+            facts = recorder_host.facts_probe(spec).run(self.remote(target))
+        except TsopsError as error:
             return RecorderHostPlan(target=target, spec=spec,
-                                    problem=message.removeprefix(f"{target.name}: "))
+                                    problem=error.message.removeprefix(f"{target.name}: "))
         registered = self._device(devices, target) is not None
         return recorder_host.plan_recorder_host(
             target, spec, facts, unit, env, binary[1] if binary else None, registered,
@@ -375,7 +373,7 @@ class RecorderPhase:
         self.report(target.name, "health check")
         active = plan.facts.active if plan.facts is not None and not plan.steps else None
         if active is None:
-            active = remote.run(recorder_host.status_script()).stdout.strip()
+            active = recorder_host.unit_state().run(remote)
         result.checks["unit"] = active
         if active != "active":
             raise TsopsError(f"{target.name}: health: tsrecorder.service is {active or 'unknown'}"
