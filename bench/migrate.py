@@ -140,7 +140,8 @@ def main() -> None:
         return
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; load {os.getloadavg()[0]:.1f}")
-    with S3Server() as server, tempfile.TemporaryDirectory() as state:
+    # Plain HTTP, as when the numbers in docs were measured (TLS would add its own cost).
+    with S3Server(tls=False) as server, tempfile.TemporaryDirectory() as state:
         started = time.monotonic()
         objects, total = seed(server, args.count, args.big_mb)
         print(f"seeded {objects} recordings, {total / 1e6:.1f} MB in "

@@ -61,7 +61,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """One moto S3 server on loopback for the whole session."""
+    """One moto S3 server on loopback for the whole session, over TLS with its own lab CA."""
     server = S3Server()
     try:
         server.start()
@@ -78,7 +78,13 @@ def s3_server() -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3(s3_server: S3Server) -> S3Client:
-    """A boto3 client for the lab's S3 server, emptied before the test."""
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Client:
+    """A boto3 client for the lab's S3 server, emptied before the test.
+
+    The test's environment trusts the server's lab CA (`AWS_CA_BUNDLE`), so tsops run in the
+    test or as a subprocess of it reaches the server over HTTPS as it would a real store.
+    """
+    for name, value in s3_server.client_environment().items():
+        monkeypatch.setenv(name, value)
     s3_server.reset()
     return s3_server.client()

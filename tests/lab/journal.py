@@ -8,6 +8,7 @@ they list. Together with the lab's own teardown, this is how nothing is ever lef
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -164,15 +165,23 @@ def terminate_all(pids: list[tuple[int, int]], timeout: float) -> None:
 
 
 def reap_stale() -> int:
-    """Clean up after every lab whose owning process is gone; return how many were reaped."""
-    directory = config.RUN_DIR / "journals"
-    reaped = 0
-    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
-        try:
-            journal = Journal.load(path)
-        except (OSError, ValueError, KeyError):
-            continue
-        if not is_alive(journal.owner_pid, journal.owner_start):
-            journal.cleanup()
-            reaped += 1
-    return reaped
+    """Clean up after every lab whose owning process is gone; return how many were reaped.
+
+    One reaper at a time (a lock on the run directory): two processes reaping the same dead
+    journal raced, the slower one deleting the directory a new lab had just made in the freed
+    slot. Under the lock a journal is read, cleaned up and removed before the next reaper looks.
+    """
+    config.RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with (config.RUN_DIR / "reap.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        directory = config.RUN_DIR / "journals"
+        reaped = 0
+        for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+            try:
+                journal = Journal.load(path)
+            except (OSError, ValueError, KeyError):
+                continue
+            if not is_alive(journal.owner_pid, journal.owner_start):
+                journal.cleanup()
+                reaped += 1
+        return reaped

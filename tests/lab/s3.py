@@ -1,24 +1,44 @@
-"""An S3-compatible server for the lab: moto in server mode."""
+"""An S3-compatible server for the lab: moto in server mode, over TLS with a lab CA.
+
+The real recorder speaks HTTPS to S3, so the lab's S3 does too: each server makes a CA of its own
+(`tests/lab/ca.py`) and a certificate for its address, kept in a private directory removed with
+the server. moto runs through `moto_launcher.py`, which makes moto answer the bucket policy's
+`aws:SecureTransport` condition (it would otherwise refuse every write tsops's TLS-only policy
+covers). `S3Server(tls=False)` is plain HTTP: for showing that clients refuse it, and for the
+benchmarks, whose recorded numbers were measured without TLS.
+"""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from tests.lab import config
+from tests.lab.ca import LabCA
 from tests.lab.errors import LabError, LabUnavailable
 from tests.lab.journal import Journal, reap_stale
 from tests.lab.managed import Managed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from tests.lab.lab import LabHost
+
+LAUNCHER = Path(__file__).with_name("moto_launcher.py")
+# Where a lab host's trust store takes local CAs (Debian's update-ca-certificates).
+HOST_CA_DIR = "/usr/local/share/ca-certificates"
 
 
 def free_port(host: str) -> int:
@@ -35,15 +55,33 @@ class S3Server(Managed):
 
     host: str = "127.0.0.1"
     port: int = 0
+    tls: bool = True
     log_path: Path | None = None
     journal: Journal | None = None
     process: subprocess.Popen[bytes] | None = None
+    ca: LabCA | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
+    def address(self) -> str:
+        """`host:port`, what the recorder's `--dst=s3://...` names."""
+        return f"{self.host}:{self.port}"
+
+    @property
     def endpoint(self) -> str:
-        """The endpoint URL to give boto3."""
-        return f"http://{self.host}:{self.port}"
+        """The endpoint URL to give boto3 and tsops."""
+        return f"{'https' if self.tls else 'http'}://{self.address}"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The lab CA's certificate, the one thing a client must trust to reach this server."""
+        if self.ca is None:
+            raise LabError("the S3 server has no CA (plain HTTP, or not started)")
+        return self.ca.cert_path
+
+    def client_environment(self) -> dict[str, str]:
+        """What tsops (or any AWS SDK) needs in its environment to trust this server."""
+        return {"AWS_CA_BUNDLE": str(self.ca_bundle)} if self.tls else {}
 
     def start(self, journal: Journal | None = None) -> None:
         """Start the server and wait until it answers."""
@@ -57,10 +95,15 @@ class S3Server(Managed):
             reap_stale()
             journal = self.journal = Journal.create()
         self.port = self.port or free_port(self.host)
+        argv = [str(executable), "-H", self.host, "-p", str(self.port)]
+        if self.tls:
+            # -P: the launcher's own directory must not shadow the standard library.
+            argv = [sys.executable, "-P", str(LAUNCHER), "-H", self.host, "-p", str(self.port),
+                    *self._certificate(journal)]
         if self.log_path is not None:
             self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(executable), "-H", self.host, "-p", str(self.port)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=self._log if self._log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -72,11 +115,38 @@ class S3Server(Managed):
             if self.process.poll() is not None:
                 raise LabError(f"moto_server exited with {self.process.returncode}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=1):
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=1,
+                                            context=self._ssl_context()):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
         raise LabError(f"moto_server did not answer on {self.endpoint} within 30s")
+
+    def _certificate(self, journal: Journal) -> list[str]:
+        """Make the CA and this server's certificate in a private directory; moto's flags."""
+        directory = config.RUN_DIR / f"s3-tls-{uuid.uuid4().hex[:12]}"
+        journal.add_dir(directory)  # recorded first: removed even if this owner is killed
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700)
+        self.ca = LabCA.create(directory)
+        cert, key = self.ca.issue("s3-server", [self.host])
+        return ["-c", str(cert), "-k", str(key)]
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting the lab CA only (None for plain HTTP)."""
+        return ssl.create_default_context(cafile=str(self.ca_bundle)) if self.tls else None
+
+    def trust_on(self, hosts: Iterable[LabHost]) -> None:
+        """Put the lab CA into each host's system trust store, as an operator would (about 2 s
+        a host: update-ca-certificates rebuilds the whole store, so hosts go in parallel)."""
+        pem = self.ca_bundle.read_text()
+
+        def install(host: LabHost) -> None:
+            host.nsenter(f"cat > {HOST_CA_DIR}/tsops-lab-s3-{self.port}.crt && "
+                         "update-ca-certificates >/dev/null", input=pem)
+
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(install, hosts))
 
     def stop(self) -> None:
         """Stop the server (and forget the journal this server opened itself)."""
@@ -97,7 +167,7 @@ class S3Server(Managed):
     def reset(self) -> None:
         """Forget every bucket and object (moto's reset API), between tests."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
+        with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()):
             pass
 
     def client(self, **kwargs: Any) -> S3Client:
@@ -107,6 +177,7 @@ class S3Server(Managed):
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
+            verify=str(self.ca_bundle) if self.tls else None,
             region_name=kwargs.pop("region_name", "us-east-1"),
             aws_access_key_id="testing",
             aws_secret_access_key="testing",

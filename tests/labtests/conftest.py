@@ -19,7 +19,14 @@ def tailnet(lab: Lab) -> Iterator[LabTailnet]:
 
 
 @pytest.fixture
-def lab_s3(lab: Lab) -> Iterator[S3Server]:
-    """moto on the lab bridge, reachable from the recorder hosts."""
+def lab_s3(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """moto on the lab bridge over HTTPS, reachable from the recorder hosts.
+
+    Its lab CA is in every host's trust store and in the test's `AWS_CA_BUNDLE`, so tsops and
+    the recorders it deploys verify the server as they would a real S3 endpoint.
+    """
     with S3Server(host=lab.gateway) as server:
+        server.trust_on(lab.hosts)
+        for name, value in server.client_environment().items():
+            monkeypatch.setenv(name, value)
         yield server

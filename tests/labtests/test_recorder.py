@@ -75,9 +75,8 @@ def write_inventory(tailnet: LabTailnet, path: Path, recorders: list[str],
 def s3_storage(s3: S3Server) -> dict[str, Any]:
     """The lab's S3 storage section: governance lock, the recorder's own keys from env."""
     return {
+        # HTTPS with the lab's CA: the bucket policy keeps its deny-non-TLS statement.
         "destination": f"s3://{BUCKET}", "endpoint": s3.endpoint, "region": "us-east-1",
-        # moto speaks plain HTTP only; this lab-only setting drops the deny-non-TLS statement.
-        "allow_plain_http": True,
         "object_lock": {"mode": "governance", "retention_days": 1},
         "noncurrent_days": 14,
         "recorder_principal": RECORDER_PRINCIPAL, "break_glass_principal": BREAK_GLASS,
@@ -162,7 +161,7 @@ def test_s3_recorder_from_scratch_then_converged(
     assert "/var/lib/tsrecorder 700 tsrecorder" in listing[2]
     unit = host.nsenter("cat /etc/systemd/system/tsrecorder.service").stdout
     assert "recorder-secret-value" not in unit and "AKIDRECORDER" not in unit
-    assert f"--dst=s3://{lab_s3.endpoint.removeprefix('http://')} --bucket={BUCKET}" in unit
+    assert f"--dst=s3://{lab_s3.address} --bucket={BUCKET}" in unit
     assert "recorder-secret-value" in host.nsenter("cat /etc/tsrecorder/env").stdout
     assert host.nsenter("ls /etc/tsrecorder").stdout.split() == ["env"]  # key file removed
     pid = unit_state(host)["MainPID"]
@@ -173,11 +172,12 @@ def test_s3_recorder_from_scratch_then_converged(
     argv = host.nsenter(f"tr '\\0' ' ' < /proc/{pid}/cmdline").stdout
     assert "secret" not in argv and "tskey" not in argv
 
-    # The bucket as planned, read back.
+    # The bucket as planned, read back: TLS only, and the recorder still writes (below).
     s3 = lab_s3.client()
     storage = Storage.model_validate(s3_storage(lab_s3))
-    assert normalize_policy(s3.get_bucket_policy(Bucket=BUCKET)["Policy"]) == normalize_policy(
-        bucket_policy(storage, ui=False))
+    written = normalize_policy(s3.get_bucket_policy(Bucket=BUCKET)["Policy"])
+    assert written == normalize_policy(bucket_policy(storage, ui=False))
+    assert "DenyInsecureTransport" in json.dumps(written)
     assert s3.get_bucket_versioning(Bucket=BUCKET)["Status"] == "Enabled"
     lock = s3.get_object_lock_configuration(Bucket=BUCKET)["ObjectLockConfiguration"]
     retention = lock["Rule"]["DefaultRetention"]
@@ -255,8 +255,8 @@ def test_s3_unreachable_fails_and_deploys_no_recorder(
     lab: Lab, tailnet: LabTailnet, executable: Path, tmp_path: Path
 ) -> None:
     host = lab.hosts[0]
-    storage = {"destination": f"s3://{BUCKET}", "region": "us-east-1", "allow_plain_http": True,
-               "endpoint": f"http://{lab.gateway}:{free_port(lab.gateway)}"}
+    storage = {"destination": f"s3://{BUCKET}", "region": "us-east-1",
+               "endpoint": f"https://{lab.gateway}:{free_port(lab.gateway)}"}
     inventory = write_inventory(tailnet, tmp_path / "inventory.yaml", [host.name], storage,
                                 executable)
     result = tsops(tailnet, "bootstrap", "--yes", "--no-input", str(inventory))

@@ -57,9 +57,8 @@ def write_inventory(tailnet: LabTailnet, folder: Path, recorders: list[str],
 
 
 def s3_storage(s3: S3Server, bucket: str) -> dict[str, Any]:
-    """The lab's S3 storage section (plain HTTP moto), the recorder's own keys from env."""
+    """The lab's S3 storage section (moto over HTTPS), the recorder's own keys from env."""
     return {"destination": f"s3://{bucket}", "endpoint": s3.endpoint, "region": "us-east-1",
-            "allow_plain_http": True,
             "credentials": {"access_key_id": {"env": "LAB_RECORDER_KEY_ID"},
                             "secret_access_key": {"env": "LAB_RECORDER_SECRET"}}}
 
@@ -192,7 +191,7 @@ def test_local_directory_to_s3_with_sessions_throughout(
     bootstrap(env, inventory)
     generator = start_sessions(tailnet)
     rotate = ("rotate-storage", str(inventory), "--to", "s3://lab-new", "--endpoint",
-              lab_s3.endpoint, "--allow-plain-http", "--access-key-env", "LAB_RECORDER_KEY_ID",
+              lab_s3.endpoint, "--access-key-env", "LAB_RECORDER_KEY_ID",
               "--secret-key-env", "LAB_RECORDER_SECRET")
 
     before = inventory.read_bytes()
@@ -345,7 +344,8 @@ def test_bucket_to_bucket_with_sessions_and_an_interrupted_migration(
 
 
 def tls_moto(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """moto with TLS on loopback (a self-signed certificate for 127.0.0.1)."""
+    """Plain moto with TLS on loopback (a self-signed certificate for 127.0.0.1), started
+    without the lab's launcher: a TLS-only bucket policy refuses every object write."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -403,8 +403,9 @@ def test_an_unwritable_new_bucket_stops_the_rotation(
     process, endpoint, cert = tls_moto(tmp_path)
     try:
         before, pids = inventory.read_bytes(), main_pids([host])
-        # Over TLS the bucket gets DenyInsecureTransport; the lab's moto applies a deny
-        # statement without its condition, so every object write is refused: unwritable.
+        # Over TLS the bucket gets DenyInsecureTransport; moto on its own (not through the
+        # lab's launcher, tests/lab/moto_launcher.py) applies a deny statement without its
+        # condition, so every object write is refused: a bucket that is not writable.
         result = tsops({**env, "AWS_CA_BUNDLE": str(cert)}, "rotate-storage", str(inventory),
                        "--to", "s3://lab-locked", "--endpoint", endpoint, "--region",
                        "us-east-1", "--yes", "--no-input")
@@ -487,14 +488,16 @@ def test_a_recorder_failing_after_its_restart_puts_every_switched_one_back(
     generator = start_sessions(tailnet)
     before = inventory.read_bytes()
     with S3Server(host=lab.gateway) as doomed:
+        doomed.trust_on(lab.hosts)
         # The new store goes away once host1 is switched: host2's recorder cannot open it
         # after its restart, so its health gate fails and both go back.
         process = subprocess.Popen(
             [sys.executable, "-m", "tsops", "rotate-storage", str(inventory), "--to",
-             "s3://lab-doomed", "--endpoint", doomed.endpoint, "--allow-plain-http",
+             "s3://lab-doomed", "--endpoint", doomed.endpoint,
              "--access-key-env", "LAB_RECORDER_KEY_ID", "--secret-key-env",
              "LAB_RECORDER_SECRET", "--yes", "--no-input"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env={**env, **doomed.client_environment()}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
         assert process.stderr is not None
         progress = []
         for line in process.stderr:

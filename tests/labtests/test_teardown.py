@@ -26,7 +26,7 @@ from tests.lab.s3 import S3Server
 with Lab(host_count=2) as lab:
     s3 = S3Server(host=lab.gateway)
     s3.start(journal=lab.journal)
-    print(lab.slot, s3.process.pid, flush=True)
+    print(lab.slot, s3.process.pid, s3.ca_bundle.parent, flush=True)
     time.sleep(600)
 """
 
@@ -39,17 +39,19 @@ def _lab_possible() -> None:
         lab_unavailable(error)
 
 
-def start_holder() -> tuple[subprocess.Popen[str], int, int]:
-    """Start a lab in a child process; return it, its lab slot and its S3 server's PID."""
+def start_holder() -> tuple[subprocess.Popen[str], int, int, Path]:
+    """Start a lab in a child process; return it, its lab slot, its S3 server's PID and the
+    private directory of the server's TLS key."""
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
     assert child.stdout is not None
     line = child.stdout.readline()
     assert line, f"the lab holder died with {child.wait()}"
-    slot, s3_pid = (int(x) for x in line.split())
+    slot, s3_pid, tls = int(line.split()[0]), int(line.split()[1]), Path(line.split()[2])
     assert leftovers(slot), "the holder's lab should be running"
-    return child, slot, s3_pid
+    assert tls.is_dir()
+    return child, slot, s3_pid, tls
 
 
 @pytest.mark.lab
@@ -74,12 +76,13 @@ def test_a_failing_body_still_cleans_up() -> None:
 @pytest.mark.lab
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_owner_cleans_up(signum: signal.Signals) -> None:
-    child, slot, s3_pid = start_holder()
+    child, slot, s3_pid, tls = start_holder()
     try:
         child.send_signal(signum)
         child.wait(timeout=60)
         assert leftovers(slot) == []
         assert process_start_time(s3_pid) is None
+        assert not tls.exists()
     finally:
         child.kill()
         child.wait()
@@ -88,14 +91,15 @@ def test_an_interrupted_owner_cleans_up(signum: signal.Signals) -> None:
 
 @pytest.mark.lab
 def test_a_killed_owner_is_reaped_by_the_next_lab() -> None:
-    child, slot, s3_pid = start_holder()
+    child, slot, s3_pid, tls = start_holder()
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     # SIGKILL cannot be handled: the hosts and the server outlive their owner...
     assert leftovers(slot)
-    assert process_start_time(s3_pid) is not None
+    assert process_start_time(s3_pid) is not None and tls.is_dir()
     # ...until the next lab starts, which reads the dead owner's journal and removes it all.
     with Lab(host_count=1) as lab:
         assert lab.slot == slot or leftovers(slot) == []
     assert leftovers(slot) == []
     assert process_start_time(s3_pid) is None
+    assert not tls.exists()  # the S3 server's TLS key with it

@@ -142,6 +142,15 @@ class RecorderProcess:
 StartRecorder = Callable[..., RecorderProcess]
 
 
+def trusting(s3_server: S3Server) -> dict[str, str]:
+    """The environment of a loopback recorder that trusts `s3_server`'s lab CA.
+
+    `SSL_CERT_FILE` is what Go (and OpenSSL) read instead of the system's CA file; the control
+    machine's own trust store is never touched. Recorders on lab hosts use the host's store.
+    """
+    return {"SSL_CERT_FILE": str(s3_server.ca_bundle)}
+
+
 def run_recorder(
     executable: Path, args: list[str], env: dict[str, str], *, user: str | None = None,
     timeout: float = START_TIMEOUT_S,
@@ -212,10 +221,11 @@ def wait_until_serving(recorder: RecorderProcess, control: ControlServer) -> Non
 
 @pytest.fixture
 def lab_s3(lab: Lab) -> Iterator[S3Server]:
-    """A moto S3 server on the lab bridge, reachable from lab hosts."""
+    """A moto S3 server on the lab bridge over HTTPS, its lab CA trusted by every lab host."""
     server = S3Server(host=lab.gateway)
     try:
         server.start()
+        server.trust_on(lab.hosts)
         yield server
     finally:
         server.stop()

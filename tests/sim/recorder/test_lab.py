@@ -78,10 +78,9 @@ def test_recorder_under_systemd_as_non_root_records_to_s3(
         input=f"TS_AUTHKEY={key.secret}\nTSRECORDER_LOGIN_SERVER={lab_control.url}\n"
               "AWS_ACCESS_KEY_ID=AKIDEXAMPLE\nAWS_SECRET_ACCESS_KEY=secret\n",
     )
-    endpoint = lab_s3.endpoint.removeprefix("http://")
     host.nsenter("cat > /etc/systemd/system/tsrecorder.service"
                  " && systemctl daemon-reload && systemctl enable --now tsrecorder",
-                 input=UNIT.format(endpoint=endpoint, bucket=BUCKET))
+                 input=UNIT.format(endpoint=lab_s3.address, bucket=BUCKET))
     recorder = wait_for_recorder(host, lab_control)
     server = register_server(lab_control)
 

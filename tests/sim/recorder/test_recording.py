@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from tests.sim.control import ControlServer
 from tests.sim.control.state import Device
 from tests.sim.recorder.cast import OutputChunk, shell_output
-from tests.sim.recorder.conftest import ALICE, StartRecorder
+from tests.sim.recorder.conftest import ALICE, StartRecorder, trusting
 from tests.sim.recorder.session import Outcome, V1Upload, V2Upload, run_session
 
 if TYPE_CHECKING:
@@ -29,9 +29,8 @@ def test_recording_lands_in_s3_under_the_server_node_id(
     s3_server: S3Server, s3: S3Client,
 ) -> None:
     s3.create_bucket(Bucket=BUCKET)
-    endpoint = s3_server.endpoint.removeprefix("http://")
-    start_recorder(f"s3://{endpoint}", extra=S3_ARGS,
-                   env={"S3_SEND_CONTENT_MD5": "true"})
+    start_recorder(f"s3://{s3_server.address}", extra=S3_ARGS,
+                   env={"S3_SEND_CONTENT_MD5": "true", **trusting(s3_server)})
     output = shell_output("alice@web1:~$ ", [("uptime", " 10:00:00 up 3 days\n")])
 
     result = run_session(control, "web1", ALICE, "alice", output)
@@ -98,7 +97,7 @@ def test_s3_refusing_the_upload_is_an_error_frame_that_ends_the_session(
     s3_server: S3Server, s3: S3Client,
 ) -> None:
     s3.create_bucket(Bucket=BUCKET)
-    start_recorder(f"s3://{s3_server.endpoint.removeprefix('http://')}", extra=S3_ARGS)
+    start_recorder(f"s3://{s3_server.address}", extra=S3_ARGS, env=trusting(s3_server))
 
     def bucket_deleted_mid_session() -> Iterator[OutputChunk]:
         yield OutputChunk(0.1, "$ ")

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
+from tests.lab.s3 import S3Server
 from tests.sim.control import ControlServer
-from tests.sim.recorder.conftest import StartRecorder, run_recorder
+from tests.sim.recorder.conftest import StartRecorder, run_recorder, trusting
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-    from tests.lab.s3 import S3Server
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret"}
 
@@ -46,14 +47,41 @@ def test_dst_names_an_endpoint_not_a_bucket(executable: Path, tmp_path: Path) ->
 def test_bucket_that_does_not_exist(
     executable: Path, tmp_path: Path, s3_server: S3Server, s3: S3Client
 ) -> None:
-    endpoint = s3_server.endpoint.removeprefix("http://")
-    env = CREDENTIALS | {"TSRECORDER_LOGIN_SERVER": "http://127.0.0.1:9"}
-    result = run_recorder(executable, ["--dst", f"s3://{endpoint}", "--bucket", "missing",
-                                       "--statedir", str(tmp_path)], env)
+    env = CREDENTIALS | {"TSRECORDER_LOGIN_SERVER": "http://127.0.0.1:9"} | trusting(s3_server)
+    result = run_recorder(executable, ["--dst", f"s3://{s3_server.address}", "--bucket",
+                                       "missing", "--statedir", str(tmp_path)], env)
 
     assert result.returncode == 1
     assert "bucket 'missing'" in result.stderr
     assert "NoSuchBucket" in result.stderr
+
+
+@pytest.mark.lab
+def test_s3_over_plain_http_is_refused(executable: Path, tmp_path: Path) -> None:
+    # The same moto, bucket and credentials the recorder used to upload to, minus TLS:
+    # `--dst=s3://host:port` always means HTTPS, as for the real recorder.
+    with S3Server(tls=False) as plain:
+        plain.client().create_bucket(Bucket="recordings")
+        env = CREDENTIALS | {"TSRECORDER_LOGIN_SERVER": "http://127.0.0.1:9"}
+        result = run_recorder(executable, ["--dst", f"s3://{plain.address}", "--bucket",
+                                           "recordings", "--statedir", str(tmp_path)], env)
+
+    assert result.returncode == 1
+    assert f"S3 endpoint {plain.address}: TLS failed" in result.stderr
+    assert "must serve HTTPS" in result.stderr
+
+
+def test_s3_with_a_certificate_the_system_does_not_trust_is_refused(
+    executable: Path, tmp_path: Path, s3_server: S3Server, s3: S3Client
+) -> None:
+    s3.create_bucket(Bucket="recordings")
+    env = CREDENTIALS | {"TSRECORDER_LOGIN_SERVER": "http://127.0.0.1:9"}  # no lab CA
+    result = run_recorder(executable, ["--dst", f"s3://{s3_server.address}", "--bucket",
+                                       "recordings", "--statedir", str(tmp_path)], env)
+
+    assert result.returncode == 1
+    assert f"S3 endpoint {s3_server.address}: TLS failed" in result.stderr
+    assert "certificate verify failed" in result.stderr
 
 
 def test_statedir_that_does_not_exist_is_not_created(executable: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from tests.sim.control import ControlServer
 from tests.sim.control.state import Device
 from tests.sim.recorder.cast import OutputChunk, cast_header, render_cast
-from tests.sim.recorder.conftest import ALICE, BOB, StartRecorder
+from tests.sim.recorder.conftest import ALICE, BOB, StartRecorder, trusting
 from tests.sim.recorder.session import Outcome, run_session
 from tests.sim.recorder.test_pure import STARTED
 
@@ -56,9 +56,9 @@ def test_ui_reads_back_from_s3(
 ) -> None:
     s3.create_bucket(Bucket="recordings")
     recorder = start_recorder(
-        f"s3://{s3_server.endpoint.removeprefix('http://')}",
+        f"s3://{s3_server.address}",
         extra=["--bucket", "recordings", "--access-key", "AKIDEXAMPLE", "--secret-key", "secret"],
-        env={"TSRECORDER_UI": "true"},
+        env={"TSRECORDER_UI": "true", **trusting(s3_server)},
     )
     result = run_session(control, "web1", ALICE, "alice", OUTPUT)
 

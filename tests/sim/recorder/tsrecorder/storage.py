@@ -1,5 +1,10 @@
 """Where recordings go: a local directory, or an S3 bucket through SigV4-signed requests.
 
+S3 is always reached over HTTPS, verified against the system trust store (or the file
+`SSL_CERT_FILE` names), as the real recorder does: `--dst=s3://<host>` has no scheme to ask for
+plain HTTP, and an endpoint that does not speak TLS, or whose certificate is not trusted, is
+refused.
+
 Layout (reference section 2): `<dst>/<stable node ID of the SSH server>/<timestamp>.cast`.
 A recording cut off mid-way keeps what was received (reference section 3: files can be
 truncated).
@@ -15,6 +20,7 @@ import http.client
 import io
 import os
 import re
+import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,17 +221,21 @@ def s3_error(status: int, body: bytes) -> str:
     return f"{code}: {message}" if message else code
 
 
+def tls_context() -> ssl.SSLContext:
+    """A TLS client context with the system's trusted CAs (SSL_CERT_FILE/SSL_CERT_DIR honoured),
+    certificates and host names verified."""
+    return ssl.create_default_context()
+
+
 @dataclass
 class S3Storage:
-    """Recordings in an S3 bucket, path-style, over plain HTTP (the lab's moto server).
-
-    The real recorder speaks HTTPS to the endpoint; the lab's S3 server only speaks HTTP.
-    """
+    """Recordings in an S3 bucket, path-style, over HTTPS (the lab's moto server with a lab CA)."""
 
     endpoint: str
     bucket: str
     credentials: S3Credentials
     send_content_md5: bool = False
+    context: ssl.SSLContext = field(default_factory=tls_context, repr=False)
 
     def request(
         self, method: str, key: str, query: dict[str, str], body: bytes = b""
@@ -248,11 +258,21 @@ class S3Storage:
                 f"{_quote(k, '~')}={_quote(v, '~')}" if v else _quote(k, "~")
                 for k, v in sorted(query.items())
             )
-        connection = http.client.HTTPConnection(self.endpoint, timeout=S3_TIMEOUT_S)
+        connection = http.client.HTTPSConnection(self.endpoint, timeout=S3_TIMEOUT_S,
+                                                  context=self.context)
         try:
             connection.request(method, target, body=body, headers=signed)
             response = connection.getresponse()
             return response.status, response.read()
+        except ssl.SSLCertVerificationError as error:
+            raise StorageError(
+                f"S3 endpoint {self.endpoint}: TLS failed (certificate verify failed: "
+                f"{error.verify_message}); the endpoint must serve HTTPS with a certificate "
+                "the system trusts") from error
+        except ssl.SSLError as error:
+            raise StorageError(
+                f"S3 endpoint {self.endpoint}: TLS failed ({error.reason or error}); the "
+                "endpoint must serve HTTPS with a certificate the system trusts") from error
         except OSError as error:
             raise StorageError(f"S3 endpoint {self.endpoint}: {error}") from error
         finally:
@@ -272,7 +292,7 @@ class S3Storage:
 
     def describe(self) -> str:
         """Name the bucket and endpoint."""
-        return f"s3://{self.bucket} on http://{self.endpoint}"
+        return f"s3://{self.bucket} on https://{self.endpoint}"
 
     def recording_keys(self) -> list[str]:
         """ListObjectsV2 through every page (needs s3:ListBucket)."""
