@@ -16,7 +16,7 @@ from moto.iam.access_control import IAMPolicy, PermissionResult
 from tests.lab.moto_launcher import patched
 from tests.lab.s3 import S3Server
 from tsops.inventory.model import Storage
-from tsops.recorder.render import bucket_policy
+from tsops.recorders.render import bucket_policy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
