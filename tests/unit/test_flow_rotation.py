@@ -20,16 +20,13 @@ from typing import Any, cast
 
 import pytest
 
-from tests.unit.test_recorder_host import CONVERGED, ENV, HEALTH_ENV, UNIT
-from tests.unit.test_recorder_render import BINARY, LOCAL
+from tests.unit.test_recorder_host import HostForHealth
 from tsops.context import RunContext
 from tsops.errors import ExitCode, UsageError
 from tsops.events import Declined, Recorded
 from tsops.flows import rotation as flow
 from tsops.inventory.load import load_inventory
 from tsops.inventory.model import Storage
-from tsops.recorders.host import sha256
-from tsops.recorders.render import render_unit
 from tsops.remote import RunResult
 from tsops.rotation.migrate import MigrationRecord, listing_script, state_dir
 from tsops.rotation.target import RotateOptions
@@ -73,35 +70,30 @@ def recording(number: int) -> tuple[str, bytes]:
             b'{"version": 2}\n' + b'[0.5, "o", "x"]\n' * (number + 1))
 
 
-class Recorder:
-    """rec1: answers the probe (running, local destination), the canary as scripted, and
-    reads and deletes of its recordings; any other command fails the test."""
+class Recorder(HostForHealth):
+    """rec1: answers the probe (running, local destination), the write check as scripted,
+    and reads and deletes of its recordings; any other command fails the test."""
 
     def __init__(self, canary_ok: bool = True, recordings: dict[str, bytes] | None = None,
                  directory: str = OLD) -> None:
-        self.canary_ok = canary_ok
+        super().__init__("active", canary_ok,
+                         "sh: /srv/recordings-2027/.tsops-canary: Permission denied")
         self.recordings = dict(recordings or {})
         self.directory = directory
-        self.name = "rec1"
-        self.round_trips = 0
-        self.scripts: list[str] = []
 
     def run(self, script: str, *, stdin: str | None = None,
             privileged: bool = True) -> RunResult:
+        answer = self._storage(script)
+        if answer is None:
+            return super().run(script, stdin=stdin, privileged=privileged)
         self.round_trips += 1
         self.scripts.append(script)
-        if script.startswith("set -u\nh()"):
-            spec = replace(BINARY, storage=LOCAL, login_server=None)
-            return RunResult(0, CONVERGED.replace(sha256(UNIT), sha256(render_unit(spec)))
-                             .replace(sha256(ENV), sha256(HEALTH_ENV))
-                             + "dst=998:700\nfree_kb=999999999\n", "")
+        return answer
+
+    def _storage(self, script: str) -> RunResult | None:
+        """The new directory, and reads and deletes of the recordings."""
         if "install -d -m 0700" in script and "systemctl" not in script:
             return RunResult(0, "", "")
-        if "setpriv" in script:
-            token = script.split("printf %s ")[1].split(" ")[0].strip("'\"")
-            return (RunResult(0, token, "") if self.canary_ok
-                    else RunResult(1, "", "sh: /srv/recordings-2027/.tsops-canary: "
-                                   "Permission denied"))
         if script == listing_script(self.directory):
             return RunResult(0, "".join(
                 f"S {len(data)} {key}\n" for key, data in sorted(self.recordings.items()))
@@ -116,7 +108,7 @@ class Recorder:
             for key in shlex.split(script.split(" -- ")[1]):
                 del self.recordings[key]
             return RunResult(0, "", "")
-        raise AssertionError(f"unexpected command: {script[:80]}")
+        return None
 
     def put(self, local: Path, remote: str) -> None:
         raise AssertionError("unexpected upload")

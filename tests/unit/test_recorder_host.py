@@ -187,9 +187,11 @@ def test_failed_storage_deploys_no_recorder(tmp_path: Path) -> None:
 class HostForHealth:
     """A converged recorder host with a local destination; answers the probe, status, canary."""
 
-    def __init__(self, active: str, canary_ok: bool) -> None:
+    def __init__(self, active: str, canary_ok: bool,
+                 denied: str = "Permission denied") -> None:
         self.active = active
         self.canary_ok = canary_ok
+        self.denied = denied  # what the write check prints when it fails
         self.name = "rec1"
         self.round_trips = 0
         self.scripts: list[str] = []
@@ -207,7 +209,7 @@ class HostForHealth:
         if "setpriv" in script:
             token = script.split("printf %s ")[1].split(" ")[0].strip("'\"")
             return (RunResult(0, token, "") if self.canary_ok
-                    else RunResult(1, "", "Permission denied"))
+                    else RunResult(1, "", self.denied))
         raise AssertionError(f"unexpected command: {script[:80]}")
 
     def put(self, local: Path, remote: str) -> None:
