@@ -110,12 +110,6 @@ class Recorder(HostForHealth):
             return RunResult(0, "", "")
         return None
 
-    def put(self, local: Path, remote: str) -> None:
-        raise AssertionError("unexpected upload")
-
-    def close(self) -> None:
-        """Nothing to close."""
-
     def changed_anything(self) -> bool:
         """Whether any command other than a read ran."""
         return any(not s.startswith("set -u\nh()") and s != listing_script(self.directory)
