@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,17 @@ def lab_unavailable(error: Exception) -> None:
     if in_ci():
         pytest.fail(f"the lab cannot start here, and CI must run it: {error}", pytrace=False)
     pytest.skip(f"the lab cannot start here: {error}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the processes the tests start a working Ctrl-C, however the suite was started.
+
+    A shell without job control starts background commands with SIGINT ignored, and an ignored
+    signal stays ignored in every child: the tests that interrupt tsops or a lab owner with
+    SIGINT would then see it ignored. A handler here is reset to the default in each child.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
