@@ -12,7 +12,6 @@ from __future__ import annotations
 import configparser
 import os
 import re
-import shutil
 import string
 import subprocess
 import unicodedata
@@ -24,8 +23,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import in_ci
-from tests.unit.test_recorder_render import BINARY, KEYS, LOCAL
+from tests.unit.test_recorder_render import (  # noqa: F401 (system_root is a fixture)
+    BINARY,
+    KEYS,
+    LOCAL,
+    system_root,
+)
 from tsops.recorders.render import (
     SECRETS_DIR,
     RecorderSpec,
@@ -112,24 +115,9 @@ def assert_same_lines(unit: str, benign: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def verify_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A root for systemd-analyze verify with the targets and executables the units name."""
-    if shutil.which("systemd-analyze") is None:
-        if in_ci():
-            pytest.fail("systemd-analyze is not installed", pytrace=False)
-        pytest.skip("systemd-analyze is not installed")
-    root = tmp_path_factory.mktemp("root")
-    units = root / "usr/lib/systemd/system"
-    units.mkdir(parents=True)
-    for found in Path("/usr/lib/systemd/system").glob("*.target"):
-        if found.is_file():
-            shutil.copy(found, units / found.name)
-    (units / "docker.service").write_text("[Service]\nExecStart=/usr/bin/docker\n")
-    for program in ("usr/local/bin/tsrecorder", "usr/bin/docker", "usr/bin/podman", "bin/sh",
-                    "bin/rm"):
-        executable(root, "/" + program)
-    (root / "etc/systemd/system").mkdir(parents=True)
-    return root
+def verify_root(system_root: Path) -> Path:  # noqa: F811 (the imported fixture)
+    """The rendering tests' root for systemd-analyze verify (targets, the units' programs)."""
+    return system_root
 
 
 def executable(root: Path, path: str) -> None:
