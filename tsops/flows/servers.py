@@ -52,7 +52,7 @@ UNINSTALL = (
 
 @dataclass(frozen=True)
 class InventoryChange:
-    """One server's edit of the inventory, validated, waiting in a private copy of the file.
+    """One server's edit of the inventory, validated on a private copy; `commit` writes it.
 
     `inventory` is what the flow works with: the edited inventory when adding, the current one
     (which still has the server) when removing.
@@ -61,7 +61,6 @@ class InventoryChange:
     path: Path
     before: str
     after: str
-    written: Path
     inventory: LoadedInventory
     target: Target
 
@@ -77,9 +76,9 @@ def adding(path: Path, host: NewHost) -> Iterator[InventoryChange]:
     load_inventory(path)  # the current file must be valid before it is edited
     before = path.read_text(encoding="utf-8")
     edit = add_host(before, host)
-    with candidate(path, edit.text, REFUSED) as (written, inventory):
+    with candidate(path, edit.text, REFUSED) as (_, inventory):
         target = next(t for t in inventory.servers if t.name == host.name)
-        yield InventoryChange(path, before, edit.text, written, inventory, target)
+        yield InventoryChange(path, before, edit.text, inventory, target)
 
 
 @contextmanager
@@ -93,8 +92,8 @@ def removing(path: Path, name: str) -> Iterator[InventoryChange]:
         raise UsageError(f"{name}: {role} ({path}); {REFUSED}")
     before = path.read_text(encoding="utf-8")
     edit = remove_host(before, name)
-    with candidate(path, edit.text, REFUSED) as (written, _):
-        yield InventoryChange(path, before, edit.text, written, inventory, target)
+    with candidate(path, edit.text, REFUSED):
+        yield InventoryChange(path, before, edit.text, inventory, target)
 
 
 def open_run(change: InventoryChange, events: Events) -> RunContext:
