@@ -51,8 +51,10 @@ class Outcome(enum.Enum):
     """How a session went."""
 
     DENIED = "denied"  # no SSH rule lets the source in
-    REFUSED = "refused"  # enforceRecorder and no recorder accepted the recording
-    UNRECORDED = "unrecorded"  # allowed without a recording (none asked, or none accepted)
+    REFUSED = "refused"  # enforceRecorder, recorders online, and none accepted the recording
+    # allowed without a recording: none asked, no recorder online (even if enforced), or none
+    # accepted and not enforced
+    UNRECORDED = "unrecorded"
     RECORDED = "recorded"  # every output chunk was acknowledged and the recording stored
     ENDED = "ended"  # enforceRecorder and the upload failed mid-way: the session was cut
     RECORDING_FAILED = "recording-failed"  # upload failed mid-way, session went on unrecorded
@@ -485,6 +487,8 @@ def play_session(
     if rule.recorder is None:
         return SessionResult(Outcome.UNRECORDED, rule, delivered=sum(1 for _ in chunks))
     recorders = recorders_for(rule.recorder, devices, now)
+    if not recorders:  # no recorder address to send: unrecorded, even if enforced (fail-open)
+        return SessionResult(Outcome.UNRECORDED, rule, delivered=sum(1 for _ in chunks))
     upload, attempts = connect(recorders, destination.node_id, RECORDER_PORT, ack_window)
     if upload is None:
         if rule.enforce_recorder:

@@ -17,13 +17,15 @@ imports it only when SSH is on (paramiko is needed only then). It follows tailss
   first, at their lab endpoint :80. stdout is recorded (`"o"` events) before the client gets it;
   stderr is not recorded (tailssh records only the stdout writer of a session without a PTY;
   with one, stdout and stderr are the same terminal, all recorded).
-  No recorder accepting: with enforceRecorder the session is refused with a message on
-  **stdout** and exit status 1 (tailssh writes the message to the session, then `Exit(1)`);
-  without, it runs unrecorded. The upload failing mid-way with enforceRecorder kills the
-  command, writes `\\r\\n\\r\\n<message>\\r\\n\\r\\n` to stderr, and the exit status is the one of a
-  killed process (Go's -1, sent as 4294967295). The recording is finished after the exit
-  status is sent (tailssh closes it when the session handler returns), so a caller looking for
-  the `.cast` must wait for it.
+  No online node carrying the rule's recorder tag: the session runs unrecorded, even with
+  enforceRecorder (the control plane sends tailssh no recorder address: fail-open, reference
+  section 6). Recorders online but none accepting: with enforceRecorder the session is refused
+  with a message on **stdout** and exit status 1 (tailssh writes the message to the session,
+  then `Exit(1)`); without, it runs unrecorded. The upload failing mid-way with
+  enforceRecorder kills the command, writes `\\r\\n\\r\\n<message>\\r\\n\\r\\n` to stderr,
+  and the exit status is the one of a killed process (Go's -1, sent as 4294967295). The
+  recording is finished after the exit status is sent (tailssh closes it when the session
+  handler returns), so a caller looking for the `.cast` must wait for it.
 """
 
 from __future__ import annotations
@@ -435,6 +437,11 @@ class Session:
         """Connect to a recorder and send the header; False to refuse the session."""
         assert rule.recorder is not None
         recorders = recorders_from_peers(rule.recorder, self.grant.netmap["peers"])
+        if not recorders:
+            # The control plane sends no recorder address: tailssh records nothing and runs
+            # the session, enforceRecorder or not (reference section 6).
+            self.log(f"recording: no online node with {rule.recorder} (running unrecorded)")
+            return True
         me = self.grant.netmap["node"]
         upload, attempts = connect(recorders, me["nodeId"], RECORDER_PORT, ACK_WINDOW_S)
         for attempt in attempts:

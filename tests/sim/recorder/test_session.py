@@ -58,11 +58,30 @@ def test_no_matching_rule_denies(control: ControlServer, server_device: Device) 
     assert not result.accepted
 
 
-def test_enforced_recorder_missing_refuses(control: ControlServer, server_device: Device) -> None:
+def test_enforced_rule_with_no_recorder_online_runs_unrecorded(
+    control: ControlServer, server_device: Device
+) -> None:
+    # No node carries the recorder tag: Tailscale SSH is sent no recorder address and runs the
+    # session unrecorded even under enforceRecorder (fail-open, reference section 6).
     result = run_session(control, "web1", ALICE, "alice", OUTPUT)
 
-    assert result.outcome is Outcome.REFUSED
-    assert not result.accepted
+    assert result.outcome is Outcome.UNRECORDED
+    assert result.accepted
+    assert result.rule is not None and result.rule.enforce_recorder
+    assert result.attempts == ()
+    assert result.delivered == len(OUTPUT)
+
+
+def test_enforced_recorder_gone_offline_runs_unrecorded(
+    control: ControlServer, server_device: Device, start_recorder: StartRecorder, tmp_path: Path
+) -> None:
+    recorder = start_recorder(str(tmp_path / "rec"))
+    recorder.kill()
+    control.state.advance_clock(60)  # its device is offline now: no recorder address is sent
+
+    result = run_session(control, "web1", ALICE, "alice", OUTPUT)
+
+    assert result.outcome is Outcome.UNRECORDED
     assert result.attempts == ()
 
 

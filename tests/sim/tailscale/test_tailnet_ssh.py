@@ -12,7 +12,7 @@ import secrets
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import lab_unavailable
 from tests.lab.errors import LabUnavailable
 from tests.lab.inspect import leftovers
-from tests.lab.lab import Lab
+from tests.lab.lab import Lab, LabHost
 from tests.lab.tailnet import LabTailnet, TailnetSSHDenied, lab_tailnet, tailnet_ssh_to
 from tests.sim.recorder.tailssh import KILLED_STATUS, REJECT_MESSAGE, TERMINATE_MESSAGE
 from tests.sim.tailscale.tailnet_hosts import (
@@ -154,17 +154,32 @@ def test_refusals(lab: Lab, tailnet: LabTailnet, tmp_path: Path) -> None:
         tailnet.tailnet_ssh("host1", "root", "true")
     assert "check mode" in check.value.banner
 
-    # enforceRecorder and no recorder answering: refused, the command never runs.
+    # enforceRecorder, the recorder online but its port unreachable from the server (a route
+    # that refuses): refused, the command never runs.
     tailnet.control.seed_policy(RECORDED)
-    recorder_host.nsenter("systemctl stop tsrecorder")
-    status, out, err = tailnet.tailnet_ssh("host1", "root", "touch /root/ran")
+    assert recorder_online(tailnet)
+    status, out, err = with_recorder_refused(
+        server, recorder_host, lambda: tailnet.tailnet_ssh("host1", "root", "touch /root/ran"))
     assert (status, out, err) == (1, f"{REJECT_MESSAGE}\r\n", "")
     assert server.nsenter("test -e /root/ran", check=False).returncode == 1
     assert recordings(recorder_host, device.node_id) == {}
     # Not enforced: the same session runs, unrecorded (fail open).
     tailnet.control.seed_policy(RECORDED.replace('"enforceRecorder": true',
                                                  '"enforceRecorder": false'))
-    assert tailnet.tailnet_ssh("host1", "root", "echo open") == (0, "open\n", "")
+    assert with_recorder_refused(
+        server, recorder_host, lambda: tailnet.tailnet_ssh("host1", "root", "echo open")) == (
+        0, "open\n", "")
+    assert recordings(recorder_host, device.node_id) == {}
+
+    # No node with the recorder tag online at all: the control plane sends no recorder, and
+    # the session runs unrecorded even under enforceRecorder (fail-open, reference section 6).
+    tailnet.control.seed_policy(RECORDED)
+    recorder_host.nsenter("systemctl stop tsrecorder")
+    tailnet.control.state.advance_clock(60)  # past the recorder's last heartbeat
+    assert not recorder_online(tailnet)
+    status, out, err = tailnet.tailnet_ssh("host1", "root", "touch /root/ran; echo unrecorded")
+    assert (status, out, err) == (0, "unrecorded\n", "")
+    assert server.nsenter("test -e /root/ran", check=False).returncode == 0
     assert recordings(recorder_host, device.node_id) == {}
 
     # The upload failing mid-way ends an enforced session.
@@ -257,13 +272,34 @@ def wait_for_ssh(address: str, timeout: float = 20) -> None:
             time.sleep(0.2)
 
 
+def recorder_online(tailnet: LabTailnet) -> bool:
+    """Whether the control plane shows a device with tag:recorder online."""
+    state = tailnet.control.state
+    return any("tag:recorder" in d.tags and d.online(state.now()) for d in state.devices())
+
+
+def with_recorder_refused(server: LabHost, recorder_host: LabHost,
+                          session: Callable[[], tuple[int, str, str]]) -> tuple[int, str, str]:
+    """Run `session` while the server's route to the recorder's address refuses (the recorder
+    stays online: it reaches the control plane through the gateway)."""
+    route = f"ip route add prohibit {recorder_host.ip}/32"
+    server.nsenter(route)
+    try:
+        return session()
+    finally:
+        server.nsenter(route.replace(" add ", " del "))
+
+
 def wait_until_recorded(tailnet: LabTailnet, timeout: float = 20) -> None:
-    """Wait until the recorder is online and accepts (a session goes through)."""
+    """Wait until the recorder is online and accepts (an enforced session goes through; with
+    no recorder online it would go through unrecorded, so that is waited for first)."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
-        status, _, _ = tailnet.tailnet_ssh("host1", "root", "true")
+        status = -1
+        if recorder_online(tailnet):
+            status, _, _ = tailnet.tailnet_ssh("host1", "root", "true")
         if status == 0:
             return
         if time.monotonic() > deadline:
