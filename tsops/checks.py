@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tsops.errors import ExitCode
+from tsops.policy.coverage import Coverage, Gap
 from tsops.policy.plan import PolicyPlan
 from tsops.recorders.bucket import BucketPlan
 from tsops.recorders.host import HostStepKind, RecorderHostPlan
@@ -77,6 +78,20 @@ class PolicyStatus:
 
 
 @dataclass(frozen=True)
+class CoverageStatus:
+    """Whether every session to the servers is recorded as asked: the policy's coverage gaps
+    (as the policy is now) and an online device for each managed rule's recorder tag."""
+
+    checks: tuple[Check, ...]
+    gaps: tuple[Gap, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data: the checks and every gap."""
+        return {"checks": [c.as_dict() for c in self.checks],
+                "gaps": [g.as_dict() for g in self.gaps]}
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything `tsops status` found."""
 
@@ -84,6 +99,7 @@ class Status:
     storage: Check | None = None
     policy: PolicyStatus | None = None
     problems: tuple[str, ...] = ()
+    coverage: CoverageStatus | None = None
 
     @property
     def state(self) -> State:
@@ -95,6 +111,8 @@ class Status:
             states.append(self.storage.state)
         if self.policy is not None:
             states.append(self.policy.check.state)
+        if self.coverage is not None:
+            states += [c.state for c in self.coverage.checks]
         return worst(states)
 
     @property
@@ -115,6 +133,7 @@ class Status:
             "storage": self.storage.as_dict() if self.storage is not None else None,
             "policy": None if self.policy is None else {
                 **self.policy.check.as_dict(), "diff": self.policy.diff},
+            "coverage": None if self.coverage is None else self.coverage.as_dict(),
         }
 
 
@@ -243,12 +262,12 @@ def policy_status(plan: PolicyPlan, rules: tuple[str, ...], diff: str) -> Policy
     """Whether the managed rules are present and enforced as the inventory says (no diff)."""
     expected = (f"managed rules {', '.join(rules)} present and enforced as the inventory says"
                 if rules else "no managed rules")
-    if not plan.changed and not plan.conflicts:
+    if not plan.changed:
         return PolicyStatus(Check("policy", "ok", expected, "match"))
     found = [f"{label}: {', '.join(names)}" for label, names in (
         ("missing", plan.added_rules), ("differs", plan.changed_rules),
         ("no longer in the inventory", plan.removed_rules), ("tags to add", plan.added_tags),
-        ("conflicts", plan.conflicts)) if names]
+        ) if names]
     return PolicyStatus(Check("policy", "drift", expected, "; ".join(found) or "text differs"),
                         diff)
 
@@ -256,3 +275,27 @@ def policy_status(plan: PolicyPlan, rules: tuple[str, ...], diff: str) -> Policy
 def policy_error(message: str) -> PolicyStatus:
     """The policy could not be read or parsed."""
     return PolicyStatus(Check("policy", "error", "the policy file readable", message))
+
+
+def coverage_check(coverage: Coverage) -> Check:
+    """Whether the policy as it is now lets a session to a server land on a rule that does
+    not record it as the inventory asks (tsops.policy.coverage)."""
+    expected = "every session to the servers lands first on a rule that records it as asked"
+    if coverage.clean:
+        return Check("coverage", "ok", expected, f"no gaps ({len(coverage.servers)} server(s))")
+    rules = dict.fromkeys(g.rule.describe().split(":")[0] for g in coverage.gaps)
+    return Check("coverage", "drift", expected,
+                 f"{len(coverage.gaps)} gap(s) at {', '.join(rules)}")
+
+
+def recorders_online_check(tags: Iterable[str], online: Iterable[str]) -> Check:
+    """Whether each managed rule's recorder tag has an online device: with none, Tailscale
+    SSH runs those sessions unrecorded, even under enforceRecorder (reference section 6)."""
+    wanted = sorted(set(tags))
+    missing = [tag for tag in wanted if tag not in set(online)]
+    expected = f"an online device with {', '.join(wanted)}"
+    if not missing:
+        return Check("recorders-online", "ok", expected, "online")
+    return Check("recorders-online", "drift", expected,
+                 f"no online device with {', '.join(missing)}: Tailscale SSH runs the sessions "
+                 "of those rules unrecorded, even with enforceRecorder")

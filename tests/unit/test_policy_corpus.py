@@ -137,17 +137,22 @@ def test_outdated_and_stale_rules_are_rewritten_and_removed(inventory: LoadedInv
 def test_a_moved_and_reformatted_rule_is_recognised(inventory: LoadedInventory) -> None:
     plan = _plan(inventory, "18-managed-moved-and-reformatted.hujson")
     assert not plan.changed
-    assert plan.conflicts == ()
+    # The operator moved devs-to-web (not enforced) above sre-to-servers (enforced): alice,
+    # in group:sre, reaches web1 as a non-root user through the rule that does not enforce.
+    [gap] = plan.coverage.gaps
+    assert (gap.rule.managed, gap.reason, gap.intended) == (
+        "devs-to-web", "not-enforced", "sre-to-servers")
 
 
-def test_an_earlier_rule_with_another_enforce_recorder_is_a_conflict(
+def test_an_earlier_rule_without_recorder_is_a_coverage_gap(
     inventory: LoadedInventory,
 ) -> None:
     plan = _plan(inventory, "12-conflict-earlier-rule.hujson")
-    assert len(plan.conflicts) == 1
-    assert "'sre-to-servers'" in plan.conflicts[0]
-    assert "ssh[0] (line 7)" in plan.conflicts[0]
-    assert "the first listed wins" in plan.conflicts[0]
+    [gap] = plan.coverage.gaps
+    assert gap.line().startswith("coverage gap: web1, db1: ssh[0] (line 7): src [group:sre]")
+    assert "no recorder; ahead of tsops rule 'sre-to-servers'" in gap.line()
+    clean = [name for name in CORPUS if not _plan(inventory, name).coverage.gaps]
+    assert len(clean) == len(CORPUS) - 4
 
 
 def test_missing_port_22_is_warned(inventory: LoadedInventory) -> None:

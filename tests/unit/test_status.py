@@ -174,7 +174,7 @@ def policy_plan(**kwargs: object) -> PolicyPlan:
     """A policy plan; unchanged unless `after` differs."""
     fields: dict[str, object] = {
         "before": "{}", "after": "{}", "splices": (), "added_tags": (), "added_rules": (),
-        "changed_rules": (), "removed_rules": (), "conflicts": (), "warnings": (),
+        "changed_rules": (), "removed_rules": (), "warnings": (),
         "enforcing": ()}
     fields.update(kwargs)
     return PolicyPlan(**fields)  # type: ignore[arg-type]

@@ -95,6 +95,13 @@ AllowUnverifiedOpt = Annotated[
                       "(risks locking everyone out)."),
 ]
 
+AllowGapsOpt = Annotated[
+    bool,
+    typer.Option("--allow-coverage-gaps",
+                 help="Write the policy even when an ssh rule would take sessions to the "
+                      "servers first without recording them as asked (the gaps are shown)."),
+]
+
 
 class Output(StrEnum):
     """How results are printed."""
@@ -148,6 +155,7 @@ def bootstrap(
     yes: YesOpt = False,
     dry_run: DryRunOpt = False,
     allow_unverified_recorder: AllowUnverifiedOpt = False,
+    allow_coverage_gaps: AllowGapsOpt = False,
 ) -> None:
     """Recorders, their health, servers, then the policy file: plan, confirm, apply, verify."""
     from tsops.cli.bootstrap import run_bootstrap, run_plan
@@ -156,7 +164,8 @@ def bootstrap(
     if dry_run:
         _finish(run_plan(run, detailed_exitcode=False))
         return
-    _finish(run_bootstrap(run, yes=yes, allow_unverified=allow_unverified_recorder))
+    _finish(run_bootstrap(run, yes=yes, allow_unverified=allow_unverified_recorder,
+                          allow_gaps=allow_coverage_gaps))
 
 
 secrets_app = typer.Typer(
@@ -257,11 +266,13 @@ def policy_apply(
     no_input: NoInputOpt = False,
     yes: YesOpt = False,
     allow_unverified_recorder: AllowUnverifiedOpt = False,
+    allow_coverage_gaps: AllowGapsOpt = False,
 ) -> None:
     """Patch the policy file: show the diff, confirm, validate, write with If-Match."""
     from tsops.cli.policy import run_apply
 
-    run_apply(inventory, no_input=no_input, yes=yes, allow_unverified=allow_unverified_recorder)
+    run_apply(inventory, no_input=no_input, yes=yes, allow_unverified=allow_unverified_recorder,
+              allow_gaps=allow_coverage_gaps)
 
 
 @policy_app.command("rollback")

@@ -63,7 +63,8 @@ def run_plan(run: RunOptions, *, detailed_exitcode: bool) -> int:
     return planned.exit_code(detailed_exitcode)
 
 
-def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False) -> int:
+def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False,
+                  allow_gaps: bool = False) -> int:
     """Plan, confirm, apply (recorders first, health-gated, then servers), verify, summarise."""
     output = run.output
     with open_run(run, yes=yes) as context:
@@ -76,7 +77,8 @@ def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False)
         if not planned.converged:
             context.events.confirm("Apply these changes?", PENDING)
         with live(context):
-            report = flow.apply(context, planned, allow_unverified=allow_unverified)
+            report = flow.apply(context, planned, allow_unverified=allow_unverified,
+                                allow_gaps=allow_gaps)
     _print_results(report, output)
     return report.exit_code
 
@@ -95,6 +97,8 @@ def _print_plans(planned: BootstrapPlan, output: OutputFormat) -> None:
             console.write(policy.diff)
         else:
             console.line("policy file: no change")
+        for gap in policy.gaps:
+            console.warning(gap.line())
     pending = sum(1 for p in plans if p.steps)
     console.line(f"Plan: {pending} of {len(plans)} host(s) to change, "
                  f"{sum(1 for p in plans if p.problem)} cannot be planned"
@@ -121,7 +125,9 @@ def _print_results(report: BootstrapReport, output: OutputFormat) -> None:
     counts = {o: sum(1 for r in results if r.outcome == o)
               for o in ("changed", "unchanged", "failed", "skipped")}
     console.line(", ".join(f"{n} {o}" for o, n in counts.items()))
-    if policy is not None and policy.error is not None:
+    if policy is not None and policy.refused:
+        console.error(f"policy file: not written: {policy.error}")
+    elif policy is not None and policy.error is not None:
         console.error(f"policy file: failed: {policy.error}")
     elif policy is not None:
         console.line(f"policy file: {'changed' if policy.changed else 'unchanged'}")

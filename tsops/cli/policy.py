@@ -21,10 +21,10 @@ def run_diff(path: Path, *, no_input: bool, detailed_exitcode: bool) -> int:
 
     with _context(path, no_input) as context:
         plan, diff = diff_policy(context.inventory, policy_api(context))
-    for conflict in plan.conflicts:
-        console.warning(f"conflict: {conflict}")
     for warning in plan.warnings:
         console.warning(warning)
+    for line in plan.coverage.lines():
+        console.warning(line)
     if not diff:
         console.line("policy: no changes")
         return ExitCode.OK
@@ -32,8 +32,10 @@ def run_diff(path: Path, *, no_input: bool, detailed_exitcode: bool) -> int:
     return ExitCode.DRIFT if detailed_exitcode else ExitCode.OK
 
 
-def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool) -> None:
-    """Apply the patch; enforcement needs an online recorder device (or the override)."""
+def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool,
+              allow_gaps: bool = False) -> None:
+    """Apply the patch; enforcement needs an online recorder device (or the override), and
+    a patch leaving coverage gaps is refused (exit 3) unless `allow_gaps`."""
     from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
 
     with _context(path, no_input, yes) as context:
@@ -41,7 +43,7 @@ def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool) 
         recorder_tags = enforced_recorder_tags(inventory)
         healthy = online_recorder_tags(api, recorder_tags) if api and recorder_tags else set()
         result = apply_policy(inventory, api, context.events, healthy_recorder_tags=healthy,
-                              allow_unverified=allow_unverified)
+                              allow_unverified=allow_unverified, allow_gaps=allow_gaps)
     if result.changed:
         parts = [f"{len(result.added_rules)} rule(s) added",
                  f"{len(result.changed_rules)} changed", f"{len(result.removed_rules)} removed",

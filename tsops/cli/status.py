@@ -8,7 +8,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from tsops.checks import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status
+from tsops.checks import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status, worst
 from tsops.cli import console
 from tsops.cli.bootstrap import RunOptions, live, open_run
 from tsops.flows.status import gather_status
@@ -66,8 +66,15 @@ def print_status(status: Status, symbols: bool) -> None:
         _print_line(status.storage)
     if status.policy is not None:
         _print_line(status.policy.check)
+    if status.coverage is not None:
+        for check in status.coverage.checks:
+            _print_line(check)
+        for gap in status.coverage.gaps:
+            console.line(gap.line())
     counts = {s: sum(1 for h in status.hosts if h.state == s) for s in ("ok", "drift", "error")}
     extra = "" if status.policy is None else f"; policy {WORDS[status.policy.check.state]}"
+    if status.coverage is not None:
+        extra += f"; coverage {WORDS[worst(c.state for c in status.coverage.checks)]}"
     console.line(f"{len(status.hosts)} host(s): {counts['ok']} ok, {counts['drift']} drift, "
                  f"{counts['error']} error{extra}.")
 

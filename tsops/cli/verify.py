@@ -29,9 +29,11 @@ def run_verify(path: Path, limits: list[str], user: str | None, timeout: float,
                          concurrency=concurrency) as context:
         report = flow.verify(context, user, timeout)
     if output == "json":
-        console.line(json.dumps(flow.results_as_dict(report.results), indent=2))
+        console.line(json.dumps(report.as_dict(), indent=2))
     else:
         print_results(report.results)
+        for alarm in report.alarms():
+            console.error(alarm)
     return report.exit_code
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError
+from tsops.policy.coverage import Gap
 from tsops.recorders.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
 from tsops.runner import HostResult
 from tsops.servers.phase import ServerPhase
@@ -21,20 +22,25 @@ from tsops.servers.plan import HostPlan
 
 @dataclass(frozen=True)
 class PolicyPreview:
-    """Whether the policy file would change, and the unified diff."""
+    """Whether the policy file would change, the unified diff, and the patched file's
+    coverage gaps (tsops.policy.coverage)."""
 
     changed: bool
     diff: str
+    gaps: tuple[Gap, ...] = ()
 
 
 @dataclass(frozen=True)
 class PolicyOutcome:
-    """What the policy step did: changed or not, the diff and version, or why it failed."""
+    """What the policy step did: changed or not, the diff and version, or why it failed
+    (`refused`: not written because of coverage gaps, listed in `gaps`)."""
 
     changed: bool
     diff: str = ""
     etag: str = ""
     error: str | None = None
+    gaps: tuple[Gap, ...] = ()
+    refused: bool = False
 
 
 @dataclass
@@ -73,7 +79,8 @@ class BootstrapPlan:
         if self.recorders is not None:
             data["recorders"] = self.recorders.as_dict()
         if self.policy is not None:
-            data["policy"] = {"changed": self.policy.changed, "diff": self.policy.diff}
+            data["policy"] = {"changed": self.policy.changed, "diff": self.policy.diff,
+                              "coverage_gaps": [g.as_dict() for g in self.policy.gaps]}
         data["hosts"] = [{
             "name": p.target.name, "problem": p.problem,
             "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
@@ -106,16 +113,21 @@ class BootstrapReport:
                               if self.policy.error is not None else
                               {"changed": self.policy.changed, "diff": self.policy.diff,
                                "etag": self.policy.etag})
+            data["policy"]["coverage_gaps"] = [g.as_dict() for g in self.policy.gaps]
         data["hosts"] = [asdict(r) for r in self.hosts]
         return data
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 when a host, a recorder, the storage or the policy failed."""
+        """1 when a host, a recorder, the storage or the policy failed; else 3 when the
+        policy was refused for coverage gaps."""
+        policy = self.policy
         failed = (any(r.failed for r in self.hosts)
                   or (self.recorders is not None and self.recorders.failed)
-                  or (self.policy is not None and self.policy.error is not None))
-        return ExitCode.FAILED if failed else ExitCode.OK
+                  or (policy is not None and policy.error is not None and not policy.refused))
+        if failed:
+            return ExitCode.FAILED
+        return ExitCode.DRIFT if policy is not None and policy.refused else ExitCode.OK
 
 
 def has_recorders(context: RunContext) -> bool:
@@ -144,11 +156,11 @@ def preview_policy(context: RunContext) -> PolicyPreview | None:
     from tsops.policy.apply import diff_policy
 
     policy_plan, diff = diff_policy(context.inventory, context.api)
-    return PolicyPreview(policy_plan.changed, diff)
+    return PolicyPreview(policy_plan.changed, diff, policy_plan.coverage.gaps)
 
 
 def apply(context: RunContext, planned: BootstrapPlan, *,
-          allow_unverified: bool = False) -> BootstrapReport:
+          allow_unverified: bool = False, allow_gaps: bool = False) -> BootstrapReport:
     """Make the planned changes: recorders and their health gate, servers, then the policy."""
     recorders = None
     if planned.recorders is not None:
@@ -159,19 +171,25 @@ def apply(context: RunContext, planned: BootstrapPlan, *,
     else:
         hosts = servers.apply(planned.hosts)
     healthy = recorders.healthy_tags if recorders is not None else frozenset()
-    policy = apply_policy(context, set(healthy), allow_unverified) if manages_policy(
+    policy = apply_policy(context, set(healthy), allow_unverified, allow_gaps) if manages_policy(
         context) else None
     return BootstrapReport(hosts, recorders, policy)
 
 
 def apply_policy(context: RunContext, healthy: set[str],
-                 allow_unverified: bool) -> PolicyOutcome:
-    """Patch the policy, enforcing only `healthy` recorder tags; a failure is reported."""
+                 allow_unverified: bool, allow_gaps: bool = False) -> PolicyOutcome:
+    """Patch the policy, enforcing only `healthy` recorder tags; a failure is reported, and
+    a patch leaving coverage gaps is refused (nothing written) unless `allow_gaps`."""
+    from tsops.policy.apply import CoverageRefused
     from tsops.policy.apply import apply_policy as write_policy
 
     try:
         result = write_policy(context.inventory, context.api, context.events,
-                              healthy_recorder_tags=healthy, allow_unverified=allow_unverified)
+                              healthy_recorder_tags=healthy, allow_unverified=allow_unverified,
+                              allow_gaps=allow_gaps)
+    except CoverageRefused as refusal:
+        return PolicyOutcome(False, error=refusal.message, gaps=refusal.coverage.gaps,
+                             refused=True)
     except TsopsError as error:
         return PolicyOutcome(False, error=error.message)
-    return PolicyOutcome(result.changed, result.diff, result.etag)
+    return PolicyOutcome(result.changed, result.diff, result.etag, gaps=result.coverage.gaps)

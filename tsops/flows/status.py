@@ -10,18 +10,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from tsops.checks import (
     Check,
+    CoverageStatus,
     HostStatus,
     PolicyStatus,
     Status,
+    coverage_check,
     policy_error,
     policy_status,
     recorder_status,
+    recorders_online_check,
     server_status,
     storage_check,
 )
 from tsops.context import RunContext
 from tsops.errors import TsopsError
 from tsops.flows.bootstrap import has_recorders, manages_policy
+from tsops.policy import hujson
+from tsops.policy.coverage import Coverage
+from tsops.policy.plan import coverage_servers, desired_rules, policy_coverage
 from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.servers.phase import ServerPhase
 
@@ -36,6 +42,7 @@ def gather_status(context: RunContext) -> Status:
         if phase is not None:
             recorders = pool.submit(phase.plan)
         policy = pool.submit(_policy, context) if manages_policy(context) else None
+        presence = _recorders_online(context)
         plans = servers.result()
         hosts = [server_status(p, context.round_trips(p.target.name)) for p in plans]
         storage = None
@@ -47,8 +54,10 @@ def gather_status(context: RunContext) -> Status:
             else:
                 storage = storage_check(recorder_plans.bucket)
                 hosts += _recorders(context, phase, recorder_plans, storage)
-        policy_result = policy.result() if policy is not None else None
-    return Status(tuple(hosts), storage, policy_result, tuple(problems))
+        policy_result, gaps = policy.result() if policy is not None else (None, None)
+    checks = tuple(c for c in (presence, gaps and coverage_check(gaps)) if c)
+    coverage = CoverageStatus(checks, gaps.gaps if gaps else ()) if checks else None
+    return Status(tuple(hosts), storage, policy_result, tuple(problems), coverage)
 
 
 def _recorders(context: RunContext, phase: RecorderPhase, plans: RecorderPlans,
@@ -64,12 +73,26 @@ def _recorders(context: RunContext, phase: RecorderPhase, plans: RecorderPlans,
     return found
 
 
-def _policy(context: RunContext) -> PolicyStatus:
+def _policy(context: RunContext) -> tuple[PolicyStatus, Coverage | None]:
+    """The managed rules' check, and the coverage of the policy as it is now."""
     from tsops.policy.apply import diff_policy
 
-    rules = tuple(rule.name for rule in context.inventory.model.ssh_rules)
+    inventory = context.inventory
+    rules = tuple(rule.name for rule in inventory.model.ssh_rules)
     try:
-        plan, diff = diff_policy(context.inventory, context.api)
+        plan, diff = diff_policy(inventory, context.api)
     except TsopsError as error:
-        return policy_error(error.message)
-    return policy_status(plan, rules, diff)
+        return policy_error(error.message), None
+    current = policy_coverage(hujson.parse(plan.before), desired_rules(inventory),
+                              coverage_servers(inventory))
+    return policy_status(plan, rules, diff), current
+
+
+def _recorders_online(context: RunContext) -> Check | None:
+    """Whether every managed rule's recorder tag has an online device (None: no such tag)."""
+    from tsops.policy.apply import managed_recorder_tags, online_recorder_tags
+
+    tags = managed_recorder_tags(context.inventory)
+    if not tags:
+        return None
+    return recorders_online_check(tags, online_recorder_tags(context.api, tags))

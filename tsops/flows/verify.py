@@ -30,14 +30,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Every chosen server's canary, in inventory order."""
+    """Every chosen server's canary, in inventory order, and the managed rules' recorder tags
+    that no online device carries (Tailscale SSH then runs their sessions unrecorded, even
+    under enforceRecorder: reference section 6)."""
 
     results: list[CanaryResult]
+    recorders_offline: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 when something could not be checked, else 3 when a server is not recorded, else 0."""
-        return exit_code(self.results)
+        """1 when something could not be checked, else 3 when a server is not recorded or a
+        recorder tag has no online device, else 0."""
+        code = exit_code(self.results)
+        if code == ExitCode.OK and self.recorders_offline:
+            return ExitCode.DRIFT
+        return code
+
+    def alarms(self) -> list[str]:
+        """One line per recorder tag without an online device."""
+        return [f"no online device carries {tag}: Tailscale SSH runs the sessions of the rules "
+                "recording to it unrecorded, even with enforceRecorder"
+                for tag in self.recorders_offline]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (what `verify -o json` prints)."""
+        data = results_as_dict(self.results)
+        data["recorders_offline"] = list(self.recorders_offline)
+        if self.recorders_offline and data["state"] == "recorded":
+            data["state"] = "not-recorded"
+        return data
 
 
 def check_verifiable(inventory: LoadedInventory) -> None:
@@ -54,8 +75,14 @@ def check_verifiable(inventory: LoadedInventory) -> None:
 def verify(context: RunContext, user: str | None = None, timeout: float = DEFAULT_TIMEOUT_S,
            session: SessionRunner | None = None) -> VerifyReport:
     """The canaries of the run's chosen servers; the inventory must be verifiable."""
+    from tsops.policy.apply import managed_recorder_tags, online_recorder_tags
+
     check_verifiable(context.inventory)
-    return VerifyReport(verify_servers(context, context.targets, user, timeout, session))
+    tags = managed_recorder_tags(context.inventory)
+    online = online_recorder_tags(context.api, tags) if tags else set()
+    offline = tuple(sorted(tags - online))
+    return VerifyReport(verify_servers(context, context.targets, user, timeout, session),
+                        offline)
 
 
 def verify_servers(context: RunContext, targets: Sequence[Target], user: str | None,

@@ -570,6 +570,9 @@ class Policy(Model):
     file: Text | None = None
     state_dir: Text | None = None
     tag_owners: tuple[Word, ...] = ()
+    # Where tsops's ssh rules go: after the operator's (`last`), or before them (`first`), so
+    # that an earlier hand-written rule cannot take the sessions they record.
+    managed_rules: Literal["first", "last"] = "last"
 
     @model_validator(mode="after")
     def _file_given(self) -> Policy:

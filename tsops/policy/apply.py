@@ -13,9 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tsops.errors import TsopsError, UsageError
+from tsops.errors import ExitCode, TsopsError, UsageError
 from tsops.events import Events
-from tsops.policy.plan import PolicyPlan, desired_rules, desired_tags, plan_policy
+from tsops.policy.coverage import Coverage
+from tsops.policy.plan import (
+    PolicyPlan,
+    coverage_servers,
+    desired_rules,
+    desired_tags,
+    plan_policy,
+)
 from tsops.policy.store import (
     ApiSource,
     FileSource,
@@ -42,6 +49,22 @@ class LockoutRefused(TsopsError):
     """Writing enforceRecorder: true without a verified recorder could lock everyone out."""
 
 
+class CoverageRefused(TsopsError):
+    """The patched policy would let sessions to the servers land on a rule that does not
+    record them (as asked); nothing was written."""
+
+    exit_code = ExitCode.DRIFT
+
+    def __init__(self, label: str, coverage: Coverage) -> None:
+        lines = "\n".join(coverage.lines())
+        super().__init__(
+            f"refusing to write {label}: {len(coverage.gaps)} coverage gap(s), sessions that "
+            "would not be recorded as the inventory asks; nothing was written. Give those "
+            "rules a recorder, set `policy.managed_rules: first` in the inventory, or pass "
+            f"--allow-coverage-gaps to write anyway:\n{lines}")
+        self.coverage = coverage
+
+
 @dataclass(frozen=True)
 class PolicyResult:
     """What a policy apply did; `changed` is False when the file already matched."""
@@ -54,9 +77,9 @@ class PolicyResult:
     changed_rules: tuple[str, ...]
     removed_rules: tuple[str, ...]
     added_tags: tuple[str, ...]
-    conflicts: tuple[str, ...]
     warnings: tuple[str, ...]
     record: Path | None
+    coverage: Coverage
 
 
 def open_source(inventory: LoadedInventory, api: TailscaleApi | None) -> PolicySource:
@@ -82,9 +105,10 @@ def plan_for(inventory: LoadedInventory, text: str, label: str) -> PolicyPlan:
     """The patch of `text` for this inventory; a text that is not HuJSON names line:column."""
     from tsops.policy.hujson import HuJSONError
 
+    policy = inventory.model.policy
     try:
         return plan_policy(text, desired_rules(inventory), desired_tags(inventory),
-                           inventory.model.policy.tag_owners)
+                           policy.tag_owners, coverage_servers(inventory), policy.managed_rules)
     except HuJSONError as error:
         raise HuJSONError(f"invalid policy: {error.reason}", error.line, error.column,
                           source=label) from error
@@ -101,6 +125,12 @@ def diff_policy(inventory: LoadedInventory, api: TailscaleApi | None) -> tuple[P
 def enforced_recorder_tags(inventory: LoadedInventory) -> set[str]:
     """The recorder tags the managed rules enforce: those a run must verify healthy."""
     return {rule.recorder for rule in desired_rules(inventory) if rule.enforce and rule.recorder}
+
+
+def managed_recorder_tags(inventory: LoadedInventory) -> set[str]:
+    """The recorder tags of every managed rule: each needs an online device, or Tailscale SSH
+    runs the rule's sessions unrecorded (reference section 6)."""
+    return {rule.recorder for rule in desired_rules(inventory) if rule.recorder}
 
 
 def online_recorder_tags(api: TailscaleApi, tags: Iterable[str]) -> set[str]:
@@ -141,12 +171,20 @@ def _show_outside_edits(history: History, snapshot: Snapshot, label: str,
         fromfile=f"{label} (as tsops wrote it)", tofile=f"{label} (now)")))
 
 
-def _show_plan(plan: PolicyPlan, diff: str, events: Events) -> None:
-    for conflict in plan.conflicts:
-        events.warning(f"conflict: {conflict}")
+def _show_plan(plan: PolicyPlan, diff: str, events: Events, show_gaps: bool) -> None:
+    """Warnings, the coverage gaps (unless a refusal will list them) and the diff."""
     for warning in plan.warnings:
         events.warning(warning)
+    if show_gaps:
+        for line in plan.coverage.lines():
+            events.warning(line)
     events.diff(diff)
+
+
+def check_coverage(plan: PolicyPlan, label: str, allow_gaps: bool) -> None:
+    """Refuse (exit 3) a patched policy with coverage gaps, unless allowed."""
+    if plan.coverage.gaps and not allow_gaps:
+        raise CoverageRefused(label, plan.coverage)
 
 
 REFUSED = ("the policy would change and there is no terminal to confirm it: rerun with --yes "
@@ -173,13 +211,16 @@ def apply_policy(
     *,
     healthy_recorder_tags: set[str],
     allow_unverified: bool,
+    allow_gaps: bool = False,
     state_dir: Path | None = None,
 ) -> PolicyResult:
     """Patch the policy towards the inventory: show, confirm, validate, write with If-Match.
 
     On a concurrent change (412, or a file changed under us) the policy is fetched again and
     the patch re-applied and re-validated, up to ATTEMPTS times. Every write is kept in the
-    state directory.
+    state directory. A change leaving coverage gaps is refused (CoverageRefused, exit 3)
+    before anything is asked or written, unless `allow_gaps`; gaps in a policy that needs no
+    change are only shown.
     """
     source = open_source(inventory, api)
     history = History(state_dir or default_state_dir(inventory))
@@ -190,11 +231,12 @@ def apply_policy(
         plan = plan_for(inventory, snapshot.text, source.label)
         diff = unified_diff(plan.before, plan.after, source.label)
         if attempt == 1:
-            _show_plan(plan, diff, events)
+            _show_plan(plan, diff, events, allow_gaps or not plan.changed)
         if not plan.changed:
             if attempt == 1:
                 events.info(f"{source.label}: already up to date")
             return _result(plan, snapshot.etag, diff, attempt, None)
+        check_coverage(plan, source.label, allow_gaps)
         check_lockout(plan, healthy_recorder_tags, allow_unverified, events)
         if attempt == 1:
             events.confirm(f"Write these changes to {source.label}?", REFUSED)
@@ -219,7 +261,7 @@ def _result(plan: PolicyPlan, etag: str, diff: str, attempts: int,
         changed=record is not None, etag=etag, diff=diff, attempts=attempts,
         added_rules=plan.added_rules, changed_rules=plan.changed_rules,
         removed_rules=plan.removed_rules, added_tags=plan.added_tags,
-        conflicts=plan.conflicts, warnings=plan.warnings, record=record,
+        warnings=plan.warnings, record=record, coverage=plan.coverage,
     )
 
 

@@ -261,3 +261,39 @@ def _span_or_line(text: str, start: int, end: int) -> Splice:
         if rest:
             return Splice(line_start(text, start), end + rest.end(), "")
     return Splice(start, end, "")
+
+
+def insert_after(text: str, node: Array, index: int, items: list[Item],
+                 style: Style) -> list[Splice]:
+    """Splices that insert items right after element `index`, which is followed by others."""
+    if not items:
+        return []
+    element = node.elements[index]
+    assert element.comma, "only an element followed by others"
+    close = node.end - 1
+    after_next = node.elements[index + 1].value.start
+    if "\n" not in text[element.end:after_next]:
+        compact = ", ".join(_item_text(i, "", style, True) for i in items)
+        return [Splice(element.end, element.end, f" {compact},")]
+    indent = line_indent(text, element.value.start)
+    at = end_of_line(text, element.end, close)
+    lines = [indent + _item_text(i, indent, style, False) + "," for i in items]
+    return [Splice(at, at, style.newline + style.newline.join(lines))]
+
+
+def insert_first(text: str, node: Array, items: list[Item], style: Style) -> list[Splice]:
+    """Splices that insert items before the first element of a non-empty array (and before
+    the comments above it)."""
+    if not items:
+        return []
+    first = node.elements[0]
+    close = node.end - 1
+    at = end_of_line(text, node.start + 1, close)
+    if at == node.start + 1 and not text.startswith(("\n", "\r\n"), at):
+        compact = ", ".join(_item_text(i, "", style, True) for i in items)
+        return [Splice(first.value.start, first.value.start, f"{compact}, ")]
+    indent = line_indent(text, first.value.start)
+    if not first_on_line(text, first.value.start):
+        indent = line_indent(text, node.start) + style.unit
+    lines = [indent + _item_text(i, indent, style, False) + "," for i in items]
+    return [Splice(at, at, style.newline + style.newline.join(lines))]

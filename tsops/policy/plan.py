@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from tsops.inventory.load import LoadedInventory
 from tsops.policy import hujson
+from tsops.policy.coverage import Coverage, Rule, Server, check, groups_in, rules_in
 from tsops.policy.edit import (
     Item,
     Marked,
     detect_style,
+    insert_after,
+    insert_first,
     insert_last,
     remove_element,
     replace_value,
@@ -26,6 +29,7 @@ from tsops.policy.hujson import Array, Document, Element, Object, Splice
 
 MARKER_RE = re.compile(r"^(?://|/\*)\s*tsops:\s*([a-z0-9][a-z0-9-]*)")
 MARKER_NOTE = "managed by tsops from the inventory; edits here are overwritten"
+Placement = Literal["first", "last"]
 
 
 def marker(name: str) -> str:
@@ -73,6 +77,11 @@ def desired_tags(inventory: LoadedInventory) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tags))
 
 
+def coverage_servers(inventory: LoadedInventory) -> tuple[Server, ...]:
+    """The inventory's servers as coverage sees them (name and tags)."""
+    return tuple(Server(t.name, t.tags) for t in inventory.targets if t.role == "server")
+
+
 @dataclass(frozen=True)
 class ManagedRule:
     """A rule found in the file with tsops's marker."""
@@ -93,9 +102,9 @@ class PolicyPlan:
     added_rules: tuple[str, ...]
     changed_rules: tuple[str, ...]
     removed_rules: tuple[str, ...]
-    conflicts: tuple[str, ...]
     warnings: tuple[str, ...]
     enforcing: tuple[tuple[str, str], ...]
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def changed(self) -> bool:
@@ -133,9 +142,15 @@ def managed_rules(ssh: Array) -> tuple[list[ManagedRule], list[str]]:
 
 
 def plan_policy(
-    text: str, rules: Sequence[DesiredRule], tags: Sequence[str], owners: Sequence[str] = ()
+    text: str, rules: Sequence[DesiredRule], tags: Sequence[str], owners: Sequence[str] = (),
+    servers: Sequence[Server] = (), placement: Placement = "last",
 ) -> PolicyPlan:
-    """Patch `text` so that it holds `rules` and declares `tags`; raise HuJSONError if invalid."""
+    """Patch `text` so that it holds `rules` and declares `tags`; raise HuJSONError if invalid.
+
+    `placement` puts new managed rules after the operator's (`last`) or before them (`first`,
+    moving any managed rule found after an operator's rule). The plan's coverage is that of
+    the patched text for `servers`.
+    """
     document = hujson.parse(text)
     top = document.value
     if not isinstance(top, Object):
@@ -171,69 +186,102 @@ def plan_policy(
     elif isinstance(ssh.value, Array):
         managed, duplicate_warnings = managed_rules(ssh.value)
         warnings += duplicate_warnings
+        elements = ssh.value.elements
+        managed_at = {m.index for m in managed}
+        first_operator = next((i for i in range(len(elements)) if i not in managed_at),
+                              len(elements))
         present = {m.name for m in managed}
         removed_at: list[int] = []
+        moved: list[str] = []
+        kept_ahead: list[int] = []
         for rule in managed:
             desired = wanted.get(rule.name)
             if desired is None:
                 splices += remove_element(text, rule.element)
                 removed.append(rule.name)
                 removed_at.append(rule.index)
-            elif hujson.to_python(rule.element.value) != desired.body:
-                splices.append(replace_value(text, rule.element.value, desired.body, style,
-                                             marker(rule.name)))
-                changed.append(rule.name)
-        new = [r for r in rules if r.name not in present]
-        splices += insert_last(text, ssh.value, [Item(r.body, marker=marker(r.name))
-                                                 for r in new], style, removed_at)
-        added = [r.name for r in new]
+            elif placement == "first" and rule.index > first_operator:
+                splices += remove_element(text, rule.element)
+                moved.append(rule.name)
+                removed_at.append(rule.index)
+            else:
+                kept_ahead.append(rule.index)
+                if hujson.to_python(rule.element.value) != desired.body:
+                    splices.append(replace_value(text, rule.element.value, desired.body, style,
+                                                 marker(rule.name)))
+                    changed.append(rule.name)
+        new = [r for r in rules if r.name not in present or r.name in moved]
+        items = [Item(r.body, marker=marker(r.name)) for r in new]
+        if placement == "first" and first_operator < len(elements):
+            ahead = [i for i in kept_ahead if i < first_operator]
+            splices += (insert_after(text, ssh.value, max(ahead), items, style) if ahead
+                        else insert_first(text, ssh.value, items, style))
+        else:
+            splices += insert_last(text, ssh.value, items, style, removed_at)
+        added = [r.name for r in new if r.name not in moved]
+        changed += moved
     else:
         raise _shape_error(text, ssh.value, "ssh must be an array")
     splices += insert_last(text, top, top_items, style)
 
     after = hujson.apply_splices(text, splices)
     candidate = hujson.parse(after)
-    conflicts = tuple(_conflicts(candidate))
     warnings += _port_22_warnings(hujson.to_python(candidate.value), rules)
     return PolicyPlan(
         before=text, after=after, splices=tuple(splices), added_tags=added_tags,
         added_rules=tuple(added), changed_rules=tuple(changed), removed_rules=tuple(removed),
-        conflicts=conflicts, warnings=tuple(warnings),
+        warnings=tuple(warnings),
         enforcing=tuple((r.name, r.recorder) for r in rules if r.enforce and r.recorder),
+        coverage=policy_coverage(candidate, rules, servers, origin=document),
     )
+
+
+def _ssh_elements(document: Document) -> list[Element]:
+    top = document.value
+    if not isinstance(top, Object):
+        return []
+    ssh = top.get("ssh")
+    if ssh is None or not isinstance(ssh.value, Array):
+        return []
+    return ssh.value.elements
+
+
+def _managed_names(document: Document) -> dict[int, str]:
+    top = document.value
+    ssh = top.get("ssh") if isinstance(top, Object) else None
+    if ssh is None or not isinstance(ssh.value, Array):
+        return {}
+    return {m.index: m.name for m in managed_rules(ssh.value)[0]}
+
+
+def policy_coverage(document: Document, rules: Sequence[DesiredRule],
+                    servers: Sequence[Server], origin: Document | None = None) -> Coverage:
+    """The coverage gaps of a policy for the servers, judged by the managed rules' intent.
+
+    Only servers a recording managed rule reaches are checked (tsops records nothing else).
+    With `origin` (the file before tsops's patch), an operator's rule is named by its index
+    and line there: where the operator finds it.
+    """
+    recording = [r for r in rules if r.recorder]
+    servers = [s for s in servers
+               if any(d == "*" or d in s.tags for r in recording for d in r.body["dst"])]
+    if not servers:
+        return Coverage()
+    names = _managed_names(document)
+    where: dict[int, tuple[int, int]] | None = None
+    if origin is not None:
+        origin_names = _managed_names(origin)
+        theirs = [(i, hujson.position(origin.text, e.value.start)[0])
+                  for i, e in enumerate(_ssh_elements(origin)) if i not in origin_names]
+        ours = [i for i in range(len(_ssh_elements(document))) if i not in names]
+        where = dict(zip(ours, theirs, strict=False))
+    intents = [Rule.read(index, 0, rule.body, rule.name) for index, rule in enumerate(rules)]
+    return check(rules_in(document, names, where), intents, servers, groups_in(document))
 
 
 def _shape_error(text: str, node: hujson.Node, message: str) -> hujson.HuJSONError:
     line, column = hujson.position(text, node.start)
     return hujson.HuJSONError(message, line, column)
-
-
-def _conflicts(document: Document) -> Iterator[str]:
-    """Managed rules preceded by a rule for the same destination with another enforceRecorder."""
-    top = document.value
-    assert isinstance(top, Object)
-    ssh = top.get("ssh")
-    if ssh is None or not isinstance(ssh.value, Array):
-        return
-    elements = ssh.value.elements
-    for index, element in enumerate(elements):
-        name = marker_of(element.value)
-        if name is None:
-            continue
-        rule = hujson.to_python(element.value)
-        enforce = bool(rule.get("enforceRecorder", False))
-        for earlier_index, earlier in enumerate(elements[:index]):
-            other = hujson.to_python(earlier.value)
-            if not isinstance(other, dict):
-                continue
-            shared = [d for d in rule.get("dst", []) if d in other.get("dst", [])]
-            if shared and bool(other.get("enforceRecorder", False)) != enforce:
-                line, _ = hujson.position(document.text, earlier.value.start)
-                yield (f"ssh rule {name!r} wants enforceRecorder {str(enforce).lower()} for "
-                       f"{', '.join(shared)}, but the earlier ssh[{earlier_index}] (line {line}) "
-                       f"has enforceRecorder {str(not enforce).lower()} for the same destination; "
-                       "the first listed wins")
-                break
 
 
 def _port_22_warnings(policy: dict[str, Any], rules: Sequence[DesiredRule]) -> Iterator[str]:
