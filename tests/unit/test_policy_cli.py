@@ -103,3 +103,72 @@ def test_policy_help_does_not_import_heavy_modules() -> None:
                             check=True)
     assert "diff" in result.stdout and "rollback" in result.stdout
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+RULES = """\
+ssh_rules:
+  - name: ops
+    src: [group:ops]
+    dst: [tag:server]
+    users: [root]
+policy:
+  source: file
+  file: policy.hujson
+  state_dir: state
+"""
+SHADOWED = """\
+{
+  "groups": {"group:ops": ["alice@example.com"]},
+  "tagOwners": {"tag:server": [], "tag:recorder": []},
+  "ssh": [
+    // break-glass, by hand
+    {"action": "accept", "src": ["group:ops"], "dst": ["tag:server"], "users": ["root"]},
+  ],
+}
+"""
+
+
+def test_an_unknown_managed_rules_placement_is_bad_input(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(BASE + RULES + "  managed_rules: middle\n")
+    result = tsops("policy", "diff", str(inventory))
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert result.stderr == (f"{inventory}:24:18: policy.managed_rules: expected "
+                             "'first' or 'last', got 'middle'\n")
+    assert "Traceback" not in result.stderr
+
+
+def test_apply_refuses_a_gap_and_leaves_the_file_byte_identical(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(BASE + RULES)
+    policy = tmp_path / "policy.hujson"
+    policy.write_bytes(SHADOWED.encode())
+    line = ("coverage gap: web1: ssh[0] (line 6): src [group:ops] dst [tag:server] users [root] "
+            "matches first for alice@example.com as root: no recorder; ahead of tsops rule 'ops'")
+
+    diff = tsops("policy", "diff", str(inventory))
+    assert diff.returncode == 0, diff.stderr
+    assert f"warning: {line}" in diff.stderr.splitlines()
+
+    refused = tsops("policy", "apply", str(inventory), "--yes", "--allow-unverified-recorder")
+    assert refused.returncode == ExitCode.DRIFT, refused.stderr
+    assert line in refused.stderr.splitlines()
+    assert "refusing to write" in refused.stderr and "--allow-coverage-gaps" in refused.stderr
+    assert policy.read_bytes() == SHADOWED.encode()
+    assert not (tmp_path / "state").exists()
+
+    forced = tsops("policy", "apply", str(inventory), "--yes", "--allow-unverified-recorder",
+                   "--allow-coverage-gaps")
+    assert forced.returncode == 0, forced.stderr
+    assert f"warning: {line}" in forced.stderr.splitlines()
+    assert "tsops: ops" in policy.read_text()
+    policy.write_bytes(SHADOWED.encode())
+
+    inventory.write_text(BASE + RULES + "  managed_rules: first\n")
+    first = tsops("policy", "apply", str(inventory), "--yes", "--allow-unverified-recorder")
+    assert first.returncode == 0, first.stderr
+    assert "coverage gap" not in first.stderr
+    text = policy.read_text()
+    assert text.index("tsops: ops") < text.index("// break-glass, by hand")
+    again = tsops("policy", "apply", str(inventory), "--yes")
+    assert again.returncode == 0 and "already up to date" in again.stdout
