@@ -111,15 +111,18 @@ def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path
         "dpkg-query -W -f='${Status}' tailscale; command -v tailscale || true").stdout
     assert package == "deinstall ok config-files"  # removed, its configuration kept
 
-    # With the recorder down, the new server enrolls but its canary is refused: exit 3, and the
-    # host stays in the inventory for `tsops verify` once the recorder is back.
-    lab.host("host3").nsenter("systemctl stop tsrecorder.service")
+    # With the recorder unreachable from the new server (a route on host2 that refuses; the
+    # recorder stays online: with no online recorder Tailscale SSH would run the session
+    # unrecorded instead), the new server enrolls but its canary is refused: exit 3, and the
+    # host stays in the inventory for `tsops verify` once the recorder is reachable.
+    blocked = f"ip route add prohibit {lab.host('host3').ip}/32"
+    lab.host("host2").nsenter(blocked)
     unproved = tsops(tailnet, "add-server", "--yes", "--no-input", "--timeout", "5", str(path),
                      "host2")
     assert unproved.returncode == 3, unproved.stdout + unproved.stderr
     assert "host2: refused:" in unproved.stderr and "tsops verify" in unproved.stderr
     assert "    host2:\n" in path.read_text()
-    lab.host("host3").nsenter("systemctl start tsrecorder.service")
+    lab.host("host2").nsenter(blocked.replace(" add ", " del "))
     later = subprocess.run(
         [sys.executable, "-m", "tsops", "verify", "--no-input", "--limit", "host2", str(path)],
         capture_output=True, text=True, check=False, timeout=300,

@@ -214,7 +214,9 @@ class _Evaluator:
     """Three-valued matching of selectors (NO, MAYBE, YES) for one policy."""
 
     def __init__(self, groups: Mapping[str, tuple[str, ...]] | None) -> None:
-        self.groups = groups
+        self.groups = None if groups is None else {
+            name: (frozenset(members), any(not _is_login(m) for m in members))
+            for name, members in groups.items()}
 
     def source(self, selector: str, source: Source) -> int:
         if selector == "*":
@@ -233,10 +235,10 @@ class _Evaluator:
         if selector.startswith("group:"):
             if self.groups is None or selector not in self.groups:
                 return MAYBE  # synced from the identity provider, or a file tsops cannot read
-            members = self.groups[selector]
+            members, opaque = self.groups[selector]
             if source.login is not None and source.login in members:
                 return YES
-            return MAYBE if any(not _is_login(m) for m in members) else NO
+            return MAYBE if opaque else NO
         if _is_login(selector):
             return YES if source.login == selector else NO
         return MAYBE
@@ -281,6 +283,60 @@ class _Found:
     unknown: dict[str, None]
 
 
+Level = tuple[int, tuple[str, ...]]  # how surely it matches, and the selectors that may
+
+
+def _level(results: Iterable[tuple[int, str]]) -> Level:
+    """The best match of a selector list (any selector may match), and those that may."""
+    found = list(results)
+    best = max((level for level, _ in found), default=NO)
+    return best, tuple(s for level, s in found if level == MAYBE) if best == MAYBE else ()
+
+
+class _Compiled:
+    """One rule's matches, computed once per source, server tags and user."""
+
+    def __init__(self, rule: Rule, evaluator: _Evaluator, sources: Sequence[Source],
+                 named: frozenset[str]) -> None:
+        self.rule = rule
+        self.evaluator = evaluator
+        self.named = named
+        self.sources = sources
+        self.opaque = rule.malformed and not (rule.src and rule.dst and rule.users)
+        self.src = [_level((evaluator.source(s, source), s) for s in rule.src)
+                    for source in sources]
+        self.by_source = any(u.startswith("localpart:") for u in rule.users)
+        self.dst: dict[tuple[str, ...], Level] = {}
+        self.users: dict[tuple[int, str], Level] = {}
+
+    def reaches(self, tags: tuple[str, ...], source: int) -> bool:
+        """Whether it may match some session from `source` to a server with `tags`."""
+        if self.opaque:
+            return True
+        if tags not in self.dst:
+            server = Server("", tags)
+            self.dst[tags] = _level((self.evaluator.destination(s, server), s)
+                                    for s in self.rule.dst)
+        return self.src[source][0] != NO and self.dst[tags][0] != NO
+
+    def match(self, tags: tuple[str, ...], source: int, user: str) -> Level:
+        """How surely the rule grants the session (after `reaches` said it may)."""
+        rule = self.rule
+        if self.opaque:
+            return MAYBE, (f"ssh[{rule.index}]",)
+        key = (source if self.by_source else -1, user)
+        if key not in self.users:
+            self.users[key] = _level(
+                (self.evaluator.user(s, user, self.sources[source], self.named), s)
+                for s in rule.users)
+        parts = (self.src[source], self.dst[tags], self.users[key])
+        level = min(part[0] for part in parts)
+        unknown = tuple(s for part in parts for s in part[1])
+        if level != NO and rule.action not in GRANTING_ACTIONS:
+            return MAYBE, (*unknown, f"action {rule.action!r}")
+        return level, unknown
+
+
 def check(rules: Sequence[Rule], intents: Sequence[Rule], servers: Iterable[Server],
           groups: Mapping[str, tuple[str, ...]] | None) -> Coverage:
     """The gaps of `rules` (the policy's ssh rules in order) for `servers`.
@@ -293,76 +349,69 @@ def check(rules: Sequence[Rule], intents: Sequence[Rule], servers: Iterable[Serv
     evaluator = _Evaluator(groups)
     sources, users = _universe([*rules, *intents], groups)
     named = frozenset(s.login for s in sources if s.login is not None)
+    compiled = [_Compiled(r, evaluator, sources, named) for r in rules]
+    wanted = [_Compiled(r, evaluator, sources, named) for r in intents]
     found: dict[tuple[int, Reason, bool, str | None], _Found] = {}
     by_tags: dict[tuple[str, ...], list[str]] = {}
     for server in servers:
         by_tags.setdefault(tuple(sorted(server.tags)), []).append(server.name)
+    # Sources every rule treats alike (members of the same groups, say) are walked once.
+    localpart = any(c.by_source for c in (*compiled, *wanted))
+    alike: dict[object, list[int]] = {}
+    for index in range(len(sources)):
+        key = (tuple(c.src[index] for c in (*compiled, *wanted)),
+               index if localpart and sources[index].member else -1)
+        alike.setdefault(key, []).append(index)
     for tags, names in by_tags.items():
-        server = Server(names[0], tags)
-        for source in sources:
+        for members in alike.values():
+            source_index = members[0]
+            candidates = [(p, c) for p, c in enumerate(compiled)
+                          if c.reaches(tags, source_index)]
+            meant = [c for c in wanted if c.reaches(tags, source_index)]
+            if not candidates:
+                continue
             for user in users:
-                for gap_key, unknown in _walk(evaluator, rules, intents, server, source, user,
-                                              named):
+                for gap_key, unknown in _walk(candidates, meant, tags, source_index, user):
                     entry = found.setdefault(gap_key, _Found({}, {}, {}, {}))
                     entry.servers.update(dict.fromkeys(names))
-                    entry.sources[source.label] = None
+                    entry.sources.update((sources[i].label, None) for i in members)
                     entry.users[user] = None
                     entry.unknown.update(dict.fromkeys(unknown))
     ordered = sorted(found.items(), key=lambda item: (item[0][0], not item[0][2], item[0][1]))
-    gaps = [Gap(rules[position], reason, tuple(e.servers), tuple(e.sources), tuple(e.users),
+    rank = {source.label: index for index, source in enumerate(sources)}
+    gaps = [Gap(rules[position], reason, tuple(e.servers),
+                tuple(sorted(e.sources, key=rank.__getitem__)), tuple(e.users),
                 certain, intended, tuple(e.unknown))
             for (position, reason, certain, intended), e in ordered]
     return Coverage(tuple(s.name for s in servers), tuple(gaps))
 
 
-def _match(evaluator: _Evaluator, rule: Rule, server: Server, source: Source, user: str,
-           named: frozenset[str], unknown: list[str]) -> int:
-    """How surely `rule` grants `source` a session as `user` on `server`."""
-    if rule.malformed and not (rule.src and rule.dst and rule.users):
-        unknown.append(f"ssh[{rule.index}]")
-        return MAYBE
-    results = (
-        [(evaluator.source(s, source), s) for s in rule.src],
-        [(evaluator.destination(s, server), s) for s in rule.dst],
-        [(evaluator.user(s, user, source, named), s) for s in rule.users],
-    )
-    levels = []
-    for result in results:
-        best = max((level for level, _ in result), default=NO)
-        if best == MAYBE:
-            unknown.extend(s for level, s in result if level == MAYBE)
-        levels.append(best)
-    level = min(levels)
-    if level != NO and rule.action not in GRANTING_ACTIONS:
-        unknown.append(f"action {rule.action!r}")
-        return MAYBE
-    return level
-
-
-def _walk(evaluator: _Evaluator, rules: Sequence[Rule], intents: Sequence[Rule],
-          server: Server, source: Source, user: str, named: frozenset[str],
+def _walk(candidates: Sequence[tuple[int, _Compiled]], meant: Sequence[_Compiled],
+          tags: tuple[str, ...], source: int, user: str,
           ) -> list[tuple[tuple[int, Reason, bool, str | None], list[str]]]:
-    """First-match over `rules` for one session: the gaps it may land on."""
+    """First-match over the rules that may reach this session: the gaps it may land on."""
     intended: str | None = None
     enforce, enforce_sure = False, True
-    for intent in intents:
-        level = _match(evaluator, intent, server, source, user, named, [])
+    for intent in meant:
+        level, _ = intent.match(tags, source, user)
         if level == NO:
             continue
-        if intent.enforce:
+        if intent.rule.enforce:
             enforce = True
             enforce_sure = enforce_sure and level == YES
-            intended = intended or intent.managed
+            intended = intended or intent.rule.managed
         if level == YES:
-            intended = intended or intent.managed
+            intended = intended or intent.rule.managed
             break
     gaps = []
     uncertain = False
     unknown: list[str] = []
-    for position, rule in enumerate(rules):
-        level = _match(evaluator, rule, server, source, user, named, unknown)
+    for position, candidate in candidates:
+        level, maybe = candidate.match(tags, source, user)
         if level == NO:
             continue
+        unknown.extend(maybe)
+        rule = candidate.rule
         reason: Reason | None = None
         if not rule.recorder:
             reason = "no-recorder"
@@ -372,7 +421,7 @@ def _walk(evaluator: _Evaluator, rules: Sequence[Rule], intents: Sequence[Rule],
             certain = level == YES and not uncertain and (reason == "no-recorder"
                                                          or enforce_sure)
             shown = intended if intended != rule.managed else None
-            gaps.append(((position, reason, certain, shown), list(unknown)))
+            gaps.append(((position, reason, certain, shown), list(dict.fromkeys(unknown))))
         if level == YES:
             break
         uncertain = True
