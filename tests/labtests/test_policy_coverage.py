@@ -86,7 +86,7 @@ def test_a_shadowing_rule_is_refused_then_managed_first_is_clean_then_no_recorde
     refused = tsops(tailnet, "policy", "apply", str(path), "--yes", "--no-input")
     assert refused.returncode == 3, refused.stdout + refused.stderr
     expected = (f"coverage gap: host1: ssh[0] (line {line}): src [autogroup:member] dst "
-                "[tag:server] users [root] matches first for other members as root: no recorder; "
+                "[tag:server] users [root] matches first for any member as root: no recorder; "
                 "ahead of tsops rule 'servers-recorded'")
     assert expected in refused.stderr.splitlines()
     assert state.policy().text.encode() == seeded.text.encode()

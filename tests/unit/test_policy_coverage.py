@@ -170,7 +170,7 @@ def test_a_wildcard_and_a_tag_source() -> None:
     result = coverage(policy(rule('"*"', '"tag:web"', '"*"')))
     assert {g.servers for g in result.gaps} == {("web1",)}
     sources = [s for g in result.gaps for s in g.sources]
-    assert "other tagged nodes" in sources and "other members" in sources
+    assert "any tagged node" in sources and "other members" in sources
     assert all(g.users[0] == "root" for g in result.gaps)
 
 
@@ -182,7 +182,7 @@ def test_a_selector_that_cannot_be_evaluated_is_a_possible_gap() -> None:
     assert gap.line().startswith("possible coverage gap: web1, db1: ssh[0] (line 7)")
     assert gap.line().endswith("(cannot evaluate autogroup:admin)")
     # Tagged nodes are never admins: no possible gap names them.
-    assert "other tagged nodes" not in [s for g in result.gaps for s in g.sources]
+    assert "any tagged node" not in [s for g in result.gaps for s in g.sources]
 
 
 def test_a_group_not_in_the_file_may_hold_anyone() -> None:

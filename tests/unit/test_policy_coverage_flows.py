@@ -22,7 +22,7 @@ SHADOWED = """{
 }
 """
 LINE = ("coverage gap: db1: ssh[0] (line 3): src [autogroup:member] dst [tag:server] users "
-        "[root] matches first for other members as root: no recorder; ahead of tsops rule "
+        "[root] matches first for any member as root: no recorder; ahead of tsops rule "
         "'servers'")
 
 

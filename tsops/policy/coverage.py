@@ -454,8 +454,8 @@ def _universe(rules: Sequence[Rule], groups: Mapping[str, tuple[str, ...]] | Non
             users[local] = None
     users[OTHER_USER] = None
     sources = [Source(login, login=login) for login in logins]
-    sources.append(Source("other members"))
+    sources.append(Source("other members" if logins else "any member"))
     sources += [Source(f"other members at {domain}", domain=domain) for domain in domains]
     sources += [Source(tag, tag=tag) for tag in tags]
-    sources.append(Source("other tagged nodes", tag=OTHER_TAG))
+    sources.append(Source("other tagged nodes" if tags else "any tagged node", tag=OTHER_TAG))
     return sources, list(users)
