@@ -79,10 +79,19 @@ def canary_command(marker: str) -> str:
     return f"echo {marker}"
 
 
-def covering_rule(rules: Sequence[SshRule], tags: Iterable[str]) -> SshRule | None:
-    """The first managed rule whose `dst` names one of `tags` (the policy's first match)."""
+def covering_rule(rules: Sequence[SshRule], tags: Iterable[str],
+                  user: str | None = None) -> SshRule | None:
+    """The managed rule a canary for a server with `tags` logs in under, or None.
+
+    Of the rules whose `dst` names one of the tags: the first `accept` rule that admits `user`
+    (any user when None), since a `check` rule cannot be passed unattended; failing that, the
+    first of them, so that the caller can say why it cannot be used.
+    """
     wanted = set(tags)
-    return next((rule for rule in rules if wanted & set(rule.dst)), None)
+    covering = [rule for rule in rules if wanted & set(rule.dst)]
+    usable = (rule for rule in covering
+              if rule.action == "accept" and (user is None or rule.admits(user)))
+    return next(usable, covering[0] if covering else None)
 
 
 def canary_user(rule: SshRule) -> str | None:
@@ -114,10 +123,12 @@ def plan_canaries(inventory: LoadedInventory, targets: Sequence[Target],
                   ) -> tuple[list[Canary], list[CanaryResult]]:
     """Canaries for the servers that can have one, and a result for each that cannot."""
     rules = inventory.model.ssh_rules
+    if user is None and inventory.model.canary is not None:
+        user = inventory.model.canary.user
     canaries: list[Canary] = []
     unplanned: list[CanaryResult] = []
     for target in targets:
-        rule = covering_rule(rules, target.tags)
+        rule = covering_rule(rules, target.tags, user)
         if rule is None:
             unplanned.append(CanaryResult(target.name, "not-recorded", (
                 f"no ssh_rules rule has one of its tags ({', '.join(target.tags)}) in dst: "
@@ -127,6 +138,11 @@ def plan_canaries(inventory: LoadedInventory, targets: Sequence[Target],
             unplanned.append(CanaryResult(target.name, "error", (
                 f"rule {rule.name} is a `check` rule: a session needs a fresh browser login, "
                 "so no unattended canary can open one")))
+            continue
+        if user is not None and not rule.admits(user):
+            unplanned.append(CanaryResult(target.name, "error", (
+                f"no ssh_rules rule with action: accept for its tags lets {user} in (rule "
+                f"{rule.name} admits {', '.join(rule.users)})")))
             continue
         who = user or canary_user(rule)
         if who is None:

@@ -441,10 +441,31 @@ def _cross_check(
             line, col = _position(document, ("ssh_rules", index))
             yield (f"{path}:{line}:{col}: ssh_rules[{index}]: enforce_recorder is true but the "
                    "inventory has no `recorders`; every session would be refused (lockout)")
+    yield from _canary_checks(path, document, model, targets)
     if model.recorders is not None and model.storage is None:
         line, col = _position(document, ("recorders",), key=True)
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
     yield from _recorder_checks(path, document, model)
+
+
+def _canary_checks(path: Path, document: CommentedMap, model: Inventory,
+                   targets: tuple[Target, ...]) -> Iterator[str]:
+    """The canary account must be one that a managed `accept` rule lets in on every server."""
+    if model.canary is None:
+        return
+    user = model.canary.user
+    line, col = _position(document, ("canary", "user"))
+    uncovered = []
+    for target in targets:
+        if target.role != "server":
+            continue
+        if not any(rule.action == "accept" and rule.admits(user) and set(rule.dst) & set(target.tags)
+                   for rule in model.ssh_rules):
+            uncovered.append(target.name)
+    if uncovered:
+        yield (f"{path}:{line}:{col}: canary.user: no ssh_rules rule with action: accept lets "
+               f"{user!r} in on {', '.join(uncovered)}; add one whose dst names their tags and "
+               f"whose users list {user!r} (see docs/verify.md, \"A verifier identity\")")
 
 
 AWS_ENDPOINT_REGION = re.compile(r"^s3[.-](?:dualstack\.|fips\.)?([a-z]{2}(?:-[a-z]+)+-[0-9]+)"

@@ -562,6 +562,33 @@ class SshRule(Model):
     enforce_recorder: bool = True
     recorder: Annotated[str, BeforeValidator(_one_recorder), AfterValidator(_tag)] | None = None
 
+    def admits(self, local_user: str) -> bool:
+        """Whether `users` lets a session log in as `local_user` (by name, or as a non-root)."""
+        return local_user in self.users or (
+            local_user != "root" and "autogroup:nonroot" in self.users)
+
+
+LOCAL_ACCOUNT_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _canary_account(value: str) -> str:
+    _text(value)
+    if not LOCAL_ACCOUNT_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "canary_user", "expected a local account name (lower-case letters, digits, _ and -, "
+            "starting with a letter or _, at most 32), got {value}", {"value": repr(value)})
+    if value == "root":
+        raise PydanticCustomError(
+            "canary_user", "the canary account must not be root: a verifier identity needs no "
+            "more than a login that can run `echo`")
+    return value
+
+
+class Canary(Model):
+    """The account that canary sessions (verify, add-server's proof) log in as."""
+
+    user: Annotated[str, AfterValidator(_canary_account)]
+
 
 class Policy(Model):
     """Where the tailnet policy file lives that tsops patches (see docs/policy.md)."""
@@ -590,4 +617,5 @@ class Inventory(Model):
     recorders: Recorders | None = None
     storage: Storage | None = None
     ssh_rules: tuple[SshRule, ...] = ()
+    canary: Canary | None = None
     policy: Policy = Policy()
