@@ -459,8 +459,8 @@ def _canary_checks(path: Path, document: CommentedMap, model: Inventory,
     for target in targets:
         if target.role != "server":
             continue
-        if not any(rule.action == "accept" and rule.admits(user) and set(rule.dst) & set(target.tags)
-                   for rule in model.ssh_rules):
+        if not any(rule.action == "accept" and rule.admits(user)
+                   and set(rule.dst) & set(target.tags) for rule in model.ssh_rules):
             uncovered.append(target.name)
     if uncovered:
         yield (f"{path}:{line}:{col}: canary.user: no ssh_rules rule with action: accept lets "
