@@ -31,6 +31,7 @@ command -v tailscale >/dev/null 2>&1 && timeout 15 tailscale debug prefs 2>/dev/
 section apt_source; cat /etc/apt/sources.list.d/tailscale.list 2>/dev/null
 section apt_keyring; sha256sum /usr/share/keyrings/tailscale-archive-keyring.gpg 2>/dev/null
 section package_managers; command -v apt-get dnf yum 2>/dev/null
+section accounts; cut -d: -f1 /etc/passwd 2>/dev/null
 section end
 """
 
@@ -86,6 +87,7 @@ class HostFacts:
     apt_source: str | None
     apt_keyring_sha256: str | None
     package_managers: tuple[str, ...]
+    local_accounts: tuple[str, ...] = ()  # the names in /etc/passwd (not NSS: no LDAP walk)
 
     @property
     def debian_family(self) -> bool:
@@ -141,6 +143,7 @@ def parse_facts(output: str) -> HostFacts:
         package_managers=tuple(
             path.rsplit("/", 1)[-1] for path in parts.get("package_managers", "").split()
         ),
+        local_accounts=tuple(parts.get("accounts", "").split()),
     )
 
 

@@ -120,6 +120,9 @@ class ServerPhase:
             _check(remote, remote.run(scripts.install_package(install, facts)), step)
         elif step.kind == "service":
             _check(remote, remote.run(scripts.enable_service()), step)
+        elif step.kind == "account":
+            assert desired.canary_user is not None
+            _check(remote, remote.run(scripts.create_account(desired.canary_user)), step)
         elif step.kind == "enroll":
             key = self.context.api.create_auth_key(desired.tags, f"tsops {desired.hostname}")
             try:

@@ -16,7 +16,7 @@ from tsops.inventory.model import Install
 from tsops.servers.facts import HostFacts
 from tsops.tailscale_api import Device
 
-StepKind = Literal["repo", "install", "service", "enroll", "retag", "ssh", "hostname"]
+StepKind = Literal["repo", "install", "service", "account", "enroll", "retag", "ssh", "hostname"]
 APT_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 APT_SOURCE = "/etc/apt/sources.list.d/tailscale.list"
 TARBALL_NAME = re.compile(r"tailscale_(\d+\.\d+\.\d+)_([a-z0-9]+)\.tgz$")
@@ -44,6 +44,7 @@ class Desired:
     login_server: str | None
     install: Install
     tailnet: str
+    canary_user: str | None = None  # the local account canary sessions log in as
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def desired_for(inventory: LoadedInventory, target: Target) -> Desired:
     return Desired(
         tags=target.tags, hostname=target.name, login_server=model.tailnet.login_server,
         install=model.tailscale.install, tailnet=model.tailnet.name,
+        canary_user=model.canary.user if model.canary is not None else None,
     )
 
 
@@ -131,6 +133,9 @@ def plan_host(
         steps.append(Step("install", f"{verb} tailscale {target_version} ({install.method})"))
     if not (facts.tailscaled_active and facts.tailscaled_enabled):
         steps.append(Step("service", "enable and start tailscaled"))
+    if desired.canary_user is not None and desired.canary_user not in facts.local_accounts:
+        steps.append(Step("account", f"create the canary account {desired.canary_user} "
+                                     "(locked system account, for verify's Tailscale SSH session)"))
     status, prefs = facts.status, facts.prefs
     device = next(
         (d for d in devices if status is not None and d.node_id == status.node_id), None
