@@ -24,6 +24,8 @@ RECORDER_CHECKS = ("reachable", "unit", "tailnet", "files", "destination")
 SERVER_STEP_CHECK: dict[StepKind, str] = {
     "repo": "version", "install": "version", "service": "enrolled", "enroll": "enrolled",
     "hostname": "enrolled", "retag": "tags", "ssh": "ssh",
+    # Without the canary account, verify's Tailscale SSH session cannot log in.
+    "account": "ssh",
 }
 # "start" is left out: it follows any other step, so the unit check reads the unit's state.
 RECORDER_STEP_CHECK: dict[HostStepKind, str] = {

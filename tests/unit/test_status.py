@@ -70,6 +70,14 @@ def test_each_step_kind_fails_its_own_check(
     assert host.state == "drift" and host.reason is None
 
 
+def test_a_missing_canary_account_is_ssh_drift() -> None:
+    # Every step kind maps to a check (a missing entry would crash status).
+    host = server_status(plan_host(TARGET, replace(DESIRED, canary_user="tsops-canary"),
+                                   CONVERGED, [DEVICE]), round_trips=1)
+    assert {name for name, state in states(host).items() if state != "ok"} == {"ssh"}
+    assert host.state == "drift"
+
+
 def test_the_tags_check_shows_expected_and_actual() -> None:
     host = server(CONVERGED, (replace(DEVICE, tags=("tag:server",)),))
     assert host.check("tags") == Check("tags", "drift", "tag:db tag:server", "tag:server")
