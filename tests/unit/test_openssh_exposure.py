@@ -283,11 +283,13 @@ class Db1:
     """db1 behind connections that each count their own round trips; they share its state."""
 
     def __init__(self, reachable: list[bool], disarm: RunResult | None = None,
-                 apply: RunResult | None = None) -> None:
+                 apply: RunResult | Exception | None = None,
+                 outcome: RunResult | None = None) -> None:
         self.restricted = False
         self.reachable = reachable  # one entry per connection opened, in order
         self.disarm = disarm or RunResult(0, "disarmed\n", "")
         self.apply = apply or RunResult(0, "armed\n", "")
+        self.outcome = outcome or RunResult(4, REVERTED, "")
         self.connections: list[Host] = []
 
     def probe(self, script: str) -> RunResult:
@@ -296,6 +298,8 @@ class Db1:
 
     def applied(self, script: str) -> RunResult:
         assert "--on-active=20s" in script and "ListenAddress 127.0.0.1" in script
+        if isinstance(self.apply, Exception):
+            raise self.apply
         self.restricted = self.apply.ok
         return self.apply
 
@@ -306,7 +310,8 @@ class Db1:
         host = Host("db1", {PROBE: self.probe if up else down}, {
             APPLY: self.applied if up else down,
             DISARM: self.disarm if up else down,
-            OUTCOME: RunResult(4, REVERTED, "") if up else down,
+            OUTCOME: self.outcome if up else down,
+            "/bin/sh /var/lib/tsops/openssh/": RunResult(4, REVERTED, "") if up else down,
         })
         self.connections.append(host)
         return host
@@ -384,3 +389,29 @@ def test_a_revert_that_came_first_fails_the_host(tmp_path: Path) -> None:
     assert result.outcome == "failed"
     assert "reverted by the host's dead-man timer before tsops could confirm it" in result.reason
     assert REVERTED.strip() in result.reason
+
+
+@pytest.mark.parametrize(("apply", "outcome", "reason"), [
+    (HostUnreachable("db1", "connection reset"), None,
+     "the connection was lost while applying OpenSSH restrict (connection reset); the host "
+     f"reverted it by itself and is reachable again: {REVERTED.strip()}"),
+    (RunResult(1, "", "Job for ssh.service failed.\n"), None,
+     "applying OpenSSH restrict failed (exit 1: Job for ssh.service failed.); the host "
+     f"reverted it by itself and is reachable again: {REVERTED.strip()}"),
+    (HostUnreachable("db1", "connection reset"),
+     RunResult(3, "no change was armed: nothing was changed\n", ""),
+     "the connection was lost while applying OpenSSH restrict (connection reset); no change "
+     "was armed: nothing was changed"),
+    (None, RunResult(0, "armed\n", ""),
+     "OpenSSH restrict cut tsops off (a new connection failed: connection refused); its "
+     f"dead-man timer had not fired, tsops reverted it: {REVERTED.strip()}"),
+])
+def test_every_unconfirmed_change_ends_in_one_line_saying_what_became_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, apply: RunResult | Exception | None,
+        outcome: RunResult | None, reason: str) -> None:
+    monkeypatch.setattr(phase, "sleep", lambda seconds: None)
+    reachable = [True, False, True] if apply is None else [True, True]
+    db1 = Db1(reachable=reachable, apply=apply, outcome=outcome)
+    (result,) = bootstrap(tmp_path, db1).hosts
+    assert (result.outcome, result.reason) == ("failed", reason)
+    assert "\n" not in result.reason

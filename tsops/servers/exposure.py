@@ -285,7 +285,7 @@ def revert_script(token: str) -> str:
         "echo \"$restored, $started\" "
         f"> {state}.reverted\n"
         f"rm -f {state}.reverting\n"
-        "echo \"tsops: OpenSSH change not confirmed: $restored\"\n"
+        "echo \"tsops: OpenSSH change not confirmed: $restored\" >&2\n"
     )
 
 
@@ -369,12 +369,16 @@ def disarm_script(token: str) -> str:
 
 
 def outcome_script(token: str) -> str:
-    """After the dead-man window: what the revert did (exit 4), or that it never ran (exit 0)."""
+    """After the dead-man window: what the revert did (exit 4), that it never ran (exit 0), or
+    that nothing was ever armed (exit 3: the change did not start)."""
     state = state_path(token)
     return (
         "set -u\n"
         f"if [ -e {state}.reverted ]; then cat {state}.reverted; rm -f {state}.*; exit 4; fi\n"
         f"if [ -e {state}.armed ]; then echo armed; exit 0; fi\n"
-        "echo 'the dead-man revert is still running'\n"
-        "exit 4\n"
+        f"if [ -e {state}.reverting ]; then echo 'the dead-man revert is still running'; "
+        "exit 4; fi\n"
+        f"rm -f {state}.*\n"
+        "echo 'no change was armed: nothing was changed'\n"
+        "exit 3\n"
     )

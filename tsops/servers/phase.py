@@ -160,17 +160,27 @@ class ServerPhase:
         openssh = target.openssh
         token = secrets.token_hex(6)
         remote = self._remote(target)
-        result = remote.run(exposure.apply_script(token, openssh))
+        try:
+            result = remote.run(exposure.apply_script(token, openssh))
+        except HostUnreachable as error:
+            self._await_revert(plan, token, monotonic(), f"the connection was lost while "
+                               f"applying OpenSSH {openssh.mode} ({error.reason})")
+            return
         armed = monotonic()
-        if result.exited == 5:
+        if result.exited in (5, 6):  # sshd -t refused the drop-in, or no timer: nothing changed
             detail = " ".join(result.stderr.split())
-            raise TsopsError(f"{target.name}: {detail or 'sshd -t refused the drop-in'}")
-        _check(remote, result, step)
+            raise TsopsError(f"{target.name}: {detail or 'the change was not made'}")
+        if not result.ok:
+            output = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+            self._await_revert(plan, token, armed, f"applying OpenSSH {openssh.mode} failed "
+                               f"(exit {result.exited}: {output[-1]})")
+            return
         self.report(target.name, "confirming the OpenSSH change over a new connection")
         try:
             confirmed = self._reconnect(target).run(exposure.disarm_script(token))
         except HostUnreachable as error:
-            self._await_revert(plan, token, armed, error)
+            self._await_revert(plan, token, armed, f"OpenSSH {openssh.mode} cut tsops off (a "
+                               f"new connection failed: {error.reason})")
             return
         if confirmed.exited == 4:
             raise TsopsError(f"{target.name}: OpenSSH {openssh.mode} was reverted by the host's "
@@ -179,31 +189,28 @@ class ServerPhase:
                              f"{confirmed.stdout.strip()}")
         _check(self._remote(target), confirmed, step)
 
-    def _await_revert(self, plan: HostPlan, token: str, armed: float,
-                      error: HostUnreachable) -> None:
+    def _await_revert(self, plan: HostPlan, token: str, armed: float, lost: str) -> None:
         """Wait out the dead-man window, reach the host again and report what it reverted."""
         target = plan.target
         openssh = target.openssh
-        lost = (f"OpenSSH {openssh.mode} cut tsops off (a new connection failed: "
-                f"{error.reason})")
-        self.report(target.name, f"cannot reconnect; waiting for the host's dead-man revert "
+        self.report(target.name, f"{lost}; waiting for the host's dead-man revert "
                                  f"({openssh.revert_after})")
         sleep(max(0.0, armed + openssh.revert_seconds + REVERT_GRACE - monotonic()))
         deadline = monotonic() + REACH_AGAIN
-        last = error.reason
         while True:
             try:
                 remote = self._reconnect(target)
                 outcome = remote.run(exposure.outcome_script(token))
                 break
             except HostUnreachable as again:
-                last = again.reason
                 if monotonic() > deadline:
                     raise TsopsError(
                         f"{target.name}: {lost}; still unreachable {int(REACH_AGAIN)}s after "
-                        f"its dead-man window ({last}): its revert should have restored "
+                        f"its dead-man window ({again.reason}): its revert should have restored "
                         "OpenSSH as it was; check the host's console") from again
                 sleep(REACH_RETRY)
+        if outcome.exited == 3:
+            raise TsopsError(f"{target.name}: {lost}; {outcome.stdout.strip()}")
         if outcome.exited == 0:
             # The timer never fired (the host's clock? a stopped timer?): revert it now.
             reverted = remote.run(f"/bin/sh {exposure.state_path(token)}.revert; "

@@ -22,7 +22,7 @@ else rm -f /etc/ssh/sshd_config.d/tsops-openssh.conf; restored='"'"'removed the 
 if [ "$service_active" = active ]; then systemctl restart ssh.service; started='"'"'restarted ssh.service'"'"'; else started='"'"'left ssh.service stopped, as it was'"'"'; fi
 echo "$restored, $started" > /var/lib/tsops/openssh/0123456789ab.reverted
 rm -f /var/lib/tsops/openssh/0123456789ab.reverting
-echo "tsops: OpenSSH change not confirmed: $restored"
+echo "tsops: OpenSSH change not confirmed: $restored" >&2
 ' > /var/lib/tsops/openssh/0123456789ab.revert
 touch /var/lib/tsops/openssh/0123456789ab.armed
 if ! systemd-run --quiet --unit=tsops-openssh-revert-0123456789ab --on-active=120s --timer-property=AccuracySec=1s /bin/sh /var/lib/tsops/openssh/0123456789ab.revert; then

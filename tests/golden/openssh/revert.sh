@@ -11,4 +11,4 @@ else rm -f /etc/ssh/sshd_config.d/tsops-openssh.conf; restored='removed the tsop
 if [ "$service_active" = active ]; then systemctl restart ssh.service; started='restarted ssh.service'; else started='left ssh.service stopped, as it was'; fi
 echo "$restored, $started" > /var/lib/tsops/openssh/0123456789ab.reverted
 rm -f /var/lib/tsops/openssh/0123456789ab.reverting
-echo "tsops: OpenSSH change not confirmed: $restored"
+echo "tsops: OpenSSH change not confirmed: $restored" >&2
