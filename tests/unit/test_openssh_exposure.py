@@ -17,7 +17,8 @@ import pytest
 from tests.unit.test_flow_bootstrap import run
 from tests.unit.test_flow_servers import DEVICES, SSH_ON, write_inventory
 from tests.unit.test_flow_verify import Api, Host
-from tsops.checks import openssh_check
+from tsops.checks import HostStatus, Status, openssh_check
+from tsops.cli.status import print_status
 from tsops.errors import ExitCode
 from tsops.flows import bootstrap as flow
 from tsops.inventory.load import load_inventory
@@ -415,3 +416,38 @@ def test_every_unconfirmed_change_ends_in_one_line_saying_what_became_of_it(
     (result,) = bootstrap(tmp_path, db1).hosts
     assert (result.outcome, result.reason) == ("failed", reason)
     assert "\n" not in result.reason
+
+
+def test_status_prints_every_unrecorded_path_and_whether_restrict_matches(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    kept = assess(KEEP, DEFAULT)
+    restricted = SshdFacts(
+        listeners=(Listener("10.0.0.5", 22), Listener("127.0.0.1", 2222)),
+        service_active="active", service_enabled="enabled",
+        dropin=(render_dropin(RESTRICT) or "").rstrip("\n"))
+    matching = assess(RESTRICT, restricted)
+    pending = assess(OFF, DEFAULT)
+    hosts = tuple(HostStatus(name, "server", (openssh_check(found),), exposure=found)
+                  for name, found in (("web1", kept), ("db1", matching), ("db2", pending)))
+    print_status(Status(hosts), symbols=False)
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith(("web1:", "db1:", "db2:"))] == [
+        "db2: openssh: expected sshd stopped and disabled; found listening on all IPv4 "
+        "addresses (0.0.0.0:22), all IPv6 addresses ([::]:22)",
+        "web1: OpenSSH reachable on all IPv4 addresses (0.0.0.0:22): unrecorded path",
+        "web1: OpenSSH reachable on all IPv6 addresses ([::]:22): unrecorded path",
+        "db1: OpenSSH reachable on 10.0.0.5:22: unrecorded path",
+        "db1: OpenSSH reachable on 127.0.0.1:2222: unrecorded path",
+        "db1: openssh restrict: matches",
+        "db2: OpenSSH reachable on all IPv4 addresses (0.0.0.0:22): unrecorded path",
+        "db2: OpenSSH reachable on all IPv6 addresses ([::]:22): unrecorded path",
+        "db2: openssh off: planned: stop and disable sshd (ssh.service and ssh.socket); "
+        "Tailscale SSH stays the only way in",
+    ]
+    data = Status(hosts).as_dict()
+    assert data["state"] == "drift"
+    assert data["hosts"][1]["openssh"] == {
+        "mode": "restrict", "listening": ["10.0.0.5:22", "127.0.0.1:2222"],
+        "wanted": ["10.0.0.5:22", "127.0.0.1:2222"], "matches": True, "change": None,
+        "problem": None, "unrecorded": ["OpenSSH reachable on 10.0.0.5:22: unrecorded path",
+                                        "OpenSSH reachable on 127.0.0.1:2222: unrecorded path"]}
