@@ -80,7 +80,7 @@ def test_keep_has_no_drop_in() -> None:
 
 def test_the_probe_reads_sshd_in_its_single_round_trip() -> None:
     for section in ("sshd_sockets", "sshd_units", "sshd_dropin", "sshd_config_listen",
-                    "sshd_ports", "sshd_revert"):
+                    "sshd_ports", "sshd_revert", "sshd_include"):
         assert f"section {section}" in PROBE
     assert PROBE.rstrip().endswith("section end")
 
@@ -98,6 +98,7 @@ def test_parse_sshd_reads_listeners_units_drop_in_and_foreign_lines() -> None:
         f"{DROPIN}:2:ListenAddress 10.0.0.5",
         "@@tsops:sshd_ports", "port 22", "port 2222",
         "@@tsops:sshd_revert", "abc active",
+        "@@tsops:sshd_include", "yes",
         "@@tsops:end",
     ])
     sshd = parse_sshd(sections(output))
@@ -110,6 +111,7 @@ def test_parse_sshd_reads_listeners_units_drop_in_and_foreign_lines() -> None:
         ConfigListen("/etc/ssh/sshd_config.d/site.conf", 3, "192.0.2.1:22"),)
     assert sshd.ports == (22, 2222)
     assert sshd.armed == (("abc", "active"),)
+    assert sshd.includes_dropins is True
 
 
 def test_without_ss_the_listeners_are_unknown() -> None:
@@ -173,6 +175,15 @@ def test_restrict_refuses_when_another_file_adds_a_listen_address() -> None:
     listed = SshdFacts(**{**DEFAULT.__dict__, "config_listen": (
         ConfigListen("/etc/ssh/sshd_config.d/lab.conf", 1, "10.0.0.5:22"),)})
     assert assess(RESTRICT, listed).problem is None
+
+
+def test_restrict_refuses_an_sshd_config_without_the_drop_in_directory() -> None:
+    output = "@@tsops:sshd_sockets\nss\n@@tsops:sshd_include\nno\n@@tsops:end\n"
+    sshd = parse_sshd(sections(output))
+    assert sshd.includes_dropins is False
+    assert "has no `Include /etc/ssh/sshd_config.d/*.conf`" in (
+        assess(RESTRICT, sshd).problem or "")
+    assert assess(KEEP, sshd).matches
 
 
 def test_restrict_refuses_a_socket_activated_sshd() -> None:

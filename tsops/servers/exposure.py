@@ -37,6 +37,9 @@ section sshd_config_listen
 grep -HinE '^[[:space:]]*ListenAddress[[:space:]]' /etc/ssh/sshd_config \
   /etc/ssh/sshd_config.d/*.conf 2>/dev/null
 section sshd_ports; /usr/sbin/sshd -T 2>/dev/null | grep -E '^port '
+section sshd_include
+if grep -qiE '^[[:space:]]*Include[[:space:]]+(/etc/ssh/)?sshd_config\.d/\*\.conf' \
+  /etc/ssh/sshd_config 2>/dev/null; then echo yes; else echo no; fi
 section sshd_revert
 for a in {STATE_DIR}/*.armed; do
   [ -e "$a" ] || continue
@@ -94,6 +97,7 @@ class SshdFacts:
     config_listen: tuple[ConfigListen, ...] = ()
     ports: tuple[int, ...] = (22,)
     armed: tuple[tuple[str, str], ...] = ()
+    includes_dropins: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,10 @@ def parse_sshd(parts: dict[str, str]) -> SshdFacts:
                   if len(w) == 2 and w[0] == "port" and w[1].isdigit())
     armed = tuple((w[0], w[1] if len(w) > 1 else "") for w in (
         line.split() for line in parts.get("sshd_revert", "").splitlines()) if w)
+    include = parts.get("sshd_include", "")
     return SshdFacts(listeners, service[0], service[1], socket[0], socket[1], dropin,
-                     tuple(config), ports or (22,), armed)
+                     tuple(config), ports or (22,), armed,
+                     True if include == "yes" else False if include == "no" else None)
 
 
 def _listener(line: str) -> Listener | None:
@@ -220,6 +226,10 @@ def assess(openssh: OpenSSH, sshd: SshdFacts) -> Exposure:
                          "stays the only way in")
     wanted = wanted_listeners(openssh, sshd.ports)
     restricted = Exposure(mode, listening, tuple(str(x) for x in wanted), unrecorded=unrecorded)
+    if sshd.includes_dropins is False:
+        return _with(restricted, problem="/etc/ssh/sshd_config has no `Include "
+                     "/etc/ssh/sshd_config.d/*.conf`, so tsops's drop-in would have no effect; "
+                     "add that line at its top")
     if sshd.socket_active == "active" or sshd.socket_enabled == "enabled":
         return _with(restricted, problem="sshd is socket-activated (ssh.socket): its addresses "
                      "come from the socket unit, not from ListenAddress; switch to ssh.service "
