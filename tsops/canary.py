@@ -79,10 +79,21 @@ def canary_command(marker: str) -> str:
     return f"echo {marker}"
 
 
-def covering_rule(rules: Sequence[SshRule], tags: Iterable[str]) -> SshRule | None:
-    """The first managed rule whose `dst` names one of `tags` (the policy's first match)."""
+def covering_rule(rules: Sequence[SshRule], tags: Iterable[str],
+                  user: str | None = None) -> SshRule | None:
+    """The managed rule a canary for a server with `tags` logs in under, or None.
+
+    Of the rules whose `dst` names one of the tags: the first `accept` rule that admits `user`
+    (by name, or `autogroup:nonroot`), else the first `accept` rule (a `check` rule cannot be
+    passed unattended, and a user the rule admits in a way tsops cannot evaluate, such as
+    `localpart:`, is the operator's call), else the first of them, so that the caller can say
+    why it cannot be used.
+    """
     wanted = set(tags)
-    return next((rule for rule in rules if wanted & set(rule.dst)), None)
+    covering = [rule for rule in rules if wanted & set(rule.dst)]
+    accepting = [rule for rule in covering if rule.action == "accept"]
+    admitting = (rule for rule in accepting if user is not None and rule.admits(user))
+    return next(admitting, next(iter(accepting), covering[0] if covering else None))
 
 
 def canary_user(rule: SshRule) -> str | None:
@@ -114,10 +125,12 @@ def plan_canaries(inventory: LoadedInventory, targets: Sequence[Target],
                   ) -> tuple[list[Canary], list[CanaryResult]]:
     """Canaries for the servers that can have one, and a result for each that cannot."""
     rules = inventory.model.ssh_rules
+    if user is None and inventory.model.canary is not None:
+        user = inventory.model.canary.user
     canaries: list[Canary] = []
     unplanned: list[CanaryResult] = []
     for target in targets:
-        rule = covering_rule(rules, target.tags)
+        rule = covering_rule(rules, target.tags, user)
         if rule is None:
             unplanned.append(CanaryResult(target.name, "not-recorded", (
                 f"no ssh_rules rule has one of its tags ({', '.join(target.tags)}) in dst: "

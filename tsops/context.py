@@ -118,6 +118,20 @@ class RunContext:
                 self.remotes[target.name] = connect(target)
             return self.remotes[target.name]
 
+    def reconnect(self, target: Target) -> RemoteLike:
+        """Drop the cached connection to `target` and open a new one, as `remote` does.
+
+        For a change that could cut tsops off: only a new connection over the path tsops uses
+        next for the host proves that path still works.
+        """
+        with self._lock:
+            old = self.remotes.pop(target.name, None)
+            connect = self.connect or ssh_connector(self.inventory)
+            self.remotes[target.name] = fresh = connect(target)
+        if old is not None:
+            old.close()
+        return fresh
+
     def round_trips(self, name: str) -> int:
         """SSH round trips made to the host `name` so far (0: never connected)."""
         remote = self.remotes.get(name)

@@ -14,13 +14,14 @@ from ruamel.yaml import YAML
 
 from tests.lab.lab import Lab
 from tests.lab.s3 import S3Server
-from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
+from tests.lab.tailnet import OPERATOR_LOGIN, TOKEN_VARIABLE, LabTailnet, TailnetSSHDenied
 from tests.labtests.test_main_job import bootstrap
 from tests.labtests.test_recorder import BUCKET, s3_storage
 from tests.labtests.test_recorder import tsops as recorder_tsops
 from tests.sim.recorder.bundle import allow_port_80
 
 DESTINATION = "/var/lib/tsrecorder/recordings"
+EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "example.yaml"
 
 
 def verify(tailnet: LabTailnet, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,6 +89,58 @@ def test_verify_proves_each_server_recorded_then_sees_what_breaks_it(
     assert servers["host1"]["state"] == "recorded"
     assert servers["host2"]["state"] == "refused"
     assert "not answering" in servers["host2"]["detail"]
+
+
+@pytest.mark.lab(hosts=2)
+def test_the_example_inventorys_verifier_recipe_passes_its_own_proof(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    # The example inventory's ssh_rules and canary sections, taken as they are written: the
+    # people's rule is a `check` rule (no unattended session passes it), the verifier's is an
+    # accept rule for one unprivileged account. The one change: the verifier's `src` is a tag
+    # there (a tagged machine runs verify), and the lab's control machine is a user's device.
+    yaml = YAML()
+    example = yaml.load(EXAMPLE.read_text())
+    rules = [dict(rule) for rule in example["ssh_rules"]]
+    verifier = next(rule for rule in rules if rule["users"] == [example["canary"]["user"]])
+    assert verifier["action"] == "accept" and verifier["enforce_recorder"] is True
+    assert any(rule["action"] == "check" for rule in rules)
+    verifier["src"] = [OPERATOR_LOGIN]
+    account = example["canary"]["user"]
+    # The people's rule names group:sre: the tailnet defines it (the operator is not in it).
+    state = tailnet.control.state
+    state.write_policy(state.policy().text.replace(
+        "{\n", '{\n  "groups": {"group:sre": ["sre@example.com"]},\n', 1), None)
+
+    allow_port_80(lab.host("host2"))
+    path = tailnet.recorded_inventory(tmp_path, {"host1": ()}, recorder="host2", min_free_gb=1)
+    document = yaml.load(path.read_text())
+    document["ssh_rules"] = rules
+    document["canary"] = dict(example["canary"])
+    with path.open("w") as out:
+        yaml.dump(document, out)
+    code, report, stderr = bootstrap(tailnet, path)
+    assert code == 0, json.dumps(report) + stderr
+    server = lab.host("host1")
+    entry = server.nsenter(f"getent passwd {account}").stdout.split(":")
+    assert entry[0] == account and entry[6].strip() == "/bin/sh"
+    assert server.nsenter(f"passwd -S {account}").stdout.split()[1] == "L"  # locked
+
+    proved = verify(tailnet, path, "-o", "json")
+    assert proved.returncode == 0, proved.stdout + proved.stderr
+    (result,) = json.loads(proved.stdout)["servers"]
+    assert result["state"] == "recorded", result
+    cast = lab.host("host2").nsenter(f"cat {DESTINATION}/{result['recording']}").stdout
+    header = json.loads(cast.splitlines()[0])
+    assert (header["sshUser"], header["localUser"]) == (account, account)
+    # The verifier identity gets nothing more than that account: root is refused.
+    with pytest.raises(TailnetSSHDenied):
+        tailnet.tailnet_ssh("host1", "root", "true")
+    # A rerun has nothing left to do: the account exists.
+    code, report, stderr = bootstrap(tailnet, path)
+    assert code == 0, json.dumps(report) + stderr
+    assert {h["name"]: h["outcome"] for h in report["hosts"]} == {"host1": "unchanged"}
+    assert report["policy"]["changed"] is False
 
 
 @pytest.mark.lab(hosts=2)

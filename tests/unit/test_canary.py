@@ -115,6 +115,83 @@ def test_the_user_given_wins_over_the_rules_users(
     assert plan_canaries(inventory, bare, [device("db1")], "app")[0][0].user == "app"
 
 
+RECIPE = """\
+version: 1
+tailnet:
+  credentials: {api_token: {env: TS_API_TOKEN}}
+servers:
+  hosts:
+    web1:
+    db1: {tags: [tag:db]}
+recorders:
+  hosts: {rec1: }
+storage:
+  destination: /var/lib/tsrecorder/recordings
+canary:
+  user: tsops-canary
+ssh_rules:
+  - name: sre
+    action: check
+    src: [group:sre]
+    dst: [tag:server]
+    users: [autogroup:nonroot, root]
+  - name: db-admins
+    src: [group:dba]
+    dst: [tag:db]
+    users: [postgres]
+  - name: tsops-canary
+    src: [tag:tsops-verifier]
+    dst: [tag:server]
+    users: [tsops-canary]
+"""
+
+
+def test_the_recipe_logs_in_as_the_canary_account_under_its_accept_rule(
+        tmp_path: Path) -> None:
+    # The example inventory's shape: the people's rule is `check`, which no unattended session
+    # can pass; a later accept rule admits only the canary account, so verify can prove it.
+    path = tmp_path / "inventory.yaml"
+    path.write_text(RECIPE)
+    recipe = load_inventory(path)
+    canaries, unplanned = plan_canaries(
+        recipe, recipe.servers, [device("web1", "100.64.0.5"), device("db1", "100.64.0.6")],
+        None, marker=lambda: "tsops-canary-0123456789abcdef")
+    assert unplanned == []
+    assert [(c.host, c.user, c.rule) for c in canaries] == [
+        ("web1", "tsops-canary", "tsops-canary"), ("db1", "tsops-canary", "tsops-canary")]
+
+
+def test_an_accept_rule_after_a_check_rule_is_used_for_a_user_given(
+        inventory: LoadedInventory) -> None:
+    # The operator's --user is their call (a `localpart:` rule may admit it): tsops picks the
+    # rule, it does not refuse the user.
+    lab = [t for t in inventory.servers if t.name == "lab1"]
+    _, unplanned = plan_canaries(inventory, lab, [device("lab1")], "root")
+    assert "`check` rule" in unplanned[0].detail
+    db = [t for t in inventory.servers if t.name == "db1"]
+    assert plan_canaries(inventory, db, [device("db1")], "root")[0][0].rule == "nonroot-only"
+
+
+def test_check_refuses_a_canary_account_no_accept_rule_admits(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(RECIPE.replace("users: [tsops-canary]", "users: [deploy]"))
+    with pytest.raises(TsopsError) as raised:
+        load_inventory(path)
+    line = RECIPE.splitlines().index("  user: tsops-canary") + 1
+    assert f"inventory.yaml:{line}:9: canary.user: no ssh_rules rule with action: accept lets " \
+        "'tsops-canary' in on web1, db1" in str(raised.value)
+
+
+@pytest.mark.parametrize("account", ["root", "Tsops", "a b", "-x", ""])
+def test_check_refuses_a_canary_account_that_is_root_or_no_account_name(
+        tmp_path: Path, account: str) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(RECIPE.replace("user: tsops-canary", f"user: {account!r}"))
+    with pytest.raises(TsopsError) as raised:
+        load_inventory(path)
+    assert "canary.user" in str(raised.value)
+
+
 class Clock:
     """A fake clock that sleeping advances."""
 

@@ -68,6 +68,14 @@ def test_tags_differ_only_in_order_is_converged() -> None:
     assert kinds(CONVERGED, devices=(replace(DEVICE, tags=("tag:db", "tag:server")),)) == []
 
 
+def test_the_canary_account_is_created_once_on_fresh_and_enrolled_hosts() -> None:
+    wanted = replace(DESIRED, canary_user="tsops-canary")
+    assert kinds(FRESH, wanted, ()) == ["repo", "install", "service", "account", "enroll"]
+    assert kinds(CONVERGED, wanted) == ["account"]
+    assert kinds(replace(CONVERGED, local_accounts=("root", "tsops-canary")), wanted) == []
+    assert kinds(CONVERGED) == []  # no canary section: no account
+
+
 def test_changed_tags_are_a_retag_through_the_api() -> None:
     plan = plan_host(TARGET, DESIRED, CONVERGED, [replace(DEVICE, tags=("tag:server",))])
     assert [s.kind for s in plan.steps] == ["retag"]

@@ -45,6 +45,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "enroll-default-server": lambda: scripts.enroll(replace(DESIRED, login_server=None)),
     "ssh": scripts.enable_ssh,
     "rename": lambda: scripts.rename("db1"),
+    "account": lambda: scripts.create_account("tsops-canary"),
 }
 
 

@@ -129,3 +129,19 @@ def enable_ssh() -> str:
 def rename(hostname: str) -> str:
     """Change the node's Tailscale hostname."""
     return STRICT + f"tailscale set --hostname={quote(hostname)}\n"
+
+
+def create_account(name: str) -> str:
+    """The canary account: a system account with a shell and a home, and no usable password.
+
+    Nothing but a Tailscale SSH rule lets anyone log in as it (Tailscale SSH authenticates by
+    tailnet identity, not by the account's password, which stays locked).
+    """
+    account = quote(name)
+    return STRICT + (
+        f"if ! getent passwd {account} >/dev/null; then\n"
+        f"  useradd --system --create-home --home-dir /var/lib/{account} --shell /bin/sh "
+        f"--comment 'tsops canary, Tailscale SSH verifier' {account}\n"
+        "fi\n"
+        f"passwd -l {account} >/dev/null\n"
+    )
