@@ -73,13 +73,18 @@ def test_verify_proves_each_server_recorded_then_sees_what_breaks_it(
     assert table.stdout.startswith("host1: recorded after ")
     assert table.stdout.rstrip().endswith("1 of 1 servers proved recorded")
 
-    # The recorder down: enforceRecorder refuses every session; verify says so, exit 3.
-    recorder.nsenter("systemctl stop tsrecorder.service")
+    # The recorder unreachable from the servers (a route on each that refuses it; the recorder
+    # stays online, for with no online recorder Tailscale SSH runs sessions unrecorded):
+    # enforceRecorder refuses every session; verify says so, exit 3.
+    blocked = f"ip route add prohibit {recorder.ip}/32"
+    for name in ("host1", "host2"):
+        lab.host(name).nsenter(blocked)
     refused = verify(tailnet, path, "-o", "json", "--timeout", "5")
     assert refused.returncode == 3, refused.stdout + refused.stderr
     states = {name: s["state"] for name, s in by_name(json.loads(refused.stdout)).items()}
     assert states == {"host1": "refused", "host2": "refused"}
-    recorder.nsenter("systemctl start tsrecorder.service")
+    for name in ("host1", "host2"):
+        lab.host(name).nsenter(blocked.replace(" add ", " del "))
 
     # tailscaled stopped on host2: nothing answers Tailscale SSH there; host1 still proved.
     lab.host("host2").nsenter("systemctl stop tailscaled.service")
