@@ -167,13 +167,17 @@ def start_sessions(tailnet: LabTailnet) -> SessionGenerator:
 
 def check_sessions(results: list[SessionResult], restarts: int,
                    stored: dict[str, str]) -> None:
-    """None refused; every recorded one stored with its bytes; at most one cut per restart.
+    """None refused or unrecorded; every recorded one stored with its bytes; at most one cut
+    per restart.
 
     tsrecorder has no graceful drain: an upload in flight on the recorder being restarted is
-    cut (the session ends), as with the real recorder; new sessions go to the other one.
+    cut (the session ends), as with the real recorder; new sessions go to the other one. A
+    moment with no recorder online would not refuse sessions but run them unrecorded (Tailscale
+    SSH fails open then), so an unrecorded session is a failure of the rotation too.
     """
     outcomes = [r.outcome for r in results]
     assert Outcome.REFUSED not in outcomes, [(r.outcome, r.attempts) for r in results]
+    assert Outcome.UNRECORDED not in outcomes, [(r.outcome, r.attempts) for r in results]
     assert outcomes.count(Outcome.ENDED) <= restarts, outcomes
     recorded = [r for r in results if r.outcome is Outcome.RECORDED]
     assert recorded
