@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
     from tsops.inventory.model import Storage
     from tsops.remote import RemoteLike
-    from tsops.tailscale_api import TailscaleApi
+    from tsops.tailscale_api import Device, TailscaleApi
 
 Connect = Callable[[Target], "RemoteLike"]
+ConnectTailnet = Callable[[Target, str], "RemoteLike"]
 
 
 def select(inventory: LoadedInventory, limits: Sequence[str]) -> tuple[Target, ...]:
@@ -60,6 +61,32 @@ def ssh_connector(inventory: LoadedInventory) -> Connect:
     return lambda target: Remote(target, ssh_config=ssh_config)
 
 
+def tailnet_connector(target: Target, address: str) -> RemoteLike:
+    """A Tailscale SSH connection to `target` at its tailnet address."""
+    from tsops.remote import TailnetRemote
+
+    return TailnetRemote(target, address)
+
+
+def tailnet_address(target: Target, devices: Sequence[Device]) -> tuple[str | None, str]:
+    """Where to reach `target` over Tailscale SSH, or None and why not.
+
+    Matched to its device as verify matches canaries (hostname, or MagicDNS first label), and
+    only when the control plane sees the device online: a node that is offline does not answer.
+    """
+    from tsops.canary import find_device, tailnet_ipv4
+
+    device = find_device(devices, target.name)
+    if device is None:
+        return None, "no single device of that hostname in the tailnet's device list"
+    address = tailnet_ipv4(device)
+    if address is None:
+        return None, f"device {device.id} has no tailnet IPv4 address"
+    if not device.connected_to_control:
+        return None, f"device {device.id} is offline"
+    return address, ""
+
+
 @dataclass
 class RunContext:
     """One command's inventory, selection and connections to the outside systems."""
@@ -69,11 +96,14 @@ class RunContext:
     events: Events = field(default_factory=Recorded)
     concurrency: int = 32
     connect: Connect | None = None
+    connect_tailnet: ConnectTailnet | None = None
     api_factory: Callable[[RunContext], TailscaleApi] | None = None
     s3_factory: Callable[[Storage, tuple[str, str] | None], S3Client] | None = None
     limited: bool = False
     remotes: dict[str, RemoteLike] = field(default_factory=dict)
     _api: TailscaleApi | None = None
+    _devices: list[Device] | None = None
+    _devices_lock: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Runner | None = None
 
@@ -111,12 +141,39 @@ class RunContext:
         return self._runner
 
     def remote(self, target: Target) -> RemoteLike:
-        """The SSH connection to `target`, opened once and shared by every phase of the run."""
+        """The SSH connection to `target`, opened once and shared by every phase of the run.
+
+        `via` chooses the path: OpenSSH, Tailscale SSH to the tailnet address, or (for
+        `tailnet-once-enrolled`) Tailscale SSH when the device list shows the server enrolled
+        and online, else OpenSSH for the first contact.
+        """
         with self._lock:
-            if target.name not in self.remotes:
-                connect = self.connect or ssh_connector(self.inventory)
-                self.remotes[target.name] = connect(target)
-            return self.remotes[target.name]
+            existing = self.remotes.get(target.name)
+        if existing is not None:
+            return existing
+        made = self._open_remote(target)  # outside the lock: it may ask the API
+        with self._lock:
+            return self.remotes.setdefault(target.name, made)
+
+    def _open_remote(self, target: Target) -> RemoteLike:
+        if target.via != "openssh":
+            address, why = tailnet_address(target, self.devices())
+            if address is not None:
+                return (self.connect_tailnet or tailnet_connector)(target, address)
+            if target.via == "tailnet":
+                from tsops.remote import HostUnreachable
+
+                raise HostUnreachable(target.name, (
+                    f"via tailnet, but {why}: enroll it first (via tailnet-once-enrolled "
+                    "makes the first contact over OpenSSH)"))
+        return (self.connect or ssh_connector(self.inventory))(target)
+
+    def devices(self) -> list[Device]:
+        """The tailnet's device list, read once per run for choosing connection paths."""
+        with self._devices_lock:
+            if self._devices is None:
+                self._devices = self.api.list_devices()
+            return self._devices
 
     def round_trips(self, name: str) -> int:
         """SSH round trips made to the host `name` so far (0: never connected)."""

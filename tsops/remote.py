@@ -2,6 +2,12 @@
 
 Nothing else in tsops imports fabric or paramiko. Every command is one SSH exec channel (one
 round trip), counted, so that tests and benchmarks can prove how many a flow needed.
+
+Two paths, chosen per server by `connection.via` (tsops/context.py decides): `Remote`, OpenSSH
+with keys and known_hosts through Fabric; and `TailnetRemote`, Tailscale SSH to the server's
+tailnet address (tsops/tailnet_ssh.py opens it), where each command is a session the tailnet
+policy can record. Both run the same scripts the same way (`sh -c`, `sudo -n` for a non-root
+user, secrets on stdin).
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import shlex
 import socket
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +25,7 @@ from tsops.errors import TsopsError
 
 if TYPE_CHECKING:
     from fabric import Connection
+    from paramiko import Channel, Transport
 
     from tsops.inventory.load import Target
 
@@ -103,9 +112,7 @@ class Remote:
 
     def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
         """Run a shell script on the host in one round trip; `stdin` keeps secrets out of argv."""
-        command = f"sh -c {shlex.quote(script)}"
-        if privileged and self.target.sudo and self.target.user != "root":
-            command = f"sudo -n {command}"
+        command = shell_command(self.target, script, privileged)
         connection = self._connect()
         self.round_trips += 1
         try:
@@ -169,6 +176,158 @@ class Remote:
         except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
         return connection
+
+
+def shell_command(target: Target, script: str, privileged: bool) -> str:
+    """The exec command for `script`: `sh -c`, under `sudo -n` for a privileged step of a
+    non-root user with `sudo: true`."""
+    command = f"sh -c {shlex.quote(script)}"
+    if privileged and target.sudo and target.user != "root":
+        command = f"sudo -n {command}"
+    return command
+
+
+def upload_script(remote: str) -> str:
+    """Write standard input to `remote`, root-only (0600) from its first byte."""
+    path = shlex.quote(remote)
+    return f"set -e\numask 077\ncat > {path}\nchmod 600 {path}\n"
+
+
+UPLOAD_CHUNK = 64 * 1024
+IDLE_WAIT_S = 0.01
+
+
+class TailnetRemote:
+    """A Tailscale SSH connection to one server's tailnet address, opened on first use.
+
+    Tailscale SSH lets tsops in by the control machine's tailnet identity (an ssh rule must
+    admit it as the connection user); each command is a session of its own, recorded when the
+    rule says so. Uploads go over an exec channel's stdin, never SFTP: Tailscale SSH does not
+    record SFTP (and the lab's server has none).
+    """
+
+    def __init__(self, target: Target, address: str, timeout: float = 15) -> None:
+        self.target = target
+        self.address = address
+        self.timeout = timeout
+        self.round_trips = 0
+        self._transport: Transport | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The inventory name of the host."""
+        return self.target.name
+
+    def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
+        """Run a shell script on the host in one session; `stdin` keeps secrets out of argv."""
+        data = [stdin.encode()] if stdin is not None else []
+        return self._exec(shell_command(self.target, script, privileged), data)
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file to the host (mode 0600) through one session's stdin."""
+        try:
+            stream = local.open("rb")
+        except OSError as error:
+            raise TsopsError(f"cannot read {local}: {error.strerror}") from error
+        with stream:
+            chunks = iter(lambda: stream.read(UPLOAD_CHUNK), b"")
+            result = self._exec(shell_command(self.target, upload_script(remote), True), chunks)
+        if not result.ok:
+            raise CommandFailed(self.name, f"copying {local.name} to {remote}", result)
+
+    def close(self) -> None:
+        """Close the connection if one is open."""
+        with self._lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    def _connect(self) -> Transport:
+        from tsops.tailnet_ssh import Refused, open_transport
+
+        with self._lock:
+            if self._transport is None or not self._transport.is_active():
+                try:
+                    self._transport = open_transport(self.address, self.target.user,
+                                                     self.timeout)
+                except Refused as refused:
+                    raise HostUnreachable(self.name, self._refusal(refused)) from None
+            return self._transport
+
+    def _refusal(self, refused: Any) -> str:
+        """The one line an operator reads when Tailscale SSH would not let tsops in."""
+        user, identity = self.target.user, self.target.tailnet_identity or "this machine"
+        if refused.banner:
+            return (f"Tailscale SSH at {self.address} refused {user}: {refused.banner} (no ssh "
+                    f"rule admits tsops's identity {identity} as {user} with action accept? "
+                    "see docs/tailnet-management.md)")
+        return f"Tailscale SSH as {user}: {refused.reason}"
+
+    def _exec(self, command: str, stdin: Iterable[bytes]) -> RunResult:
+        """One exec channel: send stdin (from a thread), read both outputs, the exit status."""
+        import paramiko
+
+        transport = self._connect()
+        self.round_trips += 1
+        problems: list[BaseException] = []
+        try:
+            channel = transport.open_session(timeout=self.timeout)
+            channel.exec_command(command)
+
+            def feed() -> None:
+                try:
+                    for chunk in stdin:
+                        channel.sendall(chunk)
+                    channel.shutdown_write()
+                except (paramiko.SSHException, OSError, EOFError) as error:
+                    problems.append(error)
+
+            writer = threading.Thread(target=feed, name=f"stdin-{self.name}", daemon=True)
+            writer.start()
+            out, err = _drain(channel, COMMAND_TIMEOUT)
+            writer.join(self.timeout)
+            status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+            channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise HostUnreachable(self.name, f"the Tailscale SSH session was cut: "
+                                  f"{error or type(error).__name__}") from error
+        except TimeoutError:
+            raise HostUnreachable(self.name, f"a command ran longer than {COMMAND_TIMEOUT} s "
+                                  "and was stopped") from None
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if status == -1:  # paramiko: the channel closed without an exit status
+            tail = (stderr.strip() or stdout.strip()).splitlines()
+            raise HostUnreachable(self.name, (
+                "the Tailscale SSH session ended without an exit status (tailscaled restarted "
+                "or the recording failed)" + (f": {tail[-1]}" if tail else "")))
+        if problems and status != 0:
+            raise HostUnreachable(self.name, f"sending input over Tailscale SSH failed: "
+                                  f"{problems[0] or type(problems[0]).__name__}")
+        return RunResult(status, stdout, stderr)
+
+
+def _drain(channel: Channel, timeout: float) -> tuple[bytearray, bytearray]:
+    """Read stdout and stderr until the command exits; TimeoutError after `timeout` seconds."""
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = False
+        if channel.recv_ready():
+            out += channel.recv(UPLOAD_CHUNK)
+            busy = True
+        if channel.recv_stderr_ready():
+            err += channel.recv_stderr(UPLOAD_CHUNK)
+            busy = True
+        if busy:
+            continue
+        # EOF comes after the last byte of both streams; a closed channel has nothing more.
+        if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+            return out, err
+        if time.monotonic() > deadline:
+            channel.close()
+            raise TimeoutError
+        time.sleep(IDLE_WAIT_S)
 
 
 def _known_hosts_files(ssh_config: Any) -> list[Path]:
