@@ -36,6 +36,21 @@ if TYPE_CHECKING:
 COMMAND_TIMEOUT = 600
 
 
+_IMPORTING = threading.Lock()
+
+
+def _import_ssh_libraries() -> None:
+    """Import fabric (and with it paramiko and invoke) once, under a lock.
+
+    Hosts are connected from several threads at once; two threads importing paramiko for the
+    first time can see its modules half-initialised (its modules import each other), which
+    fails with ImportError. One lock around the first import avoids that.
+    """
+    with _IMPORTING:
+        import fabric  # noqa: F401
+        import paramiko  # noqa: F401
+
+
 def _connection_errors() -> tuple[type[BaseException], ...]:
     from invoke.exceptions import CommandTimedOut
     from paramiko.ssh_exception import SSHException
@@ -140,6 +155,7 @@ class Remote:
             self._connection = None
 
     def _connect(self) -> Connection:
+        _import_ssh_libraries()
         with self._lock:
             if self._connection is None:
                 self._connection = self._open()
@@ -206,10 +222,12 @@ class TailnetRemote:
     record SFTP (and the lab's server has none).
     """
 
-    def __init__(self, target: Target, address: str, timeout: float = 15) -> None:
+    def __init__(self, target: Target, address: str, timeout: float = 15,
+                 port: int = 22) -> None:
         self.target = target
         self.address = address
         self.timeout = timeout
+        self.port = port
         self.round_trips = 0
         self._transport: Transport | None = None
         self._lock = threading.Lock()
@@ -244,13 +262,14 @@ class TailnetRemote:
             transport.close()
 
     def _connect(self) -> Transport:
+        _import_ssh_libraries()
         from tsops.tailnet_ssh import Refused, open_transport
 
         with self._lock:
             if self._transport is None or not self._transport.is_active():
                 try:
                     self._transport = open_transport(self.address, self.target.user,
-                                                     self.timeout)
+                                                     self.timeout, self.port)
                 except Refused as refused:
                     raise HostUnreachable(self.name, self._refusal(refused)) from None
             return self._transport
@@ -266,9 +285,9 @@ class TailnetRemote:
 
     def _exec(self, command: str, stdin: Iterable[bytes]) -> RunResult:
         """One exec channel: send stdin (from a thread), read both outputs, the exit status."""
+        transport = self._connect()
         import paramiko
 
-        transport = self._connect()
         self.round_trips += 1
         problems: list[BaseException] = []
         try:
