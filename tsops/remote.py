@@ -211,6 +211,48 @@ def upload_script(remote: str) -> str:
 
 UPLOAD_CHUNK = 64 * 1024
 IDLE_WAIT_S = 0.01
+# A step that restarts tailscaled (a Tailscale upgrade) runs in a transient unit of its own;
+# tsops waits for it in sessions of at most DETACHED_WAIT_S seconds each, reconnecting after
+# the restart cut one (RECONNECT_WAIT_S between tries), for at most COMMAND_TIMEOUT in all.
+DETACHED_WAIT_S = 20
+RECONNECT_WAIT_S = 1.0
+STILL_RUNNING = "tsops-detached: still running"
+KILLED_STATUS = 4294967295  # Tailscale SSH's exit status for a session it killed (Go's -1)
+
+
+def detach_script(unit: str, script: str) -> str:
+    """Start `script` as the transient unit `unit`, output and exit status into /run/tsops."""
+    folder = f"/run/tsops/{unit}"
+    end = f"TSOPS_END_{unit.rsplit('-', 1)[-1]}"
+    return (f"set -eu\numask 077\nmkdir -p /run/tsops\nmkdir {folder}\n"
+            f"cat > {folder}/script <<'{end}'\n{script}\n{end}\n"
+            f"systemd-run --quiet --collect --unit={unit} sh -c "
+            "'sh \"$0/script\" > \"$0/log\" 2>&1; echo $? > \"$0/rc.part\"; "
+            f"mv \"$0/rc.part\" \"$0/rc\"' {folder}\n")
+
+
+def wait_script(unit: str) -> str:
+    """Wait a while for the unit of `detach_script`: its output and exit status, or
+    STILL_RUNNING."""
+    folder = f"/run/tsops/{unit}"
+    return (f"d={folder}\ni=0\n"
+            f"while [ ! -e \"$d/rc\" ] && [ $i -lt {DETACHED_WAIT_S} ]; do sleep 1; "
+            "i=$((i+1)); done\n"
+            f"if [ ! -e \"$d/rc\" ]; then echo '{STILL_RUNNING}'; exit 0; fi\n"
+            "cat \"$d/log\"\nrc=$(cat \"$d/rc\")\nrm -rf \"$d\"\nexit \"$rc\"\n")
+
+
+def run_surviving_restart(remote: RemoteLike, script: str) -> RunResult:
+    """Run a script that may restart tailscaled (a package upgrade) so that it finishes.
+
+    Over Tailscale SSH the session's processes belong to tailscaled: its restart would kill
+    the upgrade half-way. There the script runs in a transient systemd unit, outside
+    tailscaled, and tsops waits for it, reconnecting when the restart cuts the session. Over
+    OpenSSH it simply runs.
+    """
+    if isinstance(remote, TailnetRemote):
+        return remote.run_detached(script)
+    return remote.run(script)
 
 
 class TailnetRemote:
@@ -241,6 +283,34 @@ class TailnetRemote:
         """Run a shell script on the host in one session; `stdin` keeps secrets out of argv."""
         data = [stdin.encode()] if stdin is not None else []
         return self._exec(shell_command(self.target, script, privileged), data)
+
+    def run_detached(self, script: str) -> RunResult:
+        """Run `script` as root in a transient unit and wait for it across reconnections."""
+        import secrets
+
+        unit = f"tsops-step-{secrets.token_hex(6)}"
+        started = self.run(detach_script(unit, script))
+        if not started.ok:
+            return started
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        cut = ""
+        while time.monotonic() < deadline:
+            try:
+                result = self.run(wait_script(unit))
+            except HostUnreachable as error:
+                cut = error.reason  # tailscaled restarting: its address and SSH come back
+                time.sleep(RECONNECT_WAIT_S)
+                continue
+            if result.exited == KILLED_STATUS:
+                cut = "the session was ended"
+                time.sleep(RECONNECT_WAIT_S)
+                continue
+            if result.ok and result.stdout.strip() == STILL_RUNNING:
+                continue
+            return result
+        raise HostUnreachable(self.name, (
+            f"the step running as {unit} did not finish within {COMMAND_TIMEOUT} s"
+            + (f" (last: {cut})" if cut else "") + "; see /run/tsops/ on the host"))
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a local file to the host (mode 0600) through one session's stdin."""
@@ -309,6 +379,7 @@ class TailnetRemote:
             status = channel.recv_exit_status() if channel.exit_status_ready() else -1
             channel.close()
         except (paramiko.SSHException, OSError, EOFError) as error:
+            self.close()  # the next command connects again
             raise HostUnreachable(self.name, f"the Tailscale SSH session was cut: "
                                   f"{error or type(error).__name__}") from error
         except TimeoutError:
@@ -316,6 +387,7 @@ class TailnetRemote:
                                   "and was stopped") from None
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         if status == -1:  # paramiko: the channel closed without an exit status
+            self.close()
             tail = (stderr.strip() or stdout.strip()).splitlines()
             raise HostUnreachable(self.name, (
                 "the Tailscale SSH session ended without an exit status (tailscaled restarted "

@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 from tests.lab.lab import Lab
 from tests.lab.tailnet import OPERATOR_LOGIN, TOKEN_VARIABLE, LabTailnet
 from tests.sim.recorder.bundle import allow_port_80
+from tests.sim.tailscale.build import VERSIONS
 from tests.sim.tailscale.tailnet_hosts import recordings
 
 SERVERS = ("host1", "host2")
@@ -159,3 +160,37 @@ def test_via_tailnet_refuses_a_server_that_is_not_enrolled(
     assert "via tailnet" in host["problem"] and "device list" in host["problem"]
     # Nothing was done over OpenSSH behind the operator's back: tailscale is not installed.
     assert lab.host("host1").nsenter("command -v tailscale", check=False).returncode != 0
+
+
+@pytest.mark.lab(hosts=3)
+def test_a_tailscale_upgrade_over_tailscale_ssh(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    allow_port_80(lab.host(RECORDER))
+    base = tailnet.recorded_inventory(tmp_path, {"host1": ()}, min_free_gb=1)
+    path = with_via(base, tmp_path / "tailnet.yaml", "tailnet-once-enrolled")
+    yaml = YAML()
+    document = yaml.load(path.read_text())
+    document["tailscale"]["install"]["version"] = VERSIONS[0]
+    with path.open("w") as out:
+        yaml.dump(document, out)
+    first = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(path))
+    assert first.returncode == 0, first.stderr
+
+    # The upgrade restarts tailscaled, which serves tsops's own session: it runs in a unit of
+    # its own, and tsops waits for it across the restart.
+    document["tailscale"]["install"]["version"] = VERSIONS[-1]
+    with path.open("w") as out:
+        yaml.dump(document, out)
+    upgrade = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(path))
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    assert [h["outcome"] for h in json.loads(upgrade.stdout)["hosts"]] == ["changed"]
+    version = lab.host("host1").nsenter("tailscale version").stdout.splitlines()[0]
+    assert version == VERSIONS[-1]
+    node = next(d.node_id for d in tailnet.control.state.devices() if d.hostname == "host1")
+    commands = [json.loads(text.splitlines()[0]).get("command", "") for text in
+                recordings(lab.host(RECORDER), node, DESTINATION).values()]
+    assert any("systemd-run" in c and f"tailscale={VERSIONS[-1]}" in c for c in commands)
+    again = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(path))
+    assert again.returncode == 0, again.stderr
+    assert [h["outcome"] for h in json.loads(again.stdout)["hosts"]] == ["unchanged"]

@@ -29,7 +29,17 @@ from tsops.context import RunContext, tailnet_address
 from tsops.errors import TsopsError
 from tsops.events import Recorded
 from tsops.inventory.load import Target, load_inventory
-from tsops.remote import HostUnreachable, RunResult, TailnetRemote, upload_script
+from tsops.remote import (
+    KILLED_STATUS,
+    STILL_RUNNING,
+    HostUnreachable,
+    RunResult,
+    TailnetRemote,
+    detach_script,
+    run_surviving_restart,
+    upload_script,
+    wait_script,
+)
 from tsops.tailscale_api import Device
 
 ADMITTED = {"root", "deploy"}
@@ -336,3 +346,72 @@ def test_an_inventory_with_only_openssh_never_asks_for_devices(tmp_path: Path) -
     plain = replace(next(t for t in run.targets if t.name == "plain"))
     run.remote(plain)
     assert api.calls == 0 and opened == ["plain openssh"]
+
+
+class Scripted(TailnetRemote):
+    """A TailnetRemote whose commands answer from a list (an exception is raised)."""
+
+    def __init__(self, answers: list[RunResult | HostUnreachable]) -> None:
+        super().__init__(target(), "127.0.0.1")
+        self.answers = answers
+        self.scripts: list[str] = []
+
+    def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
+        self.scripts.append(script)
+        answer = self.answers.pop(0)
+        if isinstance(answer, HostUnreachable):
+            raise answer
+        return answer
+
+
+def test_a_step_that_restarts_tailscaled_runs_detached_and_is_waited_for_across_cuts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tsops.remote.RECONNECT_WAIT_S", 0)
+    host = Scripted([
+        RunResult(0, "", ""),  # started as a transient unit
+        RunResult(0, STILL_RUNNING + "\n", ""),  # not done yet
+        RunResult(KILLED_STATUS, "", ""),  # tailscaled restarting ended the session
+        HostUnreachable("host1", "Tailscale SSH as root: cannot connect"),  # still restarting
+        RunResult(0, "Setting up tailscale (1.78.3) ...\n", ""),  # its output and status
+    ])
+    result = run_surviving_restart(host, "apt-get install -y tailscale=1.78.3\n")
+    assert result == RunResult(0, "Setting up tailscale (1.78.3) ...\n", "")
+    assert host.answers == []
+    unit = host.scripts[0].split("--unit=")[1].split()[0]
+    assert unit.startswith("tsops-step-")
+    assert host.scripts[0] == detach_script(unit, "apt-get install -y tailscale=1.78.3\n")
+    assert "apt-get install -y tailscale=1.78.3\n" in host.scripts[0]
+    assert host.scripts[1:] == [wait_script(unit)] * 4
+
+
+def test_a_detached_step_that_fails_reports_its_status_and_output(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    host = Scripted([RunResult(0, "", ""), RunResult(100, "E: Unable to locate package\n", "")])
+    assert run_surviving_restart(host, "apt-get install x\n") == RunResult(
+        100, "E: Unable to locate package\n", "")
+    refused = Scripted([RunResult(1, "", "Failed to start transient service unit")])
+    assert run_surviving_restart(refused, "true\n").exited == 1
+    assert len(refused.scripts) == 1
+
+
+def test_over_openssh_a_restarting_step_simply_runs() -> None:
+    class Plain:
+        name, round_trips = "host1", 0
+
+        def __init__(self) -> None:
+            self.scripts: list[str] = []
+
+        def run(self, script: str, *, stdin: str | None = None,
+                privileged: bool = True) -> RunResult:
+            self.scripts.append(script)
+            return RunResult(0, "ok\n", "")
+
+        def put(self, local: Path, remote: str) -> None:
+            raise AssertionError
+
+        def close(self) -> None:
+            pass
+
+    plain = Plain()
+    assert run_surviving_restart(plain, "apt-get install x\n") == RunResult(0, "ok\n", "")
+    assert plain.scripts == ["apt-get install x\n"]
