@@ -194,3 +194,35 @@ def test_a_tailscale_upgrade_over_tailscale_ssh(
     again = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(path))
     assert again.returncode == 0, again.stderr
     assert [h["outcome"] for h in json.loads(again.stdout)["hosts"]] == ["unchanged"]
+
+
+@pytest.mark.lab(hosts=3)
+def test_add_server_makes_first_contact_over_openssh_then_the_tailnet_takes_over(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    allow_port_80(lab.host(RECORDER))
+    base = tailnet.recorded_inventory(tmp_path, {"host1": ()}, min_free_gb=1)
+    path = with_via(base, tmp_path / "tailnet.yaml", "tailnet-once-enrolled")
+    first = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(path))
+    assert first.returncode == 0, first.stderr
+
+    added = tsops(tailnet, "add-server", "--yes", "--no-input", "--tag", "tag:web",
+                  str(path), "host2")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert any(line.startswith("host2: recorded") for line in added.stdout.splitlines())
+    # host2 was not a tailnet node: enrolled over OpenSSH, so its only recording is the canary.
+    nodes = {d.hostname: d.node_id for d in tailnet.control.state.devices()}
+    host2 = [json.loads(t.splitlines()[0]).get("command", "")
+             for t in recordings(lab.host(RECORDER), nodes["host2"], DESTINATION).values()]
+    assert len(host2) == 1 and host2[0].startswith("echo tsops-canary-")
+
+    # From now on both servers are managed over Tailscale SSH, one recorded session each.
+    before = casts(lab, tailnet)
+    status = tsops(tailnet, "status", "--no-input", "-o", "json", str(path))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert {h["name"]: h["round_trips"] for h in json.loads(status.stdout)["hosts"]
+            if h["name"] in SERVERS} == {"host1": 1, "host2": 1}
+    sessions = wait_for_sessions(lab, tailnet, before, {"host1": 1, "host2": 1})
+    for name in SERVERS:
+        (header,) = sessions[name]
+        assert header["srcNodeUser"] == OPERATOR_LOGIN and PROBE_LINE in header["command"]
