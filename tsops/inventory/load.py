@@ -503,7 +503,7 @@ def identity_problem(rules: tuple[SshRule, ...], identity: str, target: Target) 
     """
     for rule in rules:
         if not (_src_admits(rule.src, identity) and set(rule.dst) & set(target.tags)
-                and _users_admit(rule.users, identity, target.user)):
+                and _users_admit(rule, identity, target.user)):
             continue
         if rule.action != "accept":
             return (f"{target.name}: the first managed ssh rule admitting {identity} as "
@@ -521,11 +521,12 @@ def _src_admits(src: tuple[str, ...], identity: str) -> bool:
     return identity in src or ("autogroup:tagged" if tagged else "autogroup:member") in src
 
 
-def _users_admit(users: tuple[str, ...], identity: str, user: str) -> bool:
-    if user in users or (user != "root" and "autogroup:nonroot" in users):
+def _users_admit(rule: SshRule, identity: str, user: str) -> bool:
+    if rule.admits(user):
         return True
     local, _, domain = identity.partition("@")
-    return not identity.startswith("tag:") and local == user and f"localpart:*@{domain}" in users
+    return (not identity.startswith("tag:") and local == user
+            and f"localpart:*@{domain}" in rule.users)
 
 
 def _via_loc(model: Inventory, target: Target) -> Loc:
