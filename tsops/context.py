@@ -151,13 +151,18 @@ class RunContext:
             existing = self.remotes.get(target.name)
         if existing is not None:
             return existing
-        made = self._open_remote(target)  # outside the lock: it may ask the API
+        made = self.open_remote(target)  # outside the lock: it may ask the API
         with self._lock:
             return self.remotes.setdefault(target.name, made)
 
-    def _open_remote(self, target: Target) -> RemoteLike:
+    def open_remote(self, target: Target, *, fresh_devices: bool = False) -> RemoteLike:
+        """A new, not yet connected connection to `target` over the path `via` chooses.
+
+        `fresh_devices` reads the device list again first: a server enrolled during this run
+        (or whose OpenSSH was just closed) is then reached over Tailscale SSH.
+        """
         if target.via != "openssh":
-            address, why = tailnet_address(target, self.devices())
+            address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
             if address is not None:
                 return (self.connect_tailnet or tailnet_connector)(target, address)
             if target.via == "tailnet":
@@ -168,10 +173,11 @@ class RunContext:
                     "makes the first contact over OpenSSH)"))
         return (self.connect or ssh_connector(self.inventory))(target)
 
-    def devices(self) -> list[Device]:
-        """The tailnet's device list, read once per run for choosing connection paths."""
+    def devices(self, *, refresh: bool = False) -> list[Device]:
+        """The tailnet's device list, read once per run (again with `refresh`) for choosing
+        connection paths."""
         with self._devices_lock:
-            if self._devices is None:
+            if self._devices is None or refresh:
                 self._devices = self.api.list_devices()
             return self._devices
 

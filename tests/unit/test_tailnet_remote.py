@@ -415,3 +415,14 @@ def test_over_openssh_a_restarting_step_simply_runs() -> None:
     plain = Plain()
     assert run_surviving_restart(plain, "apt-get install x\n") == RunResult(0, "ok\n", "")
     assert plain.scripts == ["apt-get install x\n"]
+
+
+def test_a_fresh_device_list_moves_a_newly_enrolled_server_to_the_tailnet(tmp_path: Path) -> None:
+    run, api, opened = context(tmp_path, [])
+    once = next(t for t in run.targets if t.name == "once")
+    run.remote(once)
+    api.devices = [device("once", ("100.64.0.9",))]  # enrolled during the run
+    run.open_remote(once)
+    run.open_remote(once, fresh_devices=True)
+    assert opened == ["once openssh", "once openssh", "once tailnet 100.64.0.9"]
+    assert api.calls == 2
