@@ -215,18 +215,21 @@ IDLE_WAIT_S = 0.01
 # tsops waits for it in sessions of at most DETACHED_WAIT_S seconds each, reconnecting after
 # the restart cut one (RECONNECT_WAIT_S between tries), for at most COMMAND_TIMEOUT in all.
 DETACHED_WAIT_S = 20
+WAIT_MARGIN_S = 40  # beyond DETACHED_WAIT_S, before a silent wait session counts as cut
 RECONNECT_WAIT_S = 1.0
 STILL_RUNNING = "tsops-detached: still running"
 KILLED_STATUS = 4294967295  # Tailscale SSH's exit status for a session it killed (Go's -1)
 
 
-def detach_script(unit: str, script: str) -> str:
-    """Start `script` as the transient unit `unit`, output and exit status into /run/tsops."""
+def detach_script(unit: str, script: str, delay_s: int = 0) -> str:
+    """Start `script` as the transient unit `unit` (`delay_s` seconds from now), its output and
+    exit status into /run/tsops/UNIT."""
     folder = f"/run/tsops/{unit}"
     end = f"TSOPS_END_{unit.rsplit('-', 1)[-1]}"
+    later = f" --on-active={delay_s}s" if delay_s else ""
     return (f"set -eu\numask 077\nmkdir -p /run/tsops\nmkdir {folder}\n"
             f"cat > {folder}/script <<'{end}'\n{script}\n{end}\n"
-            f"systemd-run --quiet --collect --unit={unit} sh -c "
+            f"systemd-run --quiet --collect --unit={unit}{later} sh -c "
             "'sh \"$0/script\" > \"$0/log\" 2>&1; echo $? > \"$0/rc.part\"; "
             f"mv \"$0/rc.part\" \"$0/rc\"' {folder}\n")
 
@@ -240,6 +243,23 @@ def wait_script(unit: str) -> str:
             "i=$((i+1)); done\n"
             f"if [ ! -e \"$d/rc\" ]; then echo '{STILL_RUNNING}'; exit 0; fi\n"
             "cat \"$d/log\"\nrc=$(cat \"$d/rc\")\nrm -rf \"$d\"\nexit \"$rc\"\n")
+
+
+LEAVE_DELAY_S = 5  # the session that starts a logout ends well before the logout runs
+
+
+def run_leaving_tailnet(remote: RemoteLike, script: str) -> tuple[RunResult, str | None]:
+    """Run a script that takes the host off the tailnet (logout, uninstall), and a note on how
+    its end was seen (None: as any command's).
+
+    Over Tailscale SSH the logout stops the very server the session runs on, half-way through
+    the script: there it runs in a transient unit started a few seconds after this session,
+    and tsops watches it until either the unit's result comes back or Tailscale SSH stops
+    answering, which is the node leaving the tailnet. Over OpenSSH it simply runs.
+    """
+    if isinstance(remote, TailnetRemote):
+        return remote.run_leaving(script)
+    return remote.run(script), None
 
 
 def run_surviving_restart(remote: RemoteLike, script: str) -> RunResult:
@@ -284,6 +304,11 @@ class TailnetRemote:
         data = [stdin.encode()] if stdin is not None else []
         return self._exec(shell_command(self.target, script, privileged), data)
 
+    def _wait_for(self, unit: str) -> RunResult:
+        """One session of waiting for a detached unit (bounded: its peer may vanish)."""
+        return self._exec(shell_command(self.target, wait_script(unit), True), [],
+                          timeout=DETACHED_WAIT_S + WAIT_MARGIN_S)
+
     def run_detached(self, script: str) -> RunResult:
         """Run `script` as root in a transient unit and wait for it across reconnections."""
         import secrets
@@ -296,7 +321,7 @@ class TailnetRemote:
         cut = ""
         while time.monotonic() < deadline:
             try:
-                result = self.run(wait_script(unit))
+                result = self._wait_for(unit)
             except HostUnreachable as error:
                 cut = error.reason  # tailscaled restarting: its address and SSH come back
                 time.sleep(RECONNECT_WAIT_S)
@@ -311,6 +336,42 @@ class TailnetRemote:
         raise HostUnreachable(self.name, (
             f"the step running as {unit} did not finish within {COMMAND_TIMEOUT} s"
             + (f" (last: {cut})" if cut else "") + "; see /run/tsops/ on the host"))
+
+    def run_leaving(self, script: str) -> tuple[RunResult, str | None]:
+        """Run a script that logs the node out, in a delayed transient unit; see
+        run_leaving_tailnet."""
+        import secrets
+
+        unit = f"tsops-step-{secrets.token_hex(6)}"
+        try:
+            started = self.run(detach_script(unit, script, LEAVE_DELAY_S))
+        except HostUnreachable:
+            started = None  # cut at the very end: the unit may well be started; look below
+        if started is not None and not started.ok:
+            return started, None
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                result = self._wait_for(unit)
+            except HostUnreachable as error:
+                cut = error.reason
+            else:
+                if result.ok and result.stdout.strip() == STILL_RUNNING:
+                    continue
+                if result.exited != KILLED_STATUS:
+                    return result, None
+                cut = "the session was ended"
+            self.close()
+            try:  # gone for good, or only the session was cut?
+                time.sleep(RECONNECT_WAIT_S)
+                self._connect()
+            except HostUnreachable as error:
+                return RunResult(0, "", ""), (
+                    f"started as {unit}; then Tailscale SSH ended ({cut}) and stopped answering "
+                    f"({error.reason}): the node left the tailnet; its output is in "
+                    f"/run/tsops/{unit}/ on the host")
+        raise HostUnreachable(self.name, f"the step running as {unit} did not end within "
+                              f"{COMMAND_TIMEOUT} s; see /run/tsops/ on the host")
 
     def put(self, local: Path, remote: str) -> None:
         """Copy a local file to the host (mode 0600) through one session's stdin."""
@@ -353,8 +414,12 @@ class TailnetRemote:
                     "see docs/tailnet-management.md)")
         return f"Tailscale SSH as {user}: {refused.reason}"
 
-    def _exec(self, command: str, stdin: Iterable[bytes]) -> RunResult:
-        """One exec channel: send stdin (from a thread), read both outputs, the exit status."""
+    def _exec(self, command: str, stdin: Iterable[bytes],
+              timeout: float = COMMAND_TIMEOUT) -> RunResult:
+        """One exec channel: send stdin (from a thread), read both outputs, the exit status.
+
+        `timeout` bounds the whole command: a connection whose peer vanished without a word
+        (its tailnet address removed) would otherwise hang until TCP gives up."""
         transport = self._connect()
         import paramiko
 
@@ -374,17 +439,18 @@ class TailnetRemote:
 
             writer = threading.Thread(target=feed, name=f"stdin-{self.name}", daemon=True)
             writer.start()
-            out, err = _drain(channel, COMMAND_TIMEOUT)
+            out, err = _drain(channel, timeout)
             writer.join(self.timeout)
             status = channel.recv_exit_status() if channel.exit_status_ready() else -1
             channel.close()
+        except TimeoutError:  # before OSError, its base class
+            self.close()
+            raise HostUnreachable(self.name, f"a command ran longer than {timeout:.0f} s "
+                                  "and was stopped") from None
         except (paramiko.SSHException, OSError, EOFError) as error:
             self.close()  # the next command connects again
             raise HostUnreachable(self.name, f"the Tailscale SSH session was cut: "
                                   f"{error or type(error).__name__}") from error
-        except TimeoutError:
-            raise HostUnreachable(self.name, f"a command ran longer than {COMMAND_TIMEOUT} s "
-                                  "and was stopped") from None
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         if status == -1:  # paramiko: the channel closed without an exit status
             self.close()

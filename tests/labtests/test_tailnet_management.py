@@ -226,3 +226,38 @@ def test_add_server_makes_first_contact_over_openssh_then_the_tailnet_takes_over
     for name in SERVERS:
         (header,) = sessions[name]
         assert header["srcNodeUser"] == OPERATOR_LOGIN and PROBE_LINE in header["command"]
+
+
+@pytest.mark.lab(hosts=3)
+def test_remove_server_uninstalls_over_tailscale_ssh(
+    lab: Lab, tailnet: LabTailnet, tmp_path: Path
+) -> None:
+    import time
+
+    allow_port_80(lab.host(RECORDER))
+    base = tailnet.recorded_inventory(tmp_path, {"host1": (), "host2": ()}, min_free_gb=1)
+    path = with_via(base, tmp_path / "tailnet.yaml", "tailnet-once-enrolled")
+    first = tsops(tailnet, "bootstrap", "--yes", "--no-input", "-o", "json", str(path))
+    assert first.returncode == 0, first.stderr
+    node = next(d.node_id for d in tailnet.control.state.devices() if d.hostname == "host2")
+
+    # The logout ends Tailscale SSH under tsops's own session: it runs in a delayed unit, and
+    # tsops sees the node leave the tailnet.
+    gone = tsops(tailnet, "remove-server", "--uninstall", "--yes", "--no-input", str(path),
+                 "host2")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "the node left the tailnet" in gone.stdout
+    assert "host2:" not in path.read_text()
+    assert not any(d.hostname == "host2" for d in tailnet.control.state.devices())
+    commands = [json.loads(text.splitlines()[0]).get("command", "") for text in
+                recordings(lab.host(RECORDER), node, DESTINATION).values()]
+    assert any("systemd-run" in c and "tailscale logout" in c for c in commands), commands
+    # The rest of the uninstall goes on in its unit: the package goes away.
+    deadline = time.monotonic() + 120  # a hang guard, not a speed check
+    while True:
+        package = lab.host("host2").nsenter("dpkg-query -W -f='${Status}' tailscale",
+                                            check=False).stdout
+        if package == "deinstall ok config-files" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert package == "deinstall ok config-files"

@@ -36,6 +36,7 @@ from tsops.remote import (
     RunResult,
     TailnetRemote,
     detach_script,
+    run_leaving_tailnet,
     run_surviving_restart,
     upload_script,
     wait_script,
@@ -351,13 +352,20 @@ def test_an_inventory_with_only_openssh_never_asks_for_devices(tmp_path: Path) -
 class Scripted(TailnetRemote):
     """A TailnetRemote whose commands answer from a list (an exception is raised)."""
 
-    def __init__(self, answers: list[RunResult | HostUnreachable]) -> None:
+    def __init__(self, answers: list[RunResult | HostUnreachable],
+                 reachable: list[bool] | None = None) -> None:
         super().__init__(target(), "127.0.0.1")
         self.answers = answers
+        self.reachable = reachable or []
         self.scripts: list[str] = []
 
-    def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
-        self.scripts.append(script)
+    def _connect(self) -> Any:
+        if not self.reachable.pop(0):
+            raise HostUnreachable("host1", "Tailscale SSH as root: cannot connect to "
+                                  "100.64.0.7:22 (No route to host)")
+
+    def _exec(self, command: str, stdin: Any, timeout: float = 0) -> RunResult:
+        self.scripts.append(shlex.split(command)[2])  # sh -c SCRIPT
         answer = self.answers.pop(0)
         if isinstance(answer, HostUnreachable):
             raise answer
@@ -426,3 +434,47 @@ def test_a_fresh_device_list_moves_a_newly_enrolled_server_to_the_tailnet(tmp_pa
     run.open_remote(once, fresh_devices=True)
     assert opened == ["once openssh", "once openssh", "once tailnet 100.64.0.9"]
     assert api.calls == 2
+
+
+def test_a_logout_runs_delayed_and_ends_when_the_node_leaves_the_tailnet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tsops.remote.RECONNECT_WAIT_S", 0)
+    host = Scripted([
+        RunResult(0, "", ""),  # the delayed unit is started
+        RunResult(0, STILL_RUNNING + "\n", ""),
+        HostUnreachable("host1", "the Tailscale SSH session ended without an exit status"),
+    ], reachable=[False])
+    result, seen = run_leaving_tailnet(host, "tailscale logout")
+    assert result.ok and seen is not None
+    unit = host.scripts[0].split("--unit=")[1].split()[0]
+    assert f"--unit={unit} --on-active=5s sh -c" in host.scripts[0]
+    assert seen.startswith(f"started as {unit}; then Tailscale SSH ended (the Tailscale SSH "
+                           "session ended without an exit status) and stopped answering")
+    assert seen.endswith(f"the node left the tailnet; its output is in /run/tsops/{unit}/ on "
+                         "the host")
+
+
+def test_a_logout_that_fails_while_ssh_still_answers_is_reported_as_failed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tsops.remote.RECONNECT_WAIT_S", 0)
+    host = Scripted([
+        RunResult(0, "", ""),
+        RunResult(KILLED_STATUS, "", ""),  # a cut session, but the node still answers
+        RunResult(1, "", "logout failed: control unreachable\n"),
+    ], reachable=[True])
+    assert run_leaving_tailnet(host, "tailscale logout") == (
+        RunResult(1, "", "logout failed: control unreachable\n"), None)
+    assert host.answers == [] and host.reachable == []
+
+
+def test_a_silent_session_is_given_up_after_its_bound(
+        server: tuple[int, TailscaleSshLike]) -> None:
+    port, _ = server
+    host = remote(port)
+    try:
+        with pytest.raises(HostUnreachable, match=r"^host1: a command ran longer than 1 s and "
+                                                  r"was stopped$"):
+            host._exec("sh -c 'sleep 60'", [], timeout=1)
+        assert host.run("echo back") == RunResult(0, "back\n", "")  # connects again
+    finally:
+        host.close()
