@@ -84,14 +84,16 @@ def covering_rule(rules: Sequence[SshRule], tags: Iterable[str],
     """The managed rule a canary for a server with `tags` logs in under, or None.
 
     Of the rules whose `dst` names one of the tags: the first `accept` rule that admits `user`
-    (any user when None), since a `check` rule cannot be passed unattended; failing that, the
-    first of them, so that the caller can say why it cannot be used.
+    (by name, or `autogroup:nonroot`), else the first `accept` rule (a `check` rule cannot be
+    passed unattended, and a user the rule admits in a way tsops cannot evaluate, such as
+    `localpart:`, is the operator's call), else the first of them, so that the caller can say
+    why it cannot be used.
     """
     wanted = set(tags)
     covering = [rule for rule in rules if wanted & set(rule.dst)]
-    usable = (rule for rule in covering
-              if rule.action == "accept" and (user is None or rule.admits(user)))
-    return next(usable, covering[0] if covering else None)
+    accepting = [rule for rule in covering if rule.action == "accept"]
+    admitting = (rule for rule in accepting if user is not None and rule.admits(user))
+    return next(admitting, next(iter(accepting), covering[0] if covering else None))
 
 
 def canary_user(rule: SshRule) -> str | None:
@@ -138,11 +140,6 @@ def plan_canaries(inventory: LoadedInventory, targets: Sequence[Target],
             unplanned.append(CanaryResult(target.name, "error", (
                 f"rule {rule.name} is a `check` rule: a session needs a fresh browser login, "
                 "so no unattended canary can open one")))
-            continue
-        if user is not None and not rule.admits(user):
-            unplanned.append(CanaryResult(target.name, "error", (
-                f"no ssh_rules rule with action: accept for its tags lets {user} in (rule "
-                f"{rule.name} admits {', '.join(rule.users)})")))
             continue
         who = user or canary_user(rule)
         if who is None:

@@ -14,6 +14,7 @@ from tsops.errors import ExitCode
 from tsops.policy.plan import PolicyPlan
 from tsops.recorders.bucket import BucketPlan
 from tsops.recorders.host import HostStepKind, RecorderHostPlan
+from tsops.servers.exposure import Exposure
 from tsops.servers.plan import HostPlan, StepKind, tarball_version
 from tsops.tailscale_api import Device
 
@@ -23,7 +24,9 @@ SERVER_CHECKS = ("reachable", "version", "enrolled", "tags", "ssh")
 RECORDER_CHECKS = ("reachable", "unit", "tailnet", "files", "destination")
 SERVER_STEP_CHECK: dict[StepKind, str] = {
     "repo": "version", "install": "version", "service": "enrolled", "enroll": "enrolled",
-    "hostname": "enrolled", "retag": "tags", "ssh": "ssh",
+    "hostname": "enrolled", "retag": "tags", "ssh": "ssh", "openssh": "openssh",
+    # Without the canary account, verify's Tailscale SSH session cannot log in.
+    "account": "ssh",
 }
 # "start" is left out: it follows any other step, so the unit check reads the unit's state.
 RECORDER_STEP_CHECK: dict[HostStepKind, str] = {
@@ -57,6 +60,7 @@ class HostStatus:
     checks: tuple[Check, ...]
     reason: str | None = None
     round_trips: int = 0
+    exposure: Exposure | None = None
 
     @property
     def state(self) -> State:
@@ -110,7 +114,8 @@ class Status:
             "state": self.state,
             "problems": list(self.problems),
             "hosts": [{"name": h.name, "role": h.role, "state": h.state, "reason": h.reason,
-                       "round_trips": h.round_trips, "checks": [c.as_dict() for c in h.checks]}
+                       "round_trips": h.round_trips, "checks": [c.as_dict() for c in h.checks],
+                       **({"openssh": h.exposure.as_dict()} if h.exposure is not None else {})}
                       for h in self.hosts],
             "storage": self.storage.as_dict() if self.storage is not None else None,
             "policy": None if self.policy is None else {
@@ -176,8 +181,23 @@ def server_status(plan: HostPlan, round_trips: int = 0) -> HostStatus:
         ssh = Check("ssh", _failed(failed, "ssh"), "on",
                     "on" if prefs is not None and prefs.run_ssh else "off")
     reachable = Check("reachable", "ok", "one probe answers", "answered")
-    return HostStatus(name, "server", (reachable, version, enrolled, tags, ssh),
-                      round_trips=round_trips)
+    checks: tuple[Check, ...] = (reachable, version, enrolled, tags, ssh)
+    if plan.exposure is not None:
+        checks = (*checks, openssh_check(plan.exposure))
+    return HostStatus(name, "server", checks, round_trips=round_trips, exposure=plan.exposure)
+
+
+def openssh_check(exposure: Exposure) -> Check:
+    """OpenSSH as the server's `openssh` setting asks (keep: what it listens on, reported)."""
+    listening = ", ".join(exposure.listening) or "nothing"
+    actual = f"listening on {listening}"
+    if exposure.problem is not None:
+        return Check("openssh", "error", exposure.mode, exposure.problem)
+    if exposure.mode == "keep":
+        return Check("openssh", "ok", "keep (not managed by tsops)", actual)
+    expected = ("sshd stopped and disabled" if exposure.mode == "off" else
+                f"listening only on {', '.join(exposure.wanted)}")
+    return Check("openssh", "ok" if exposure.matches else "drift", expected, actual)
 
 
 def recorder_status(plan: RecorderHostPlan, device: Device | None, tag: str,

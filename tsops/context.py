@@ -181,6 +181,22 @@ class RunContext:
                 self._devices = self.api.list_devices()
             return self._devices
 
+    def reconnect(self, target: Target) -> RemoteLike:
+        """Drop the cached connection to `target` and open a new one, as `remote` does.
+
+        For a change that could cut tsops off: only a new connection over the path tsops uses
+        next for the host proves that path still works.
+        """
+        # The path is chosen again from a fresh device list: a server enrolled in this run, or
+        # just closed to OpenSSH, is reached over Tailscale SSH when its `via` says so.
+        fresh = self.open_remote(target, fresh_devices=True)  # outside the lock: asks the API
+        with self._lock:
+            old = self.remotes.pop(target.name, None)
+            self.remotes[target.name] = fresh
+        if old is not None:
+            old.close()
+        return fresh
+
     def round_trips(self, name: str) -> int:
         """SSH round trips made to the host `name` so far (0: never connected)."""
         remote = self.remotes.get(name)

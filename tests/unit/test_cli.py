@@ -48,7 +48,7 @@ def test_version() -> None:
 def test_check_valid_inventory_exits_0() -> None:
     result = tsops("check", str(REPO / "inventories" / "example.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "valid: 3 server(s), 2 recorder(s), 1 ssh rule(s)" in result.stdout
+    assert "valid: 3 server(s), 2 recorder(s), 2 ssh rule(s)" in result.stdout
 
 
 def test_check_invalid_inventory_exits_2_with_location(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def server(facts: HostFacts = CONVERGED, devices: tuple[Device, ...] = (DEVICE,)
 def test_a_converged_server_passes_every_check() -> None:
     host = server()
     assert states(host) == {"reachable": "ok", "version": "ok", "enrolled": "ok", "tags": "ok",
-                            "ssh": "ok"}
+                            "ssh": "ok", "openssh": "ok"}
     assert (host.state, host.reason, host.round_trips) == ("ok", None, 1)
     assert host.check("version") == Check("version", "ok", "1.78.3", "1.78.3")
 
@@ -70,6 +70,14 @@ def test_each_step_kind_fails_its_own_check(
     assert host.state == "drift" and host.reason is None
 
 
+def test_a_missing_canary_account_is_ssh_drift() -> None:
+    # Every step kind maps to a check (a missing entry would crash status).
+    host = server_status(plan_host(TARGET, replace(DESIRED, canary_user="tsops-canary"),
+                                   CONVERGED, [DEVICE]), round_trips=1)
+    assert {name for name, state in states(host).items() if state != "ok"} == {"ssh"}
+    assert host.state == "drift"
+
+
 def test_the_tags_check_shows_expected_and_actual() -> None:
     host = server(CONVERGED, (replace(DEVICE, tags=("tag:server",)),))
     assert host.check("tags") == Check("tags", "drift", "tag:db tag:server", "tag:server")
@@ -78,7 +86,7 @@ def test_the_tags_check_shows_expected_and_actual() -> None:
 def test_a_logged_out_server_is_not_enrolled_and_its_tags_and_ssh_are_unknown() -> None:
     host = server(replace(CONVERGED, status=replace(STATUS, backend_state="NeedsLogin")))
     assert states(host) == {"reachable": "ok", "version": "ok", "enrolled": "drift",
-                            "tags": "unknown", "ssh": "unknown"}
+                            "tags": "unknown", "ssh": "unknown", "openssh": "ok"}
     enrolled = host.check("enrolled")
     assert enrolled is not None and enrolled.actual.startswith("NeedsLogin on ")
 

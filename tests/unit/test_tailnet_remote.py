@@ -308,6 +308,9 @@ def context(tmp_path: Path, devices: list[Device]) -> tuple[RunContext, FakeApi,
             self.name, self.round_trips = name, 0
             opened.append(f"{name} {how}")
 
+        def close(self) -> None:
+            opened.append(f"{self.name} closed")
+
     return RunContext(
         inventory, inventory.servers, Recorded(),
         connect=lambda t: Opened(t.name, "openssh"),  # type: ignore[arg-type,return-value]
@@ -478,3 +481,14 @@ def test_a_silent_session_is_given_up_after_its_bound(
         assert host.run("echo back") == RunResult(0, "back\n", "")  # connects again
     finally:
         host.close()
+
+
+def test_reconnect_reads_the_devices_again_and_moves_a_server_to_the_tailnet(
+        tmp_path: Path) -> None:
+    run, api, opened = context(tmp_path, [])
+    once = next(t for t in run.targets if t.name == "once")
+    run.remote(once)
+    api.devices = [device("once", ("100.64.0.9",))]  # enrolled, and OpenSSH closed, meanwhile
+    again = run.reconnect(once)
+    assert run.remote(once) is again
+    assert opened == ["once openssh", "once tailnet 100.64.0.9", "once closed"]

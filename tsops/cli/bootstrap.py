@@ -89,6 +89,8 @@ def _print_plans(planned: BootstrapPlan, output: OutputFormat) -> None:
     for plan in plans:
         console.changes(plan.target.name, plan.problem,
                         [(s.summary, [f"API {call}" for call in s.api_calls]) for s in plan.steps])
+        for note in plan.notes:
+            console.line(f"{plan.target.name}: {note}")
     if policy is not None:
         if policy.changed:
             console.line("policy file:")

@@ -12,6 +12,7 @@ from tsops.checks import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status
 from tsops.cli import console
 from tsops.cli.bootstrap import RunOptions, live, open_run
 from tsops.flows.status import gather_status
+from tsops.servers.exposure import Exposure
 
 SYMBOLS: dict[State, tuple[str, str]] = {
     "ok": ("✓", "green"), "drift": ("✗", "yellow"), "error": ("✗", "red"), "unknown": ("-", ""),
@@ -60,6 +61,9 @@ def print_status(status: Status, symbols: bool) -> None:
             if check.state in ("drift", "error") and check.actual != host.reason:
                 console.line(f"{host.name}: {check.name}: expected {check.expected}; "
                              f"found {check.actual}")
+    for host in status.hosts:
+        if host.exposure is not None:
+            _print_exposure(host.name, host.exposure)
     for problem in status.problems:
         console.error(problem)
     if status.storage is not None:
@@ -70,6 +74,16 @@ def print_status(status: Status, symbols: bool) -> None:
     extra = "" if status.policy is None else f"; policy {WORDS[status.policy.check.state]}"
     console.line(f"{len(status.hosts)} host(s): {counts['ok']} ok, {counts['drift']} drift, "
                  f"{counts['error']} error{extra}.")
+
+
+def _print_exposure(name: str, exposure: Exposure) -> None:
+    """Every OpenSSH listener as an unrecorded path; for restrict/off, whether it matches."""
+    for path in exposure.unrecorded:
+        console.line(f"{name}: {path}")
+    if exposure.mode != "keep" and exposure.matches:
+        console.line(f"{name}: openssh {exposure.mode}: matches")
+    elif exposure.change is not None:
+        console.line(f"{name}: openssh {exposure.mode}: planned: {exposure.change}")
 
 
 def _print_line(check: Check) -> None:

@@ -78,6 +78,7 @@ class BootstrapPlan:
             "name": p.target.name, "problem": p.problem,
             "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
                         for s in p.steps],
+            **({"openssh": p.exposure.as_dict()} if p.exposure is not None else {}),
         } for p in self.hosts]
         return data
 

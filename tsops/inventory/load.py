@@ -21,9 +21,10 @@ from ruamel.yaml.nodes import MappingNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from tsops.errors import InventoryError
-from tsops.inventory.model import Connection, Host, Inventory, SshRule, Via
+from tsops.inventory.model import Connection, Host, Inventory, OpenSSH, SshRule, Via
 
 Loc = tuple[str | int, ...]
+KEEP = OpenSSH()
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
 SECRET_LIKE = re.compile(r"tskey-(api|auth|client)-[A-Za-z0-9]+|AKIA[0-9A-Z]{16}")
@@ -48,6 +49,7 @@ class Target:
     # or "tailnet-once-enrolled" (Tailscale SSH when the device list shows it online).
     via: Via = "openssh"
     tailnet_identity: str | None = None  # who the control machine is on the tailnet
+    openssh: OpenSSH = KEEP
 
 
 @dataclass(frozen=True)
@@ -396,7 +398,7 @@ def _target(
 
     def pick(field: str) -> Any:
         for layer in reversed(chain):
-            value = getattr(layer, field)
+            value = getattr(layer, field, None)
             if value is not None:
                 return value
         return None
@@ -413,6 +415,7 @@ def _target(
         identity_file=pick("identity_file"), sudo=bool(pick("sudo")),
         jump_host=pick("jump_host"), line=line, via=via,
         tailnet_identity=getattr(layers[0], "tailnet_identity", None),
+        openssh=(pick("openssh") if role == "server" else None) or KEEP,
     )
 
 
@@ -456,6 +459,7 @@ def _cross_check(
         line, col = _position(document, ("recorders",), key=True)
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
     yield from _recorder_checks(path, document, model)
+    yield from _openssh_checks(path, document, model)
     yield from _via_checks(path, document, model, targets)
 
 
@@ -545,6 +549,52 @@ def _via_loc(model: Inventory, target: Target) -> Loc:
         if layer is not None and layer.via is not None:
             return (*loc, "via")
     return ("connection", "via")
+
+
+def _openssh_layers(model: Inventory) -> Iterator[tuple[Loc, OpenSSH | None]]:
+    """Every place an `openssh` setting can be written, with what it holds."""
+    servers = model.servers
+    yield ("servers",), servers.openssh
+    for name, host in servers.hosts.items():
+        yield ("servers", "hosts", name), host.openssh if host else None
+    for group_name, group in servers.groups.items():
+        yield ("servers", "groups", group_name), group.openssh
+        for name, host in group.hosts.items():
+            yield ("servers", "groups", group_name, "hosts", name), host.openssh if host else None
+    if model.recorders is not None:
+        yield ("recorders",), model.recorders.openssh
+        for name, host in model.recorders.hosts.items():
+            yield ("recorders", "hosts", name), host.openssh if host else None
+
+
+def _openssh_checks(path: Path, document: CommentedMap, model: Inventory) -> Iterator[str]:
+    """`openssh` settings that contradict themselves, or sit on a recorder."""
+    for loc, openssh in _openssh_layers(model):
+        if openssh is None:
+            continue
+        here: Loc = (*loc, "openssh")
+
+        def at(*field: str | int, _here: Loc = here) -> str:
+            line, col = _position(document, (*_here, *field))
+            return f"{path}:{line}:{col}: {_field_path((*_here, *field))}"
+
+        if loc[0] == "recorders":
+            line, col = _position(document, here, key=True)
+            yield (f"{path}:{line}:{col}: {_field_path(here)}: `openssh` is only for servers: "
+                   "tsops does not enroll recorder hosts in the tailnet, so OpenSSH stays the way "
+                   "to manage them; remove it")
+        elif openssh.mode == "restrict" and not openssh.listen:
+            yield (f"{at('listen')}: mode restrict needs `listen`: the addresses sshd keeps "
+                   "listening on (a management address, or 127.0.0.1)")
+        elif openssh.mode != "restrict" and openssh.listen:
+            yield (f"{at('listen')}: `listen` is only used with mode restrict (this is mode "
+                   f"{openssh.mode}); remove it or set mode: restrict")
+        else:
+            seen: set[str] = set()
+            for index, address in enumerate(openssh.listen):
+                if address in seen:
+                    yield f"{at('listen', index)}: {address} is listed twice"
+                seen.add(address)
 
 
 def _canary_checks(path: Path, document: CommentedMap, model: Inventory,

@@ -67,6 +67,7 @@ DURATION_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|
 DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
                   "m": 60.0, "h": 3600.0}
 CHECK_PERIOD_MIN, CHECK_PERIOD_MAX = 60.0, 168 * 3600.0
+REVERT_MIN, REVERT_MAX = 10.0, 3600.0
 
 
 def _text(value: str) -> str:
@@ -479,11 +480,77 @@ class Tailscale(Model):
     install: Install = Install()
 
 
+def split_listen_address(value: str) -> tuple[str, str] | None:
+    """(address, port or "") of `ADDR`, `IPV4:PORT` or `[IPV6]:PORT`; None when malformed."""
+    if value.startswith("["):
+        inner, sep, rest = value[1:].partition("]")
+        if not sep or ":" not in inner or not rest.startswith(":"):
+            return None
+        return inner, rest[1:] or "-"
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, port or "-"
+    return value, ""
+
+
+def listen_problem(value: str) -> bool:
+    """Whether `value` is not a literal address with an optional port from 1 to 65535."""
+    parts = split_listen_address(value)
+    if parts is None:
+        return True
+    host, port = parts
+    if "%" in host:
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return bool(port) and not (port.isdigit() and 1 <= int(port) <= 65535)
+
+
+def _listen_address(value: str) -> str:
+    """An sshd ListenAddress: an IPv4 or IPv6 literal, optionally with a port."""
+    _text(value)
+    if listen_problem(value):
+        raise PydanticCustomError(
+            "listen_address", "expected an IP address sshd listens on: an IPv4 or IPv6 literal, "
+            "optionally with a port (10.0.0.5, 10.0.0.5:2222, ::1, [::1]:2222); no host names, "
+            "got {value}", {"value": repr(value)},
+        )
+    return value
+
+
+def _revert_after(value: str) -> str:
+    seconds = duration_seconds(value)
+    if seconds is None or not REVERT_MIN <= seconds <= REVERT_MAX:
+        raise PydanticCustomError(
+            "revert_after", 'expected a duration from 10s to 1h like "2m" or "90s", got {value}',
+            {"value": repr(value)},
+        )
+    return value
+
+
+class OpenSSH(Model):
+    """Whether OpenSSH stays reachable on a server: see docs/openssh.md."""
+
+    mode: Literal["keep", "restrict", "off"] = "keep"
+    listen: tuple[Annotated[str, AfterValidator(_listen_address)], ...] = ()
+    revert_after: Annotated[str, AfterValidator(_revert_after)] = "2m"
+
+    @property
+    def revert_seconds(self) -> float:
+        """The dead-man window in seconds."""
+        seconds = duration_seconds(self.revert_after)
+        assert seconds is not None
+        return seconds
+
+
 class Host(Connection):
     """One machine: where it is, how to reach it, its extra tags."""
 
     address: Annotated[str, AfterValidator(_address)] | None = None
     tags: tuple[Tag, ...] = ()
+    openssh: OpenSSH | None = None
 
 
 class Group(Connection):
@@ -491,6 +558,7 @@ class Group(Connection):
 
     tags: tuple[Tag, ...] = ()
     hosts: dict[HostName, Host | None] = Field(min_length=1)
+    openssh: OpenSSH | None = None
 
 
 class Servers(Connection):
@@ -499,6 +567,7 @@ class Servers(Connection):
     tags: tuple[Tag, ...] = ("tag:server",)
     hosts: dict[HostName, Host | None] = {}
     groups: dict[HostName, Group] = {}
+    openssh: OpenSSH | None = None
 
 
 class Recorders(Connection):
@@ -514,6 +583,7 @@ class Recorders(Connection):
     service_user: Annotated[str, AfterValidator(_hostname)] = "tsrecorder"
     statedir: HostPath = "/var/lib/tsrecorder"
     ui: bool = False
+    openssh: OpenSSH | None = None
 
 
 class ObjectLock(Model):

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tsops.probe import Probe, ProbeError
+from tsops.servers.exposure import PROBE_SECTIONS, SshdFacts, parse_sshd
 
 MARK = "@@tsops:"
+NOT_PROBED = SshdFacts(listeners=None)
 PROBE = r"""
 section() { printf '\n%s%s\n' '@@tsops:' "$1"; }
 section os; cat /etc/os-release 2>/dev/null
@@ -32,7 +34,7 @@ section apt_source; cat /etc/apt/sources.list.d/tailscale.list 2>/dev/null
 section apt_keyring; sha256sum /usr/share/keyrings/tailscale-archive-keyring.gpg 2>/dev/null
 section package_managers; command -v apt-get dnf yum 2>/dev/null
 section accounts; cut -d: -f1 /etc/passwd 2>/dev/null
-section end
+""" + PROBE_SECTIONS + """section end
 """
 
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
@@ -88,6 +90,7 @@ class HostFacts:
     apt_keyring_sha256: str | None
     package_managers: tuple[str, ...]
     local_accounts: tuple[str, ...] = ()  # the names in /etc/passwd (not NSS: no LDAP walk)
+    sshd: SshdFacts = NOT_PROBED
 
     @property
     def debian_family(self) -> bool:
@@ -144,6 +147,7 @@ def parse_facts(output: str) -> HostFacts:
             path.rsplit("/", 1)[-1] for path in parts.get("package_managers", "").split()
         ),
         local_accounts=tuple(parts.get("accounts", "").split()),
+        sshd=parse_sshd(parts),
     )
 
 

@@ -9,15 +9,23 @@ steps finish, and the run still reports.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from pathlib import Path
+from time import monotonic, sleep
 
 from tsops.context import RunContext
 from tsops.errors import TsopsError
 from tsops.inventory.load import LoadedInventory, Target
-from tsops.remote import CommandFailed, RemoteLike, RunResult, run_surviving_restart
+from tsops.remote import (
+    CommandFailed,
+    HostUnreachable,
+    RemoteLike,
+    RunResult,
+    run_surviving_restart,
+)
 from tsops.runner import INTERRUPTED, HostResult
-from tsops.servers import scripts
+from tsops.servers import exposure, scripts
 from tsops.servers.facts import FACTS, HostFacts
 from tsops.servers.plan import HostPlan, Step, desired_for, plan_host
 from tsops.tailscale_api import Device
@@ -28,6 +36,7 @@ class ServerPhase:
 
     def __init__(self, context: RunContext) -> None:
         self.context = context
+        self.earlier_round_trips: dict[str, int] = {}
 
     @property
     def inventory(self) -> LoadedInventory:
@@ -77,7 +86,6 @@ class ServerPhase:
 
     def _apply_one(self, plan: HostPlan) -> HostResult:
         target = plan.target
-        remote = self._remote(target)
         result = HostResult(target.name, "unchanged")
         if plan.problem is not None:
             result.outcome, result.reason = "failed", plan.problem
@@ -97,7 +105,8 @@ class ServerPhase:
                         self._verify(plan)
             except TsopsError as error:
                 result.outcome, result.reason = "failed", _reason(error, target)
-        result.round_trips = remote.round_trips
+        result.round_trips = (self.earlier_round_trips.get(target.name, 0)
+                              + self.context.round_trips(target.name))
         self.report(target.name, result.outcome)
         return result
 
@@ -138,6 +147,86 @@ class ServerPhase:
             _check(remote, remote.run(scripts.enable_ssh()), step)
         elif step.kind == "hostname":
             _check(remote, remote.run(scripts.rename(desired.hostname)), step)
+        elif step.kind == "openssh":
+            self._apply_exposure(plan, step)
+
+    def _reconnect(self, target: Target) -> RemoteLike:
+        """A new connection over the path tsops uses next, keeping the old one's round trips."""
+        name = target.name
+        self.earlier_round_trips[name] = (self.earlier_round_trips.get(name, 0)
+                                          + self.context.round_trips(name))
+        return self.context.reconnect(target)
+
+    def _apply_exposure(self, plan: HostPlan, step: Step) -> None:
+        """Arm the dead-man, change sshd, and confirm over a new connection (or report the revert).
+
+        The change is final only once a new connection disarmed the timer; if none can be
+        opened, the host restores OpenSSH by itself when the window ends, and tsops waits for
+        that, checks the host answers again and fails the host naming what was reverted.
+        """
+        target = plan.target
+        openssh = target.openssh
+        token = secrets.token_hex(6)
+        remote = self._remote(target)
+        try:
+            result = remote.run(exposure.apply_script(token, openssh))
+        except HostUnreachable as error:
+            self._await_revert(plan, token, monotonic(), f"the connection was lost while "
+                               f"applying OpenSSH {openssh.mode} ({error.reason})")
+            return
+        armed = monotonic()
+        if result.exited in (5, 6):  # sshd -t refused the drop-in, or no timer: nothing changed
+            detail = " ".join(result.stderr.split())
+            raise TsopsError(f"{target.name}: {detail or 'the change was not made'}")
+        if not result.ok:
+            output = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+            self._await_revert(plan, token, armed, f"applying OpenSSH {openssh.mode} failed "
+                               f"(exit {result.exited}: {output[-1]})")
+            return
+        self.report(target.name, "confirming the OpenSSH change over a new connection")
+        try:
+            confirmed = self._reconnect(target).run(exposure.disarm_script(token))
+        except HostUnreachable as error:
+            self._await_revert(plan, token, armed, f"OpenSSH {openssh.mode} cut tsops off (a "
+                               f"new connection failed: {error.reason})")
+            return
+        if confirmed.exited == 4:
+            raise TsopsError(f"{target.name}: OpenSSH {openssh.mode} was reverted by the host's "
+                             f"dead-man timer before tsops could confirm it "
+                             f"(revert_after {openssh.revert_after} too short?): "
+                             f"{confirmed.stdout.strip()}")
+        _check(self._remote(target), confirmed, step)
+
+    def _await_revert(self, plan: HostPlan, token: str, armed: float, lost: str) -> None:
+        """Wait out the dead-man window, reach the host again and report what it reverted."""
+        target = plan.target
+        openssh = target.openssh
+        self.report(target.name, f"{lost}; waiting for the host's dead-man revert "
+                                 f"({openssh.revert_after})")
+        sleep(max(0.0, armed + openssh.revert_seconds + REVERT_GRACE - monotonic()))
+        deadline = monotonic() + REACH_AGAIN
+        while True:
+            try:
+                remote = self._reconnect(target)
+                outcome = remote.run(exposure.outcome_script(token))
+                break
+            except HostUnreachable as again:
+                if monotonic() > deadline:
+                    raise TsopsError(
+                        f"{target.name}: {lost}; still unreachable {int(REACH_AGAIN)}s after "
+                        f"its dead-man window ({again.reason}): its revert should have restored "
+                        "OpenSSH as it was; check the host's console") from again
+                sleep(REACH_RETRY)
+        if outcome.exited == 3:
+            raise TsopsError(f"{target.name}: {lost}; {outcome.stdout.strip()}")
+        if outcome.exited == 0:
+            # The timer never fired (the host's clock? a stopped timer?): revert it now.
+            reverted = remote.run(f"/bin/sh {exposure.state_path(token)}.revert; "
+                                  f"{exposure.outcome_script(token)}")
+            raise TsopsError(f"{target.name}: {lost}; its dead-man timer had not fired, tsops "
+                             f"reverted it: {reverted.stdout.strip()}")
+        raise TsopsError(f"{target.name}: {lost}; the host reverted it by itself and is "
+                         f"reachable again: {outcome.stdout.strip()}")
 
     def _verify(self, plan: HostPlan) -> None:
         """Probe again and plan again: a host is done only when nothing is left to change."""
@@ -149,6 +238,13 @@ class ServerPhase:
         if again.steps:
             left = "; ".join(step.summary for step in again.steps)
             raise TsopsError(f"{plan.target.name}: after applying, still to do: {left}")
+
+
+REVERT_GRACE = 5.0
+"""Seconds after the dead-man window before tsops looks for the host again."""
+REACH_AGAIN = 120.0
+"""How long after that tsops keeps trying to reach the host."""
+REACH_RETRY = 3.0
 
 
 def _check(remote: RemoteLike, result: RunResult, step: Step) -> None:

@@ -8,15 +8,17 @@ reachable, unsupported) carries a `problem` instead.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from tsops.inventory.load import LoadedInventory, Target
 from tsops.inventory.model import Install
+from tsops.servers.exposure import Exposure, assess
 from tsops.servers.facts import HostFacts
 from tsops.tailscale_api import Device
 
-StepKind = Literal["repo", "install", "service", "account", "enroll", "retag", "ssh", "hostname"]
+StepKind = Literal["repo", "install", "service", "account", "enroll", "retag", "ssh", "hostname",
+                   "openssh"]
 APT_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 APT_SOURCE = "/etc/apt/sources.list.d/tailscale.list"
 TARBALL_NAME = re.compile(r"tailscale_(\d+\.\d+\.\d+)_([a-z0-9]+)\.tgz$")
@@ -58,6 +60,7 @@ class HostPlan:
     steps: tuple[Step, ...] = ()
     problem: str | None = None
     notes: tuple[str, ...] = field(default=())
+    exposure: Exposure | None = None
 
     @property
     def converged(self) -> bool:
@@ -100,7 +103,29 @@ def tarball_version(install: Install) -> str | None:
 def plan_host(
     target: Target, desired: Desired, facts: HostFacts, devices: list[Device]
 ) -> HostPlan:
-    """Compute the steps that bring one server to the desired state."""
+    """Compute the steps that bring one server to the desired state.
+
+    OpenSSH exposure comes last, after enrollment: a failed enrollment never leaves a host
+    whose OpenSSH was already closed.
+    """
+    plan = _plan_tailscale(target, desired, facts, devices)
+    if plan.problem is not None and plan.facts is None:
+        return plan
+    exposure = assess(target.openssh, facts.sshd)
+    plan = replace(plan, exposure=exposure, notes=(*plan.notes, *exposure.unrecorded))
+    if plan.problem is not None:
+        return plan
+    if exposure.problem is not None:
+        return replace(plan, problem=f"openssh: {exposure.problem}")
+    if exposure.change is not None:
+        return replace(plan, steps=(*plan.steps, Step("openssh", exposure.change)))
+    return plan
+
+
+def _plan_tailscale(
+    target: Target, desired: Desired, facts: HostFacts, devices: list[Device]
+) -> HostPlan:
+    """The Tailscale steps of one server."""
     plan = HostPlan(target=target, desired=desired, facts=facts)
     if facts.init != "systemd":
         return _problem(plan, f"init system is {facts.init!r}; tsops needs systemd")
