@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
     from tsops.inventory.model import Storage
     from tsops.remote import RemoteLike
-    from tsops.tailscale_api import TailscaleApi
+    from tsops.tailscale_api import Device, TailscaleApi
 
 Connect = Callable[[Target], "RemoteLike"]
+ConnectTailnet = Callable[[Target, str], "RemoteLike"]
 
 
 def select(inventory: LoadedInventory, limits: Sequence[str]) -> tuple[Target, ...]:
@@ -60,6 +61,32 @@ def ssh_connector(inventory: LoadedInventory) -> Connect:
     return lambda target: Remote(target, ssh_config=ssh_config)
 
 
+def tailnet_connector(target: Target, address: str) -> RemoteLike:
+    """A Tailscale SSH connection to `target` at its tailnet address."""
+    from tsops.remote import TailnetRemote
+
+    return TailnetRemote(target, address)
+
+
+def tailnet_address(target: Target, devices: Sequence[Device]) -> tuple[str | None, str]:
+    """Where to reach `target` over Tailscale SSH, or None and why not.
+
+    Matched to its device as verify matches canaries (hostname, or MagicDNS first label), and
+    only when the control plane sees the device online: a node that is offline does not answer.
+    """
+    from tsops.canary import find_device, tailnet_ipv4
+
+    device = find_device(devices, target.name)
+    if device is None:
+        return None, "no single device of that hostname in the tailnet's device list"
+    address = tailnet_ipv4(device)
+    if address is None:
+        return None, f"device {device.id} has no tailnet IPv4 address"
+    if not device.connected_to_control:
+        return None, f"device {device.id} is offline"
+    return address, ""
+
+
 @dataclass
 class RunContext:
     """One command's inventory, selection and connections to the outside systems."""
@@ -69,11 +96,14 @@ class RunContext:
     events: Events = field(default_factory=Recorded)
     concurrency: int = 32
     connect: Connect | None = None
+    connect_tailnet: ConnectTailnet | None = None
     api_factory: Callable[[RunContext], TailscaleApi] | None = None
     s3_factory: Callable[[Storage, tuple[str, str] | None], S3Client] | None = None
     limited: bool = False
     remotes: dict[str, RemoteLike] = field(default_factory=dict)
     _api: TailscaleApi | None = None
+    _devices: list[Device] | None = None
+    _devices_lock: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Runner | None = None
 
@@ -111,12 +141,45 @@ class RunContext:
         return self._runner
 
     def remote(self, target: Target) -> RemoteLike:
-        """The SSH connection to `target`, opened once and shared by every phase of the run."""
+        """The SSH connection to `target`, opened once and shared by every phase of the run.
+
+        `via` chooses the path: OpenSSH, Tailscale SSH to the tailnet address, or (for
+        `tailnet-once-enrolled`) Tailscale SSH when the device list shows the server enrolled
+        and online, else OpenSSH for the first contact.
+        """
         with self._lock:
-            if target.name not in self.remotes:
-                connect = self.connect or ssh_connector(self.inventory)
-                self.remotes[target.name] = connect(target)
-            return self.remotes[target.name]
+            existing = self.remotes.get(target.name)
+        if existing is not None:
+            return existing
+        made = self.open_remote(target)  # outside the lock: it may ask the API
+        with self._lock:
+            return self.remotes.setdefault(target.name, made)
+
+    def open_remote(self, target: Target, *, fresh_devices: bool = False) -> RemoteLike:
+        """A new, not yet connected connection to `target` over the path `via` chooses.
+
+        `fresh_devices` reads the device list again first: a server enrolled during this run
+        (or whose OpenSSH was just closed) is then reached over Tailscale SSH.
+        """
+        if target.via != "openssh":
+            address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
+            if address is not None:
+                return (self.connect_tailnet or tailnet_connector)(target, address)
+            if target.via == "tailnet":
+                from tsops.remote import HostUnreachable
+
+                raise HostUnreachable(target.name, (
+                    f"via tailnet, but {why}: enroll it first (via tailnet-once-enrolled "
+                    "makes the first contact over OpenSSH)"))
+        return (self.connect or ssh_connector(self.inventory))(target)
+
+    def devices(self, *, refresh: bool = False) -> list[Device]:
+        """The tailnet's device list, read once per run (again with `refresh`) for choosing
+        connection paths."""
+        with self._devices_lock:
+            if self._devices is None or refresh:
+                self._devices = self.api.list_devices()
+            return self._devices
 
     def reconnect(self, target: Target) -> RemoteLike:
         """Drop the cached connection to `target` and open a new one, as `remote` does.
@@ -124,10 +187,12 @@ class RunContext:
         For a change that could cut tsops off: only a new connection over the path tsops uses
         next for the host proves that path still works.
         """
+        # The path is chosen again from a fresh device list: a server enrolled in this run, or
+        # just closed to OpenSSH, is reached over Tailscale SSH when its `via` says so.
+        fresh = self.open_remote(target, fresh_devices=True)  # outside the lock: asks the API
         with self._lock:
             old = self.remotes.pop(target.name, None)
-            connect = self.connect or ssh_connector(self.inventory)
-            self.remotes[target.name] = fresh = connect(target)
+            self.remotes[target.name] = fresh
         if old is not None:
             old.close()
         return fresh

@@ -2,6 +2,12 @@
 
 Nothing else in tsops imports fabric or paramiko. Every command is one SSH exec channel (one
 round trip), counted, so that tests and benchmarks can prove how many a flow needed.
+
+Two paths, chosen per server by `connection.via` (tsops/context.py decides): `Remote`, OpenSSH
+with keys and known_hosts through Fabric; and `TailnetRemote`, Tailscale SSH to the server's
+tailnet address (tsops/tailnet_ssh.py opens it), where each command is a session the tailnet
+policy can record. Both run the same scripts the same way (`sh -c`, `sudo -n` for a non-root
+user, secrets on stdin).
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import shlex
 import socket
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +25,7 @@ from tsops.errors import TsopsError
 
 if TYPE_CHECKING:
     from fabric import Connection
+    from paramiko import Channel, Transport
 
     from tsops.inventory.load import Target
 
@@ -25,6 +34,21 @@ if TYPE_CHECKING:
 # paramiko's SSHException covers keys, authentication and protocol errors; invoke's
 # CommandTimedOut is a command that outlived COMMAND_TIMEOUT. Anything else is a bug.
 COMMAND_TIMEOUT = 600
+
+
+_IMPORTING = threading.Lock()
+
+
+def _import_ssh_libraries() -> None:
+    """Import fabric (and with it paramiko and invoke) once, under a lock.
+
+    Hosts are connected from several threads at once; two threads importing paramiko for the
+    first time can see its modules half-initialised (its modules import each other), which
+    fails with ImportError. One lock around the first import avoids that.
+    """
+    with _IMPORTING:
+        import fabric  # noqa: F401
+        import paramiko  # noqa: F401
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -103,9 +127,7 @@ class Remote:
 
     def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
         """Run a shell script on the host in one round trip; `stdin` keeps secrets out of argv."""
-        command = f"sh -c {shlex.quote(script)}"
-        if privileged and self.target.sudo and self.target.user != "root":
-            command = f"sudo -n {command}"
+        command = shell_command(self.target, script, privileged)
         connection = self._connect()
         self.round_trips += 1
         try:
@@ -133,6 +155,7 @@ class Remote:
             self._connection = None
 
     def _connect(self) -> Connection:
+        _import_ssh_libraries()
         with self._lock:
             if self._connection is None:
                 self._connection = self._open()
@@ -169,6 +192,299 @@ class Remote:
         except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
         return connection
+
+
+def shell_command(target: Target, script: str, privileged: bool) -> str:
+    """The exec command for `script`: `sh -c`, under `sudo -n` for a privileged step of a
+    non-root user with `sudo: true`."""
+    command = f"sh -c {shlex.quote(script)}"
+    if privileged and target.sudo and target.user != "root":
+        command = f"sudo -n {command}"
+    return command
+
+
+def upload_script(remote: str) -> str:
+    """Write standard input to `remote`, root-only (0600) from its first byte."""
+    path = shlex.quote(remote)
+    return f"set -e\numask 077\ncat > {path}\nchmod 600 {path}\n"
+
+
+UPLOAD_CHUNK = 64 * 1024
+IDLE_WAIT_S = 0.01
+# A step that restarts tailscaled (a Tailscale upgrade) runs in a transient unit of its own;
+# tsops waits for it in sessions of at most DETACHED_WAIT_S seconds each, reconnecting after
+# the restart cut one (RECONNECT_WAIT_S between tries), for at most COMMAND_TIMEOUT in all.
+DETACHED_WAIT_S = 20
+WAIT_MARGIN_S = 40  # beyond DETACHED_WAIT_S, before a silent wait session counts as cut
+RECONNECT_WAIT_S = 1.0
+STILL_RUNNING = "tsops-detached: still running"
+KILLED_STATUS = 4294967295  # Tailscale SSH's exit status for a session it killed (Go's -1)
+
+
+def detach_script(unit: str, script: str, delay_s: int = 0) -> str:
+    """Start `script` as the transient unit `unit` (`delay_s` seconds from now), its output and
+    exit status into /run/tsops/UNIT."""
+    folder = f"/run/tsops/{unit}"
+    end = f"TSOPS_END_{unit.rsplit('-', 1)[-1]}"
+    later = f" --on-active={delay_s}s" if delay_s else ""
+    return (f"set -eu\numask 077\nmkdir -p /run/tsops\nmkdir {folder}\n"
+            f"cat > {folder}/script <<'{end}'\n{script}\n{end}\n"
+            f"systemd-run --quiet --collect --unit={unit}{later} sh -c "
+            "'sh \"$0/script\" > \"$0/log\" 2>&1; echo $? > \"$0/rc.part\"; "
+            f"mv \"$0/rc.part\" \"$0/rc\"' {folder}\n")
+
+
+def wait_script(unit: str) -> str:
+    """Wait a while for the unit of `detach_script`: its output and exit status, or
+    STILL_RUNNING."""
+    folder = f"/run/tsops/{unit}"
+    return (f"d={folder}\ni=0\n"
+            f"while [ ! -e \"$d/rc\" ] && [ $i -lt {DETACHED_WAIT_S} ]; do sleep 1; "
+            "i=$((i+1)); done\n"
+            f"if [ ! -e \"$d/rc\" ]; then echo '{STILL_RUNNING}'; exit 0; fi\n"
+            "cat \"$d/log\"\nrc=$(cat \"$d/rc\")\nrm -rf \"$d\"\nexit \"$rc\"\n")
+
+
+LEAVE_DELAY_S = 5  # the session that starts a logout ends well before the logout runs
+
+
+def run_leaving_tailnet(remote: RemoteLike, script: str) -> tuple[RunResult, str | None]:
+    """Run a script that takes the host off the tailnet (logout, uninstall), and a note on how
+    its end was seen (None: as any command's).
+
+    Over Tailscale SSH the logout stops the very server the session runs on, half-way through
+    the script: there it runs in a transient unit started a few seconds after this session,
+    and tsops watches it until either the unit's result comes back or Tailscale SSH stops
+    answering, which is the node leaving the tailnet. Over OpenSSH it simply runs.
+    """
+    if isinstance(remote, TailnetRemote):
+        return remote.run_leaving(script)
+    return remote.run(script), None
+
+
+def run_surviving_restart(remote: RemoteLike, script: str) -> RunResult:
+    """Run a script that may restart tailscaled (a package upgrade) so that it finishes.
+
+    Over Tailscale SSH the session's processes belong to tailscaled: its restart would kill
+    the upgrade half-way. There the script runs in a transient systemd unit, outside
+    tailscaled, and tsops waits for it, reconnecting when the restart cuts the session. Over
+    OpenSSH it simply runs.
+    """
+    if isinstance(remote, TailnetRemote):
+        return remote.run_detached(script)
+    return remote.run(script)
+
+
+class TailnetRemote:
+    """A Tailscale SSH connection to one server's tailnet address, opened on first use.
+
+    Tailscale SSH lets tsops in by the control machine's tailnet identity (an ssh rule must
+    admit it as the connection user); each command is a session of its own, recorded when the
+    rule says so. Uploads go over an exec channel's stdin, never SFTP: Tailscale SSH does not
+    record SFTP (and the lab's server has none).
+    """
+
+    def __init__(self, target: Target, address: str, timeout: float = 15,
+                 port: int = 22) -> None:
+        self.target = target
+        self.address = address
+        self.timeout = timeout
+        self.port = port
+        self.round_trips = 0
+        self._transport: Transport | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The inventory name of the host."""
+        return self.target.name
+
+    def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
+        """Run a shell script on the host in one session; `stdin` keeps secrets out of argv."""
+        data = [stdin.encode()] if stdin is not None else []
+        return self._exec(shell_command(self.target, script, privileged), data)
+
+    def _wait_for(self, unit: str) -> RunResult:
+        """One session of waiting for a detached unit (bounded: its peer may vanish)."""
+        return self._exec(shell_command(self.target, wait_script(unit), True), [],
+                          timeout=DETACHED_WAIT_S + WAIT_MARGIN_S)
+
+    def run_detached(self, script: str) -> RunResult:
+        """Run `script` as root in a transient unit and wait for it across reconnections."""
+        import secrets
+
+        unit = f"tsops-step-{secrets.token_hex(6)}"
+        started = self.run(detach_script(unit, script))
+        if not started.ok:
+            return started
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        cut = ""
+        while time.monotonic() < deadline:
+            try:
+                result = self._wait_for(unit)
+            except HostUnreachable as error:
+                cut = error.reason  # tailscaled restarting: its address and SSH come back
+                time.sleep(RECONNECT_WAIT_S)
+                continue
+            if result.exited == KILLED_STATUS:
+                cut = "the session was ended"
+                time.sleep(RECONNECT_WAIT_S)
+                continue
+            if result.ok and result.stdout.strip() == STILL_RUNNING:
+                continue
+            return result
+        raise HostUnreachable(self.name, (
+            f"the step running as {unit} did not finish within {COMMAND_TIMEOUT} s"
+            + (f" (last: {cut})" if cut else "") + "; see /run/tsops/ on the host"))
+
+    def run_leaving(self, script: str) -> tuple[RunResult, str | None]:
+        """Run a script that logs the node out, in a delayed transient unit; see
+        run_leaving_tailnet."""
+        import secrets
+
+        unit = f"tsops-step-{secrets.token_hex(6)}"
+        try:
+            started = self.run(detach_script(unit, script, LEAVE_DELAY_S))
+        except HostUnreachable:
+            started = None  # cut at the very end: the unit may well be started; look below
+        if started is not None and not started.ok:
+            return started, None
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                result = self._wait_for(unit)
+            except HostUnreachable as error:
+                cut = error.reason
+            else:
+                if result.ok and result.stdout.strip() == STILL_RUNNING:
+                    continue
+                if result.exited != KILLED_STATUS:
+                    return result, None
+                cut = "the session was ended"
+            self.close()
+            try:  # gone for good, or only the session was cut?
+                time.sleep(RECONNECT_WAIT_S)
+                self._connect()
+            except HostUnreachable as error:
+                return RunResult(0, "", ""), (
+                    f"started as {unit}; then Tailscale SSH ended ({cut}) and stopped answering "
+                    f"({error.reason}): the node left the tailnet; its output is in "
+                    f"/run/tsops/{unit}/ on the host")
+        raise HostUnreachable(self.name, f"the step running as {unit} did not end within "
+                              f"{COMMAND_TIMEOUT} s; see /run/tsops/ on the host")
+
+    def put(self, local: Path, remote: str) -> None:
+        """Copy a local file to the host (mode 0600) through one session's stdin."""
+        try:
+            stream = local.open("rb")
+        except OSError as error:
+            raise TsopsError(f"cannot read {local}: {error.strerror}") from error
+        with stream:
+            chunks = iter(lambda: stream.read(UPLOAD_CHUNK), b"")
+            result = self._exec(shell_command(self.target, upload_script(remote), True), chunks)
+        if not result.ok:
+            raise CommandFailed(self.name, f"copying {local.name} to {remote}", result)
+
+    def close(self) -> None:
+        """Close the connection if one is open."""
+        with self._lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    def _connect(self) -> Transport:
+        _import_ssh_libraries()
+        from tsops.tailnet_ssh import Refused, open_transport
+
+        with self._lock:
+            if self._transport is None or not self._transport.is_active():
+                try:
+                    self._transport = open_transport(self.address, self.target.user,
+                                                     self.timeout, self.port)
+                except Refused as refused:
+                    raise HostUnreachable(self.name, self._refusal(refused)) from None
+            return self._transport
+
+    def _refusal(self, refused: Any) -> str:
+        """The one line an operator reads when Tailscale SSH would not let tsops in."""
+        user, identity = self.target.user, self.target.tailnet_identity or "this machine"
+        if refused.banner:
+            return (f"Tailscale SSH at {self.address} refused {user}: {refused.banner} (no ssh "
+                    f"rule admits tsops's identity {identity} as {user} with action accept? "
+                    "see docs/tailnet-management.md)")
+        return f"Tailscale SSH as {user}: {refused.reason}"
+
+    def _exec(self, command: str, stdin: Iterable[bytes],
+              timeout: float = COMMAND_TIMEOUT) -> RunResult:
+        """One exec channel: send stdin (from a thread), read both outputs, the exit status.
+
+        `timeout` bounds the whole command: a connection whose peer vanished without a word
+        (its tailnet address removed) would otherwise hang until TCP gives up."""
+        transport = self._connect()
+        import paramiko
+
+        self.round_trips += 1
+        problems: list[BaseException] = []
+        try:
+            channel = transport.open_session(timeout=self.timeout)
+            channel.exec_command(command)
+
+            def feed() -> None:
+                try:
+                    for chunk in stdin:
+                        channel.sendall(chunk)
+                    channel.shutdown_write()
+                except (paramiko.SSHException, OSError, EOFError) as error:
+                    problems.append(error)
+
+            writer = threading.Thread(target=feed, name=f"stdin-{self.name}", daemon=True)
+            writer.start()
+            out, err = _drain(channel, timeout)
+            writer.join(self.timeout)
+            status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+            channel.close()
+        except TimeoutError:  # before OSError, its base class
+            self.close()
+            raise HostUnreachable(self.name, f"a command ran longer than {timeout:.0f} s "
+                                  "and was stopped") from None
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            self.close()  # the next command connects again
+            raise HostUnreachable(self.name, f"the Tailscale SSH session was cut: "
+                                  f"{error or type(error).__name__}") from error
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if status == -1:  # paramiko: the channel closed without an exit status
+            self.close()
+            tail = (stderr.strip() or stdout.strip()).splitlines()
+            raise HostUnreachable(self.name, (
+                "the Tailscale SSH session ended without an exit status (tailscaled restarted "
+                "or the recording failed)" + (f": {tail[-1]}" if tail else "")))
+        if problems and status != 0:
+            raise HostUnreachable(self.name, f"sending input over Tailscale SSH failed: "
+                                  f"{problems[0] or type(problems[0]).__name__}")
+        return RunResult(status, stdout, stderr)
+
+
+def _drain(channel: Channel, timeout: float) -> tuple[bytearray, bytearray]:
+    """Read stdout and stderr until the command exits; TimeoutError after `timeout` seconds."""
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = False
+        if channel.recv_ready():
+            out += channel.recv(UPLOAD_CHUNK)
+            busy = True
+        if channel.recv_stderr_ready():
+            err += channel.recv_stderr(UPLOAD_CHUNK)
+            busy = True
+        if busy:
+            continue
+        # EOF comes after the last byte of both streams; a closed channel has nothing more.
+        if channel.closed or (channel.eof_received and channel.exit_status_ready()):
+            return out, err
+        if time.monotonic() > deadline:
+            channel.close()
+            raise TimeoutError
+        time.sleep(IDLE_WAIT_S)
 
 
 def _known_hosts_files(ssh_config: Any) -> list[Path]:

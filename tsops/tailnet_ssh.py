@@ -8,7 +8,9 @@ offers the SSH "none" method and is let in when an ssh rule of the policy allows
 as that user. So this needs the machine running tsops to be on the tailnet.
 
 The server's host key is not checked: the address is a tailnet address, so WireGuard has
-already authenticated the peer, and the session sends no secret and only runs a harmless command.
+already authenticated the peer (its node key, which the control plane vouches for) before a
+byte of SSH arrives; a host key check would add nothing. `open_transport` is also what
+`tsops/remote.py` uses to manage servers over Tailscale SSH (`connection.via`).
 paramiko comes with Fabric; it is imported only when a session is opened.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from paramiko import Channel
+    from paramiko import Channel, Transport
 
 SSH_PORT = 22
 READ_LIMIT = 64 * 1024  # a canary prints one line; more than this is not read
@@ -41,32 +43,59 @@ class SessionResult:
         return self.failure is None and self.exit_status == 0
 
 
+class Refused(Exception):
+    """No session could be opened: `reason` says why, in words an operator can act on."""
+
+    def __init__(self, reason: str, banner: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.banner = banner
+
+
+def open_transport(address: str, user: str, timeout: float = 20.0,
+                   port: int = SSH_PORT) -> Transport:
+    """An SSH transport to `address`, logged in as `user` with the `none` method.
+
+    Tailscale SSH decides by the tailnet identity of this machine (the ssh rules of the
+    policy), so no key or password is offered. The host key is not checked: the address is a
+    tailnet address, whose peer WireGuard has already authenticated. Raises Refused.
+    """
+    import paramiko
+
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as error:
+        raise Refused(
+            f"cannot connect to {address}:{port} ({error.strerror or error}): Tailscale SSH is "
+            "not answering there, or this machine is not on the tailnet") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        transport.auth_none(user)
+    except paramiko.BadAuthenticationType as error:
+        transport.close()
+        allowed = ", ".join(error.allowed_types) or "nothing"
+        raise Refused(
+            f"{address}:{port} refused {user} without keys (it offers: {allowed}): no ssh rule "
+            "lets this machine in as that user, or this is not Tailscale SSH") from None
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        said = _banner(transport)
+        transport.close()
+        raise Refused(f"SSH to {user}@{address}:{port} failed: {error or type(error).__name__}"
+                      + (f" ({said})" if said else ""), said) from None
+    return transport
+
+
 def run_command(address: str, user: str, command: str, timeout: float = 20.0,
                 port: int = SSH_PORT) -> SessionResult:
     """Open a Tailscale SSH session to `address` as `user`, run `command`, return what happened."""
     import paramiko
 
     try:
-        sock = socket.create_connection((address, port), timeout=timeout)
-    except OSError as error:
-        return SessionResult(None, failure=(
-            f"cannot connect to {address}:{port} ({error.strerror or error}): Tailscale SSH is "
-            "not answering there, or this machine is not on the tailnet"))
-    transport = paramiko.Transport(sock)
+        transport = open_transport(address, user, timeout, port)
+    except Refused as refused:
+        return SessionResult(None, failure=refused.reason)
     try:
-        try:
-            transport.start_client(timeout=timeout)
-            transport.auth_none(user)
-        except paramiko.BadAuthenticationType as error:
-            allowed = ", ".join(error.allowed_types) or "nothing"
-            return SessionResult(None, failure=(
-                f"{address}:{port} refused {user} without keys (it offers: {allowed}): no ssh "
-                "rule lets this machine in as that user, or this is not Tailscale SSH"))
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            said = _banner(transport)
-            return SessionResult(None, failure=(
-                f"SSH to {user}@{address}:{port} failed: {error or type(error).__name__}"
-                + (f" ({said})" if said else "")))
         try:
             channel = transport.open_session(timeout=timeout)
             channel.settimeout(timeout)

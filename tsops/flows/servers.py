@@ -332,15 +332,17 @@ def _find_device(devices: list[Device], target: Target,
 
 
 def _on_host(remote: RemoteLike, unreachable: str | None, uninstall: bool) -> StepResult:
-    from tsops.remote import HostUnreachable
+    from tsops.remote import HostUnreachable, run_leaving_tailnet
 
     step = "uninstall tailscale" if uninstall else "tailscale logout"
     if unreachable is not None:
         return StepResult(step, f"unreachable: {unreachable}")
     try:
-        result = remote.run(UNINSTALL if uninstall else LOGOUT)
+        result, seen = run_leaving_tailnet(remote, UNINSTALL if uninstall else LOGOUT)
     except HostUnreachable as error:
         return StepResult(step, f"unreachable: {error.reason}")
+    if seen is not None:
+        step = f"{step} ({seen})"
     if not result.ok:
         detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
         return StepResult(step, f"exit {result.exited}: {detail[-1] if detail else 'no output'}")

@@ -21,7 +21,7 @@ from ruamel.yaml.nodes import MappingNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from tsops.errors import InventoryError
-from tsops.inventory.model import Connection, Host, Inventory, OpenSSH
+from tsops.inventory.model import Connection, Host, Inventory, OpenSSH, SshRule, Via
 
 Loc = tuple[str | int, ...]
 KEEP = OpenSSH()
@@ -45,6 +45,10 @@ class Target:
     sudo: bool
     jump_host: str | None
     line: int
+    # How tsops reaches the host: "openssh", "tailnet" (Tailscale SSH to its tailnet address)
+    # or "tailnet-once-enrolled" (Tailscale SSH when the device list shows it online).
+    via: Via = "openssh"
+    tailnet_identity: str | None = None  # who the control machine is on the tailnet
     openssh: OpenSSH = KEEP
 
 
@@ -400,11 +404,17 @@ def _target(
         return None
 
     tags = tuple(dict.fromkeys((*inherited_tags, *host.tags)))
+    # Recorders are always managed over OpenSSH (`connection.via` is for servers): under
+    # enforceRecorder tsops's own Tailscale SSH sessions need a recorder, so managing the
+    # recorders through one would lock tsops out the day they fail. _cross_check refuses a
+    # `via` written on the recorders.
+    via: Via = "openssh" if role == "recorder" else (pick("via") or "openssh")
     return Target(
         name=name, role=role, group=group, address=host.address or name, tags=tags,
         user=pick("user") or "root", port=pick("port") or 22,
         identity_file=pick("identity_file"), sudo=bool(pick("sudo")),
-        jump_host=pick("jump_host"), line=line,
+        jump_host=pick("jump_host"), line=line, via=via,
+        tailnet_identity=getattr(layers[0], "tailnet_identity", None),
         openssh=(pick("openssh") if role == "server" else None) or KEEP,
     )
 
@@ -450,6 +460,95 @@ def _cross_check(
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
     yield from _recorder_checks(path, document, model)
     yield from _openssh_checks(path, document, model)
+    yield from _via_checks(path, document, model, targets)
+
+
+def _via_checks(path: Path, document: CommentedMap, model: Inventory,
+                targets: tuple[Target, ...]) -> Iterator[str]:
+    """`via` on recorders, and a tailnet `via` without an identity an accept rule admits."""
+    recorders = model.recorders
+    if recorders is not None:
+        written: list[tuple[Loc, Connection]] = [(("recorders",), recorders)] + [
+            (("recorders", "hosts", name), host) for name, host in recorders.hosts.items()
+            if host is not None]
+        for loc, layer in written:
+            if layer.via not in (None, "openssh"):
+                line, col = _position(document, (*loc, "via"))
+                yield (f"{path}:{line}:{col}: {_field_path((*loc, 'via'))}: recorders are "
+                       "always managed over OpenSSH (they are not tailnet nodes tsops enrolls, "
+                       "and under enforceRecorder tsops's own Tailscale SSH sessions need them); "
+                       "remove it")
+    identity = model.connection.tailnet_identity
+    reported: set[Loc] = set()
+    for target in targets:
+        if target.via == "openssh":
+            continue
+        via_loc = _via_loc(model, target)
+        if identity is None:
+            if via_loc not in reported:
+                reported.add(via_loc)
+                line, col = _position(document, via_loc)
+                yield (f"{path}:{line}:{col}: {_field_path(via_loc)}: via {target.via} needs "
+                       "connection.tailnet_identity: the user login or tag the control machine "
+                       "has on the tailnet (see docs/tailnet-management.md)")
+            continue
+        problem = identity_problem(model.ssh_rules, identity, target)
+        if problem is not None:
+            line, col = _position(document, ("connection", "tailnet_identity"))
+            yield f"{path}:{line}:{col}: connection.tailnet_identity: {problem}"
+
+
+def identity_problem(rules: tuple[SshRule, ...], identity: str, target: Target) -> str | None:
+    """Why no managed rule lets `identity` into `target` as its connection user, or None.
+
+    The first managed rule whose src, dst and users match decides, as in Tailscale SSH. Only
+    what the inventory knows is proven: a `group:` in src is defined in the policy file, so an
+    identity admitted only through one is not taken as admitted.
+    """
+    for rule in rules:
+        if not (_src_admits(rule.src, identity) and set(rule.dst) & set(target.tags)
+                and _users_admit(rule, identity, target.user)):
+            continue
+        if rule.action != "accept":
+            return (f"{target.name}: the first managed ssh rule admitting {identity} as "
+                    f"{target.user} is {rule.name!r} with action {rule.action}: a check rule "
+                    "asks for a browser login, which tsops cannot do; give tsops an accept "
+                    "rule listed before it (see docs/tailnet-management.md)")
+        return None
+    return (f"{target.name}: no ssh_rules entry admits {identity} to its tags "
+            f"({', '.join(target.tags)}) as {target.user} with action: accept, so Tailscale "
+            "SSH would refuse tsops (see docs/tailnet-management.md for the rule to add)")
+
+
+def _src_admits(src: tuple[str, ...], identity: str) -> bool:
+    tagged = identity.startswith("tag:")
+    return identity in src or ("autogroup:tagged" if tagged else "autogroup:member") in src
+
+
+def _users_admit(rule: SshRule, identity: str, user: str) -> bool:
+    if rule.admits(user):
+        return True
+    local, _, domain = identity.partition("@")
+    return (not identity.startswith("tag:") and local == user
+            and f"localpart:*@{domain}" in rule.users)
+
+
+def _via_loc(model: Inventory, target: Target) -> Loc:
+    """Where the `via` that applies to a server is written (host, group, servers, connection)."""
+    servers = model.servers
+    layers: list[tuple[Loc, Connection | None]] = [
+        (("connection",), model.connection), (("servers",), servers)]
+    if target.group is not None:
+        group = servers.groups[target.group]
+        layers += [(("servers", "groups", target.group), group),
+                   (("servers", "groups", target.group, "hosts", target.name),
+                    group.hosts.get(target.name))]
+    else:
+        layers.append((("servers", "hosts", target.name), servers.hosts.get(target.name)))
+    for loc, layer in reversed(layers):
+        if layer is not None and layer.via is not None:
+            return (*loc, "via")
+    return ("connection", "via")
 
 
 def _openssh_layers(model: Inventory) -> Iterator[tuple[Loc, OpenSSH | None]]:

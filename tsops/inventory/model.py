@@ -406,6 +406,23 @@ class Tailnet(Model):
     credentials: Credentials
 
 
+Via = Literal["openssh", "tailnet", "tailnet-once-enrolled"]
+
+
+def _tailnet_identity(value: str) -> str:
+    """A user login (ops@example.com) or a tag (tag:tsops): who the control machine is."""
+    _word(value)
+    if value.startswith("tag:"):
+        return _tag(value)
+    local, at, domain = value.partition("@")
+    if not (local and at and domain and "@" not in domain and USER_RE.fullmatch(value)):
+        raise PydanticCustomError(
+            "tailnet_identity", 'expected the control machine\'s tailnet identity: a user '
+            'login like "ops@example.com" or a tag like "tag:tsops", got {value}',
+            {"value": repr(value)})
+    return value
+
+
 class Connection(Model):
     """How tsops reaches hosts over SSH; each field can be overridden per group or host."""
 
@@ -414,12 +431,14 @@ class Connection(Model):
     identity_file: Text | None = None
     sudo: bool | None = None
     jump_host: Annotated[str, AfterValidator(_jump_host)] | None = None
+    via: Via | None = None
 
 
 class Defaults(Connection):
     """SSH defaults for every host, plus the ssh_config file to read them from."""
 
     ssh_config: Text | None = None
+    tailnet_identity: Annotated[str, AfterValidator(_tailnet_identity)] | None = None
 
 
 class Tarball(Model):

@@ -17,7 +17,13 @@ from time import monotonic, sleep
 from tsops.context import RunContext
 from tsops.errors import TsopsError
 from tsops.inventory.load import LoadedInventory, Target
-from tsops.remote import CommandFailed, HostUnreachable, RemoteLike, RunResult
+from tsops.remote import (
+    CommandFailed,
+    HostUnreachable,
+    RemoteLike,
+    RunResult,
+    run_surviving_restart,
+)
 from tsops.runner import INTERRUPTED, HostResult
 from tsops.servers import exposure, scripts
 from tsops.servers.facts import FACTS, HostFacts
@@ -118,9 +124,11 @@ class ServerPhase:
                 _verify_local_tarball(local, install.tarball.sha256)
                 uploaded = f"/run/tsops-{hashlib.sha256(str(local).encode()).hexdigest()[:8]}.tgz"
                 remote.put(local, uploaded)
-            _check(remote, remote.run(scripts.install_tarball(install, facts, uploaded)), step)
+            _check(remote, run_surviving_restart(
+                remote, scripts.install_tarball(install, facts, uploaded)), step)
         elif step.kind == "install":
-            _check(remote, remote.run(scripts.install_package(install, facts)), step)
+            _check(remote, run_surviving_restart(remote, scripts.install_package(install, facts)),
+                   step)
         elif step.kind == "service":
             _check(remote, remote.run(scripts.enable_service()), step)
         elif step.kind == "account":
