@@ -214,6 +214,7 @@ tailnet:
   credentials: {api_token: {env: TS_API_TOKEN}}
 tailscale:
   install: {method: preinstalled}
+connection: {tailnet_identity: ops@example.com}
 servers:
   tags: [tag:server]
   openssh: {mode: restrict, listen: [10.0.0.5], revert_after: 30s}
@@ -221,10 +222,17 @@ servers:
     db1: {tags: [tag:db]}
   groups:
     web:
+      via: tailnet-once-enrolled     # `off` needs a way in other than OpenSSH
       openssh: {mode: off}
       hosts:
         web1:
         web2: {openssh: {mode: keep}}
+ssh_rules:
+  - name: tsops
+    src: [ops@example.com]
+    dst: [tag:server]
+    users: [root]
+    enforce_recorder: false
 """
 
 

@@ -17,7 +17,7 @@ from tsops.policy.coverage import Gap
 from tsops.recorders.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
 from tsops.runner import HostResult
 from tsops.servers.phase import ServerPhase
-from tsops.servers.plan import HostPlan
+from tsops.servers.plan import HostPlan, StepKind
 
 
 @dataclass(frozen=True)
@@ -167,13 +167,21 @@ def apply(context: RunContext, planned: BootstrapPlan, *,
     if planned.recorders is not None:
         recorders = RecorderPhase(context).apply(planned.recorders)
     servers = ServerPhase(context)
+    # The OpenSSH change comes last, after the policy: when tsops will reach a server over
+    # Tailscale SSH next, the rule that lets it in must be written before sshd is closed.
+    hold: frozenset[StepKind] = frozenset({"openssh"}) if manages_policy(context) else frozenset()
     if all(p.converged for p in planned.hosts):
         hosts = servers.unchanged(planned.hosts)
     else:
-        hosts = servers.apply(planned.hosts)
+        hosts = servers.apply(planned.hosts, hold=hold)
     healthy = recorders.healthy_tags if recorders is not None else frozenset()
     policy = apply_policy(context, set(healthy), allow_unverified, allow_gaps) if manages_policy(
         context) else None
+    if hold and not all(p.converged for p in planned.hosts):
+        blocked = None
+        if policy is not None and (policy.error is not None or policy.refused):
+            blocked = "because the policy file was not written"
+        hosts = servers.finish(planned.hosts, hosts, hold, blocked)
     return BootstrapReport(hosts, recorders, policy)
 
 

@@ -460,6 +460,7 @@ def _cross_check(
         yield f"{path}:{line}:{col}: recorders: recorders need a `storage` section"
     yield from _recorder_checks(path, document, model)
     yield from _openssh_checks(path, document, model)
+    yield from _openssh_off_checks(path, document, model, targets)
     yield from _via_checks(path, document, model, targets)
 
 
@@ -595,6 +596,44 @@ def _openssh_checks(path: Path, document: CommentedMap, model: Inventory) -> Ite
                 if address in seen:
                     yield f"{at('listen', index)}: {address} is listed twice"
                 seen.add(address)
+
+
+def _openssh_off_checks(path: Path, document: CommentedMap, model: Inventory,
+                        targets: tuple[Target, ...]) -> Iterator[str]:
+    """`off` on a server tsops manages over OpenSSH: the change would cut tsops off for good
+    (the dead-man would revert it on every run), so it needs a tailnet `via`."""
+    reported: set[Loc] = set()
+    for target in targets:
+        if target.role != "server" or target.openssh.mode != "off" or target.via != "openssh":
+            continue
+        loc = _openssh_loc(model, target)
+        if loc in reported:
+            continue
+        reported.add(loc)
+        line, col = _position(document, (*loc, "mode"))
+        yield (f"{path}:{line}:{col}: {_field_path((*loc, 'mode'))}: mode off on {target.name}, "
+               "which tsops manages over OpenSSH (via openssh): turning sshd off would cut tsops "
+               "off; set via: tailnet-once-enrolled (or tailnet) and tailnet_identity first "
+               "(see docs/tailnet-management.md)")
+
+
+def _openssh_loc(model: Inventory, target: Target) -> Loc:
+    """Where the `openssh` setting that applies to a server is written."""
+    servers = model.servers
+    layers: list[tuple[Loc, OpenSSH | None]] = [(("servers",), servers.openssh)]
+    if target.group is not None:
+        group = servers.groups[target.group]
+        host = group.hosts.get(target.name)
+        layers += [(("servers", "groups", target.group), group.openssh),
+                   (("servers", "groups", target.group, "hosts", target.name),
+                    host.openssh if host else None)]
+    else:
+        host = servers.hosts.get(target.name)
+        layers.append((("servers", "hosts", target.name), host.openssh if host else None))
+    for loc, layer in reversed(layers):
+        if layer is not None:
+            return (*loc, "openssh")
+    return ("servers", "openssh")
 
 
 def _canary_checks(path: Path, document: CommentedMap, model: Inventory,

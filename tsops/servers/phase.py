@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from time import monotonic, sleep
 
@@ -27,7 +28,7 @@ from tsops.remote import (
 from tsops.runner import INTERRUPTED, HostResult
 from tsops.servers import exposure, scripts
 from tsops.servers.facts import FACTS, HostFacts
-from tsops.servers.plan import HostPlan, Step, desired_for, plan_host
+from tsops.servers.plan import HostPlan, Step, StepKind, desired_for, plan_host
 from tsops.tailscale_api import Device
 
 
@@ -54,13 +55,52 @@ class ServerPhase:
         return self.context.runner.each(self.context.targets,
                                         lambda target: self._plan_one(target, devices))
 
-    def apply(self, plans: list[HostPlan]) -> list[HostResult]:
-        """Apply every plan in parallel and verify each host afterwards."""
-        by_name = {plan.target.name: plan for plan in plans}
+    def apply(self, plans: list[HostPlan], *,
+              hold: frozenset[StepKind] = frozenset()) -> list[HostResult]:
+        """Apply every plan in parallel and verify each host afterwards.
+
+        Steps of the kinds in `hold` are left for `finish` (bootstrap holds the OpenSSH change
+        until the policy, with the rule that lets tsops in over Tailscale SSH, is written).
+        """
+        by_name = {plan.target.name: _without(plan, hold) for plan in plans}
         targets = [plan.target for plan in plans]
         return self.context.runner.each(
-            targets, lambda target: self._apply_one(by_name[target.name]),
+            targets, lambda target: self._apply_one(by_name[target.name], hold),
             skipped=lambda target: HostResult(target.name, "skipped", INTERRUPTED))
+
+    def finish(self, plans: list[HostPlan], results: list[HostResult],
+               hold: frozenset[StepKind], blocked: str | None = None) -> list[HostResult]:
+        """Apply the held steps of the hosts that got through `apply`, merged into `results`.
+
+        `blocked` says why they cannot be applied now (the host then fails with it).
+        """
+        by_name = {result.name: result for result in results}
+        held = [plan for plan in plans if any(step.kind in hold for step in plan.steps)
+                and not by_name[plan.target.name].failed]
+        if not held:
+            return results
+        if blocked is not None:
+            for plan in held:
+                result = by_name[plan.target.name]
+                result.outcome = "failed"
+                result.reason = (f"{'; '.join(s.summary for s in plan.steps if s.kind in hold)}"
+                                 f": not done, {blocked}; rerun when that is fixed")
+            return results
+        only = {plan.target.name: replace(plan, steps=tuple(
+            step for step in plan.steps if step.kind in hold)) for plan in held}
+        finished = self.context.runner.each(
+            [plan.target for plan in held],
+            lambda target: self._apply_one(only[target.name], frozenset()),
+            skipped=lambda target: HostResult(target.name, "skipped", INTERRUPTED))
+        for late in finished:
+            result = by_name[late.name]
+            result.done.extend(late.done)
+            result.round_trips = late.round_trips
+            if late.outcome != "unchanged":
+                result.outcome = late.outcome
+            if late.reason:
+                result.reason = late.reason
+        return results
 
     def unchanged(self, plans: list[HostPlan]) -> list[HostResult]:
         """The results of plans with nothing to do (no step applied, nothing probed again)."""
@@ -84,7 +124,7 @@ class ServerPhase:
         self.report(target.name, "planned")
         return plan
 
-    def _apply_one(self, plan: HostPlan) -> HostResult:
+    def _apply_one(self, plan: HostPlan, hold: frozenset[StepKind] = frozenset()) -> HostResult:
         target = plan.target
         result = HostResult(target.name, "unchanged")
         if plan.problem is not None:
@@ -102,7 +142,7 @@ class ServerPhase:
                     result.outcome = "changed"
                 else:
                     if plan.steps:
-                        self._verify(plan)
+                        self._verify(plan, hold)
             except TsopsError as error:
                 result.outcome, result.reason = "failed", _reason(error, target)
         result.round_trips = (self.earlier_round_trips.get(target.name, 0)
@@ -228,15 +268,17 @@ class ServerPhase:
         raise TsopsError(f"{target.name}: {lost}; the host reverted it by itself and is "
                          f"reachable again: {outcome.stdout.strip()}")
 
-    def _verify(self, plan: HostPlan) -> None:
-        """Probe again and plan again: a host is done only when nothing is left to change."""
+    def _verify(self, plan: HostPlan, hold: frozenset[StepKind] = frozenset()) -> None:
+        """Probe again and plan again: a host is done only when nothing is left to change
+        (but the held steps)."""
         self.report(plan.target.name, "verifying")
         again = plan_host(plan.target, plan.desired, self._facts(plan.target),
                           self.context.api.list_devices())
         if again.problem is not None:
             raise TsopsError(f"{plan.target.name}: after applying: {again.problem}")
-        if again.steps:
-            left = "; ".join(step.summary for step in again.steps)
+        left_steps = [step for step in again.steps if step.kind not in hold]
+        if left_steps:
+            left = "; ".join(step.summary for step in left_steps)
             raise TsopsError(f"{plan.target.name}: after applying, still to do: {left}")
 
 
@@ -245,6 +287,13 @@ REVERT_GRACE = 5.0
 REACH_AGAIN = 120.0
 """How long after that tsops keeps trying to reach the host."""
 REACH_RETRY = 3.0
+
+
+def _without(plan: HostPlan, hold: frozenset[StepKind]) -> HostPlan:
+    """The plan without its held steps."""
+    if not hold:
+        return plan
+    return replace(plan, steps=tuple(step for step in plan.steps if step.kind not in hold))
 
 
 def _check(remote: RemoteLike, result: RunResult, step: Step) -> None:
