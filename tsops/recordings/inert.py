@@ -103,8 +103,8 @@ class SafeFilter:
     """
 
     def __init__(self, *, strings_end_at_newline: bool = False) -> None:
-        # For search: a control string (OSC, DCS, ...) also ends at a newline, so that an
-        # unterminated one cannot hide the rest of a session.
+        # For search: a control string (OSC, DCS, ...) also ends at a carriage return or
+        # newline (which then act), so an unterminated one cannot hide the rest of a session.
         self._strings_end_at_newline = strings_end_at_newline
         self._state = _TEXT
         self._sequence: list[str] = []  # the CSI or ESC sequence being read (not strings)
@@ -114,6 +114,11 @@ class SafeFilter:
         self._scroll_region = False
         self._charset = False
         self._styled = False
+
+    @property
+    def idle(self) -> bool:
+        """Whether no sequence is under way (the next text starts fresh)."""
+        return self._state == _TEXT
 
     def feed(self, text: str) -> str:
         """The safe part of the next piece of output."""
@@ -283,7 +288,7 @@ class SafeFilter:
             return
         if char == "\x1b":
             self._state = _STRING_ESC
-        elif char == "\n" and self._strings_end_at_newline:
+        elif char in "\r\n" and self._strings_end_at_newline:
             self._begin(_TEXT)
             out.append(char)
         elif char == "\x9c" or (char == "\x07" and self._string_ends_on_bel):

@@ -30,18 +30,25 @@ character; an emulated row, the time of the first write that drew on it since it
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate
+from operator import itemgetter
 from typing import Any
 
 import pyte
+from pyte.charsets import LAT1_MAP
+from pyte.modes import IRM
 from pyte.screens import Char, StaticDefaultDict
 
 from tsops.recordings.cast import strip_controls
 from tsops.recordings.inert import SafeFilter
 from tsops.recordings.reader import MAX_PENDING, Lines
 
+_TEXT = itemgetter(1)
 DEFAULT_SIZE = (80, 24)
 MAX_COLUMNS = 1000
 MAX_ROWS = 500
@@ -56,40 +63,68 @@ _ESC_CHANGES_SCREEN = re.compile(
     r"|\[\?(?![0-9;]*?(?<![0-9])(?:47|1047|1049)(?![0-9]))[0-9;]*[hl])"
 )
 _NOT_ASCII_CONTROL = re.compile(r"[\x80-\x9f]")
+# A write that changes only the cursor's row: text, backspace, erase in line, colours.
+_IN_ROW = re.compile(r"(?:[^\x00-\x1f\x7f-\x9f]|\x08|\x1b\[[0-2]?K|\x1b\[[0-9;]*m)*")
 
 
-def changes_screen(text: str) -> int:
-    """Where in `text` (complete lines) a character needs the emulator, or -1.
+def changes_screen(text: str, start: int = 0, end: int | None = None) -> int:
+    """Where in text[start:end] (complete lines) a character needs the emulator, or -1.
 
-    C-level checks first (membership, counts), the ESC pattern only when there is an ESC.
+    C-level checks first (find, count), the patterns only when there is an ESC or a character
+    beyond ASCII.
     """
-    first = len(text)
+    end = len(text) if end is None else end
+    first = end
     for control in ("\x08", "\x0b", "\x0c"):
-        found = text.find(control, 0, first)
+        found = text.find(control, start, first)
         if found >= 0:
             first = found
-    if text.count("\r") != text.count("\r\n"):
-        found = _lone_cr(text)
+    if text.count("\r", start, first) != text.count("\r\n", start, first):
+        found = _lone_cr(text, start, first)
         if 0 <= found < first:
             first = found
-    if "\x1b" in text:
-        escape = _ESC_CHANGES_SCREEN.search(text, 0, first)
+    if text.find("\x1b", start, first) >= 0:
+        escape = _ESC_CHANGES_SCREEN.search(text, start, first)
         if escape is not None:
             first = escape.start()
-    if not text.isascii():
-        eight_bit = _NOT_ASCII_CONTROL.search(text, 0, first)
+    if not (text.isascii() if start == 0 and end == len(text) else
+            text[start:first].isascii()):
+        eight_bit = _NOT_ASCII_CONTROL.search(text, start, first)
         if eight_bit is not None:
             first = eight_bit.start()
-    return first if first < len(text) else -1
+    return first if first < end else -1
 
 
-def _lone_cr(text: str) -> int:
-    position = text.find("\r")
+def _lone_cr(text: str, start: int, end: int) -> int:
+    position = text.find("\r", start, end)
     while position >= 0:
         if not text.startswith("\n", position + 1):
             return position
-        position = text.find("\r", position + 2)
+        position = text.find("\r", position + 2, end)
     return -1
+
+
+_CELLS: dict[str, Char] = {}
+_ROWS: dict[tuple[str, int], dict[int, Char]] = {}
+
+
+# Default-styled cells of printable ASCII, and the characters that have one: rows made of
+# these are built by C-level dict and map calls (search reads the characters, not styles).
+_ASCII_CELLS = {chr(code): Char(chr(code)) for code in range(0x20, 0x7F)}
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+
+
+def _cell(blank: Char) -> Callable[[str], Char]:
+    """A function giving the default-styled cell of a character (cached)."""
+    def cell(char: str) -> Char:
+        found = _CELLS.get(char)
+        if found is None:
+            if len(_CELLS) > 4096:  # bounded, whatever characters a recording holds
+                _CELLS.clear()
+            found = _CELLS[char] = blank._replace(data=char)
+        return found
+
+    return cell
 
 
 class _Row(StaticDefaultDict[int, Char]):
@@ -101,6 +136,8 @@ class _Row(StaticDefaultDict[int, Char]):
         self.time: float | None = None
         self.changed = False
         self.wrapped = False
+        self.taken = False  # emitted (or seeded) at least once
+        self.text: str | None = None  # its text when taken or seeded (valid while unchanged)
 
 
 Emit = Callable[[float, str, bool], None]
@@ -115,7 +152,7 @@ class _Screen(pyte.Screen):
         self._drawing = False
         self._active = 0  # the row last drawn on or erased
         super().__init__(columns, rows)
-        self.buffer = _Buffer(lambda: _Row(self.default_char))
+        self.buffer = _Buffer(functools.partial(_Row, self.default_char))  # no cycle via self
 
     def row(self, y: int) -> _Row:
         """Row y (created blank when missing)."""
@@ -128,24 +165,91 @@ class _Screen(pyte.Screen):
         row = self.buffer.get(y)
         if not isinstance(row, _Row) or not row.changed:
             return
-        text = "".join(row[x].data for x in range(self.columns)).rstrip()
+        text = self.text_of(y)
         self.emit(row.time if row.time is not None else self.now, text, row.wrapped)
         row.changed = False
+        row.taken = True
+        row.text = text
+
+    def changed_rows(self) -> bool:
+        """Whether a row changed since it was last taken (it would have to be taken first)."""
+        return any(getattr(row, "changed", False) for row in self.buffer.values())
 
     def take_all(self) -> None:
         """Emit every changed row, top to bottom."""
         for y in range(self.lines):
             self.take(y)
 
-    def seed(self, lines: list[tuple[float, str]]) -> None:
-        """Put lines already emitted on the top rows, unchanged, cursor below them."""
-        for y, (time, text) in enumerate(lines):
-            self.cursor.x, self.cursor.y = 0, y
-            super().draw(text[: self.columns])
-            row = self.row(y)
-            row.time, row.changed = time, False
-        self.cursor.x, self.cursor.y = 0, len(lines)
+    def seed(self, rows: list[tuple[float, str, bool]]) -> None:
+        """Put rows already emitted (time, text, continues the row above) on the top rows,
+        unchanged, the cursor below them."""
+        self._fill(0, rows)
+        self.cursor.x, self.cursor.y = 0, len(rows)
         self._active = self.cursor.y
+
+    def _fill(self, first: int, rows: list[tuple[float, str, bool]]) -> None:
+        for y, (time, text, wrapped) in enumerate(rows, first):
+            row = self.row(y)
+            # cells filled directly (drawing them through pyte costs 40 times more)
+            row.update(self._cells(text))
+            row.time, row.changed, row.taken, row.wrapped = time, False, True, wrapped
+            row.text = text
+
+    def _cells(self, text: str) -> dict[int, Char]:
+        """The cells of a row showing `text`, from a small cache (the same recent lines are
+        seeded again at each start of the emulator); the cells are immutable tuples."""
+        key = (text, self.columns)
+        cells = _ROWS.get(key)
+        if cells is None:
+            if len(_ROWS) > 256:
+                _ROWS.clear()
+            shown = text[:self.columns]
+            if _PRINTABLE_ASCII.fullmatch(shown) and not self.default_char.reverse:
+                cells = dict(enumerate(map(_ASCII_CELLS.__getitem__, shown)))
+            else:
+                cells = dict(enumerate(map(_cell(self.default_char), shown)))
+            _ROWS[key] = cells
+        return cells
+
+    def scroll_in(self, cursor_row: int, rows: list[tuple[float, str, bool]]) -> None:
+        """Rows the fast path gave after this screen settled with the cursor at the start of
+        `cursor_row`: written from there down, scrolling the screen up as a terminal does."""
+        overflow = max(0, cursor_row + len(rows) - (self.lines - 1))
+        if overflow:
+            kept = {y - overflow: row for y, row in self.buffer.items() if y >= overflow}
+            self.buffer.clear()
+            self.buffer.update(kept)
+        first = cursor_row - overflow
+        for y in range(first, first + len(rows)):
+            self.buffer.pop(y, None)
+        self._fill(first, rows)
+        self.cursor.x, self.cursor.y = 0, first + len(rows)
+        self._active = self.cursor.y
+
+    def text_of(self, y: int) -> str:
+        """Row y as it shows, blanks at its end removed."""
+        row = self.buffer.get(y)
+        if not row:
+            return ""
+        return "".join([row[x].data for x in range(min(max(row) + 1, self.columns))]).rstrip()
+
+    def settled(self, expected: list[str]) -> bool:
+        """Whether seeding a new screen with `expected` (the last rows emitted) would give
+        this screen again: cursor at the start of a row, no scroll region, the rows above the
+        cursor equal to `expected`'s last ones, the rows from the cursor down blank."""
+        y = self.cursor.y
+        if self.cursor.x or self.margins is not None or len(expected) < y:
+            return False
+        if any(self.text_of(below) for below in range(y, self.lines)):
+            return False
+        return all(self._known_text(row) == text
+                   for row, text in enumerate(expected[len(expected) - y:]))
+
+    def _known_text(self, y: int) -> str:
+        row = self.buffer.get(y)
+        if isinstance(row, _Row) and not row.changed and row.text is not None:
+            return row.text
+        return self.text_of(y)
 
     def take_line(self, y: int) -> None:
         """Take row y and the rows it continues (auto-wrap), first to last."""
@@ -170,8 +274,21 @@ class _Screen(pyte.Screen):
         row.changed = True
 
     def draw(self, data: str) -> None:
-        """Draw, noting the rows drawn on (a wrap notes the new row as a continuation)."""
+        """Draw, noting the rows drawn on (a wrap notes the new row as a continuation).
+
+        Printable ASCII that fits in the row, in replace mode and the default character set,
+        is written directly (what pyte would write, less the colours, which search does not
+        read), about 20 times faster than pyte's character loop.
+        """
         self._touch()
+        x = self.cursor.x
+        if (x + len(data) <= self.columns and x < self.columns and not self.charset
+                and self.g0_charset is LAT1_MAP and IRM not in self.mode
+                and _PRINTABLE_ASCII.fullmatch(data)):
+            self.buffer[self.cursor.y].update(
+                zip(range(x, x + len(data)), map(_ASCII_CELLS.__getitem__, data), strict=True))
+            self.cursor.x = x + len(data)
+            return
         self._drawing = True
         try:
             super().draw(data)
@@ -193,6 +310,10 @@ class _Screen(pyte.Screen):
         if not self._drawing:
             self._enter()
             self.take_line(self.cursor.y)
+            row = self.row(self.cursor.y)
+            if not row.taken:  # a line feed on a row never written: an empty line
+                self.emit(self.now, "", False)
+                row.taken = True
         if self.cursor.y == bottom:
             self.take(top)
         super().index()
@@ -322,6 +443,31 @@ class TimedLines:
 AnyLines = Lines | TimedLines
 
 
+class _Batch:
+    """A batch of events joined once, with where each event starts in the joined text."""
+
+    def __init__(self, events: list[tuple[float, str]]) -> None:
+        self.events = events
+        self.raw = "".join([text for _, text in events])
+        self.starts = list(accumulate(map(len, map(_TEXT, events)), initial=0))
+
+    def event_at(self, position: int) -> int:
+        """The index of the event holding raw[position]."""
+        return min(bisect.bisect_right(self.starts, position) - 1, len(self.events) - 1)
+
+    def time_at(self, position: int) -> float:
+        """When raw[position] was written."""
+        return self.events[self.event_at(position)][0]
+
+    def events_between(self, start: int, end: int) -> list[tuple[float, str]]:
+        """The events covering raw[start:end], the first one cut to begin at `start`."""
+        if start >= end:
+            return []
+        first, last = self.event_at(start), self.event_at(end - 1)
+        time, text = self.events[first]
+        return [(time, text[start - self.starts[first]:]), *self.events[first + 1:last + 1]]
+
+
 class ScreenText:
     """Output events in, screen lines out (see the module's description)."""
 
@@ -335,28 +481,53 @@ class ScreenText:
         self._collector = _Collector(self._recent)
         self._screen: _Screen | None = None  # set while the emulator has the output
         self._stream: pyte.Stream | None = None
+        self._kept: _Screen | None = None
+        self._kept_stream: pyte.Stream | None = None
         self._filter = SafeFilter(strings_end_at_newline=True)
         self._clean_lines = 0
+        self._cursor_row = 0  # the screen row the fast path's next line starts on
+        self._settled_at: int | None = None  # the cursor row when the emulator left settled
+        self._fast_lines = 0  # lines the fast path gave since
         self.emulated_chars = 0  # how much text went through the emulator (for the benchmark)
 
     # -- input -----------------------------------------------------------------------------
 
     def feed(self, events: list[tuple[float, str]]) -> list[AnyLines]:
-        """Take a batch of events; return the lines they complete, in order."""
+        """Take a batch of events; return the lines they complete, in order.
+
+        The batch is joined once; the fast path and the emulator take turns over positions in
+        it, so each character is looked at a bounded number of times however often they
+        alternate.
+        """
         out: list[AnyLines] = []
-        queue = events
-        while queue:
+        if not events:
+            return out
+        batch = _Batch(events)
+        position = 0
+        while position < len(batch.raw):
             if self._screen is None:
-                queue = self._fast(queue, out)
+                position = self._fast(batch, position, out)
                 continue
-            for index, (time, text) in enumerate(queue):
+            index = batch.event_at(position)
+            while index < len(events):
+                time, text = events[index]
+                text = text[position - batch.starts[index]:]
+                if _IN_ROW.fullmatch(text):
+                    # typing: a run of writes that stay in the row, fed at once (the row's
+                    # time is its first write's either way)
+                    run = index + 1
+                    while run < len(events) and _IN_ROW.fullmatch(events[run][1]):
+                        run += 1
+                    if run > index + 1:
+                        text = "".join([text, *map(_TEXT, events[index + 1:run])])
+                        index = run - 1
                 rest = self._emulate(time, text)
+                position = batch.starts[index + 1]
                 if rest is not None:
                     self._drain(out)
-                    queue = [(time, rest), *queue[index + 1:]] if rest else queue[index + 1:]
+                    position -= len(rest)
                     break
-            else:
-                queue = []
+                index += 1
         self._drain(out)
         return out
 
@@ -376,58 +547,76 @@ class ScreenText:
 
     # -- the fast path -----------------------------------------------------------------------
 
-    def _fast(self, events: list[tuple[float, str]],
-              out: list[AnyLines]) -> list[tuple[float, str]]:
-        """Lines through the fast path; returns the events from the first line that needs the
-        emulator on (empty when none does)."""
-        raw = "".join([text for _, text in events])
-        if self._pending_time is None and events:
-            self._pending_time = events[0][0]
-        prefix = "".join(self._pending)
-        cut = raw.rfind("\n")
-        complete = prefix + raw[: cut + 1] if cut >= 0 else ""
-        first = changes_screen(complete) if complete else -1
-        if first < 0 and cut < 0:
-            if self._pending_len + len(raw) <= MAX_PENDING:
-                self._pending.append(raw)
-                self._pending_len += len(raw)
-                return []
+    def _fast(self, batch: _Batch, position: int, out: list[AnyLines]) -> int:
+        """Lines through the fast path from `position`; returns where it stopped: the end of
+        the batch, or the start of the first line that needs the emulator (started)."""
+        raw = batch.raw
+        prefix = "".join(self._pending)  # the start of a line from earlier batches
+        head_time = (self._pending_time if self._pending_time is not None
+                     else batch.time_at(position))
+        cut = raw.rfind("\n", position)
+        if cut < 0:
+            if self._pending_len + len(raw) - position <= MAX_PENDING:
+                self._pending.append(raw[position:])
+                self._pending_len += len(raw) - position
+                self._pending_time = head_time
+                return len(raw)
             cut = len(raw) - 1  # an overlong line is cut into a line anyway
-            complete = prefix + raw
-            first = changes_screen(complete + "\n")
-        head_time = self._pending_time if self._pending_time is not None else 0.0
-        if first < 0:
-            lines = self._lines(complete, events, len(prefix), head_time, out)
-            rest = raw[cut + 1:]
-            self._pending = [rest] if rest else []
-            self._pending_len = len(rest)
-            self._pending_time = lines.time_of_offset(len(complete)) if rest else None
-            return []
-        start = complete.rfind("\n", 0, first) + 1  # the line that needs the emulator
-        if start:
-            self._lines(complete[:start], events, len(prefix), head_time, out)
-        # From `start` on, the emulator: the pending text first (with its time), then events.
-        if start < len(prefix):
-            queue = [(head_time, prefix[start:]), *events]
+        end = cut + 1
+        # Where the emulator is needed: in the line that began earlier, or further on.
+        first_line_end = raw.find("\n", position, end) + 1 or end
+        first = -1
+        if prefix and changes_screen(prefix + raw[position:first_line_end] + "\n") >= 0:
+            first = position  # the line that began earlier
+            start = position
         else:
-            skip = start - len(prefix)
-            queue = []
-            for time, text in events:
-                if skip >= len(text):
-                    skip -= len(text)
-                    continue
-                queue.append((time, text[skip:]))
-                skip = 0
+            found = self._first_change(raw, position, end)
+            if found >= 0:
+                first = found
+                start = raw.rfind("\n", position, found) + 1 or position
+        if first < 0:
+            self._lines(prefix + raw[position:end], batch, position, end, len(prefix),
+                        head_time, out)
+            rest = len(raw) - end
+            self._pending = [raw[end:]] if rest else []
+            self._pending_len = rest
+            self._pending_time = batch.time_at(end) if rest else None
+            return len(raw)
+        if start > position:
+            self._lines(prefix + raw[position:start], batch, position, start, len(prefix),
+                        head_time, out)
+            prefix, head_time = "", batch.time_at(start)
         self._pending, self._pending_len, self._pending_time = [], 0, None
-        self._start_emulator(queue[0][0] if queue else head_time)
-        return queue
+        self._start_emulator(head_time)
+        if prefix:
+            self._emulate(head_time, prefix)
+        return start
 
-    def _lines(self, complete: str, events: list[tuple[float, str]], prefix: int,
+    @staticmethod
+    def _first_change(raw: str, start: int, end: int) -> int:
+        """changes_screen over raw[start:end] in windows of whole lines that double in size:
+        the cost is twice the distance to the first change, so that many alternations
+        between the fast path and the emulator in one batch stay linear."""
+        window = 4096
+        while True:
+            limit = raw.find("\n", min(end, start + window), end) + 1 or end
+            found = changes_screen(raw, start, limit)
+            if found >= 0 or limit >= end:
+                return found
+            start, window = limit, window * 2
+
+    def _lines(self, complete: str, batch: _Batch, start: int, end: int, prefix: int,
                head_time: float, out: list[AnyLines]) -> Lines:
+        """Fast-path lines: `complete` is the earlier batches' `prefix` characters, then the
+        batch's raw[start:end]."""
         body = complete[:-1] if complete.endswith("\n") else complete
-        lines = Lines(_expand(strip_controls(body)), complete, events, prefix, head_time)
+        lines = Lines(_expand(strip_controls(body)), complete, batch.events_between(start, end),
+                      prefix, head_time)
         if lines.count:
             out.append(lines)
+            if self._cursor_row < self.rows - 1:  # where the next line starts on the screen
+                self._cursor_row = min(self._cursor_row + lines.count, self.rows - 1)
+            self._fast_lines += lines.count
             tail = lines.text.rsplit("\n", self.rows)[-self.rows:]
             for offset, text in enumerate(tail):
                 self._recent.append((lines, lines.count - len(tail) + offset, text))
@@ -436,20 +625,42 @@ class ScreenText:
     # -- the emulator --------------------------------------------------------------------------
 
     def _start_emulator(self, now: float) -> None:
-        recent = self._recent_lines()
-        self._screen = _Screen(self.columns, self.rows, self._collector.emit)
+        if self._kept is None:  # one screen and stream per recording
+            self._kept = _Screen(self.columns, self.rows, self._collector.emit)
+            self._kept_stream = pyte.Stream(self._kept)
+        self._screen, self._stream = self._kept, self._kept_stream
         self._screen.now = now
-        self._screen.seed(recent[-(self.rows - 1):] if self.rows > 1 else [])
-        self._stream = pyte.Stream(self._screen)
-        self._filter = SafeFilter(strings_end_at_newline=True)
+        if self._settled_at is not None and self._fast_lines <= self.rows:
+            # The screen is as it was left, settled; only the lines since then are new.
+            fresh = self._recent_rows(self._fast_lines) if self._fast_lines else []
+            self._screen.scroll_in(self._settled_at, fresh)
+        else:
+            self._screen.reset()
+            rows = self._recent_rows()
+            self._screen.seed(rows[len(rows) - self._cursor_row:] if self._cursor_row else [])
+        self._settled_at = None
+        self._fast_lines = 0
+        if not self._filter.idle:
+            self._filter = SafeFilter(strings_end_at_newline=True)
         self._clean_lines = 0
 
-    def _recent_lines(self) -> list[tuple[float, str]]:
-        """The last screenful of lines, from the fast path and the emulator, in order."""
-        recent = [(lines.time_of(int(at)) if lines is not None else at, text)
-                  for lines, at, text in self._recent]
-        self._recent.clear()
-        return recent
+    def _recent_rows(self, count: int | None = None) -> list[tuple[float, str, bool]]:
+        """The screen rows the last lines (all kept, or the last `count`) fill (a line longer
+        than the screen is wide fills several), with their times, the last screenful at most,
+        top to bottom."""
+        rows: list[tuple[float, str, bool]] = []
+        stop = -1 if count is None else max(-1, len(self._recent) - 1 - count)
+        for index in range(len(self._recent) - 1, stop, -1):
+            lines, at, text = self._recent[index]
+            if lines is not None:  # work the time out once
+                at = lines.time_of(int(at))
+                self._recent[index] = (None, at, text)
+            width = self.columns
+            pieces = [text[start:start + width] for start in range(0, len(text), width)] or [""]
+            rows[:0] = [(at, piece.rstrip(), number > 0) for number, piece in enumerate(pieces)]
+            if len(rows) >= self.rows:
+                break
+        return rows[-self.rows:]
 
     def _emulate(self, time: float, text: str) -> str | None:
         """Feed one event to the screen; once the screen holds only fast-path lines, empty it
@@ -458,14 +669,28 @@ class ScreenText:
         self._screen.now = time
         clean, dirty = _clean_lines_at_end(text, self.rows)
         self._clean_lines = clean if dirty else self._clean_lines + clean
+        if not clean:
+            self._feed_screen(text)
+            return None
+        # A line feed since the last character that needed the emulator: back to the fast
+        # path if the screen is what seeding would rebuild, or if a screenful of plain lines
+        # has scrolled everything else away.
+        cut = text.rfind("\n") + 1
+        self._feed_screen(text[:cut])
+        screen = self._screen
         if self._clean_lines >= self.rows:
-            cut = text.rfind("\n") + 1
-            self._feed_screen(text[:cut])
-            self._screen.take_all()
-            self._screen = self._stream = None
-            return text[cut:]
-        self._feed_screen(text)
-        return None
+            screen.take_all()
+            self._cursor_row = self.rows - 1
+        elif (self._filter.idle and not screen.changed_rows()
+              and screen.settled([text for _, text, _ in
+                                  self._recent_rows(screen.cursor.y)])):
+            self._cursor_row = screen.cursor.y
+            self._settled_at = screen.cursor.y
+        else:
+            self._feed_screen(text[cut:])
+            return None
+        self._screen = self._stream = None
+        return text[cut:]
 
     def _feed_screen(self, text: str) -> None:
         assert self._stream is not None
