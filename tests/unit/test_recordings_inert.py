@@ -185,8 +185,7 @@ def test_a_clipboard_payload_of_megabytes_is_skipped_in_constant_memory() -> Non
 
 def test_strings_end_at_a_newline_for_search() -> None:
     safe = SafeFilter(strings_end_at_newline=True)
-    # the carriage return is inside the string (dropped), the newline ends it
-    assert safe.feed(ESC + "]0;unterminated\r\ncommand shown\r\n") == "\ncommand shown\r\n"
+    assert safe.feed(ESC + "]0;unterminated\r\ncommand shown\r\n") == "\r\ncommand shown\r\n"
     assert SafeFilter().feed(ESC + "]0;unterminated\r\ncommand hidden") == ""
 
 
