@@ -167,6 +167,38 @@ def test_emulator_and_fast_path_agree_on_text_a_terminal_shows_as_it_reads(
     assert emulated[1:] == fast
 
 
+LINE_EDITS = st.sampled_from(["ab", "xyz", "cat /etc/", "\b", "\b\b", "\r", ESC + "[K",
+                              ESC + "[0K", ESC + "[1;31m", ESC + "[0m", " ", "q" * 30])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(LINE_EDITS, max_size=12).map("".join), min_size=1, max_size=6),
+       st.sampled_from([40, 80]))
+def test_the_line_model_renders_lines_as_the_emulator_does(lines: list[str],
+                                                           width: int) -> None:
+    """Lines of typing, backspaces, carriage returns and erase-to-end: the cheap line model
+    gives the text and times the emulator gives (or hands the line to the emulator)."""
+    events = [(float(index), line + "\r\n") for index, line in enumerate(lines)]
+    modelled = screen_lines([events], width=width)
+    without_model = ScreenText(width, 24, line_model=False)
+    emulated = [(part.time_of(index), text)
+                for part in [*without_model.feed(events), *without_model.finish()]
+                if part.count
+                for index, text in enumerate(part.text.split("\n"))]
+    assert modelled == emulated
+
+
+def test_typing_corrections_need_no_emulator() -> None:
+    screen = ScreenText(80, 24)
+    events = [(0.5, PROMPT), *typed(1.0, "cat /etc/shaxx"), (3.0, "\b" + ESC + "[K"),
+              (3.2, "\b \b"), *typed(3.5, "dow"), (4.0, "\r\n"),
+              (5.0, "\rdownloading  10%\rdownloading 100%\r\n")]
+    parts = screen.feed(events) + screen.finish()
+    assert [part.text for part in parts] == [
+        "ops@web1:~$ cat /etc/shadow\ndownloading 100%"]
+    assert screen.emulated_chars == 0
+
+
 def test_search_finds_the_corrected_command_at_its_time(tmp_path: Path) -> None:
     started = datetime.datetime(2026, 12, 1, 11, tzinfo=datetime.UTC)
     chunks = [OutputChunk(0.5, PROMPT)]
@@ -192,11 +224,11 @@ def test_search_finds_the_corrected_command_at_its_time(tmp_path: Path) -> None:
 
 
 def test_memory_stays_bounded_on_a_long_emulated_session() -> None:
-    # every line redrawn with a carriage return and erased: each goes through the emulator
+    # every line erased whole (ESC[2K, beyond the line model): each goes through the emulator
     screen = ScreenText(120, 40)
 
     def batch(start: int) -> list[tuple[float, str]]:
-        return [(float(i), f"build step {i} of many\r" + ESC + "[K" + f"done {i}\r\n")
+        return [(float(i), f"build step {i} of many" + ESC + "[2K\r" + f"done {i}\r\n")
                 for i in range(start, start + 100)]
 
     tracemalloc.start()

@@ -63,6 +63,7 @@ _ESC_CHANGES_SCREEN = re.compile(
     r"|\[\?(?![0-9;]*?(?<![0-9])(?:47|1047|1049)(?![0-9]))[0-9;]*[hl])"
 )
 _NOT_ASCII_CONTROL = re.compile(r"[\x80-\x9f]")
+_LONE_CR = re.compile(r"\r(?!\n)")
 # A write that changes only the cursor's row: text, backspace, erase in line, colours.
 _IN_ROW = re.compile(r"(?:[^\x00-\x1f\x7f-\x9f]|\x08|\x1b\[[0-2]?K|\x1b\[[0-9;]*m)*")
 
@@ -79,10 +80,9 @@ def changes_screen(text: str, start: int = 0, end: int | None = None) -> int:
         found = text.find(control, start, first)
         if found >= 0:
             first = found
-    if text.count("\r", start, first) != text.count("\r\n", start, first):
-        found = _lone_cr(text, start, first)
-        if 0 <= found < first:
-            first = found
+    lone_cr = _LONE_CR.search(text, start, first)  # a literal first: fast as a find
+    if lone_cr is not None:
+        first = lone_cr.start()
     if text.find("\x1b", start, first) >= 0:
         escape = _ESC_CHANGES_SCREEN.search(text, start, first)
         if escape is not None:
@@ -93,15 +93,6 @@ def changes_screen(text: str, start: int = 0, end: int | None = None) -> int:
         if eight_bit is not None:
             first = eight_bit.start()
     return first if first < end else -1
-
-
-def _lone_cr(text: str, start: int, end: int) -> int:
-    position = text.find("\r", start, end)
-    while position >= 0:
-        if not text.startswith("\n", position + 1):
-            return position
-        position = text.find("\r", position + 2, end)
-    return -1
 
 
 _CELLS: dict[str, Char] = {}
@@ -471,7 +462,7 @@ class _Batch:
 class ScreenText:
     """Output events in, screen lines out (see the module's description)."""
 
-    def __init__(self, width: int = 0, height: int = 0) -> None:
+    def __init__(self, width: int = 0, height: int = 0, *, line_model: bool = True) -> None:
         self.columns = min(width, MAX_COLUMNS) if width > 0 else DEFAULT_SIZE[0]
         self.rows = min(height, MAX_ROWS) if height > 0 else DEFAULT_SIZE[1]
         self._pending: list[str] = []  # the fast path's incomplete line
@@ -484,6 +475,7 @@ class ScreenText:
         self._kept: _Screen | None = None
         self._kept_stream: pyte.Stream | None = None
         self._filter = SafeFilter(strings_end_at_newline=True)
+        self._line_model = line_model
         self._clean_lines = 0
         self._cursor_row = 0  # the screen row the fast path's next line starts on
         self._settled_at: int | None = None  # the cursor row when the emulator left settled
@@ -563,34 +555,61 @@ class ScreenText:
                 return len(raw)
             cut = len(raw) - 1  # an overlong line is cut into a line anyway
         end = cut + 1
-        # Where the emulator is needed: in the line that began earlier, or further on.
+        # Lines that need more than their text: one holding only backspaces, carriage
+        # returns, erase-to-end and the plain path's escapes, that stays within the width, is
+        # rendered here (a line model, far cheaper than the emulator); the first other one
+        # starts the emulator. The line that began in earlier batches is checked whole.
+        rendered: list[tuple[int, int, str]] = []  # (start, newline, text) in raw
+        stop = end
+        scan = position
         first_line_end = raw.find("\n", position, end) + 1 or end
-        first = -1
         if prefix and changes_screen(prefix + raw[position:first_line_end] + "\n") >= 0:
-            first = position  # the line that began earlier
-            start = position
-        else:
-            found = self._first_change(raw, position, end)
-            if found >= 0:
-                first = found
-                start = raw.rfind("\n", position, found) + 1 or position
-        if first < 0:
-            self._lines(prefix + raw[position:end], batch, position, end, len(prefix),
-                        head_time, out)
+            line = _render_line(prefix + raw[position:first_line_end - 1], self.columns,
+                                self._line_model)
+            if line is None:
+                stop = position
+            else:
+                rendered.append((position, first_line_end - 1, line))
+                scan = first_line_end
+        while stop == end and scan < end:
+            found = self._first_change(raw, scan, end)
+            if found < 0:
+                break
+            start = raw.rfind("\n", scan, found) + 1 or scan
+            newline = raw.find("\n", found, end)
+            line = _render_line(raw[start:newline], self.columns, self._line_model)
+            if line is None:
+                stop = start
+            else:
+                rendered.append((start, newline, line))
+                scan = newline + 1
+        if stop > position:
+            plain = None
+            if rendered:
+                pieces = []
+                at, lead = position, prefix  # lead: text before raw[at] not yet shown
+                for start, newline, line in rendered:
+                    if not (start == position and prefix):  # (else: it is the earlier line)
+                        pieces.append(_expand(strip_controls(lead + raw[at:start])))
+                    pieces.append(line)
+                    at, lead = newline, ""
+                pieces.append(_expand(strip_controls(lead + raw[at:stop])))
+                plain = "".join(pieces)
+                plain = plain[:-1] if plain.endswith("\n") else plain
+            self._lines(prefix + raw[position:stop], batch, position, stop, len(prefix),
+                        head_time, out, plain)
+            prefix, head_time = "", batch.time_at(stop)
+        if stop == end:
             rest = len(raw) - end
             self._pending = [raw[end:]] if rest else []
             self._pending_len = rest
             self._pending_time = batch.time_at(end) if rest else None
             return len(raw)
-        if start > position:
-            self._lines(prefix + raw[position:start], batch, position, start, len(prefix),
-                        head_time, out)
-            prefix, head_time = "", batch.time_at(start)
         self._pending, self._pending_len, self._pending_time = [], 0, None
         self._start_emulator(head_time)
         if prefix:
             self._emulate(head_time, prefix)
-        return start
+        return stop
 
     @staticmethod
     def _first_change(raw: str, start: int, end: int) -> int:
@@ -606,12 +625,13 @@ class ScreenText:
             start, window = limit, window * 2
 
     def _lines(self, complete: str, batch: _Batch, start: int, end: int, prefix: int,
-               head_time: float, out: list[AnyLines]) -> Lines:
+               head_time: float, out: list[AnyLines], plain: str | None = None) -> Lines:
         """Fast-path lines: `complete` is the earlier batches' `prefix` characters, then the
-        batch's raw[start:end]."""
-        body = complete[:-1] if complete.endswith("\n") else complete
-        lines = Lines(_expand(strip_controls(body)), complete, batch.events_between(start, end),
-                      prefix, head_time)
+        batch's raw[start:end]; `plain` its text when some lines were rendered."""
+        if plain is None:
+            body = complete[:-1] if complete.endswith("\n") else complete
+            plain = _expand(strip_controls(body))
+        lines = Lines(plain, complete, batch.events_between(start, end), prefix, head_time)
         if lines.count:
             out.append(lines)
             if self._cursor_row < self.rows - 1:  # where the next line starts on the screen
@@ -644,23 +664,34 @@ class ScreenText:
             self._filter = SafeFilter(strings_end_at_newline=True)
         self._clean_lines = 0
 
-    def _recent_rows(self, count: int | None = None) -> list[tuple[float, str, bool]]:
+    def _recent_rows(self, count: int | None = None,
+                     timed: bool = True) -> list[tuple[float, str, bool]]:
         """The screen rows the last lines (all kept, or the last `count`) fill (a line longer
-        than the screen is wide fills several), with their times, the last screenful at most,
-        top to bottom."""
-        rows: list[tuple[float, str, bool]] = []
-        stop = -1 if count is None else max(-1, len(self._recent) - 1 - count)
-        for index in range(len(self._recent) - 1, stop, -1):
-            lines, at, text = self._recent[index]
-            if lines is not None:  # work the time out once
-                at = lines.time_of(int(at))
-                self._recent[index] = (None, at, text)
-            width = self.columns
-            pieces = [text[start:start + width] for start in range(0, len(text), width)] or [""]
-            rows[:0] = [(at, piece.rstrip(), number > 0) for number, piece in enumerate(pieces)]
-            if len(rows) >= self.rows:
+        than the screen is wide fills several), with their times (0.0 unless `timed`), the
+        last screenful at most, top to bottom."""
+        backwards: list[tuple[float, str, bool]] = []
+        recent = self._recent
+        width = self.columns
+        stop = -1 if count is None else max(-1, len(recent) - 1 - count)
+        for index in range(len(recent) - 1, stop, -1):
+            lines, at, text = recent[index]
+            if lines is not None:
+                if not timed:
+                    at = 0.0
+                else:  # work the time out once
+                    at = lines.time_of(int(at))
+                    recent[index] = (None, at, text)
+            if len(text) <= width:
+                backwards.append((at, text.rstrip(), False))
+            else:
+                pieces = [text[start:start + width] for start in range(0, len(text), width)]
+                backwards.extend((at, piece.rstrip(), number > 0)
+                                 for number, piece in reversed(list(enumerate(pieces))))
+            if len(backwards) >= self.rows:
                 break
-        return rows[-self.rows:]
+        del backwards[self.rows:]
+        backwards.reverse()
+        return backwards
 
     def _emulate(self, time: float, text: str) -> str | None:
         """Feed one event to the screen; once the screen holds only fast-path lines, empty it
@@ -683,7 +714,7 @@ class ScreenText:
             self._cursor_row = self.rows - 1
         elif (self._filter.idle and not screen.changed_rows()
               and screen.settled([text for _, text, _ in
-                                  self._recent_rows(screen.cursor.y)])):
+                                  self._recent_rows(screen.cursor.y, timed=False)])):
             self._cursor_row = screen.cursor.y
             self._settled_at = screen.cursor.y
         else:
@@ -719,6 +750,42 @@ def _clean_lines_at_end(text: str, enough: int) -> tuple[int, bool]:
         count += 1
         end = newline
     return count, True
+
+
+_LINE_TOKENS = re.compile(
+    r"(\x08|\r|\x1b\[0?K|\x1b\[[0-9;:]*m|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)"
+    r"|\x1b[()*+][0-9A-Za-z]|\x1b[=>]"
+    r"|\x1b\[\?(?![0-9;]*?(?<![0-9])(?:47|1047|1049)(?![0-9]))[0-9;]*[hl])"
+)
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+
+
+def _render_line(line: str, columns: int, enabled: bool = True) -> str | None:
+    """A line (without its newline) as a screen row shows it, when it holds only printable
+    ASCII, backspaces, carriage returns, erase-to-end and escapes that change nothing on the
+    screen, and never reaches the last column (where wrapping starts); else None (the
+    emulator renders it). Starts, like the fast path, at the first column of a fresh row."""
+    if not enabled:
+        return None
+    if line.endswith("\r"):
+        line = line[:-1]  # the CR of CR LF
+    shown = ""
+    cursor = 0
+    for index, part in enumerate(_LINE_TOKENS.split(line)):
+        if index % 2 == 0:
+            if not part:
+                continue
+            if cursor + len(part) >= columns or not _PRINTABLE.fullmatch(part):
+                return None
+            shown = shown[:cursor] + part + shown[cursor + len(part):]
+            cursor += len(part)
+        elif part == "\x08":
+            cursor = max(0, cursor - 1)
+        elif part == "\r":
+            cursor = 0
+        elif part in ("\x1b[K", "\x1b[0K"):
+            shown = shown[:cursor]
+    return shown.rstrip()
 
 
 def _expand(text: str) -> str:
