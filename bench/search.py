@@ -9,7 +9,10 @@ timing, so they are in the page cache):
   write, command output and log dumps in 4 KiB writes);
 - `edited`: the same, with line editing as a reader's terminal sees it: one typed command in
   four corrected with backspaces (`\\b ESC[K`, as readline echoes them), and a progress line
-  redrawn with carriage returns after one command in ten.
+  redrawn with carriage returns after one command in ten;
+- `full_screen`: `edited` plus, after one command in ten, a full-screen program (alternate
+  screen, 5 frames of 24 rows placed with cursor positioning, as `top` draws), which only the
+  emulator can render.
 Each is searched with `search()` as the CLI runs it (16 threads) and with the regex path
 tsops had before (the same searcher over escapes stripped with a regex, no terminal
 semantics), best of --runs. Reported: MB/s of recordings, the slowdown, how much text went
@@ -42,8 +45,26 @@ PATTERN = r"systemctl restart (nginx|postgres)"
 TYPO = "\b\x1b[K"
 
 
-def edited_events(target: int, rng: random.Random) -> Iterator[bytes]:
-    """Event lines of a shell session with typing corrections and progress bars."""
+def top_frames(at: float, rng: random.Random, frames: int = 5) -> list[tuple[float, str]]:
+    """A full-screen program (as `top` draws): the alternate screen, then frames of 24 rows
+    each placed with cursor positioning and erase-to-end, then back."""
+    chunk = [(at, "\x1b[?1049h\x1b[H\x1b[2J")]
+    for frame in range(frames):
+        at += 1.0
+        rows = [f"\x1b[{row + 1};1Htop - 09:30:{frame:02d} up 3 days, load average: "
+                f"{rng.random():.2f}\x1b[K" if row == 0 else
+                f"\x1b[{row + 1};1H{rng.randrange(1, 9999):>7} ops  20   0  "
+                f"{rng.randrange(10**6):>7}  S  {rng.random() * 100:4.1f}  "
+                f"0:{rng.randrange(60):02d}.00 worker-{row}\x1b[K"
+                for row in range(24)]
+        chunk.append((at, "".join(rows)))
+    chunk.append((at + 0.5, "\x1b[?1049l\r\n"))
+    return chunk
+
+
+def edited_events(target: int, rng: random.Random, full_screen: bool = False) -> Iterator[bytes]:
+    """Event lines of a shell session with typing corrections and progress bars (and, with
+    `full_screen`, a full-screen program after one command in ten)."""
     prompt = "\x1b[1;32mops@web1\x1b[0m:~$ "
     at = 0.4
     size = 0
@@ -63,7 +84,10 @@ def edited_events(target: int, rng: random.Random) -> Iterator[bytes]:
             chunk.append((at, char))
         at += 0.2
         chunk.append((at, "\r\n"))
-        if rng.random() < 0.1:
+        if full_screen and rng.random() < 0.1:
+            chunk.extend(top_frames(at, rng))
+            at = chunk[-1][0]
+        elif rng.random() < 0.1:
             for percent in range(0, 101, 10):
                 at += 0.05
                 chunk.append((at, f"\rdownloading {percent:3d}% [{'#' * (percent // 5):<20}]"))
@@ -85,13 +109,19 @@ def edited_events(target: int, rng: random.Random) -> Iterator[bytes]:
             yield line
 
 
-def edited_recording(target: int, rng: random.Random, index: int) -> bytes:
+def edited_recording(target: int, rng: random.Random, index: int,
+                     full_screen: bool = False) -> bytes:
     """One .cast file of about `target` bytes with line editing."""
     started = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC) + datetime.timedelta(
         minutes=index)
     header = cast_header(source=rng.choice(USERS), ssh_user="ops", local_user="root",
                          started=started)
-    return header_line(header) + b"".join(edited_events(target, rng))
+    return header_line(header) + b"".join(edited_events(target, rng, full_screen))
+
+
+def full_screen_recording(target: int, rng: random.Random, index: int) -> bytes:
+    """One .cast file with line editing and full-screen programs."""
+    return edited_recording(target, rng, index, full_screen=True)
 
 
 def fill(root: Path, count: int, make: Callable[[int, random.Random, int], bytes]) -> int:
@@ -182,7 +212,8 @@ def main() -> None:
                    f"Python {platform.python_version()}",
         "load_average_before": os.getloadavg(),
     }
-    for name, make in (("shell", recording), ("edited", edited_recording)):
+    for name, make in (("shell", recording), ("edited", edited_recording),
+                       ("full_screen", full_screen_recording)):
         with tempfile.TemporaryDirectory() as directory:
             root = Path(directory)
             total = fill(root, args.count, make)
