@@ -69,6 +69,9 @@ _CSI_PASSED = frozenset("ABCDEFGHJKLMPSTX@`adefm")
 _MODES_PASSED = {"25": "\x1b[?25h", "47": "\x1b[?47l", "1047": "\x1b[?1047l",
                  "1049": "\x1b[?1049l", "2004": "\x1b[?2004l", "7": "\x1b[?7h"}
 _MAX_SEQUENCE = 256  # a longer control sequence is dropped whole
+# A complete CSI with nothing inside that a terminal would act on mid-sequence: read in one
+# match (parameters and intermediates, then the final), else character by character.
+_WHOLE_CSI = re.compile(r"\x1b\[([0-?]{0,200}[ -/]{0,16})([@-~])")
 
 # States
 _TEXT, _ESC, _CSI, _ESC_INTERMEDIATE, _STRING, _STRING_ESC = range(6)
@@ -134,6 +137,11 @@ class SafeFilter:
                 start = found.start()
                 if start > position:
                     out.append(text[position:start])
+                whole = _WHOLE_CSI.match(text, start) if text[start] == "\x1b" else None
+                if whole is not None:  # a complete CSI in this piece: one C-level match
+                    self._finish_csi(whole.group(1), whole.group(2), out)
+                    position = whole.end()
+                    continue
                 self._ground(text[start], out)
                 position = start + 1
                 continue
