@@ -134,6 +134,14 @@ def test_cat_and_play_drop_what_could_drive_the_terminal(terminal: bool) -> None
         assert b"warning" not in err
 
 
+def test_cat_plain_leaves_text_only() -> None:
+    result = piped("cat", OUTPUT, "--plain")
+    assert result.returncode == 0
+    assert_inert(result.stdout)
+    assert b"visible concealed-secret shown\n" in result.stdout
+    assert b"c1-red desrever\n" in result.stdout
+
+
 def test_raw_passes_everything_with_a_warning() -> None:
     result = piped("cat", OUTPUT, "--raw")
     assert result.returncode == 0

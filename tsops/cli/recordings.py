@@ -22,7 +22,7 @@ from tsops.cli import console
 from tsops.errors import TsopsError, UsageError
 from tsops.flows import recordings as flow
 from tsops.flows.recordings import DriftFound, RecordingsLocation
-from tsops.recordings.cast import CastError
+from tsops.recordings.cast import CastError, strip_controls
 from tsops.recordings.catalog import (
     Filter,
     Problem,
@@ -31,7 +31,7 @@ from tsops.recordings.catalog import (
     parse_when,
 )
 from tsops.recordings.inert import SafeFilter, visible
-from tsops.recordings.reader import Stream, plain_pieces
+from tsops.recordings.reader import Stream
 
 OutputFormat = Literal["table", "json"]
 
@@ -194,9 +194,9 @@ def run_cat(source: RecordingsLocation, recording_id: str, plain: bool,
     safe = SafeFilter()
     try:
         with writing(fatal=False):
-            if plain:
-                for piece in plain_pieces(stream):
-                    out.write(piece)
+            if plain:  # what the filter passes, less its escapes and controls
+                for batch in stream.batches():
+                    out.write(strip_controls(safe.feed("".join([text for _, text in batch]))))
             elif raw:
                 for batch in stream.batches():
                     out.write("".join([text for _, text in batch]))
