@@ -8,20 +8,24 @@ with the session time at which it started:
   keypad and DEC private modes (except the alternate screen), `ESC[K` at its end and `\\r\\n`
   looks on the screen exactly as it reads with the escapes removed, so it is handled as before
   (escapes stripped, tabs expanded to 8 columns), a block at a time.
-- The emulator: from the first line holding anything else (backspace, a carriage return
-  that is not part of `\\r\\n`, cursor movement, erasing, 8-bit controls), the output goes
+- The line model: a line that also holds backspaces, carriage returns and erase-to-end
+  (typing corrections, progress bars), and never reaches the last column, is rendered with
+  a few string operations (`_render_line`), as the emulator would render it.
+- The emulator: from the first line holding anything else (cursor movement across rows,
+  erasing the display or whole lines, scroll regions, 8-bit controls), the output goes
   through a pyte screen of the recording's size, seeded with the lines already on it. A row
   is taken as a line when a line feed or a cursor movement leaves it (as it showed when the
   command was entered or the output written), and again, if it changed, when it scrolls off
   the top (or out of a scroll region), is erased with the display or deleted, and at the
   end: text erased or overwritten after it was shown is still found. Rows continued by
-  auto-wrap are joined to the row they continue.
-  After as many consecutive fast-path lines as the screen has rows, every row on the screen
-  has scrolled or been written by them, so the screen is emptied into lines and the fast path
-  takes over again.
+  auto-wrap are joined to the row they continue. At the first line feed after which the
+  screen is what seeding would rebuild from the lines emitted (or after a screenful of
+  plain lines), the fast path takes over again; the screen is kept, and the next start of
+  the emulator only scrolls in the lines given since.
 - Before the emulator, `SafeFilter` (tsops.recordings.inert) drops control strings, reports,
-  and concealment, with control strings also ended at a newline, so an unterminated one cannot
-  hide the rest of a session from search, and pyte's memory stays bounded.
+  and concealment, with control strings also ended at a carriage return or newline, so an
+  unterminated one cannot hide the rest of a session from search, and pyte's memory stays
+  bounded.
 
 Memory is bounded: the screen (rows x columns, both capped), the last screenful of lines, and
 the lines of the batch being read. A text line is the time of the write holding its first
