@@ -331,6 +331,10 @@ NamesOpt = Annotated[
     bool,
     typer.Option("--names", help="Show node names from the tailnet API (needs --inventory)."),
 ]
+RawOpt = Annotated[
+    bool,
+    typer.Option("--raw", help="Pass every recorded escape sequence to the terminal (unsafe)."),
+]
 RecordingArg = Annotated[
     str, typer.Argument(metavar="ID", help="NODE/NAME as `list` shows it.", show_default=False)
 ]
@@ -381,11 +385,12 @@ def recordings_cat(
     plain: Annotated[
         bool, typer.Option("--plain", help="Remove terminal escape sequences.")
     ] = False,
+    raw: RawOpt = False,
 ) -> None:
-    """Write a recording's output text, without timing."""
+    """Write a recording's output text, without timing (safe sequences only)."""
     from tsops.cli.recordings import run_cat
 
-    run_cat(_where(location, inventory, endpoint, region), recording, plain)
+    run_cat(_where(location, inventory, endpoint, region), recording, plain, raw)
 
 
 @recordings_app.command("play")
@@ -396,11 +401,12 @@ def recordings_play(
     idle_limit: Annotated[
         float | None, typer.Option("--idle-limit", help="Cap pauses at this many seconds.")
     ] = None,
+    raw: RawOpt = False,
 ) -> None:
-    """Replay a recording with its timing; space pauses, q quits."""
+    """Replay a recording with its timing (safe sequences only); space pauses, q quits."""
     from tsops.cli.recordings import run_play
 
-    run_play(_where(location, inventory, endpoint, region), recording, speed, idle_limit)
+    run_play(_where(location, inventory, endpoint, region), recording, speed, idle_limit, raw)
 
 
 class ExportFormat(StrEnum):

@@ -1,4 +1,10 @@
-"""`tsops recordings ...`: review recorded sessions where tsrecorder stored them."""
+"""`tsops recordings ...`: review recorded sessions where tsrecorder stored them.
+
+Everything a recording says is written by the person recorded: every header field, key and
+line of output shown in a table or a report goes through `visible` (control and invisible
+characters shown as `^[`, `M-^[`, `<U+202E>`), and `cat` and `play` write only what
+`SafeFilter` lets through unless `--raw` is given. JSON output escapes by itself.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from tsops.cli import console
 from tsops.errors import TsopsError, UsageError
 from tsops.flows import recordings as flow
 from tsops.flows.recordings import DriftFound, RecordingsLocation
-from tsops.recordings.cast import CastError
+from tsops.recordings.cast import CastError, strip_controls
 from tsops.recordings.catalog import (
     Filter,
     Problem,
@@ -24,7 +30,8 @@ from tsops.recordings.catalog import (
     find,
     parse_when,
 )
-from tsops.recordings.reader import Stream, plain_pieces
+from tsops.recordings.inert import SafeFilter, visible
+from tsops.recordings.reader import Stream
 
 OutputFormat = Literal["table", "json"]
 
@@ -65,7 +72,7 @@ def report(problems: Iterable[Problem]) -> int:
     """Print one warning line per damaged recording; return how many."""
     count = 0
     for problem in problems:
-        console.warning(str(problem))
+        console.warning(visible(str(problem)))
         count += 1
     return count
 
@@ -134,10 +141,11 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
     for r in recordings:
         header = r.header
         rows.append((
-            r.id + (" (truncated)" if r.truncated else ""), hostnames.get(r.node, "-"),
-            _when(r), _duration(r.duration),
-            header.ssh_user, header.local_user, header.src_node.split(".", 1)[0],
-            header.source, _size(r.size), header.command or "(shell)",
+            visible(r.id) + (" (truncated)" if r.truncated else ""),
+            visible(hostnames.get(r.node, "-")), _when(r), _duration(r.duration),
+            visible(header.ssh_user), visible(header.local_user),
+            visible(header.src_node.split(".", 1)[0]), visible(header.source), _size(r.size),
+            visible(header.command) or "(shell)",
         ))
     for line in columns(rows):
         console.line(line)
@@ -158,27 +166,46 @@ def run_show(source: RecordingsLocation, recording_id: str, output: OutputFormat
     width = max(len(name) for name in fields)
     for name, value in fields.items():
         shown = ", ".join(value) if isinstance(value, list) else value
-        console.line(f"{name:<{width}}  {'-' if shown in (None, '') else shown}")
+        shown = "-" if shown in (None, "") else visible(str(shown))
+        console.line(f"{name:<{width}}  {shown}")
 
 
 def _stream_problems(stream: Stream, known_truncated: bool) -> None:
     report(p for p in stream.problems() if p.kind != "truncated" or not known_truncated)
 
 
-def run_cat(source: RecordingsLocation, recording_id: str, plain: bool) -> None:
-    """Write the recording's output text, without timing; --plain removes terminal escapes."""
+RAW_WARNING = ("--raw: the recording's escape sequences go to the terminal as recorded; the "
+               "recorded session can retitle the window, set the clipboard, make the terminal "
+               "answer, hide text or leave modes set")
+
+
+def run_cat(source: RecordingsLocation, recording_id: str, plain: bool,
+            raw: bool = False) -> None:
+    """Write the recording's output text, without timing; --plain removes terminal escapes,
+    --raw passes every sequence (the default passes the safe set only)."""
+    if plain and raw:
+        raise UsageError("--plain and --raw exclude each other")
     store = flow.open_store(source)
     info = find(store, recording_id)
     stream = Stream(store, info.key)
     out = console.out.file
+    if raw:
+        console.warning(RAW_WARNING)
+    safe = SafeFilter()
     try:
         with writing(fatal=False):
-            if plain:
-                for piece in plain_pieces(stream):
-                    out.write(piece)
-            else:
+            if plain:  # what the filter passes, less its escapes and controls
+                for batch in stream.batches():
+                    out.write(strip_controls(safe.feed("".join([text for _, text in batch]))))
+            elif raw:
                 for batch in stream.batches():
                     out.write("".join([text for _, text in batch]))
+            else:
+                try:
+                    for batch in stream.batches():
+                        out.write(safe.feed("".join([text for _, text in batch])))
+                finally:
+                    out.write(safe.reset())
             out.flush()
     except CastError as error:
         raise TsopsError(f"cannot read recording {recording_id}: {error}") from None
@@ -186,8 +213,9 @@ def run_cat(source: RecordingsLocation, recording_id: str, plain: bool) -> None:
 
 
 def run_play(source: RecordingsLocation, recording_id: str, speed: float,
-             idle_limit: float | None) -> None:
-    """Replay a recording in the terminal with its timing."""
+             idle_limit: float | None, raw: bool = False) -> None:
+    """Replay a recording in the terminal with its timing (the safe set of sequences only,
+    unless --raw)."""
     from tsops.recordings.player import play_terminal, schedule
 
     if speed <= 0:
@@ -197,11 +225,20 @@ def run_play(source: RecordingsLocation, recording_id: str, speed: float,
     store = flow.open_store(source)
     info = find(store, recording_id)
     stream = Stream(store, info.key)
-    events = (event for batch in stream.batches() for event in batch)
+    safe = SafeFilter()
+    if raw:
+        console.warning(RAW_WARNING)
+        events = (event for batch in stream.batches() for event in batch)
+    else:
+        events = ((at, safe.feed(text)) for batch in stream.batches() for at, text in batch)
     finished = False
     try:
         with writing(fatal=False):
-            finished = play_terminal(schedule(events, speed, idle_limit), console.out.file)
+            try:
+                finished = play_terminal(schedule(events, speed, idle_limit), console.out.file)
+            finally:
+                if not raw:  # colours, modes and scroll region back as they were
+                    console.out.file.write(safe.reset())
             console.out.file.write("\n")
     except CastError as error:
         raise TsopsError(f"cannot read recording {recording_id}: {error}") from None
@@ -262,14 +299,15 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
                     "before": match.before, "after": match.after,
                 })
                 continue
-            where = f"{recording.id} +{_duration(match.offset)} line {match.line_number}"
+            where = (f"{visible(recording.id)} +{_duration(match.offset)} "
+                     f"line {match.line_number}")
             if context:
                 for line in match.before:
-                    console.line(f"{where}-  {line}")
-            console.line(f"{where}:  {match.line}")
+                    console.line(f"{where}-  {visible(line)}")
+            console.line(f"{where}:  {visible(match.line)}")
             if context:
                 for line in match.after:
-                    console.line(f"{where}-  {line}")
+                    console.line(f"{where}-  {visible(line)}")
                 console.line("--")
     if output == "json":
         console.line(json.dumps({"matches": documents}, indent=2))
@@ -298,7 +336,7 @@ def run_verify(source: RecordingsLocation, manifest: Path, entry: str, public_ke
         for kind, keys in (("missing", findings.missing), ("altered", findings.altered),
                            ("unexpected", findings.unexpected)):
             for key_name in keys:
-                console.line(f"{kind:<10}  {key_name}")
+                console.line(f"{kind:<10}  {visible(key_name)}")
         console.line(
             f"{findings.intact} intact, {len(findings.missing)} missing, "
             f"{len(findings.altered)} altered, {len(findings.unexpected)} unexpected "

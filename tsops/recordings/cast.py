@@ -21,8 +21,9 @@ ESCAPE_RE = re.compile(
     r"|[()*+][0-9A-Za-z]"
     r"|[@-Z\\-_=>78])"
 )
-# C0 controls other than newline and tab, and DEL (so "\r\n" becomes "\n").
-CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), 127])
+# C0 controls other than newline and tab, DEL and the C1 controls (so "\r\n" becomes "\n",
+# and no 8-bit control reaches a terminal).
+CONTROLS = dict.fromkeys([*range(0, 9), *range(11, 32), *range(127, 160)])
 TIME, KIND, TEXT = itemgetter(0), itemgetter(1), itemgetter(2)
 MAX_LINE = 64 << 20  # a longer line is not a terminal write: the file is damaged
 

@@ -1,4 +1,8 @@
-"""`search`: a regular expression over the plain text of many recordings, in parallel."""
+"""`search`: a regular expression over the screen text of many recordings, in parallel.
+
+Each recording's output is turned into the lines its screen showed (tsops.recordings.screen:
+backspace, carriage return, erasing and cursor movement applied) before matching.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from dataclasses import dataclass, field
 
 from tsops.recordings.cast import CastError
 from tsops.recordings.catalog import WORKERS, Problem, Recording, parallel
-from tsops.recordings.reader import LineAssembler, Lines, Stream
+from tsops.recordings.reader import Stream
+from tsops.recordings.screen import AnyLines, ScreenText
 from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
 
 
@@ -46,7 +51,7 @@ class _Searcher:
         self.matches: list[Match] = []
         self.line_number = 0
 
-    def take(self, lines: Lines) -> None:
+    def take(self, lines: AnyLines) -> None:
         """Search one block of complete lines."""
         if not lines.count:
             return
@@ -74,7 +79,7 @@ class _Searcher:
                 still.append(match)
         self.waiting = still
 
-    def _collect(self, lines: Lines, every: list[str], first: re.Match[str]) -> None:
+    def _collect(self, lines: AnyLines, every: list[str], first: re.Match[str]) -> None:
         text = lines.text
         seen = -1
         index = 0
@@ -112,12 +117,17 @@ def search_one(store: Store, target: Recording | ObjectInfo, pattern: re.Pattern
     """
     stream = Stream(store, target.key)
     searcher = _Searcher(target.key, pattern, context)
-    assembler = LineAssembler()
+    screen: ScreenText | None = None
     problems: list[Problem] = []
     try:
         for batch in stream.batches():
-            searcher.take(assembler.feed(batch))
-        searcher.take(assembler.finish())
+            if screen is None:  # the header is read with the first batch
+                header = stream.header
+                screen = ScreenText(header.width, header.height) if header else ScreenText()
+            for lines in screen.feed(batch):
+                searcher.take(lines)
+        for lines in (screen or ScreenText()).finish():
+            searcher.take(lines)
     except CastError as error:
         problems.append(Problem(target.key, error.kind, error.detail))
     except (StoreError, RecordingMissing, OSError) as error:
