@@ -51,7 +51,7 @@ class ServerPhase:
 
     def gather_and_plan(self) -> list[HostPlan]:
         """Probe every chosen server in parallel (one round trip each) and plan it."""
-        devices = self.context.api.list_devices()
+        devices = self.context.devices()  # also what chooses each server's connection path
         return self.context.runner.each(self.context.targets,
                                         lambda target: self._plan_one(target, devices))
 
