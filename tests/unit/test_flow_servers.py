@@ -173,6 +173,37 @@ def test_the_policy_is_written_before_enrollment_without_asking_again(tmp_path: 
         f"{path} --limit db1` does")
 
 
+def test_a_coverage_gap_is_shown_refused_with_exit_3_and_written_only_when_allowed(
+        tmp_path: Path) -> None:
+    # A hand-written rule ahead of tsops's takes db1's root sessions without a recorder.
+    shadowed = ('{\n  "ssh": [\n    {"action": "accept", "src": ["autogroup:member"], '
+                '"dst": ["tag:db"], "users": ["root"]},\n  ],\n}\n')
+    text = INVENTORY.replace("    users: [root]\n", "    users: [root]\n"
+                             "    recorder: tag:recorder\n    enforce_recorder: false\n")
+    policy = tmp_path / "policy.hujson"
+    for allowed in (False, True):
+        path = write_inventory(tmp_path, text)
+        policy.write_text(shadowed)
+        db1 = Host("db1", {PROBE: RunResult(0, SSH_ON, "")})
+        with flow.adding(path, DB1) as change, \
+                run_for(change, {"db1": db1}, Api(DEVICES)) as context:
+            planned = flow.plan_add(context, change)
+            planned.policy = flow.preview_policy(context)
+            assert planned.policy is not None
+            assert next(gap.line() for gap in planned.policy.gaps).startswith(
+                "coverage gap: db1: ssh[0] (line 3)")
+            report = flow.apply_add(context, planned, allow_gaps=allowed, canary=False,
+                                    session=no_session)
+        if not allowed:
+            assert report.policy_refused and report.exit_code == ExitCode.DRIFT
+            assert report.policy_error is not None and "ssh[0]" in report.policy_error
+            assert policy.read_text() == shadowed
+        else:
+            assert not report.policy_refused and report.policy_error is None
+            assert report.exit_code == ExitCode.OK
+            assert "tsops: servers" in policy.read_text()
+
+
 def test_a_failed_enrollment_keeps_the_host_in_the_inventory_and_is_exit_1(
         tmp_path: Path) -> None:
     path = write_inventory(tmp_path)

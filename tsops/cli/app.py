@@ -564,12 +564,13 @@ def add_server(
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
     allow_unverified_recorder: AllowUnverifiedOpt = False,
+    allow_coverage_gaps: AllowGapsOpt = False,
     skip_canary: Annotated[bool, typer.Option(
         "--skip-canary", help="Do not prove the new server is recorded (see tsops verify).")
     ] = False,
     canary_user: Annotated[str | None, typer.Option(
-        "--canary-user", help="Local user of the canary session (default: the rule's first "
-        "concrete user, like root).")] = None,
+        "--canary-user", help="Local user of the canary session (default: the inventory's "
+        "canary.user, else the rule's first concrete user, like root).")] = None,
     canary_timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
 ) -> None:
     """Add a server to the inventory, enroll it alone, extend the policy, prove it recorded."""
@@ -579,8 +580,9 @@ def add_server(
     new = NewHost(host, group=group, tags=tuple(tag or ()), user=user, port=port,
                   address=address)
     _finish(run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
-                   allow_unverified=allow_unverified_recorder, canary=not skip_canary,
-                   canary_user=canary_user, canary_timeout=canary_timeout))
+                   allow_unverified=allow_unverified_recorder, allow_gaps=allow_coverage_gaps,
+                   canary=not skip_canary, canary_user=canary_user,
+                   canary_timeout=canary_timeout))
 
 
 @app.command("remove-server")

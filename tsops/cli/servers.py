@@ -15,8 +15,8 @@ from tsops.inventory.edit import NewHost
 
 
 def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_input: bool,
-                   allow_unverified: bool, canary: bool = True, canary_user: str | None = None,
-                   canary_timeout: float = 30.0) -> int:
+                   allow_unverified: bool, allow_gaps: bool = False, canary: bool = True,
+                   canary_user: str | None = None, canary_timeout: float = 30.0) -> int:
     """Add `host` to the inventory, enroll it alone, extend the policy when it must."""
     with flow.adding(path, host) as change:
         print_diff(path, change.before, change.after, "edited")
@@ -26,12 +26,14 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
             planned.policy = flow.preview_policy(context)
             if planned.policy is not None:
                 _print_policy_plan(planned.policy.diff)
+                for gap in planned.policy.gaps:
+                    console.warning(gap.line())
             if dry_run:
                 console.line("dry run: nothing was changed")
                 return ExitCode.OK
             context.events.confirm(f"Add {host.name} to {path} and enroll it?", PENDING)
             report = flow.apply_add(context, planned, allow_unverified=allow_unverified,
-                                    canary=canary, canary_user=canary_user,
+                                    allow_gaps=allow_gaps, canary=canary, canary_user=canary_user,
                                     canary_timeout=canary_timeout)
     return _report_add(report)
 
@@ -71,7 +73,8 @@ def _print_policy_plan(diff: str) -> None:
 def _report_add(report: AddReport) -> int:
     path, name, result, proof = report.path, report.name, report.enrollment, report.proof
     if report.policy_error is not None:
-        console.error(f"policy file: failed: {report.policy_error}")
+        verdict = "not written" if report.policy_refused else "failed"
+        console.error(f"policy file: {verdict}: {report.policy_error}")
     if result.failed:
         console.error(f"{name}: enrollment {result.outcome}: {result.reason}. The host stays in "
                       f"{path}: fix the cause, then `tsops bootstrap {path}` converges it")

@@ -126,13 +126,17 @@ class AddReport:
     enrollment: HostResult
     policy_error: str | None = None
     proof: CanaryResult | None = None
+    policy_refused: bool = False  # not written for coverage gaps (the error lists them)
 
     @property
     def exit_code(self) -> ExitCode:
         """1 when enrollment or the policy failed or the canary could not check; 3 when the
-        canary was refused or not recorded; else 0."""
-        if self.policy_error is not None or self.enrollment.failed:
+        policy was refused for coverage gaps, or the canary was refused or not recorded;
+        else 0."""
+        if self.enrollment.failed or (self.policy_error is not None and not self.policy_refused):
             return ExitCode.FAILED
+        if self.policy_refused:
+            return ExitCode.DRIFT
         if self.proof is None or self.proof.state == "recorded":
             return ExitCode.OK
         return ExitCode.FAILED if self.proof.state == "error" else ExitCode.DRIFT
@@ -165,11 +169,11 @@ def preview_policy(context: RunContext) -> PolicyPreview | None:
     from tsops.policy.apply import diff_policy
 
     policy_plan, diff = diff_policy(context.inventory, context.api)
-    return PolicyPreview(policy_plan.changed, diff)
+    return PolicyPreview(policy_plan.changed, diff, policy_plan.coverage.gaps)
 
 
 def apply_add(context: RunContext, planned: AddPlan, *, allow_unverified: bool = False,
-              canary: bool = True, canary_user: str | None = None,
+              allow_gaps: bool = False, canary: bool = True, canary_user: str | None = None,
               canary_timeout: float = DEFAULT_TIMEOUT_S,
               session: SessionRunner | None = None) -> AddReport:
     """Write the inventory, extend the policy when it must change, enroll the server alone,
@@ -178,32 +182,42 @@ def apply_add(context: RunContext, planned: AddPlan, *, allow_unverified: bool =
     change.commit()
     context.events.info(f"{change.path}: {change.target.name} added")
     # The policy goes first: an auth key may only carry tags declared in tagOwners.
-    policy_error = (_extend_policy(context, allow_unverified)
-                    if planned.policy is not None and planned.policy.changed else None)
+    policy_error, refused = (_extend_policy(context, allow_unverified, allow_gaps)
+                             if planned.policy is not None and planned.policy.changed
+                             else (None, False))
     enrollment = _enroll(ServerPhase(context), planned.host)
     proof = None
     if policy_error is None and not enrollment.failed:
         proof = _prove(context, change.target, canary, canary_user, canary_timeout, session)
-    return AddReport(change.path, change.target.name, enrollment, policy_error, proof)
+    return AddReport(change.path, change.target.name, enrollment, policy_error, proof, refused)
 
 
-def _extend_policy(context: RunContext, allow_unverified: bool) -> str | None:
+def _extend_policy(context: RunContext, allow_unverified: bool,
+                   allow_gaps: bool = False) -> tuple[str | None, bool]:
     """Patch the policy; an enforcing rule needs a recorder the API shows connected now.
 
     Without a recorder phase in this run, the health gate is the standalone one: a recorder tag
     counts as healthy when a device carrying it is connected to the control plane. The operator
-    has confirmed the whole change already, so the policy step asks nothing again.
+    has confirmed the whole change already, so the policy step asks nothing again. Returns the
+    error, if any, and whether it was a refusal for coverage gaps.
     """
-    from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
+    from tsops.policy.apply import (
+        CoverageRefused,
+        apply_policy,
+        enforced_recorder_tags,
+        online_recorder_tags,
+    )
 
     inventory, api = context.inventory, context.api
     healthy = online_recorder_tags(api, enforced_recorder_tags(inventory))
     try:
-        apply_policy(inventory, api, Confirmed(context.events),
-                     healthy_recorder_tags=healthy, allow_unverified=allow_unverified)
+        apply_policy(inventory, api, Confirmed(context.events), healthy_recorder_tags=healthy,
+                     allow_unverified=allow_unverified, allow_gaps=allow_gaps)
+    except CoverageRefused as refused:
+        return refused.message, True
     except TsopsError as error:
-        return error.message
-    return None
+        return error.message, False
+    return None, False
 
 
 def _enroll(phase: ServerPhase, plan: HostPlan) -> HostResult:
