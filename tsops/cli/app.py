@@ -10,7 +10,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -217,13 +217,22 @@ def secrets_list() -> None:
     run_list()
 
 
+def command() -> Any:
+    """The Click command tree of `tsops`, its values named for operators (tsops.cli.help)."""
+    from tsops.cli.help import name_values
+
+    tree = typer.main.get_command(app)
+    name_values(tree)
+    return tree
+
+
 def main() -> None:
     """Entry point: run the app and turn every outcome into one exit code."""
     from tsops.cli import console
 
     try:
         # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
-        app()
+        command()()
     except TsopsError as error:
         console.error(error.message)
         sys.exit(error.exit_code)
