@@ -72,3 +72,15 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = tsops("bootstrapp")
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+def test_terraforms_exit_code_flag_is_refused_with_the_new_name(tmp_path: Path) -> None:
+    # Terraform's -detailed-exitcode exits 2 for changes; tsops's 2 is bad input, so the old
+    # spelling must stop a copied CI step instead of meaning something else.
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("not: checked\n")
+    for command in (("plan",), ("policy", "diff")):
+        result = tsops(*command, str(inventory), "--detailed-exitcode")
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and "--changes-exit-code" in result.stderr
+        assert result.stdout == ""

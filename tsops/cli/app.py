@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from tsops import __version__
-from tsops.errors import ExitCode, TsopsError
+from tsops.errors import ExitCode, TsopsError, UsageError
 
 if TYPE_CHECKING:
     from tsops.cli.bootstrap import RunOptions
@@ -85,8 +85,22 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show the plan (and any inventory diff); change nothing.")
 ]
-DetailedExitOpt = Annotated[
-    bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")
+def _renamed_exitcode(value: bool) -> None:
+    if value:
+        raise UsageError(
+            "--detailed-exitcode is now --changes-exit-code: tsops exits 3 when changes are "
+            "pending, where Terraform's flag exits 2 (tsops's 2 means bad input)")
+
+
+ChangesExitOpt = Annotated[
+    bool, typer.Option("--changes-exit-code",
+                       help="Exit 3 when changes are pending (0 when none, 1 failed, 2 bad input).")
+]
+# Terraform's name with Terraform's numbers would read tsops's "bad input" (2) as "changes": the
+# old spelling is refused with the new one named, so a CI step copied from Terraform stops early.
+RenamedExitOpt = Annotated[
+    bool, typer.Option("--detailed-exitcode", hidden=True, callback=_renamed_exitcode,
+                       expose_value=False)
 ]
 AllowUnverifiedOpt = Annotated[
     bool,
@@ -136,13 +150,14 @@ def plan(
     concurrency: ConcurrencyOpt = 32,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
-    detailed_exitcode: DetailedExitOpt = False,
+    changes_exit_code: ChangesExitOpt = False,
+    _renamed: RenamedExitOpt = False,
 ) -> None:
     """Show what bootstrap would change on each server, and the API calls it would make."""
     from tsops.cli.bootstrap import run_plan
 
     run = _run(inventory, limit, concurrency, output, no_input)
-    _finish(run_plan(run, detailed_exitcode=detailed_exitcode))
+    _finish(run_plan(run, detailed_exitcode=changes_exit_code))
 
 
 @app.command()
@@ -261,12 +276,13 @@ app.add_typer(policy_app, name="policy")
 def policy_diff(
     inventory: InventoryArg,
     no_input: NoInputOpt = False,
-    detailed_exitcode: DetailedExitOpt = False,
+    changes_exit_code: ChangesExitOpt = False,
+    _renamed: RenamedExitOpt = False,
 ) -> None:
     """Show the unified diff tsops would make to the policy file; nothing is written."""
     from tsops.cli.policy import run_diff
 
-    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=detailed_exitcode))
+    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=changes_exit_code))
 
 
 @policy_app.command("apply")
@@ -664,7 +680,6 @@ def rotate_storage(
 ) -> None:
     """Move the recorders to a new destination one at a time, then update the inventory."""
     from tsops.cli.rotate import run_delete_source, run_rotate
-    from tsops.errors import UsageError
     from tsops.rotation.target import RotateOptions
 
     if (to is None) == (delete_source is None):
