@@ -84,3 +84,23 @@ def test_terraforms_exit_code_flag_is_refused_with_the_new_name(tmp_path: Path) 
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and "--changes-exit-code" in result.stderr
         assert result.stdout == ""
+
+
+def test_options_renamed_to_one_vocabulary_are_refused_with_the_new_name(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("not: checked\n")
+    for args, new in ((("verify", str(inventory), "--user", "root"), "--canary-user"),
+                      (("verify", str(inventory), "--timeout", "5"), "--canary-timeout"),
+                      (("add-server", str(inventory), "web1", "--timeout", "5"),
+                       "--canary-timeout"),
+                      (("rotate-storage", str(inventory), "--to", "s3://b", "--workers", "2"),
+                       "--concurrency")):
+        result = tsops(*args)
+        assert result.returncode == 2, args
+        assert f"is now {new}" in result.stderr and result.stderr.count("\n") == 1, args
+
+
+def test_search_short_i_is_the_inventory_as_on_every_recordings_command(tmp_path: Path) -> None:
+    result = tsops("recordings", "search", "x", "-i", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert "missing.yaml: cannot read the inventory" in result.stderr

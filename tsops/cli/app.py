@@ -76,7 +76,8 @@ def check(inventory: InventoryArg) -> None:
 # Options shared by several commands, declared once (ranges are checked by Typer: exit 2).
 LimitOpt = Annotated[
     list[str] | None,
-    typer.Option("--limit", "-l", help="Only these servers: a host, group or tag (repeatable)."),
+    typer.Option("--limit", "-l", help="Only these servers: hosts, groups or tags; globs (db*), "
+                 "commas and !exclusions (repeatable)."),
 ]
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, help="How many hosts to work on at once.")
@@ -85,6 +86,16 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show the plan (and any inventory diff); change nothing.")
 ]
+def _renamed(old: str, new: str, why: str = "") -> Any:
+    """A hidden option for a renamed one: using it is refused (exit 2) naming the new name."""
+
+    def refuse(value: object) -> None:
+        if value not in (None, False):
+            raise UsageError(f"{old} is now {new}{why}")
+
+    return typer.Option(old, hidden=True, expose_value=False, callback=refuse)
+
+
 def _renamed_exitcode(value: bool) -> None:
     if value:
         raise UsageError(
@@ -470,7 +481,9 @@ def recordings_search(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
-    ignore_case: Annotated[bool, typer.Option("--ignore-case", "-i")] = False,
+    ignore_case: Annotated[bool, typer.Option(
+        "--ignore-case", help="Match regardless of case (-i is --inventory, as everywhere).")
+    ] = False,
     context: Annotated[int, typer.Option("--context", "-C", help="Lines around.")] = 0,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -547,7 +560,8 @@ def status(
 
 DEFAULT_CANARY_TIMEOUT = 30.0
 CanaryTimeoutOpt = Annotated[float, typer.Option(
-    "--timeout", help="Seconds to wait for the canary's recording to appear.")]
+    "--canary-timeout", help="Seconds to wait for the canary's recording to appear.")]
+OldTimeoutOpt = Annotated[str | None, _renamed("--timeout", "--canary-timeout")]
 
 
 @app.command()
@@ -555,12 +569,15 @@ def verify(
     inventory: InventoryArg,
     limit: LimitOpt = None,
     user: Annotated[str | None, typer.Option(
-        "--user", help="Local user of the canary sessions (default: each rule's first "
-        "concrete user, like root).")] = None,
+        "--canary-user", help="Local user of the canary sessions (default: the inventory's "
+        "canary.user, else each rule's first concrete user, like root).")] = None,
     timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
     concurrency: ConcurrencyOpt = 8,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
+    _old_user: Annotated[str | None, _renamed(
+        "--user", "--canary-user", " (as on add-server, where --user is the SSH user)")] = None,
+    _old_timeout: OldTimeoutOpt = None,
 ) -> None:
     """Prove each server recorded: a canary session, then its recording at the destination."""
     from tsops.cli.verify import run_verify
@@ -597,6 +614,7 @@ def add_server(
         "--canary-user", help="Local user of the canary session (default: the inventory's "
         "canary.user, else the rule's first concrete user, like root).")] = None,
     canary_timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
+    _old_timeout: OldTimeoutOpt = None,
 ) -> None:
     """Add a server to the inventory, enroll it alone, extend the policy, prove it recorded."""
     from tsops.cli.servers import run_add_server
@@ -673,10 +691,12 @@ def rotate_storage(
     retention_days: Annotated[int | None, typer.Option(
         "--retention-days", help="Default retention with --object-lock.")] = None,
     workers: Annotated[int, typer.Option(
-        "--workers", min=1, help="Recordings copied at once by --migrate.")] = 8,
+        "--concurrency", "-c", min=1,
+        help="Recordings copied (or checked) at once by --migrate and --delete-source.")] = 8,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
+    _old_workers: Annotated[str | None, _renamed("--workers", "--concurrency")] = None,
 ) -> None:
     """Move the recorders to a new destination one at a time, then update the inventory."""
     from tsops.cli.rotate import run_delete_source, run_rotate

@@ -40,11 +40,9 @@ METAVARS: dict[str, str] = {
     "--sort": "FIELD",
     "--speed": "FACTOR",
     "--tag": "TAG",
-    "--timeout": "SECONDS",
     "--to": "DESTINATION",
     "--until": "TIME",
     "--user": "USER",
-    "--workers": "N",
     "--write": "N",
 }
 
