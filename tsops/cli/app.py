@@ -245,8 +245,10 @@ def secrets_list() -> None:
 
 def command() -> Any:
     """The Click command tree of `tsops`, its values named for operators (tsops.cli.help)."""
+    from tsops.cli.completion import enable_if_completing
     from tsops.cli.help import name_values
 
+    enable_if_completing()
     tree = typer.main.get_command(app)
     name_values(tree)
     return tree
@@ -258,7 +260,7 @@ def main() -> None:
 
     try:
         # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
-        command()()
+        command()(prog_name="tsops", complete_var="_TSOPS_COMPLETE")
     except TsopsError as error:
         console.error(error.message)
         sys.exit(error.exit_code)
@@ -717,3 +719,28 @@ def rotate_storage(
         retention_days=retention_days, migrate=migrate)
     _finish(run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input,
                        workers=workers))
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(metavar="bash|zsh|fish", help="Your shell.",
+                                           show_default=False)],
+    install: Annotated[bool, typer.Option(
+        "--install", help="Write it where the shell loads completions from (no startup file "
+        "is edited) instead of printing it.")] = False,
+) -> None:
+    """Print (or install) the shell completion script for commands, options and values."""
+    from tsops.cli import completion as shells
+    from tsops.cli import console
+
+    if not install:
+        sys.stdout.write(shells.script(shell.value))
+        return
+    path, loaded = shells.install(shell.value)
+    console.line(f"wrote {path}: {loaded}")
