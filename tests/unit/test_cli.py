@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,45 @@ def test_search_short_i_is_the_inventory_as_on_every_recordings_command(tmp_path
     result = tsops("recordings", "search", "x", "-i", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2
     assert "missing.yaml: cannot read the inventory" in result.stderr
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `tsops ... | head`: the pipe's reader is gone before tsops writes (deterministic here, as
+    # its read end is closed first). Exit 0 and nothing on stderr, as `set -o pipefail` needs.
+    node = tmp_path / "rec" / "node1"
+    node.mkdir(parents=True)
+    (node / "1700000000.cast").write_text(
+        '{"version":2,"width":80,"height":24,"timestamp":1700000000}\n[0.5,"o","hi"]\n')
+    for args in (("recorder", "iam-policy", str(REPO / "inventories" / "example.yaml")),
+                 ("recordings", "list", "--from", str(tmp_path / "rec")),
+                 ("recordings", "list", "--from", str(tmp_path / "rec"), "-o", "json"),
+                 ("--help",)):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            result = subprocess.run([sys.executable, "-m", "tsops", *args], stdout=write,
+                                    stderr=subprocess.PIPE, text=True, check=False)
+        finally:
+            os.close(write)
+        assert (result.returncode, result.stderr) == (0, ""), args
+
+
+def test_check_reads_the_inventory_from_stdin_with_dash() -> None:
+    example = (REPO / "inventories" / "example.yaml").read_text()
+    valid = subprocess.run([sys.executable, "-m", "tsops", "check", "-"], input=example,
+                           capture_output=True, text=True, check=False)
+    assert valid.returncode == 0, valid.stderr
+    assert "<stdin>: valid: 3 server(s), 2 recorder(s)" in valid.stdout
+    broken = subprocess.run([sys.executable, "-m", "tsops", "check", "-"],
+                            input="version: 1\nservers: [\n", capture_output=True, text=True,
+                            check=False)
+    assert broken.returncode == 2
+    assert broken.stderr.startswith("<stdin>:3:1: invalid YAML")
+
+
+def test_tables_written_to_a_pipe_have_no_box_drawing() -> None:
+    result = tsops("check", str(REPO / "inventories" / "example.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split() == [
+        "host", "role", "group", "address", "user", "port", "tags"]
+    assert not set(result.stdout) & set("│─┃━┼╇┡┩╷╵")

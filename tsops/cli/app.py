@@ -251,7 +251,31 @@ def command() -> Any:
     enable_if_completing()
     tree = typer.main.get_command(app)
     name_values(tree)
+    _stop_quietly_on_closed_output(tree)
     return tree
+
+
+def _stop_quietly_on_closed_output(command: Any) -> None:
+    """A reader that went away (`tsops recordings list | head`) ends the command with exit 0.
+
+    Click would exit 1 for it, which `set -o pipefail` scripts read as a failure. Standard
+    output is pointed at /dev/null first, so the flush at exit cannot fail again.
+    """
+    callback = getattr(command, "callback", None)
+    if callback is not None and not getattr(callback, "_tsops_pipe_safe", False):
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except BrokenPipeError:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                raise typer.Exit(0) from None
+
+        guarded._tsops_pipe_safe = True  # type: ignore[attr-defined]
+        command.callback = guarded
+    for sub in getattr(command, "commands", {}).values():
+        _stop_quietly_on_closed_output(sub)
 
 
 def main() -> None:
@@ -261,6 +285,12 @@ def main() -> None:
     try:
         # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
         command()(prog_name="tsops", complete_var="_TSOPS_COMPLETE")
+    except SystemExit as ended:
+        # Typer ends a help screen written to a closed pipe with exit 1, after it wrapped
+        # stdout to silence the flush at exit: a reader that went away is no failure here either.
+        if ended.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            sys.exit(0)
+        raise
     except TsopsError as error:
         console.error(error.message)
         sys.exit(error.exit_code)

@@ -77,9 +77,13 @@ class LoadedInventory:
         return tuple(t for t in self.targets if t.role == "recorder")
 
 
-def load_inventory(path: Path) -> LoadedInventory:
-    """Load and validate `path`; raise InventoryError listing every problem found."""
-    text = _read_text(path)
+STDIN = Path("<stdin>")
+
+
+def load_inventory(path: Path, data: bytes | None = None) -> LoadedInventory:
+    """Load and validate `path` (or `data` read elsewhere, named `path` in every message);
+    raise InventoryError listing every problem found."""
+    text = _read_text(path) if data is None else _decode(path, data)
     try:
         yaml = YAML(typ="rt")
         yaml.Composer = _GuardedComposer
@@ -117,6 +121,11 @@ def _read_text(path: Path) -> str:
             data = stream.read(MAX_BYTES + 1)
     except OSError as error:
         raise InventoryError([f"{path}: cannot read the inventory: {error}"]) from error
+    return _decode(path, data)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """At most MAX_BYTES of UTF-8 text, else an error naming where it goes wrong."""
     if len(data) > MAX_BYTES:
         line = data.count(b"\n", 0, MAX_BYTES) + 1
         raise InventoryError([
