@@ -147,3 +147,21 @@ def test_tables_written_to_a_pipe_have_no_box_drawing() -> None:
     assert result.stdout.splitlines()[0].split() == [
         "host", "role", "group", "address", "user", "port", "tags"]
     assert not set(result.stdout) & set("│─┃━┼╇┡┩╷╵")
+
+
+def test_a_failure_in_json_mode_is_also_a_json_error_object_on_stdout(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nfoo: 1\n")
+    for args in (("plan", str(bad), "-o", "json"), ("status", str(bad), "--output", "json"),
+                 ("recordings", "list", "--from", str(tmp_path / "none"), "-o", "json")):
+        result = tsops(*args)
+        assert result.returncode == 2, args
+        error = json.loads(result.stdout)["error"]
+        assert error["kind"] == "bad-input" and error["exit_code"] == 2
+        assert error["message"].splitlines()[0] in result.stderr
+    planned = tsops("plan", str(bad), "-o", "json")
+    assert json.loads(planned.stdout)["error"]["problems"] == [
+        f"{bad}:1:1: tailnet: required field is missing",
+        f"{bad}:2:1: (top level): unknown field 'foo'"]
+    # In table mode a failure prints nothing on stdout.
+    assert tsops("plan", str(bad)).stdout == ""

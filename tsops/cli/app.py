@@ -142,8 +142,31 @@ NoInputOpt = Annotated[
 ]
 
 
+_json_output = False  # the command asked for -o json: a failure is then a JSON object too
+
+
 def _output(value: Output) -> Literal["table", "json"]:
-    return "json" if value is Output.json else "table"
+    global _json_output
+    _json_output = value is Output.json
+    return "json" if _json_output else "table"
+
+
+def _json_error(message: str, code: int, problems: list[str] | None = None) -> None:
+    """In JSON mode, a failure is also one JSON object on stdout (see docs/json.md)."""
+    if not _json_output:
+        return
+    import json
+
+    kind = {ExitCode.FAILED: "failed", ExitCode.BAD_INPUT: "bad-input",
+            ExitCode.DRIFT: "drift", 130: "interrupted"}.get(code, "failed")
+    error: dict[str, object] = {"kind": kind, "message": message, "exit_code": int(code)}
+    if problems:
+        error["problems"] = problems
+    try:
+        sys.stdout.write(json.dumps({"error": error}, indent=2) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
 
 
 def _run(inventory: Path, limit: list[str] | None, concurrency: int, output: Output,
@@ -293,9 +316,11 @@ def main() -> None:
         raise
     except TsopsError as error:
         console.error(error.message)
+        _json_error(error.message, error.exit_code, getattr(error, "problems", None))
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         console.error("interrupted")
+        _json_error("interrupted", 130)
         sys.exit(130)
     except Exception as error:
         if _debug:
@@ -304,6 +329,7 @@ def main() -> None:
             f"internal error: {type(error).__name__}: {error}\n"
             "This is a bug in tsops; rerun with --debug for the traceback."
         )
+        _json_error(f"internal error: {type(error).__name__}: {error}", ExitCode.FAILED)
         sys.exit(ExitCode.FAILED)
 
 
