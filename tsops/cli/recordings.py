@@ -29,6 +29,7 @@ from tsops.recordings.catalog import (
     Recording,
     find,
     parse_when,
+    truncation,
 )
 from tsops.recordings.inert import SafeFilter, visible
 from tsops.recordings.reader import Stream
@@ -158,7 +159,7 @@ def run_show(source: RecordingsLocation, recording_id: str, output: OutputFormat
     store = flow.open_store(source)
     recording = flow.one(store, recording_id)
     if recording.truncated:
-        report([Problem(recording.key, "truncated", "the last line is incomplete")])
+        report([truncation(recording)])
     fields = as_json(recording)
     if output == "json":
         console.line(json.dumps(fields, indent=2))

@@ -8,7 +8,6 @@ first line is longer) and its duration from a ranged read of its tail.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +15,21 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tsops.errors import UsageError
-from tsops.recordings.cast import CastError, Header, parse_header
+from tsops.recordings.cast import (
+    HEADER_MAX,
+    UNTERMINATED_HEADER,
+    V1_DETAIL,
+    CastError,
+    Header,
+    ending_of,
+    looks_v1,
+    parse_header,
+)
 from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
 
 WHOLE = 32 << 10  # files up to this size are read in one request
 HEAD = 8 << 10
 TAIL = 8 << 10
-HEADER_MAX = 1 << 20  # a longer first line is not a header
 WORKERS = 16
 
 T = TypeVar("T")
@@ -48,8 +55,9 @@ class Recording:
     key: str
     size: int
     header: Header
-    duration: float | None  # time of the last complete event; None when none was found
-    truncated: bool  # the file does not end with a complete event line
+    duration: float | None  # time of the last complete event line; None when there is none
+    truncated: bool  # the file does not end with one newline after a complete event
+    ending: str = ""  # why it counts as truncated (tsops.recordings.cast.judge_end)
 
     @property
     def node(self) -> str:
@@ -75,34 +83,15 @@ class Catalog:
     problems: tuple[Problem, ...]
 
 
+def truncation(recording: Recording) -> Problem:
+    """The `truncated` problem of a recording that does not end complete."""
+    return Problem(recording.key, "truncated", recording.ending or "the last line is incomplete")
+
+
 def parallel(function: Callable[[T], R], items: Iterable[T], workers: int = WORKERS) -> Iterator[R]:
     """Map `function` over `items` on a thread pool, results in input order."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(function, items)
-
-
-def last_event_time(tail: bytes) -> float | None:
-    """The time of the last complete event line in final bytes that start at a line start."""
-    for line in reversed(tail.split(b"\n")[:-1]):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, list) and value and isinstance(value[0], int | float):
-            return float(value[0])
-    return None
-
-
-def _ends_complete(data: bytes) -> bool:
-    """Whether data ends with a newline after a line that parses as JSON."""
-    if not data.endswith(b"\n"):
-        return False
-    start = data.rfind(b"\n", 0, len(data) - 1) + 1
-    try:
-        json.loads(data[start:-1])
-    except ValueError:
-        return False
-    return True
 
 
 def probe(store: Store, info: ObjectInfo) -> Recording | Problem:
@@ -118,32 +107,40 @@ def probe(store: Store, info: ObjectInfo) -> Recording | Problem:
 def _probe(store: Store, info: ObjectInfo) -> Recording:
     if info.size == 0:
         raise CastError("empty", "the file is empty")
-    if info.size <= WHOLE:
-        data = store.read_range(info.key, 0, info.size)
-        end = data.find(b"\n")
-        if end < 0:  # the whole file is one unterminated line
-            return Recording(info.key, info.size, parse_header(data), None, True)
-        header = parse_header(data[:end])
-        events = data[end + 1:]
-        if not events:
-            return Recording(info.key, info.size, header, None, False)
-        return Recording(info.key, info.size, header, last_event_time(events),
-                         not _ends_complete(events))
-    head = store.read_range(info.key, 0, HEAD)
-    while b"\n" not in head and len(head) < min(info.size, HEADER_MAX):
+    head = store.read_range(info.key, 0, info.size if info.size <= WHOLE else HEAD)
+    if looks_v1(head):
+        raise CastError("asciicast-v1", V1_DETAIL)
+    while b"\n" not in head and len(head) < min(info.size, HEADER_MAX + 1):
         head += store.read_range(info.key, len(head), len(head) * 3)
     end = head.find(b"\n")
-    if end < 0:
-        if len(head) >= HEADER_MAX:
-            raise CastError("header-too-long", f"no end of the first line in {HEADER_MAX} bytes")
-        return Recording(info.key, info.size, parse_header(head), None, True)
+    if end > HEADER_MAX or (end < 0 and len(head) > HEADER_MAX):
+        raise CastError("header-too-long", f"no end of the first line in {HEADER_MAX} bytes")
+    if end < 0:  # the whole file is one unterminated line
+        return Recording(info.key, info.size, parse_header(head), None, True,
+                         UNTERMINATED_HEADER)
     header = parse_header(head[:end])
-    tail = store.read_tail(info.key, TAIL)
-    start = tail.find(b"\n") + 1  # the range starts inside a line: skip to the next one
-    if start in (0, len(tail)):  # no whole line in the tail: the last line is longer than it
-        return Recording(info.key, info.size, header, None, not tail.endswith(b"\n"))
-    tail = tail[start:]
-    return Recording(info.key, info.size, header, last_event_time(tail), not _ends_complete(tail))
+    events_start = end + 1
+    if len(head) == info.size:  # the whole file is in hand
+        judged = ending_of(head[events_start:], whole=True)
+    else:
+        judged = _tail_ending(store, info, events_start)
+    assert judged is not None  # a whole read always decides
+    duration, ending = judged
+    return Recording(info.key, info.size, header, duration, bool(ending), ending)
+
+
+def _tail_ending(store: Store, info: ObjectInfo,
+                 events_start: int) -> tuple[float | None, str] | None:
+    """Judge the end from the last TAIL bytes, reading further back only while they hold no
+    complete event line (a last write longer than the tail, or a damaged end)."""
+    length = TAIL
+    while True:
+        start = max(events_start, info.size - length)
+        judged = ending_of(store.read_range(info.key, start, info.size - start),
+                           whole=start == events_start)
+        if judged is not None:
+            return judged
+        length *= 4
 
 
 def scan(store: Store, workers: int = WORKERS) -> Catalog:
@@ -156,7 +153,7 @@ def scan(store: Store, workers: int = WORKERS) -> Catalog:
         else:
             recordings.append(result)
             if result.truncated:
-                problems.append(Problem(result.key, "truncated", "the last line is incomplete"))
+                problems.append(truncation(result))
     return Catalog(tuple(recordings), tuple(problems))
 
 
