@@ -120,7 +120,9 @@ def test_header_fields_of_a_user_session() -> None:
     (b"not json", "bad-header"),
     (b"[2]", "bad-header"),
     (b'{"version": 3, "timestamp": 1}', "bad-header"),
-    (b'{"version": 2}', "bad-header"),
+    (b'{"version": 2, "timestamp": "yesterday"}', "bad-header"),
+    (b'{"version": 2, "timestamp": 1e300}', "bad-header"),
+    (b'{"version": 2, "timestamp": NaN}', "bad-header"),
     (b'{"version": 2, "timestamp": 1, "sshUser": 5}', "bad-header"),
     (b'{"version": 2, "timestamp": 1, "sshUser": "\xff"}', "invalid-utf8"),
 ])

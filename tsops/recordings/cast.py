@@ -56,7 +56,7 @@ class CastError(ValueError):
 class Header:
     """The first line of a recording: when, who, from where, what (reference section 3)."""
 
-    timestamp: float
+    timestamp: float | None  # None when the header has none (optional in asciicast v2)
     width: int = 0
     height: int = 0
     command: str = ""
@@ -84,8 +84,10 @@ class Header:
         return f"kubectl-{self.session_type}" if self.session_type else "kubectl"
 
     @property
-    def started(self) -> datetime.datetime:
-        """The session's start as an aware UTC datetime."""
+    def started(self) -> datetime.datetime | None:
+        """The session's start as an aware UTC datetime; None when the header does not say."""
+        if self.timestamp is None:
+            return None
         return datetime.datetime.fromtimestamp(self.timestamp, datetime.UTC)
 
     @property
@@ -171,8 +173,9 @@ def parse_header(line: bytes) -> Header:
     if raw.get("version") != 2:
         raise CastError("bad-header", f"version is {raw.get('version')!r}, expected 2")
     timestamp = raw.get("timestamp")
-    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or timestamp < 0:
-        raise CastError("bad-header", "timestamp is missing or not a number")
+    if timestamp is not None and (not isinstance(timestamp, int | float)
+                                  or isinstance(timestamp, bool) or not 0 <= timestamp < 1e11):
+        raise CastError("bad-header", "timestamp is not a number of seconds since 1970")
     tags = raw.get("srcNodeTags") or []
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise CastError("bad-header", "srcNodeTags is not a list of strings")
@@ -180,7 +183,8 @@ def parse_header(line: bytes) -> Header:
     term = env.get("TERM", "") if isinstance(env, dict) else ""
     kubernetes = _kubernetes(raw)
     return Header(
-        timestamp=float(timestamp), width=_int(raw, "width"), height=_int(raw, "height"),
+        timestamp=None if timestamp is None else float(timestamp),
+        width=_int(raw, "width"), height=_int(raw, "height"),
         command=_text(raw, "command"), ssh_user=_text(raw, "sshUser"),
         local_user=_text(raw, "localUser"), src_node=_text(raw, "srcNode"),
         src_node_id=_text(raw, "srcNodeID"), src_node_tags=tuple(tags),

@@ -70,8 +70,8 @@ class Recording:
         return self.key.removesuffix(".cast")
 
     @property
-    def started(self) -> datetime.datetime:
-        """When the session started (UTC)."""
+    def started(self) -> datetime.datetime | None:
+        """When the session started (UTC); None when the header does not say."""
         return self.header.started
 
 
@@ -198,10 +198,17 @@ class Filter:
     since: datetime.datetime | None = None
     until: datetime.datetime | None = None
     command: str | None = None
+    # kubectl sessions (Tailscale's Kubernetes API server proxy); each repeatable, exact
+    pods: tuple[str, ...] = ()  # POD or NAMESPACE/POD
+    namespaces: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    session_types: tuple[str, ...] = ()  # ssh, exec, attach
 
     def keeps(self, recording: Recording, names: dict[str, str] | None = None) -> bool:
         """Whether the recording passes every condition given."""
         header = recording.header
+        if not self._keeps_kubernetes(header):
+            return False
         if self.nodes:
             known = {recording.node, (names or {}).get(recording.node, "")}
             if not known & set(self.nodes):
@@ -209,17 +216,33 @@ class Filter:
         if self.users and not {header.ssh_user, header.local_user,
                                header.src_node_user} & set(self.users):
             return False
-        if self.since is not None and recording.started < self.since:
+        started = recording.started  # a recording with no start passes no time bound
+        if self.since is not None and (started is None or started < self.since):
             return False
-        if self.until is not None and recording.started >= self.until:
+        if self.until is not None and (started is None or started >= self.until):
             return False
         return self.command is None or self.command in header.command
 
+    def _keeps_kubernetes(self, header: Header) -> bool:
+        if self.pods and not {header.pod, f"{header.namespace}/{header.pod}"} & set(self.pods):
+            return False
+        if self.namespaces and header.namespace not in self.namespaces:
+            return False
+        if self.containers and header.container not in self.containers:
+            return False
+        session_type = header.session_type if header.kubectl else "ssh"
+        return not self.session_types or session_type in self.session_types
+
+
+def _start(recording: Recording) -> float:
+    """The start for sorting: recordings without one come first."""
+    return -1.0 if recording.header.timestamp is None else recording.header.timestamp
+
 
 SORT_KEYS: dict[str, Callable[[Recording], tuple[object, ...]]] = {
-    "start": lambda r: (r.header.timestamp, r.key),
-    "node": lambda r: (r.node, r.header.timestamp),
-    "user": lambda r: (r.header.ssh_user, r.header.timestamp),
+    "start": lambda r: (_start(r), r.key),
+    "node": lambda r: (r.node, _start(r)),
+    "user": lambda r: (r.header.ssh_user, _start(r)),
     "duration": lambda r: (r.duration or 0.0, r.key),
     "size": lambda r: (r.size, r.key),
 }
