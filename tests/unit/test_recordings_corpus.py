@@ -36,6 +36,8 @@ from tsops.flows.recordings import RecordingsLocation
 from tsops.recordings import catalog
 from tsops.recordings.catalog import Filter, Problem, scan
 from tsops.recordings.export import write_event
+from tsops.recordings.integrity import Digest, digest
+from tsops.recordings.reader import Stream
 from tsops.recordings.search import compile_pattern, search_one
 from tsops.recordings.store import LocalStore, ObjectInfo
 
@@ -56,6 +58,8 @@ class Truth:
     kind: str  # "recording", or the problem every reader must name
     header: dict[str, Any] | None = None
     events: int = 0  # complete event lines, of every kind
+    outputs: int = 0  # output events given to cat, play and search (a last one unterminated too)
+    bad_lines: int = 0  # terminated lines, not blank, that are not events
     duration: float | None = None
     truncated: bool = False
     text: str = ""  # the output events' text, a complete last event without newline included
@@ -102,8 +106,11 @@ def truth(data: bytes) -> Truth:
         text += last[2]
     truncated = bool(after_last_newline) or (bool(lines) and (
         not lines[-1].strip() or _event(lines[-1]) is None))
-    return Truth("recording", header, len(events), float(events[-1][0]) if events else None,
-                 truncated, text)
+    outputs = sum(e[1] == "o" for e in events) + (last is not None and last[1] == "o")
+    bad_lines = sum(1 for line in lines if line.strip() and _event(line) is None)
+    return Truth("recording", header, events=len(events),
+                 duration=float(events[-1][0]) if events else None, truncated=truncated,
+                 text=text, outputs=outputs, bad_lines=bad_lines)
 
 
 # --- the corpus ----------------------------------------------------------------------------
@@ -283,6 +290,18 @@ def test_every_reader_agrees_with_the_bytes(name: str, store: LocalStore,
     out, err = capsys.readouterr()
     assert out == fact.text + "\n"
     assert ("warning: truncated:" in err) == fact.truncated
+
+    # the stream under cat, play, search and export: event counts and damage
+    stream = Stream(store, key)
+    assert sum(map(len, stream.batches())) == fact.outputs
+    assert (stream.last_time, stream.truncated) == (fact.duration, fact.truncated)
+    assert stream.report.bad_lines == fact.bad_lines
+
+    # seal hashes the file and judges its end the same way
+    digested = digest(store, info)
+    assert isinstance(digested, Digest)
+    assert any(p.kind == "truncated" for p in digested.problems) == fact.truncated
+    assert {p.detail for p in digested.problems} <= {recording.ending}
 
     # search, reading the whole file once (no filter): the same recording facts
     result = search_one(store, info, pattern, 0)

@@ -264,6 +264,19 @@ def ending_of(data: bytes, whole: bool) -> tuple[float | None, str] | None:
     return (None, reason) if whole else None
 
 
+def truncation_of(end: bytes, whole: bool) -> str | None:
+    """Why a file counts as truncated ("" if not) from its last bytes, the same verdict as
+    `ending_of` gives (for readers that hash rather than parse, as `seal` does). `whole`: the
+    bytes are the entire file, header included. None: too few bytes to tell."""
+    cut = end.find(b"\n")
+    if cut < 0:
+        return UNTERMINATED_HEADER if whole else None
+    lines = end[cut + 1:].split(b"\n")
+    if len(lines) == 1 and not whole and not lines[0]:
+        return None  # the last line started before these bytes
+    return judge_end(lines[-2] if len(lines) > 1 else None, lines[-1])
+
+
 @dataclass
 class BlockReport:
     """What was wrong in the event lines seen so far (counts; the file is still read), and
