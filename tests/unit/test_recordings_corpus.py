@@ -412,3 +412,66 @@ def test_problems_carry_the_reason(listed: dict[str, Any]) -> None:
     assert isinstance(problem, Problem)
     assert str(problem) == (f"truncated: {NODE}/tsrecorder-big-cut-mid-line.cast: "
                             "the last line is incomplete")
+
+
+# --- the parser's rules, one by one --------------------------------------------------------
+
+
+def test_kubernetes_header_fields_and_their_errors() -> None:
+    from tsops.recordings.cast import CastError, parse_header
+
+    line = (b'{"version":2,"width":0,"height":0,"timestamp":1,"srcNode":"a","srcNodeID":"n",'
+            b'"env":null,"sshUser":"","localUser":"","connectionID":"",'
+            b'"kubernetes":{"PodName":"web-0","Namespace":"shop","Container":"",'
+            b'"SessionType":"attach"}}')
+    header = parse_header(line)
+    assert (header.pod, header.namespace, header.container, header.kind) == (
+        "web-0", "shop", "", "kubectl-attach")
+    # Go's decoder matches field names without regard to case; so does tsops
+    assert parse_header(line.replace(b"PodName", b"podName")).pod == "web-0"
+    assert parse_header(b'{"version":2,"timestamp":1}').kind == "ssh"
+    for bad, detail in ((b'"kubernetes":[1]', "kubernetes is not an object"),
+                        (b'"kubernetes":{"PodName":3}', "kubernetes.PodName is not a string")):
+        with pytest.raises(CastError, match=detail) as raised:
+            parse_header(b'{"version":2,"timestamp":1,' + bad + b"}")
+        assert raised.value.kind == "bad-header"
+
+
+def test_v1_is_named_only_for_a_v1_document() -> None:
+    from tsops.recordings.cast import looks_v1
+
+    assert looks_v1((CORPUS / "server-v1-full.json").read_bytes())
+    assert looks_v1(b'  {"version": 1,\n  "width": 80,')  # cut short, still v1
+    # a v2 header or event that mentions "version": 1 in a string is v2
+    assert not looks_v1(b'{"version":2,"timestamp":1,"command":"echo \\"version\\": 1,"}\n')
+    assert not looks_v1(b'{"version":2,"timestamp":1,"env":{"version": 1, "TERM":"xterm"}}\n')
+    assert not looks_v1(b'[1.0, "o", "{\\"version\\": 1, "]\n')
+
+
+def test_event_times_must_be_json_numbers() -> None:
+    from tsops.recordings.cast import BlockReport, decode_block, event_time
+
+    report = BlockReport()
+    events = decode_block(b'[0.5,"o","a"]\n[NaN,"o","b"]\n[true,"o","c"]\n[1,"o","d"]\n',
+                          report)
+    assert events == [(0.5, "a"), (1.0, "d")]
+    assert (report.bad_lines, report.last_time) == (2, 1.0)
+    assert event_time(b'[Infinity,"o","x"]') is None
+    assert event_time(b'[2,"r","80x24"]') == 2.0
+
+
+def test_the_header_limit_is_the_same_for_list_and_the_stream(tmp_path: Path) -> None:
+    from tsops.recordings.cast import HEADER_MAX, CastError
+
+    (tmp_path / NODE).mkdir()
+    for name, length in (("fits", HEADER_MAX - 40), ("too-long", HEADER_MAX + 1)):
+        line = b'{"version":2,"timestamp":1,"command":"' + b"x" * length + b'"}'
+        (tmp_path / NODE / f"{name}.cast").write_bytes(line + b'\n[1.5,"o","hi"]\n')
+    store = LocalStore(tmp_path)
+    found = scan(store)
+    assert [r.id for r in found.recordings] == [f"{NODE}/fits"]
+    assert [(p.key, p.kind) for p in found.problems] == [(f"{NODE}/too-long.cast",
+                                                         "header-too-long")]
+    assert sum(map(len, Stream(store, f"{NODE}/fits.cast").batches())) == 1
+    with pytest.raises(CastError, match="header-too-long"):
+        list(Stream(store, f"{NODE}/too-long.cast").batches())
