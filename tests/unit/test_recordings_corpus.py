@@ -475,3 +475,13 @@ def test_the_header_limit_is_the_same_for_list_and_the_stream(tmp_path: Path) ->
     assert sum(map(len, Stream(store, f"{NODE}/fits.cast").batches())) == 1
     with pytest.raises(CastError, match="header-too-long"):
         list(Stream(store, f"{NODE}/too-long.cast").batches())
+
+
+def test_a_large_header_only_recording_is_complete_without_an_empty_read(tmp_path: Path) -> None:
+    (tmp_path / NODE).mkdir()
+    line = b'{"version":2,"timestamp":1,"command":"' + b"x" * (2 * catalog.WHOLE) + b'"}\n'
+    (tmp_path / NODE / "quiet.cast").write_bytes(line)
+    (tmp_path / NODE / "quiet-blank.cast").write_bytes(line + b"\n")
+    found = {r.id: (r.duration, r.ending) for r in scan(LocalStore(tmp_path)).recordings}
+    assert found == {f"{NODE}/quiet": (None, ""),
+                     f"{NODE}/quiet-blank": (None, "the file ends with blank lines")}

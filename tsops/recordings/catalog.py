@@ -133,6 +133,8 @@ def _tail_ending(store: Store, info: ObjectInfo,
                  events_start: int) -> tuple[float | None, str] | None:
     """Judge the end from the last TAIL bytes, reading further back only while they hold no
     complete event line (a last write longer than the tail, or a damaged end)."""
+    if events_start >= info.size:  # nothing after the header line (and no empty range GET)
+        return ending_of(b"", whole=True)
     length = TAIL
     while True:
         start = max(events_start, info.size - length)
