@@ -485,3 +485,22 @@ def test_a_large_header_only_recording_is_complete_without_an_empty_read(tmp_pat
     found = {r.id: (r.duration, r.ending) for r in scan(LocalStore(tmp_path)).recordings}
     assert found == {f"{NODE}/quiet": (None, ""),
                      f"{NODE}/quiet-blank": (None, "the file ends with blank lines")}
+
+
+def test_kubernetes_fields_are_inert_in_tables(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The kubernetes fields come from whoever wrote the header: shown visibly, like the rest."""
+    (tmp_path / NODE).mkdir()
+    header = {"version": 2, "timestamp": 1, "kubernetes": {
+        "PodName": "db\x1b]0;owned\x07-0", "Namespace": "prod\x1b[2K", "Container": "c\u202e",
+        "SessionType": "exec\x1b[8m"}}
+    (tmp_path / NODE / "k.cast").write_bytes(header_line(header) + b'[1,"o","x"]\n')
+    source = RecordingsLocation(str(tmp_path))
+    cli.run_list(source, Filter(), "start", False, "table")
+    listed = capsys.readouterr().out
+    cli.run_show(source, f"{NODE}/k", "table")
+    shown = capsys.readouterr().out
+    for out in (listed, shown):
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "kubectl-exec^[[8m prod^[[2K/db^[]0;owned^G-0/c<U+202E>" in listed
+    assert "db^[]0;owned^G-0" in shown

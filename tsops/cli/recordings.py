@@ -124,7 +124,7 @@ def _session(header: Header) -> str:
     if not header.kubectl:
         return "ssh"
     target = "/".join(part for part in (header.namespace, header.pod, header.container) if part)
-    return f"{header.kind} {visible(target)}".rstrip()
+    return f"{visible(header.kind)} {visible(target)}".rstrip()
 
 
 def _iso_start(recording: Recording) -> str | None:
