@@ -383,6 +383,7 @@ def test_kubectl_sessions_are_shown_filtered_and_exported(
     assert event["container"] == {"name": "postgres"}
     assert event["event"]["action"] == "kubectl-session-recorded"
     assert event["labels"]["session_type"] == "exec"
+    assert event["user"] == {"name": "alice@example.com"}
     assert event["event"]["duration"] == 1_500_000_000  # the resize event is not the last
     cli.run_export(source, Filter(session_types=("exec",)), "jsonl", False, None)
     flat = json.loads(capsys.readouterr().out.splitlines()[0])

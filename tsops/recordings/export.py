@@ -94,6 +94,11 @@ def _ecs_kubernetes(event: dict[str, Any], header: Header) -> None:
     """ECS orchestrator.* and container.* for a `kubectl exec`/`attach` session."""
     event["event"]["action"] = "kubectl-session-recorded"
     event["event"]["dataset"] = "tailscale.kubectl"
+    # no SSH or local user: the person is the source node's owner (none for a tagged node)
+    if header.src_node_user and not header.ssh_user:
+        event["user"] = {"name": header.src_node_user}
+    elif not header.ssh_user:
+        del event["user"]
     orchestrator: dict[str, Any] = {"type": "kubernetes",
                                     "resource": {"type": "pod", "name": header.pod}}
     if header.namespace:
