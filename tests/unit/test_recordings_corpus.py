@@ -198,6 +198,9 @@ def test_the_corpus_holds_every_shape_the_docs_name() -> None:
     assert facts["server-v2-minimal"].truncated  # published without a final newline
     assert facts["server-v2-blank-lines"].truncated
     assert not facts["server-v2-full"].truncated
+    # the reference counts every kind of event (output, resize, input) for the duration
+    full = facts["server-v2-full"]
+    assert (full.events, full.outputs, full.duration) == (5, 3, 8.456789)
     assert facts["server-v1-full"].kind == "asciicast-v1"
     assert facts["server-v3-minimal"].kind == "bad-header"
     assert sum(f.truncated for f in facts.values()) > 20
