@@ -421,6 +421,22 @@ UntilOpt = Annotated[
 CommandOpt = Annotated[
     str | None, typer.Option("--command", help="Only sessions whose command contains this.")
 ]
+PodOpt = Annotated[
+    list[str] | None,
+    typer.Option("--pod", help="Only kubectl sessions to this POD or NAMESPACE/POD (repeatable)."),
+]
+NamespaceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--namespace", help="Only kubectl sessions in this namespace (repeatable)."),
+]
+ContainerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--container", help="Only kubectl sessions to this container (repeatable)."),
+]
+SessionTypeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--session-type", help="ssh, exec or attach (kubectl) (repeatable)."),
+]
 NamesOpt = Annotated[
     bool,
     typer.Option("--names", help="Show node names from the tailnet API (needs --inventory)."),
@@ -446,6 +462,8 @@ def recordings_list(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    pod: PodOpt = None, namespace: NamespaceOpt = None, container: ContainerOpt = None,
+    session_type: SessionTypeOpt = None,
     sort: Annotated[
         str, typer.Option("--sort", help="start, node, user, duration or size.")
     ] = "start",
@@ -456,7 +474,8 @@ def recordings_list(
     """One row per recording, read from its first and last bytes only."""
     from tsops.cli.recordings import make_filter, run_list
 
-    chosen = make_filter(node or [], user or [], since, until, command)
+    chosen = make_filter(node or [], user or [], since, until, command, pod or [],
+                         namespace or [], container or [], session_type or [])
     run_list(_where(location, inventory, endpoint, region), chosen, sort, reverse,
              _output(output), names)
 
@@ -515,6 +534,8 @@ def recordings_export(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    pod: PodOpt = None, namespace: NamespaceOpt = None, container: ContainerOpt = None,
+    session_type: SessionTypeOpt = None,
     form: Annotated[
         ExportFormat, typer.Option("--format", help="jsonl (tsops fields) or ecs.")
     ] = ExportFormat.jsonl,
@@ -528,7 +549,8 @@ def recordings_export(
     """One JSON event per session on stdout, for a SIEM."""
     from tsops.cli.recordings import make_filter, run_export
 
-    chosen = make_filter(node or [], user or [], since, until, command)
+    chosen = make_filter(node or [], user or [], since, until, command, pod or [],
+                         namespace or [], container or [], session_type or [])
     run_export(_where(location, inventory, endpoint, region), chosen,
                "ecs" if form is ExportFormat.ecs else "jsonl", text, checkpoint, names)
 
@@ -539,6 +561,8 @@ def recordings_search(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    pod: PodOpt = None, namespace: NamespaceOpt = None, container: ContainerOpt = None,
+    session_type: SessionTypeOpt = None,
     ignore_case: Annotated[bool, typer.Option(
         "--ignore-case", help="Match regardless of case (-i is --inventory, as everywhere).")
     ] = False,
@@ -548,7 +572,8 @@ def recordings_search(
     """Find lines of recorded output, with session, time offset and context."""
     from tsops.cli.recordings import make_filter, run_search
 
-    chosen = make_filter(node or [], user or [], since, until, command)
+    chosen = make_filter(node or [], user or [], since, until, command, pod or [],
+                         namespace or [], container or [], session_type or [])
     run_search(_where(location, inventory, endpoint, region), chosen, pattern, ignore_case,
                context, _output(output))
 
