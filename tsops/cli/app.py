@@ -825,3 +825,30 @@ def completion(
         return
     path, loaded = shells.install(shell.value)
     console.line(f"wrote {path}: {loaded}")
+
+
+inventory_app = typer.Typer(help="Bring hosts into a tsops inventory from elsewhere.",
+                            no_args_is_help=True)
+import_app = typer.Typer(help="Import hosts from another tool's inventory.", no_args_is_help=True)
+inventory_app.add_typer(import_app, name="import")
+app.add_typer(inventory_app, name="inventory")
+
+
+@import_app.command("ansible")
+def inventory_import_ansible(
+    source: Annotated[Path, typer.Argument(
+        metavar="ANSIBLE_INVENTORY", help="An Ansible inventory file, INI or YAML.",
+        show_default=False)],
+    base: Annotated[Path | None, typer.Option(
+        "--base", metavar="INVENTORY", help="Keep everything of this tsops inventory but its "
+        "servers (default: a skeleton to complete).")] = None,
+    to: Annotated[Path | None, typer.Option(
+        "--to", metavar="FILE", help="Write the inventory here (default: standard output).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --to file.")
+    ] = False,
+) -> None:
+    """Write a tsops inventory whose servers are an Ansible inventory's hosts."""
+    from tsops.cli.inventory_import import run_import_ansible
+
+    run_import_ansible(source, base=base, to=to, force=force)
