@@ -476,3 +476,61 @@ def test_a_refused_delete_is_counted_per_recording(source_objects: dict[str, byt
                              lambda: cast(Any, Unreachable("AccessDenied")), "old-bucket")
     assert failed == [(k, "S3: DeleteObjects on s3://old-bucket: AccessDenied: no")
                       for k in source_objects]
+
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def moto_s3() -> Iterator[Any]:
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="eu-central-1")
+        for bucket, lock in (("old", False), ("new", True)):
+            client.create_bucket(
+                Bucket=bucket, ObjectLockEnabledForBucket=lock,
+                CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        client.put_object_lock_configuration(Bucket="new", ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
+        yield client
+
+
+def large_and_small(client: Any) -> dict[str, bytes]:
+    # The threshold stands for S3's 5 GiB single-PUT limit: 12 MiB in 5 MiB parts is 3 parts,
+    # as a 12 GiB recording would be in parts of 5 GiB.
+    data = {"n1/big.cast": os.urandom(12 * MIB), "n1/small.cast": b'{"version": 2}\n'}
+    for key, body in data.items():
+        client.put_object(Bucket="old", Key=key, Body=body)
+    return data
+
+
+@pytest.mark.parametrize("server_side", [False, True])
+def test_a_recording_above_the_threshold_goes_in_parts_with_sha256_checksums(
+        moto_s3: Any, tmp_path: Path, server_side: bool) -> None:
+    from tsops.rotation.migrate import BucketTarget, S3Source
+
+    data = large_and_small(moto_s3)
+    target = BucketTarget(moto_s3, "new", copy_from="old" if server_side else None,
+                          threshold=5 * MIB, chunk=5 * MIB)
+    calls: list[str] = []
+    moto_s3.meta.events.register("before-call.s3.*",
+                                 lambda model, **_: calls.append(model.name))
+    report = migrate(S3Source(moto_s3, "old"), target, record(tmp_path), workers=2)
+    assert (report.total, report.copied, report.failed) == (2, 2, []), report.failed
+    # The small one is one PUT; the big one is copied in S3 or uploaded in parts.
+    assert calls.count("PutObject") == 1
+    if server_side:
+        assert calls.count("UploadPartCopy") == 3 and "UploadPart" not in calls
+    else:
+        assert calls.count("UploadPart") == 3 and "UploadPartCopy" not in calls
+    for key, body in data.items():
+        head = moto_s3.head_object(Bucket="new", Key=key, ChecksumMode="ENABLED")
+        parts = head["ETag"].strip('"').partition("-")[2]
+        assert parts == ("3" if len(body) > 5 * MIB else ""), (key, head["ETag"])
+        if parts:
+            assert head.get("ChecksumSHA256"), head  # every part carried a SHA-256 checksum
+        got = moto_s3.get_object(Bucket="new", Key=key)["Body"].read()
+        assert got == body

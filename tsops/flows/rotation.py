@@ -286,9 +286,19 @@ def resume(context: RunContext, planned: ResumePlan, workers: int) -> MigrationR
 
 def _migrate(context: RunContext, source: RecordingSource, storage: Storage,
              record: MigrationRecord, workers: int) -> MigrationReport:
-    from tsops.rotation.migrate import BucketTarget, migrate
+    from tsops.rotation.migrate import BucketTarget, S3Source, migrate
 
-    target = BucketTarget(context.s3(storage), storage.bucket)
+    client = context.s3(storage)
+    # Same endpoint (and region): S3 copies the object itself, with the operator's credentials,
+    # which read the source already. The source is still read once, to be hashed for the check.
+    same = (isinstance(source, S3Source)
+            and source.client.meta.endpoint_url == client.meta.endpoint_url
+            and source.client.meta.region_name == client.meta.region_name)
+    target = BucketTarget(client, storage.bucket,
+                          copy_from=source.bucket if same and isinstance(source, S3Source)
+                          else None)
+    if target.copy_from is not None:
+        context.events.step(f"copying server-side from s3://{target.copy_from} (same endpoint)")
     return migrate(source, target, record, workers=workers, say=context.events.step)
 
 

@@ -117,6 +117,8 @@ class S3Source:
     """Recordings in a bucket, read with the operator's credentials (the recordings store)."""
 
     def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
         self.store = S3Store(client, bucket)
         self.description = self.store.description
 
@@ -250,14 +252,31 @@ def parse_read(output: str) -> dict[str, bytes]:
             if lines[i]}
 
 
-class BucketTarget:
-    """The new bucket: list what is there, put with Content-MD5, read back and hash."""
+# Above this size a recording goes up (or is copied) in parts, as S3 needs beyond 5 GiB for a
+# single PUT; parts of 64 MiB keep a 500 GiB recording within S3's 10,000 parts.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 64 * 1024 * 1024
 
-    def __init__(self, client: S3Client, bucket: str) -> None:
+
+class BucketTarget:
+    """The new bucket: list what is there, upload (or copy in place), read back and hash.
+
+    Below the threshold a write is one PUT with Content-MD5; above it, boto3's managed transfer
+    makes a multipart upload whose every part carries a SHA-256 checksum (an Object Lock bucket
+    requires one or the other of a write, and either lets S3 refuse corrupted bytes). When the
+    source is a bucket behind the same endpoint, `copy_from` names it and a recording above the
+    threshold is copied server-side in parts (UploadPartCopy), so its bytes are not uploaded
+    from the operator's machine; a small one is PUT, since its bytes were read to be hashed.
+    """
+
+    def __init__(self, client: S3Client, bucket: str, *, copy_from: str | None = None,
+                 threshold: int = MULTIPART_THRESHOLD, chunk: int = MULTIPART_CHUNK) -> None:
         self.client = client
         self.bucket = bucket
+        self.copy_from = copy_from
         self.store = S3Store(client, bucket)
         self.description = self.store.description
+        self.threshold, self.chunk = threshold, chunk
 
     def listing(self) -> dict[str, int]:
         """Every recording key already there, with its size."""
@@ -267,11 +286,26 @@ class BucketTarget:
             raise MigrationError(error.message) from error
 
     def put(self, fetched: Fetched) -> None:
-        """PutObject with Content-MD5 (an Object Lock bucket refuses a put without one)."""
+        """Upload (or copy server-side) one recording, in parts above the threshold."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=self.threshold,
+                                multipart_chunksize=self.chunk, use_threads=False)
+        extra = {"ContentType": "application/x-asciicast", "ChecksumAlgorithm": "SHA256"}
+        key = fetched.item.key
         fetched.file.seek(0)
-        self.client.put_object(Bucket=self.bucket, Key=fetched.item.key, Body=fetched.file,
-                               ContentMD5=fetched.md5_b64,
-                               ContentType="application/x-asciicast")
+        if fetched.size < self.threshold:
+            # One PUT with Content-MD5, which every S3 accepts for an Object Lock bucket.
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=fetched.file,
+                                   ContentMD5=fetched.md5_b64,
+                                   ContentType="application/x-asciicast")
+            return
+        if self.copy_from is not None:
+            self.client.copy({"Bucket": self.copy_from, "Key": key}, self.bucket, key,
+                             ExtraArgs={**extra, "MetadataDirective": "REPLACE"}, Config=config)
+            return
+        self.client.upload_fileobj(fetched.file, self.bucket, key, ExtraArgs=extra,
+                                   Config=config)
 
     def sha256(self, key: str) -> str:
         """The SHA-256 of the object as read back."""
