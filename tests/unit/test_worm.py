@@ -22,14 +22,17 @@ from tests.unit.test_flow_verify import s3 as s3  # the bucket fixture, used by 
 from tests.unit.test_secrets import MemoryKeyring
 from tsops.checks import Check, Status, tamper_check, tamper_error
 from tsops.cli import recordings as recordings_cli
+from tsops.cli.recorder import print_recorder_plans
 from tsops.cli.status import print_status
 from tsops.errors import ExitCode, InventoryError
+from tsops.flows.bootstrap import BootstrapPlan
 from tsops.flows.recordings import DriftFound, RecordingsLocation
 from tsops.flows.verify import VerifyReport, verify
 from tsops.inventory.load import load_inventory
 from tsops.inventory.model import DEFAULT_RETENTION_DAYS, Storage
 from tsops.recorders.bucket import (
     EXISTING_BUCKET_LOCK_NOTE,
+    BucketPlan,
     S3Writes,
     apply_bucket,
     desired_lifecycle_rule,
@@ -38,6 +41,7 @@ from tsops.recorders.bucket import (
     plan_bucket,
     worm_warnings,
 )
+from tsops.recorders.phase import RecorderPlans
 from tsops.recorders.render import WRITE_CHECK_PREFIX, iam_policy
 from tsops.recordings.store import S3Store, StoreError
 from tsops.recordings.tamper import (
@@ -416,3 +420,16 @@ def test_recordings_verify_names_the_rewritten_key_and_exits_3(
         recordings_cli.run_verify(source, manifest, "tsops/seal", None, "json")
     assert json.loads(capsys.readouterr().out)["tampered"] == [
         {"key": KEY, "versions": 2, "delete_markers": 0, "deleted": False}]
+
+
+def test_plan_warns_when_object_lock_is_written_off(capsys: pytest.CaptureFixture[str]) -> None:
+    off = storage(object_lock={"mode": "off"})
+    plans = RecorderPlans(off, BucketPlan(off.bucket), None, [])
+    print_recorder_plans(plans)
+    assert "warning: storage.object_lock.mode is off: anyone holding the recorder's keys" in (
+        capsys.readouterr().err)
+    assert BootstrapPlan([], plans).as_dict()["warnings"] == worm_warnings(off)
+    locked = RecorderPlans(storage(), BucketPlan("acme-recordings"), None, [])
+    print_recorder_plans(locked)
+    assert "object_lock" not in capsys.readouterr().err
+    assert BootstrapPlan([], locked).as_dict()["warnings"] == []
