@@ -15,6 +15,7 @@ from tsops.policy.coverage import Coverage, Gap
 from tsops.policy.plan import PolicyPlan
 from tsops.recorders.bucket import BucketPlan
 from tsops.recorders.host import HostStepKind, RecorderHostPlan
+from tsops.recordings.tamper import Tampered
 from tsops.servers.exposure import Exposure
 from tsops.servers.plan import HostPlan, StepKind, tarball_version
 from tsops.tailscale_api import Device
@@ -104,6 +105,9 @@ class Status:
     policy: PolicyStatus | None = None
     problems: tuple[str, ...] = ()
     coverage: CoverageStatus | None = None
+    recordings: Check | None = None  # tamper detection over the bucket's versions
+    tampered: tuple[Tampered, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def state(self) -> State:
@@ -117,6 +121,8 @@ class Status:
             states.append(self.policy.check.state)
         if self.coverage is not None:
             states += [c.state for c in self.coverage.checks]
+        if self.recordings is not None:
+            states.append(self.recordings.state)
         return worst(states)
 
     @property
@@ -139,6 +145,9 @@ class Status:
             "policy": None if self.policy is None else {
                 **self.policy.check.as_dict(), "diff": self.policy.diff},
             "coverage": None if self.coverage is None else self.coverage.as_dict(),
+            "recordings": None if self.recordings is None else {
+                **self.recordings.as_dict(), "tampered": [t.as_dict() for t in self.tampered]},
+            "warnings": list(self.warnings),
         }
 
 
@@ -319,3 +328,20 @@ def recorders_online_check(tags: Iterable[str], online: Iterable[str]) -> Check:
     return Check("recorders-online", "drift", expected,
                  f"no online device with {', '.join(missing)}: Tailscale SSH runs the sessions "
                  "of those rules unrecorded, even with enforceRecorder")
+
+
+def tamper_check(tampered: Iterable[Tampered]) -> Check:
+    """Whether every recording in the bucket still has the one version tsrecorder wrote
+    (tsops.recordings.tamper): a second version or a delete marker is drift, named by key."""
+    found = list(tampered)
+    expected = "every recording has exactly one version (never overwritten or deleted)"
+    if not found:
+        return Check("recordings", "ok", expected, "no recording rewritten")
+    return Check("recordings", "drift", expected,
+                 f"{len(found)} recording(s) rewritten or deleted: "
+                 + ", ".join(t.key for t in found))
+
+
+def tamper_error(message: str) -> Check:
+    """The bucket's versions could not be listed."""
+    return Check("recordings", "error", "the bucket's versions listed", message)

@@ -47,8 +47,8 @@ def tsops(*args: str) -> subprocess.CompletedProcess[str]:
      "12:11: storage.region: region 'us-west-1' disagrees with the endpoint "
      "https://s3.eu-central-1.amazonaws.com, which is in eu-central-1"),
     ("  destination: s3://acme-recordings\n  region: us-east-1\n"
-     "  object_lock: {retention_days: 30}\n",
-     "13:33: storage.object_lock.retention_days: retention days need Object Lock"),
+     "  object_lock: {mode: \"off\", retention_days: 30}\n",
+     "13:46: storage.object_lock.retention_days: retention days need Object Lock"),
     ("  destination: s3://acme-recordings\n  region: us-east-1\n  encryption: sse-kms\n"
      "  kms_key: arn:aws:kms:us-east-1:1234:key/nope\n",
      "14:12: storage.kms_key: expected a KMS key ARN"),
@@ -61,8 +61,12 @@ def tsops(*args: str) -> subprocess.CompletedProcess[str]:
      "  endpoint: http://minio.internal:9000\n",
      "13:13: storage.endpoint: plain http:// sends recordings and keys unencrypted"),
     ("  destination: s3://acme-recordings\n  region: us-east-1\n"
-     "  object_lock: {mode: governance}\n",
-     "13:23: storage.object_lock.mode: Object Lock governance needs `retention_days`"),
+     "  object_lock: {mode: governance, retention_days: 90}\n  noncurrent_days: 89\n",
+     "14:20: storage.noncurrent_days: noncurrent versions would expire after 89 day(s), "
+     "before the 90-day Object Lock retention ends"),
+    ("  destination: s3://acme-recordings\n  region: us-east-1\n  noncurrent_days: 30\n",
+     "13:20: storage.noncurrent_days: noncurrent versions would expire after 30 day(s), "
+     "before the 365-day Object Lock retention ends"),
     ("  destination: s3://acme-recordings\n  region: useast1\n",
      "12:11: storage.region: expected a region like \"eu-central-1\", got 'useast1'"),
 ])
@@ -96,8 +100,9 @@ def test_iam_policy_prints_least_privilege(tmp_path: Path) -> None:
     policy = json.loads(result.stdout)
     actions = sorted(a for s in policy["Statement"] for a in s["Action"])
     assert actions == ["s3:GetBucketLocation", "s3:PutObject"]
-    assert {r for s in policy["Statement"] for r in [s["Resource"]]} == {
-        "arn:aws:s3:::acme-recordings", "arn:aws:s3:::acme-recordings/*"}
+    assert [s["Resource"] for s in policy["Statement"]] == [
+        "arn:aws:s3:::acme-recordings",
+        ["arn:aws:s3:::acme-recordings/*.cast", "arn:aws:s3:::acme-recordings/tsops-canary/*"]]
 
 
 def test_iam_policy_refuses_a_local_destination(tmp_path: Path) -> None:

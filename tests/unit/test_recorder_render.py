@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import in_ci
-from tsops.inventory.model import S3Credentials, Storage
+from tsops.inventory.model import ObjectLock, S3Credentials, Storage
 from tsops.recorders.render import (
     RecorderSpec,
     RenderError,
@@ -155,7 +155,10 @@ def test_unit_holds_no_secret_and_passes_flags_tsrecorder_takes() -> None:
     assert "AWS_SECRET" not in unit and "TS_AUTHKEY" not in unit
     # Object Lock makes S3 demand Content-MD5 on every PutObject.
     assert "Environment=S3_SEND_CONTENT_MD5=true" in unit
-    assert "S3_SEND_CONTENT_MD5" not in render_unit(replace(BINARY, storage=LAB))
+    # Object Lock is on by default, and S3 wants Content-MD5 there; off and unasked: none.
+    assert "Environment=S3_SEND_CONTENT_MD5=true" in render_unit(replace(BINARY, storage=LAB))
+    unlocked = LAB.model_copy(update={"object_lock": ObjectLock(mode="off")})
+    assert "S3_SEND_CONTENT_MD5" not in render_unit(replace(BINARY, storage=unlocked))
 
 
 def test_s3_dst_is_the_endpoint_host_never_the_bucket() -> None:

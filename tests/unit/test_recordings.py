@@ -435,7 +435,8 @@ def test_seal_then_verify_finds_missing_altered_unexpected(
     findings = json.loads(capsys.readouterr().out)
     assert findings == {"intact": 7, "missing": [f"{WEB}/20261124T093005-a1.cast"],
                         "altered": [f"{DB}/20261124T103005-c1.cast"],
-                        "unexpected": [f"{DB}/20261126T000000-new.cast"]}
+                        "unexpected": [f"{DB}/20261126T000000-new.cast"],
+                        "tampered": []}  # a local folder keeps no versions
 
 
 def test_a_changed_or_foreign_manifest_fails_its_signature(

@@ -8,6 +8,7 @@ from pathlib import Path
 from tsops.cli import console
 from tsops.errors import UsageError
 from tsops.inventory.load import load_inventory
+from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhaseResult, RecorderPlans
 
 
@@ -31,6 +32,8 @@ def print_recorder_plans(plans: RecorderPlans) -> None:
                         [(c.summary, c.detail.splitlines()) for c in bucket.changes])
         for note in bucket.notes:
             console.warning(f"storage: {note}")
+    for warning in worm_warnings(plans.storage):
+        console.warning(warning)
     for plan in plans.hosts:
         console.changes(f"recorder {plan.target.name}", plan.problem,
                         [(step.summary, []) for step in plan.steps])

@@ -357,15 +357,23 @@ def run_verify(source: RecordingsLocation, manifest: Path, entry: str, public_ke
     if output == "json":
         console.line(json.dumps({"intact": findings.intact, "missing": findings.missing,
                                  "altered": findings.altered,
-                                 "unexpected": findings.unexpected}, indent=2))
+                                 "unexpected": findings.unexpected,
+                                 "tampered": [t.as_dict() for t in checked.tampered]},
+                                indent=2))
     else:
         for kind, keys in (("missing", findings.missing), ("altered", findings.altered),
                            ("unexpected", findings.unexpected)):
             for key_name in keys:
                 console.line(f"{kind:<10}  {visible(key_name)}")
+        for found in checked.tampered:
+            console.line(f"{'tampered':<10}  {visible(found.line())}")
         console.line(
             f"{findings.intact} intact, {len(findings.missing)} missing, "
             f"{len(findings.altered)} altered, {len(findings.unexpected)} unexpected "
-            f"(manifest sealed {checked.sealed_at})")
+            f"(manifest sealed {checked.sealed_at})"
+            + (f"; {len(checked.tampered)} tampered" if checked.tampered else ""))
     if findings.drift:
         raise DriftFound(f"{checked.store} differs from the manifest {manifest}")
+    if checked.tampered:
+        raise DriftFound(f"{checked.store}: {len(checked.tampered)} recording(s) rewritten "
+                         "or deleted since they were written")

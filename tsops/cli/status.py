@@ -12,6 +12,7 @@ from tsops.checks import RECORDER_CHECKS, SERVER_CHECKS, Check, State, Status, w
 from tsops.cli import console
 from tsops.cli.bootstrap import RunOptions, live, open_run
 from tsops.flows.status import gather_status
+from tsops.recordings.inert import visible
 from tsops.servers.exposure import Exposure
 
 SYMBOLS: dict[State, tuple[str, str]] = {
@@ -68,6 +69,12 @@ def print_status(status: Status, symbols: bool) -> None:
         console.error(problem)
     if status.storage is not None:
         _print_line(status.storage)
+    if status.recordings is not None:
+        _print_line(status.recordings)
+        for found in status.tampered:
+            console.line(f"tampered: {visible(found.line())}")
+    for warning in status.warnings:
+        console.warning(warning)
     if status.policy is not None:
         _print_line(status.policy.check)
     if status.coverage is not None:

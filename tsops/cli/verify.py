@@ -11,6 +11,7 @@ from tsops.cli import console
 from tsops.context import RunContext
 from tsops.errors import UsageError
 from tsops.flows import verify as flow
+from tsops.recordings.inert import visible
 
 if TYPE_CHECKING:
     from tsops.canary import CanaryResult
@@ -33,7 +34,7 @@ def run_verify(path: Path, limits: list[str], user: str | None, timeout: float,
     else:
         print_results(report.results)
         for alarm in report.alarms():
-            console.error(alarm)
+            console.error(visible(alarm))  # a key in the bucket is anyone's text
     return report.exit_code
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError
 from tsops.policy.coverage import Gap
+from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhase, RecorderPhaseResult, RecorderPlans
 from tsops.runner import HostResult
 from tsops.servers.phase import ServerPhase
@@ -78,6 +79,7 @@ class BootstrapPlan:
         data: dict[str, Any] = {}
         if self.recorders is not None:
             data["recorders"] = self.recorders.as_dict()
+            data["warnings"] = worm_warnings(self.recorders.storage)
         if self.policy is not None:
             data["policy"] = {"changed": self.policy.changed, "diff": self.policy.diff,
                               "coverage_gaps": [g.as_dict() for g in self.policy.gaps]}

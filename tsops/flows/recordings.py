@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from tsops.recordings.integrity import Findings
     from tsops.recordings.search import Result
+    from tsops.recordings.tamper import Tampered
 
 
 class DriftFound(TsopsError):
@@ -156,6 +157,7 @@ class Checked:
     store: str
     sealed_at: Any
     problems: tuple[Problem, ...]
+    tampered: tuple[Tampered, ...] = ()  # S3 keys with more than one version
 
 
 def verify(where: RecordingsLocation, manifest: Path, entry: str, public_key: str | None,
@@ -180,7 +182,16 @@ def verify(where: RecordingsLocation, manifest: Path, entry: str, public_key: st
     digests, problems = digest_all(store)
     findings = compare(document["manifest"]["recordings"], digests)
     return Checked(findings, store.description, document["manifest"].get("sealed_at"),
-                   tuple(problems))
+                   tuple(problems), tuple(tampered_in(store)))
+
+
+def tampered_in(store: Store) -> list[Tampered]:
+    """The rewritten or deleted recordings of an S3 store (a local folder keeps no versions)."""
+    if not isinstance(store, S3Store):
+        return []
+    from tsops.recordings.tamper import tampered
+
+    return tampered(store)
 
 
 def check_sort(sort: str) -> None:

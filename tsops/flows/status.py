@@ -21,6 +21,8 @@ from tsops.checks import (
     recorders_online_check,
     server_status,
     storage_check,
+    tamper_check,
+    tamper_error,
 )
 from tsops.context import RunContext
 from tsops.errors import TsopsError
@@ -28,7 +30,9 @@ from tsops.flows.bootstrap import has_recorders, manages_policy
 from tsops.policy import hujson
 from tsops.policy.coverage import Coverage
 from tsops.policy.plan import coverage_servers, desired_rules, policy_coverage
+from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhase, RecorderPlans
+from tsops.recordings.tamper import Tampered
 from tsops.servers.phase import ServerPhase
 
 
@@ -42,6 +46,7 @@ def gather_status(context: RunContext) -> Status:
         if phase is not None:
             recorders = pool.submit(phase.plan)
         policy = pool.submit(_policy, context) if manages_policy(context) else None
+        tamper = pool.submit(_tamper, context) if phase is not None else None
         presence = _recorders_online(context)
         plans = servers.result()
         hosts = [server_status(p, context.round_trips(p.target.name)) for p in plans]
@@ -55,9 +60,30 @@ def gather_status(context: RunContext) -> Status:
                 storage = storage_check(recorder_plans.bucket)
                 hosts += _recorders(context, phase, recorder_plans, storage)
         policy_result, gaps = policy.result() if policy is not None else (None, None)
+        recordings, tampered = tamper.result() if tamper is not None else (None, ())
     checks = tuple(c for c in (presence, gaps and coverage_check(gaps)) if c)
     coverage = CoverageStatus(checks, gaps.gaps if gaps else ()) if checks else None
-    return Status(tuple(hosts), storage, policy_result, tuple(problems), coverage)
+    warnings = tuple(worm_warnings(phase.storage)) if phase is not None else ()
+    return Status(tuple(hosts), storage, policy_result, tuple(problems), coverage,
+                  recordings, tuple(tampered), warnings)
+
+
+def _tamper(context: RunContext) -> tuple[Check | None, list[Tampered]]:
+    """Recordings in the bucket with more than one version (None: not an S3 destination, or
+    no bucket yet, which the storage check reports)."""
+    from tsops.recordings.store import S3Store, StoreError
+    from tsops.recordings.tamper import tampered
+
+    storage = context.inventory.model.storage
+    if storage is None or not storage.is_s3:
+        return None, []
+    try:
+        found = tampered(S3Store(context.s3(storage), storage.bucket))
+    except StoreError as error:
+        if error.code in ("NoSuchBucket", "404"):
+            return None, []
+        return tamper_error(error.message), []
+    return tamper_check(found), found
 
 
 def _recorders(context: RunContext, phase: RecorderPhase, plans: RecorderPlans,

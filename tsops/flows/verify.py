@@ -26,6 +26,7 @@ from tsops.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from tsops.inventory.load import LoadedInventory, Target
+    from tsops.recordings.tamper import Tampered
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,30 @@ class VerifyReport:
 
     results: list[CanaryResult]
     recorders_offline: tuple[str, ...] = ()
+    # Recordings in the bucket rewritten or deleted (tsops.recordings.tamper), and why the
+    # bucket's versions could not be listed.
+    tampered: tuple[Tampered, ...] = ()
+    tamper_problem: str | None = None
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 when something could not be checked, else 3 when a server is not recorded or a
-        recorder tag has no online device, else 0."""
+        """1 when something could not be checked, else 3 when a server is not recorded, a
+        recorder tag has no online device or a recording was rewritten, else 0."""
         code = exit_code(self.results)
-        if code == ExitCode.OK and self.recorders_offline:
+        if self.tamper_problem is not None:
+            return ExitCode.FAILED
+        if code == ExitCode.OK and (self.recorders_offline or self.tampered):
             return ExitCode.DRIFT
         return code
 
     def alarms(self) -> list[str]:
-        """One line per recorder tag without an online device."""
+        """One line per recorder tag without an online device and per tampered recording."""
         return [f"no online device carries {tag}: Tailscale SSH runs the sessions of the rules "
                 "recording to it unrecorded, even with enforceRecorder"
-                for tag in self.recorders_offline]
+                for tag in self.recorders_offline] + [
+                f"tampered: {found.line()}" for found in self.tampered] + (
+                [f"tampering not checked: {self.tamper_problem}"]
+                if self.tamper_problem is not None else [])
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (what `verify -o json` prints)."""
@@ -58,6 +68,12 @@ class VerifyReport:
         data["recorders_offline"] = list(self.recorders_offline)
         if self.recorders_offline and data["state"] == "recorded":
             data["state"] = "not-recorded"
+        data["tampered"] = [found.as_dict() for found in self.tampered]
+        data["tamper_problem"] = self.tamper_problem
+        if self.tampered and data["state"] == "recorded":
+            data["state"] = "tampered"
+        if self.tamper_problem is not None:
+            data["state"] = "error"
         return data
 
 
@@ -81,8 +97,24 @@ def verify(context: RunContext, user: str | None = None, timeout: float = DEFAUL
     tags = managed_recorder_tags(context.inventory)
     online = online_recorder_tags(context.api, tags) if tags else set()
     offline = tuple(sorted(tags - online))
-    return VerifyReport(verify_servers(context, context.targets, user, timeout, session),
-                        offline)
+    results = verify_servers(context, context.targets, user, timeout, session)
+    tampered, problem = check_tampering(context)
+    return VerifyReport(results, offline, tuple(tampered), problem)
+
+
+def check_tampering(context: RunContext) -> tuple[list[Tampered], str | None]:
+    """The bucket's rewritten recordings, or why its versions could not be listed (an S3
+    destination only: a local folder keeps no versions)."""
+    from tsops.recordings.store import S3Store, StoreError
+    from tsops.recordings.tamper import tampered
+
+    storage = context.inventory.model.storage
+    if storage is None or not storage.is_s3:
+        return [], None
+    try:
+        return tampered(S3Store(context.s3(storage), storage.bucket)), None
+    except StoreError as error:
+        return [], error.message
 
 
 def verify_servers(context: RunContext, targets: Sequence[Target], user: str | None,

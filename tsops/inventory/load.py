@@ -693,9 +693,13 @@ def _recorder_checks(path: Path, document: CommentedMap, model: Inventory) -> It
     if lock.mode == "off" and lock.retention_days is not None:
         yield (f"{at('storage', 'object_lock', 'retention_days')}: retention days need Object "
                "Lock: set object_lock.mode to compliance or governance, or remove them")
-    if lock.mode != "off" and lock.retention_days is None:
-        yield (f"{at('storage', 'object_lock', 'mode')}: Object Lock {lock.mode} needs "
-               "`retention_days`")
+    days = lock.days
+    if days is not None and storage.noncurrent_days is not None \
+            and storage.noncurrent_days < days:
+        yield (f"{at('storage', 'noncurrent_days')}: noncurrent versions would expire after "
+               f"{storage.noncurrent_days} day(s), before the {days}-day Object Lock retention "
+               "ends: a rewritten recording's original must outlive the retention; give at "
+               f"least {days}, or remove noncurrent_days (it then follows the retention)")
     if storage.encryption == "sse-kms" and storage.kms_key is None:
         yield f"{at('storage', 'encryption')}: sse-kms needs `kms_key`"
     if storage.encryption != "sse-kms" and storage.kms_key is not None:

@@ -586,11 +586,29 @@ class Recorders(Connection):
     openssh: OpenSSH | None = None
 
 
-class ObjectLock(Model):
-    """S3 Object Lock: the default retention mode and days for new recordings."""
+# One year: long enough to cover the usual audit cycle (an annual audit looks back over the
+# year before it), short enough that a governance-locked bucket does not grow for ever by
+# default. Compliance regimes that need longer (PCI DSS, SOX, HIPAA) say so in the inventory.
+DEFAULT_RETENTION_DAYS = 365
 
-    mode: Literal["compliance", "governance", "off"] = "off"
+
+class ObjectLock(Model):
+    """S3 Object Lock: the default retention mode and days for new recordings.
+
+    On by default (governance, DEFAULT_RETENTION_DAYS): without it anyone holding the
+    recorder's keys can overwrite a recording and the original is expired by the lifecycle
+    rule. `off` must be written explicitly, and plan and status then warn.
+    """
+
+    mode: Literal["compliance", "governance", "off"] = "governance"
     retention_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+
+    @property
+    def days(self) -> int | None:
+        """The default retention in days (the written value, else the default); None when off."""
+        if self.mode == "off":
+            return None
+        return self.retention_days or DEFAULT_RETENTION_DAYS
 
 
 class S3Credentials(Model):
@@ -611,7 +629,7 @@ class Storage(Model):
     object_lock: ObjectLock = ObjectLock()
     encryption: Literal["sse-s3", "sse-kms"] = "sse-s3"
     kms_key: Annotated[str, AfterValidator(_kms_key)] | None = None
-    noncurrent_days: Annotated[int, Field(ge=1, le=36500)] = 30
+    noncurrent_days: Annotated[int, Field(ge=1, le=36500)] | None = None
     recorder_principal: Annotated[str, AfterValidator(_principal)] | None = None
     break_glass_principal: Annotated[str, AfterValidator(_principal)] | None = None
     credentials: S3Credentials | None = None
@@ -626,6 +644,18 @@ class Storage(Model):
     def bucket(self) -> str:
         """The bucket of an S3 destination."""
         return self.destination.removeprefix("s3://").partition("/")[0]
+
+    @property
+    def noncurrent_expiry_days(self) -> int:
+        """After how many days noncurrent versions expire: as written, else the retention.
+
+        Never shorter than the retention (the loader refuses that): a rewritten recording's
+        original must outlive the lock, or the evidence of the rewrite expires with it. With
+        Object Lock off the default is still DEFAULT_RETENTION_DAYS, for the same reason.
+        """
+        if self.noncurrent_days is not None:
+            return self.noncurrent_days
+        return self.object_lock.days or DEFAULT_RETENTION_DAYS
 
 
 def _one_recorder(value: Any) -> Any:

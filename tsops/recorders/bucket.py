@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 
 ChangeKind = Literal["create", "versioning", "object_lock", "encryption", "public_access",
                      "lifecycle", "policy"]
+# S3 enables Object Lock on an existing bucket with PutObjectLockConfiguration once versioning
+# is on (tsops turns versioning on first); it cannot be turned off again, and the default
+# retention applies to objects written from then on, not to those already there.
+EXISTING_BUCKET_LOCK_NOTE = (
+    "the bucket exists without Object Lock: tsops enables it (S3 allows this on a versioned "
+    "bucket; it cannot be turned off again). Recordings already in the bucket stay unlocked: "
+    "the default retention protects only recordings written from now on. Some S3-compatible "
+    "stores refuse this: then create a new bucket with Object Lock and move to it with "
+    "`tsops rotate-storage`")
 PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True,
                        "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
 
@@ -112,8 +121,17 @@ def desired_object_lock(storage: Storage) -> dict[str, Any] | None:
     if lock.mode == "off":
         return None
     return {"ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": lock.mode.upper(),
-                                          "Days": lock.retention_days}}}
+            "Rule": {"DefaultRetention": {"Mode": lock.mode.upper(), "Days": lock.days}}}
+
+
+def worm_warnings(storage: Storage) -> list[str]:
+    """What plan and status say about an S3 destination whose recordings can be rewritten."""
+    if not storage.is_s3 or storage.object_lock.mode != "off":
+        return []
+    return ["storage.object_lock.mode is off: anyone holding the recorder's keys can overwrite "
+            "a recording, and the original is expired after "
+            f"{storage.noncurrent_expiry_days} day(s); set mode governance or compliance "
+            "(see docs/recorder.md)"]
 
 
 def desired_encryption(storage: Storage) -> dict[str, Any]:
@@ -128,7 +146,7 @@ def desired_encryption(storage: Storage) -> dict[str, Any]:
 def desired_lifecycle_rule(storage: Storage) -> dict[str, Any]:
     """tsops's lifecycle rule: expire noncurrent versions, abort stale multipart uploads."""
     return {"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": ""},
-            "NoncurrentVersionExpiration": {"NoncurrentDays": storage.noncurrent_days},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": storage.noncurrent_expiry_days},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}}
 
 
@@ -175,9 +193,13 @@ def plan_bucket(storage: Storage, ui: bool, facts: BucketFacts) -> BucketPlan:
         changes.append(BucketChange("versioning", "enable versioning"))
     wanted_lock = desired_object_lock(storage)
     if wanted_lock is not None and _lock_key(facts.object_lock) != _lock_key(wanted_lock):
-        changes.append(BucketChange(
-            "object_lock", f"Object Lock {storage.object_lock.mode}, "
-                           f"{storage.object_lock.retention_days} day(s) default retention"))
+        wanted = storage.object_lock
+        summary = f"Object Lock {wanted.mode}, {wanted.days} day(s) default retention"
+        if facts.exists and _lock_key(facts.object_lock) is None:
+            summary = f"enable Object Lock on the existing bucket: {wanted.mode}, " \
+                      f"{wanted.days} day(s) default retention"
+            notes.append(EXISTING_BUCKET_LOCK_NOTE)
+        changes.append(BucketChange("object_lock", summary))
     if wanted_lock is None and _lock_key(facts.object_lock) is not None:
         notes.append("Object Lock is on for this bucket and cannot be turned off; "
                      "the inventory's `off` leaves it as it is")
@@ -190,7 +212,8 @@ def plan_bucket(storage: Storage, ui: bool, facts: BucketFacts) -> BucketPlan:
     ours = [r for r in facts.lifecycle_rules if r.get("ID") == LIFECYCLE_RULE_ID]
     if [_lifecycle_key(r) for r in ours] != [_lifecycle_key(desired_lifecycle_rule(storage))]:
         changes.append(BucketChange(
-            "lifecycle", f"expire noncurrent versions after {storage.noncurrent_days} day(s)"))
+            "lifecycle",
+            f"expire noncurrent versions after {storage.noncurrent_expiry_days} day(s)"))
     desired_policy = bucket_policy(storage, ui)
     diff = policy_diff(facts.policy, desired_policy)
     if diff:

@@ -353,10 +353,56 @@ def _arn(storage: Storage) -> tuple[str, str]:
 
 
 def recorder_actions(ui: bool) -> tuple[list[str], list[str]]:
-    """What the recorder needs: (bucket-level, object-level) actions."""
+    """What the recorder needs: (bucket-level, object-level) actions.
+
+    tsrecorder checks its bucket with GetBucketLocation at start and writes each recording with
+    PutObject (reference section 2); s3:PutObject also covers the calls of a multipart upload
+    (create, upload part, complete). Left out on purpose: s3:AbortMultipartUpload (with it the
+    recorder's keys could abort other recordings still being uploaded; the lifecycle rule
+    aborts stale uploads after 7 days), s3:ListMultipartUploadParts and
+    s3:ListBucketMultipartUploads (a writer that does not resume uploads needs neither), and
+    every delete, retention and legal-hold action. Reading is only for the UI.
+    """
     if ui:
         return ["s3:GetBucketLocation", "s3:ListBucket"], ["s3:GetObject", "s3:PutObject"]
     return ["s3:GetBucketLocation"], ["s3:PutObject"]
+
+
+def recorder_objects(storage: Storage) -> list[str]:
+    """The keys the recorder may write: recordings (`<node ID>/<time>.cast`, the only layout
+    tsrecorder writes, reference section 2) and tsops's canaries, written with its keys."""
+    bucket, _ = _arn(storage)
+    return [f"{bucket}/*.cast", f"{bucket}/{WRITE_CHECK_PREFIX}*"]
+
+
+def _kms_region(storage: Storage) -> str | None:
+    """The AWS region of the KMS key: from its ARN, else the storage's region."""
+    key = storage.kms_key or ""
+    if key.startswith("arn:"):
+        return key.split(":")[3]
+    region = storage.region
+    return region if region and region != "auto" else None
+
+
+def kms_statement(storage: Storage) -> dict[str, Any] | None:
+    """The recorder's use of the SSE-KMS key, or None without SSE-KMS.
+
+    With SSE-KMS a PutObject needs kms:GenerateDataKey, and a multipart upload also
+    kms:Decrypt (S3 decrypts the data key to complete it); whether tsrecorder uploads in parts
+    is not documented, so both are granted; the UI's reads need kms:Decrypt anyway. Only
+    through S3 in the key's region (kms:ViaService), so the keys cannot use the KMS key
+    directly.
+    """
+    if storage.encryption != "sse-kms" or storage.kms_key is None:
+        return None
+    statement: dict[str, Any] = {"Sid": "RecorderKmsKey", "Effect": "Allow",
+                                 "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                                 "Resource": storage.kms_key}
+    region = _kms_region(storage)
+    if region is not None:
+        suffix = ".amazonaws.com.cn" if region.startswith("cn-") else ".amazonaws.com"
+        statement["Condition"] = {"StringEquals": {"kms:ViaService": f"s3.{region}{suffix}"}}
+    return statement
 
 
 def bucket_policy(storage: Storage, ui: bool) -> dict[str, Any]:
@@ -397,24 +443,24 @@ def bucket_policy(storage: Storage, ui: bool) -> dict[str, Any]:
         statements.append({"Sid": "RecorderBucket", "Effect": "Allow", "Principal": principal,
                            "Action": bucket_actions, "Resource": bucket})
         statements.append({"Sid": "RecorderObjects", "Effect": "Allow", "Principal": principal,
-                           "Action": object_actions, "Resource": objects})
+                           "Action": object_actions, "Resource": recorder_objects(storage)})
     return {"Version": "2012-10-17", "Statement": statements}
 
 
 def iam_policy(storage: Storage, ui: bool) -> dict[str, Any]:
-    """The least-privilege IAM policy for the recorder's own S3 credentials."""
-    bucket, objects = _arn(storage)
+    """The least-privilege IAM policy for the recorder's own S3 credentials (see
+    recorder_actions, recorder_objects and kms_statement for what is granted and why)."""
+    bucket, _ = _arn(storage)
     bucket_actions, object_actions = recorder_actions(ui)
     statements: list[dict[str, Any]] = [
         {"Sid": "RecorderBucket", "Effect": "Allow", "Action": bucket_actions,
          "Resource": bucket},
         {"Sid": "RecorderObjects", "Effect": "Allow", "Action": object_actions,
-         "Resource": objects},
+         "Resource": recorder_objects(storage)},
     ]
-    if storage.encryption == "sse-kms" and storage.kms_key is not None:
-        kms_actions = ["kms:GenerateDataKey"] + (["kms:Decrypt"] if ui else [])
-        statements.append({"Sid": "RecorderKmsKey", "Effect": "Allow", "Action": kms_actions,
-                           "Resource": storage.kms_key})
+    kms = kms_statement(storage)
+    if kms is not None:
+        statements.append(kms)
     return {"Version": "2012-10-17", "Statement": statements}
 
 
