@@ -1,7 +1,7 @@
 """Benchmark `tsops recordings search`: the screen-rendering search against the regex path.
 
 Run by hand (numbers go to docs/performance.md):
-    .venv/bin/python -m bench.search [--count 1000] [--runs 3]
+    .venv/bin/python -m bench.search [--count 1000] [--runs 3] [--sets full_screen] [--check]
 Two data sets of the same size mix as bench/recordings.py (90% of 1-20 KB, 9% of 20 KB-1 MB,
 1% of 1-5 MB), written to a local directory (compute, not I/O: the files are read once before
 timing, so they are in the page cache):
@@ -15,8 +15,11 @@ timing, so they are in the page cache):
   emulator can render.
 Each is searched with `search()` as the CLI runs it (16 threads) and with the regex path
 tsops had before (the same searcher over escapes stripped with a regex, no terminal
-semantics), best of --runs. Reported: MB/s of recordings, the slowdown, how much text went
-through the emulator, and the matches each found.
+semantics), back to back in each of --runs runs. Reported: MB/s of recordings (best run),
+the slowdown (best against best, and the median and range of each run's own ratio, which
+a loaded machine disturbs less), how much text went through the emulator and how much of it
+the row model took without pyte, and the matches each found; with --check, also the matches
+with pyte alone (the row model off, untimed), which must equal the screen search's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -149,55 +153,69 @@ def regex_search_one(store: LocalStore, info: ObjectInfo, pattern: re.Pattern[st
     return len(searcher.matches)
 
 
-def screen_search_one(store: LocalStore, info: ObjectInfo,
-                      pattern: re.Pattern[str]) -> tuple[int, int]:
-    """The search as tsops runs it now; also how much text went through the emulator."""
+def screen_search_one(store: LocalStore, info: ObjectInfo, pattern: re.Pattern[str],
+                      row_model: bool = True) -> tuple[int, int, int]:
+    """The search as tsops runs it now; also how much text went through the emulator, and
+    how much of that the row model took."""
     stream = Stream(store, info.key)
     searcher = _Searcher(info.key, pattern, 0)
     screen: ScreenText | None = None
     for batch in stream.batches():
         if screen is None:
             header = stream.header
-            screen = ScreenText(header.width, header.height) if header else ScreenText()
+            width, height = (header.width, header.height) if header else (0, 0)
+            screen = ScreenText(width, height, row_model=row_model)
         for lines in screen.feed(batch):
             searcher.take(lines)
     screen = screen or ScreenText()
     for lines in screen.finish():
         searcher.take(lines)
-    return len(searcher.matches), screen.emulated_chars
+    return len(searcher.matches), screen.emulated_chars, screen.modelled_chars
 
 
-def measure(root: Path, total: int, runs: int) -> dict[str, object]:
-    """Both searches over one directory, best of `runs` each."""
+def measure(root: Path, total: int, runs: int, check: bool = False) -> dict[str, object]:
+    """Both searches over one directory, back to back, `runs` times."""
     store = LocalStore(root)
     infos = list(store.list())
     for info in infos:  # into the page cache
         sum(map(len, store.chunks(info.key)))
     pattern = compile_pattern(PATTERN, ignore_case=False)
-    best: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {"regex": [], "screen": []}
     found: dict[str, int] = {}
-    emulated = 0
+    emulated = modelled = 0
     for _ in range(runs):
         began = time.monotonic()
         found["regex"] = sum(parallel(lambda i: regex_search_one(store, i, pattern), infos))
-        best["regex"] = min(best.get("regex", 1e9), time.monotonic() - began)
+        seconds["regex"].append(time.monotonic() - began)
         began = time.monotonic()
         results = list(parallel(lambda i: screen_search_one(store, i, pattern), infos))
-        best["screen"] = min(best.get("screen", 1e9), time.monotonic() - began)
-        found["screen"] = sum(matches for matches, _ in results)
-        emulated = sum(chars for _, chars in results)
+        seconds["screen"].append(time.monotonic() - began)
+        found["screen"] = sum(matches for matches, _, _ in results)
+        emulated = sum(chars for _, chars, _ in results)
+        modelled = sum(chars for _, _, chars in results)
+    best = {name: min(times) for name, times in seconds.items()}
+    ratios = sorted(screen / regex for regex, screen in zip(seconds["regex"],
+                                                             seconds["screen"], strict=True))
     mb = total / 1e6
-    return {
+    report: dict[str, object] = {
         "data_mb": round(mb, 1), "recordings": len(infos),
         "regex_seconds": round(best["regex"], 2),
         "regex_mb_per_s": round(mb / best["regex"], 1),
         "screen_seconds": round(best["screen"], 2),
         "screen_mb_per_s": round(mb / best["screen"], 1),
         "slowdown": round(best["screen"] / best["regex"], 2),
+        "slowdown_per_run_median": round(statistics.median(ratios), 2),
+        "slowdown_per_run_range": [round(ratios[0], 2), round(ratios[-1], 2)],
         "emulated_chars": emulated,
         "emulated_percent_of_bytes": round(100 * emulated / total, 1),
+        "row_model_percent_of_emulated": round(100 * modelled / emulated, 1) if emulated else None,
         "matches_regex": found["regex"], "matches_screen": found["screen"],
     }
+    if check:
+        report["matches_pyte_only"] = sum(
+            matches for matches, _, _ in parallel(
+                lambda i: screen_search_one(store, i, pattern, row_model=False), infos))
+    return report
 
 
 def main() -> None:
@@ -205,7 +223,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sets", default="shell,edited,full_screen",
+                        help="which data sets, comma-separated")
+    parser.add_argument("--check", action="store_true",
+                        help="also count the matches with pyte alone (the row model off)")
     args = parser.parse_args()
+    sets = args.sets.split(",")
     report: dict[str, object] = {
         "machine": f"{platform.node()}: {os.cpu_count()} cores, "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, "
@@ -214,10 +237,12 @@ def main() -> None:
     }
     for name, make in (("shell", recording), ("edited", edited_recording),
                        ("full_screen", full_screen_recording)):
+        if name not in sets:
+            continue
         with tempfile.TemporaryDirectory() as directory:
             root = Path(directory)
             total = fill(root, args.count, make)
-            report[name] = measure(root, total, args.runs)
+            report[name] = measure(root, total, args.runs, args.check)
         print(json.dumps({name: report[name]}, indent=1), flush=True)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))
