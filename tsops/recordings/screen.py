@@ -24,13 +24,13 @@ with the session time at which it started:
   the emulator only scrolls in the lines given since.
 - The row model (`_Model`): the emulator's screen starts as a model of pyte's screen for what
   full-screen programs send most (text, CR, LF, BS, tab, cursor movement and positioning,
-  erase in line and display, colours, modes without effect on the text): each row a string,
-  one regular expression match per sequence, rows taken exactly as the emulator takes them.
-  pyte reads one character at a time through a Python parser, about six times slower. At the
-  first thing the model does not cover (text reaching the last column, non-ASCII, scroll
-  regions, inserting or deleting lines or characters, saved cursors, reverse index,
-  auto-wrap off, a sequence split across writes) it hands its screen over to pyte, which
-  goes on from there until the fast path takes over again. A differential unit test checks
+  erase in line and display, auto-wrap, colours, modes without effect on the text): each
+  row a string, one regular expression match per sequence, rows taken exactly as the
+  emulator takes them. pyte reads one character at a time through a Python parser, about six
+  times slower. At the first thing the model does not cover (non-ASCII, scroll regions,
+  inserting or deleting lines or characters, saved cursors, reverse index, auto-wrap off, a
+  sequence split across writes) it hands its screen over to pyte, which goes on from there
+  until the fast path takes over again. A differential unit test checks
   the model against pyte alone on generated sessions.
 - Before the emulator, `SafeFilter` (tsops.recordings.inert) drops control strings, reports,
   and concealment, with control strings also ended at a carriage return or newline, so an
@@ -509,14 +509,14 @@ class _Cursor:
 
 class _Model:
     """The screen as `_Screen` keeps it, for the sequences that full-screen programs send most
-    (text, CR, LF, BS, tab, cursor movement and positioning, erase in line and display,
-    colours and modes without effect on the text), as string operations on whole rows and one
-    regular expression match per sequence, instead of pyte's parser, which reads one character
-    at a time. `feed` stops at the first thing it does not model (a write reaching the last
-    column, non-ASCII text, scroll regions, inserting or deleting, saved cursors, auto-wrap
-    off, a sequence split across events) and returns the rest: `hand_over` then puts the
-    screen into pyte, which goes on from there. Rows are taken exactly as `_Screen` takes
-    them; the unit tests compare both on generated sessions."""
+    (text with auto-wrap, CR, LF, BS, tab, cursor movement and positioning, erase in line
+    and display, colours and modes without effect on the text), as string operations on
+    whole rows and one regular expression match per sequence, instead of pyte's parser,
+    which reads one character at a time. `feed` stops at the first thing it does not model
+    (non-ASCII text, scroll regions, inserting or deleting, saved cursors, reverse index,
+    auto-wrap off, a sequence split across events) and returns the rest: `hand_over` then
+    puts the screen into pyte, which goes on from there. Rows are taken exactly as `_Screen`
+    takes them; the unit tests compare both on generated sessions."""
 
     margins = None  # the row model never has a scroll region
 
@@ -655,9 +655,6 @@ class _Model:
             kind = token.lastindex
             if kind == 1:  # text
                 data = token.group(1)
-                end = x + len(data)
-                if end >= columns:  # the last column: pyte's pending wrap
-                    break
                 if y != self._active:
                     self._leave(y)
                 row = rows[y]
@@ -666,11 +663,22 @@ class _Model:
                 if row.time is None:
                     row.time = self.now
                 row.changed = True
-                cells = row.cells
-                if len(cells) < x:
-                    cells += " " * (x - len(cells))
-                row.cells = cells[:x] + data + cells[end:]
-                x = end
+                while True:
+                    if x == columns:  # past the last column: auto-wrap, as pyte does
+                        cursor.y = y
+                        row = self._wrap()
+                        y, x = cursor.y, 0
+                    end = x + len(data)
+                    cells = row.cells
+                    if len(cells) < x:
+                        cells += " " * (x - len(cells))
+                    if end <= columns:
+                        row.cells = cells[:x] + data + cells[end:]
+                        x = end
+                        break
+                    row.cells = cells[:x] + data[:columns - x]
+                    data = data[columns - x:]
+                    x = columns
             elif kind == 5:  # CSI
                 _, _, private, parameters, final, _ = token.groups()
                 if private:  # modes, of which only auto-wrap changes the text
@@ -728,6 +736,8 @@ class _Model:
                         elif final == "C" or final == "a":
                             x = x + count if x + count < columns else columns - 1
                         elif final == "D":
+                            if x == columns:
+                                x -= 1
                             x = x - count if x > count else 0
                         elif final == "E":
                             y, x = (y + count if y + count < bottom else bottom), 0
@@ -754,6 +764,8 @@ class _Model:
                     rows = self.rows
                     y = cursor.y
                 elif char == "\b":
+                    if x == columns:  # (after the last column, as pyte)
+                        x -= 1
                     if x:
                         x -= 1
                 elif char == "\t":
@@ -763,6 +775,36 @@ class _Model:
             position = token.end()
         cursor.x, cursor.y = x, y
         return None if position >= size else text[position:]
+
+    def _wrap(self) -> _ModelRow:
+        """Auto-wrap: the next row (the screen scrolled up at the bottom), as continuing the
+        cursor's row (as `_Screen.index` and `linefeed` inside `draw`)."""
+        y = self.cursor.y
+        rows = self.rows
+        if y == self.lines - 1:
+            self.take(0)
+            self._scroll()
+        else:
+            y += 1
+        self.cursor.y = self._active = y
+        row = rows[y]
+        if row is None:
+            row = rows[y] = _ModelRow()
+        row.wrapped = True
+        if row.time is None:
+            row.time = self.now
+        row.changed = True
+        return row
+
+    def _scroll(self) -> None:
+        """Every row up by one, a blank one at the bottom (after pyte's `index`, which makes
+        every row it moves)."""
+        rows = self.rows
+        del rows[0]
+        rows.append(None)
+        for y in range(self.lines - 1):
+            if rows[y] is None:
+                rows[y] = _ModelRow()
 
     def _leave(self, y: int) -> None:
         """The cursor's row becomes y: the row changed last is taken (as `_Screen._enter`)."""
@@ -785,12 +827,7 @@ class _Model:
             row.taken = True
         if y == self.lines - 1:
             self.take(0)
-            rows = self.rows
-            del rows[0]
-            rows.append(None)
-            for row_y in range(y):  # (pyte's scroll makes every row it moves)
-                if rows[row_y] is None:
-                    rows[row_y] = _ModelRow()
+            self._scroll()
         else:
             self.cursor.y = y + 1
         self._active = self.cursor.y
