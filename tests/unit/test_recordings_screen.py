@@ -10,7 +10,7 @@ import datetime
 import tracemalloc
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.sim.recorder.cast import OutputChunk, SourceNode, cast_header, render_cast
@@ -277,6 +277,8 @@ SCREEN_PIECES = st.sampled_from([
     ESC + "7", ESC + "8", ESC + "M", ESC + "D", ESC + "E", ESC + "c", ESC + ">",
     ESC + "(B", ESC + "(0", ESC + ")0", ESC + "]0;title\x07", ESC + "]2;t" + ESC + "\\",
     ESC, ESC + "[", "12;", "caf\u00e9", "\u65e5\u672c", "\x9b2J",
+    # to the last column and past it (pyte's pending wrap), whatever the width
+    ESC + "[999Gz", ESC + "[999Gzz", ESC + "[999G", ESC + "[999;999Hz",
 ])
 
 
@@ -284,6 +286,11 @@ SCREEN_PIECES = st.sampled_from([
 @given(st.lists(st.lists(SCREEN_PIECES, min_size=1, max_size=10).map("".join),
                 min_size=1, max_size=30),
        st.sampled_from([(20, 5), (40, 6), (80, 24)]), st.integers(0, 30))
+# cases found by this test while the row model was written
+@example([ESC + "[5`ab\n"], (20, 5), 0)  # pyte has no CSI `
+@example([ESC + "[J" + ESC + "[2M\n"], (20, 5), 0)  # rows pyte made blank, not absent
+@example([ESC + "[999Gz\bq\n", ESC + "[999Gz" + ESC + "[2D!\r\n"], (20, 5), 1)
+@example([ESC + "[5;1H" + "w" * 45 + "\r\n" + ESC + "[1M"], (20, 5), 1)  # wrap, scroll
 def test_the_row_model_gives_what_pyte_gives(writes: list[str], size: tuple[int, int],
                                              cut: int) -> None:
     """On generated sessions of what full-screen programs write, the row model (with pyte
