@@ -16,10 +16,12 @@ timing, so they are in the page cache):
 Each is searched with `search()` as the CLI runs it (16 threads) and with the regex path
 tsops had before (the same searcher over escapes stripped with a regex, no terminal
 semantics), back to back in each of --runs runs. Reported: MB/s of recordings (best run),
-the slowdown (best against best, and the median and range of each run's own ratio, which
-a loaded machine disturbs less), how much text went through the emulator and how much of it
-the row model took without pyte, and the matches each found; with --check, also the matches
-with pyte alone (the row model off, untimed), which must equal the screen search's.
+the slowdown in wall time (best against best, and the median and range of each run's own
+ratio) and in CPU time (this process's, all threads: the work done, which other load on a
+shared machine disturbs far less than the wall time), how much text went through the
+emulator and how much of it the row model took without pyte, and the matches each found;
+with --check, also the matches with pyte alone (the row model off, untimed), which must
+equal the screen search's.
 """
 
 from __future__ import annotations
@@ -181,21 +183,26 @@ def measure(root: Path, total: int, runs: int, check: bool = False) -> dict[str,
         sum(map(len, store.chunks(info.key)))
     pattern = compile_pattern(PATTERN, ignore_case=False)
     seconds: dict[str, list[float]] = {"regex": [], "screen": []}
+    cpu: dict[str, list[float]] = {"regex": [], "screen": []}
     found: dict[str, int] = {}
     emulated = modelled = 0
     for _ in range(runs):
-        began = time.monotonic()
+        began, began_cpu = time.monotonic(), time.process_time()
         found["regex"] = sum(parallel(lambda i: regex_search_one(store, i, pattern), infos))
         seconds["regex"].append(time.monotonic() - began)
-        began = time.monotonic()
+        cpu["regex"].append(time.process_time() - began_cpu)
+        began, began_cpu = time.monotonic(), time.process_time()
         results = list(parallel(lambda i: screen_search_one(store, i, pattern), infos))
         seconds["screen"].append(time.monotonic() - began)
+        cpu["screen"].append(time.process_time() - began_cpu)
         found["screen"] = sum(matches for matches, _, _ in results)
         emulated = sum(chars for _, chars, _ in results)
         modelled = sum(chars for _, _, chars in results)
     best = {name: min(times) for name, times in seconds.items()}
     ratios = sorted(screen / regex for regex, screen in zip(seconds["regex"],
                                                              seconds["screen"], strict=True))
+    cpu_ratios = sorted(screen / regex for regex, screen in zip(cpu["regex"], cpu["screen"],
+                                                                 strict=True))
     mb = total / 1e6
     report: dict[str, object] = {
         "data_mb": round(mb, 1), "recordings": len(infos),
@@ -206,6 +213,11 @@ def measure(root: Path, total: int, runs: int, check: bool = False) -> dict[str,
         "slowdown": round(best["screen"] / best["regex"], 2),
         "slowdown_per_run_median": round(statistics.median(ratios), 2),
         "slowdown_per_run_range": [round(ratios[0], 2), round(ratios[-1], 2)],
+        # CPU time of this process (all threads): the work done, whatever else runs
+        "cpu_seconds_regex_median": round(statistics.median(cpu["regex"]), 2),
+        "cpu_seconds_screen_median": round(statistics.median(cpu["screen"]), 2),
+        "cpu_slowdown_per_run_median": round(statistics.median(cpu_ratios), 2),
+        "cpu_slowdown_per_run_range": [round(cpu_ratios[0], 2), round(cpu_ratios[-1], 2)],
         "emulated_chars": emulated,
         "emulated_percent_of_bytes": round(100 * emulated / total, 1),
         "row_model_percent_of_emulated": round(100 * modelled / emulated, 1) if emulated else None,
