@@ -451,14 +451,15 @@ class _Buffer(dict[int, StaticDefaultDict[int, Char]]):
 
 # --- the row model: pyte's behaviour for the sequences full-screen programs use most --------
 
-# What the row model reads, one token per match: printable ASCII (1); a C0 control or DEL (2);
-# a CSI with numeric parameters (3: "?" or not, 4: parameters, 5: final); a sequence that
-# SafeFilter drops and pyte would never see (6): a terminated OSC of printable ASCII, a
+# What the row model reads, one token per match: printable ASCII (1), with the erase to the
+# end of the row that usually follows it (2); a C0 control or DEL (3); a CSI with numeric
+# parameters (4: "?" or not, 5: parameters, 6: final); a sequence that SafeFilter drops and
+# pyte would never see (7): a terminated OSC of printable ASCII, a
 # charset designation (pyte ignores those in UTF-8 mode), any ESC final SafeFilter drops.
 _DROPPED_ESC_FINALS = "".join(
     chr(code) for code in range(0x30, 0x7F) if chr(code) not in "78DEMPX[]^_")
 _MODEL_TOKEN = re.compile(
-    r"([\x20-\x7e]+)"
+    r"([\x20-\x7e]+)(\x1b\[0?K)?"
     r"|([\x00-\x1a\x1c-\x1f\x7f])"
     r"|\x1b\[(\??)([0-9;]{0,200})([\x40-\x7e])"
     r"|(\x1b(?:\][\x20-\x7e]*(?:\x07|\x1b\\)|[()*+][\x30-\x7e]|["
@@ -646,14 +647,12 @@ class _Model:
         rows = self.rows
         cursor = self.cursor
         x, y = cursor.x, cursor.y
-        match = _MODEL_TOKEN.match
         position, size = 0, len(text)
-        while position < size:
-            token = match(text, position)
-            if token is None:
+        for token in _MODEL_TOKEN.finditer(text):
+            if token.start() != position:  # something not modelled
                 break
             kind = token.lastindex
-            if kind == 1:  # text
+            if kind is not None and kind <= 2:  # text, and perhaps erase to the end
                 data = token.group(1)
                 if y != self._active:
                     self._leave(y)
@@ -679,8 +678,10 @@ class _Model:
                     row.cells = cells[:x] + data[:columns - x]
                     data = data[columns - x:]
                     x = columns
-            elif kind == 5:  # CSI
-                _, _, private, parameters, final, _ = token.groups()
+                if kind == 2:  # ESC[K right after: the row changed already, the cursor on it
+                    row.cells = row.cells[:x]
+            elif kind == 6:  # CSI
+                _, _, _, private, parameters, final, _ = token.groups()
                 if private:  # modes, of which only auto-wrap changes the text
                     if final in "hl":
                         modes = parameters.split(";")
@@ -754,8 +755,8 @@ class _Model:
                 elif final in _FILTER_PASSES_CSI or final == "r":
                     break  # scroll regions, inserting and deleting: pyte's
                 # any other CSI: SafeFilter drops it
-            elif kind == 2:  # a C0 control: SafeFilter passes these four, drops the rest
-                char = token.group(2)
+            elif kind == 3:  # a C0 control: SafeFilter passes these four, drops the rest
+                char = token.group(3)
                 if char == "\r":
                     x = 0
                 elif char == "\n":
@@ -812,8 +813,12 @@ class _Model:
         if active is not None:
             if active.wrapped:
                 self.take_line(self._active)
-            elif active.changed:
-                self.take(self._active)
+            elif active.changed:  # self.take(self._active), inline
+                text = active.cells.rstrip()
+                self.emit(active.time if active.time is not None else self.now, text, False)
+                active.changed = False
+                active.taken = True
+                active.text = text
         self._active = y
 
     def _index(self) -> None:
