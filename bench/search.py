@@ -2,6 +2,7 @@
 
 Run by hand (numbers go to docs/performance.md):
     .venv/bin/python -m bench.search [--count 1000] [--runs 3] [--sets full_screen] [--check]
+        [--workers 16]
 Two data sets of the same size mix as bench/recordings.py (90% of 1-20 KB, 9% of 20 KB-1 MB,
 1% of 1-5 MB), written to a local directory (compute, not I/O: the files are read once before
 timing, so they are in the page cache):
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from bench.recordings import COMMANDS, ROW, USERS, recording, size_of
 from tests.sim.recorder.cast import cast_header, go_json, header_line
-from tsops.recordings.catalog import parallel
+from tsops.recordings.catalog import WORKERS, parallel
 from tsops.recordings.reader import LineAssembler, Stream
 from tsops.recordings.screen import ScreenText
 from tsops.recordings.search import _Searcher, compile_pattern
@@ -176,7 +177,8 @@ def screen_search_one(store: LocalStore, info: ObjectInfo, pattern: re.Pattern[s
     return len(searcher.matches), screen.emulated_chars, screen.modelled_chars
 
 
-def measure(root: Path, total: int, runs: int, check: bool = False) -> dict[str, object]:
+def measure(root: Path, total: int, runs: int, check: bool = False,
+            workers: int = WORKERS) -> dict[str, object]:
     """Both searches over one directory, back to back, `runs` times."""
     store = LocalStore(root)
     infos = list(store.list())
@@ -189,11 +191,12 @@ def measure(root: Path, total: int, runs: int, check: bool = False) -> dict[str,
     emulated = modelled = 0
     for _ in range(runs):
         began, began_cpu = time.monotonic(), time.process_time()
-        found["regex"] = sum(parallel(lambda i: regex_search_one(store, i, pattern), infos))
+        found["regex"] = sum(parallel(lambda i: regex_search_one(store, i, pattern), infos,
+                                      workers))
         seconds["regex"].append(time.monotonic() - began)
         cpu["regex"].append(time.process_time() - began_cpu)
         began, began_cpu = time.monotonic(), time.process_time()
-        results = list(parallel(lambda i: screen_search_one(store, i, pattern), infos))
+        results = list(parallel(lambda i: screen_search_one(store, i, pattern), infos, workers))
         seconds["screen"].append(time.monotonic() - began)
         cpu["screen"].append(time.process_time() - began_cpu)
         found["screen"] = sum(matches for matches, _, _ in results)
@@ -228,7 +231,7 @@ def measure(root: Path, total: int, runs: int, check: bool = False) -> dict[str,
         began, began_cpu = time.monotonic(), time.process_time()
         report["matches_pyte_only"] = sum(
             matches for matches, _, _ in parallel(
-                lambda i: screen_search_one(store, i, pattern, row_model=False), infos))
+                lambda i: screen_search_one(store, i, pattern, row_model=False), infos, workers))
         report["pyte_only_slowdown_vs_best_regex"] = round(
             (time.monotonic() - began) / best["regex"], 2)
         report["pyte_only_cpu_slowdown_vs_median_regex"] = round(
@@ -243,6 +246,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sets", default="shell,edited,full_screen",
                         help="which data sets, comma-separated")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help=f"threads, as search uses (default {WORKERS}); 1 for the cost "
+                             "without contention for the interpreter lock")
     parser.add_argument("--check", action="store_true",
                         help="also count the matches with pyte alone (the row model off)")
     args = parser.parse_args()
@@ -252,6 +258,7 @@ def main() -> None:
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, "
                    f"Python {platform.python_version()}",
         "load_average_before": os.getloadavg(),
+        "workers": args.workers,
     }
     for name, make in (("shell", recording), ("edited", edited_recording),
                        ("full_screen", full_screen_recording)):
@@ -260,7 +267,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as directory:
             root = Path(directory)
             total = fill(root, args.count, make)
-            report[name] = measure(root, total, args.runs, args.check)
+            report[name] = measure(root, total, args.runs, args.check, args.workers)
         print(json.dumps({name: report[name]}, indent=1), flush=True)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))
