@@ -1,7 +1,8 @@
 """Benchmark `tsops recordings search`: the screen-rendering search against the regex path.
 
 Run by hand (numbers go to docs/performance.md):
-    .venv/bin/python -m bench.search [--count 1000] [--runs 3]
+    .venv/bin/python -m bench.search [--count 1000] [--runs 3] [--sets full_screen] [--check]
+        [--workers 16]
 Two data sets of the same size mix as bench/recordings.py (90% of 1-20 KB, 9% of 20 KB-1 MB,
 1% of 1-5 MB), written to a local directory (compute, not I/O: the files are read once before
 timing, so they are in the page cache):
@@ -15,8 +16,14 @@ timing, so they are in the page cache):
   emulator can render.
 Each is searched with `search()` as the CLI runs it (16 threads) and with the regex path
 tsops had before (the same searcher over escapes stripped with a regex, no terminal
-semantics), best of --runs. Reported: MB/s of recordings, the slowdown, how much text went
-through the emulator, and the matches each found.
+semantics), back to back in each of --runs runs. Reported: MB/s of recordings (best run),
+the slowdown in wall time (best against best, and the median and range of each run's own
+ratio) and in CPU time (this process's, all threads: the work done, which other load on a
+shared machine disturbs far less than the wall time), how much text went through the
+emulator and how much of it the row model took without pyte, and the matches each found;
+with --check, also the matches with pyte alone (the row model off, as before it; one run
+after the others, timed against the regex path's runs), which must equal the screen
+search's.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +43,7 @@ from pathlib import Path
 
 from bench.recordings import COMMANDS, ROW, USERS, recording, size_of
 from tests.sim.recorder.cast import cast_header, go_json, header_line
-from tsops.recordings.catalog import parallel
+from tsops.recordings.catalog import WORKERS, parallel
 from tsops.recordings.reader import LineAssembler, Stream
 from tsops.recordings.screen import ScreenText
 from tsops.recordings.search import _Searcher, compile_pattern
@@ -149,55 +157,86 @@ def regex_search_one(store: LocalStore, info: ObjectInfo, pattern: re.Pattern[st
     return len(searcher.matches)
 
 
-def screen_search_one(store: LocalStore, info: ObjectInfo,
-                      pattern: re.Pattern[str]) -> tuple[int, int]:
-    """The search as tsops runs it now; also how much text went through the emulator."""
+def screen_search_one(store: LocalStore, info: ObjectInfo, pattern: re.Pattern[str],
+                      row_model: bool = True) -> tuple[int, int, int]:
+    """The search as tsops runs it now; also how much text went through the emulator, and
+    how much of that the row model took."""
     stream = Stream(store, info.key)
     searcher = _Searcher(info.key, pattern, 0)
     screen: ScreenText | None = None
     for batch in stream.batches():
         if screen is None:
             header = stream.header
-            screen = ScreenText(header.width, header.height) if header else ScreenText()
+            width, height = (header.width, header.height) if header else (0, 0)
+            screen = ScreenText(width, height, row_model=row_model)
         for lines in screen.feed(batch):
             searcher.take(lines)
     screen = screen or ScreenText()
     for lines in screen.finish():
         searcher.take(lines)
-    return len(searcher.matches), screen.emulated_chars
+    return len(searcher.matches), screen.emulated_chars, screen.modelled_chars
 
 
-def measure(root: Path, total: int, runs: int) -> dict[str, object]:
-    """Both searches over one directory, best of `runs` each."""
+def measure(root: Path, total: int, runs: int, check: bool = False,
+            workers: int = WORKERS) -> dict[str, object]:
+    """Both searches over one directory, back to back, `runs` times."""
     store = LocalStore(root)
     infos = list(store.list())
     for info in infos:  # into the page cache
         sum(map(len, store.chunks(info.key)))
     pattern = compile_pattern(PATTERN, ignore_case=False)
-    best: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {"regex": [], "screen": []}
+    cpu: dict[str, list[float]] = {"regex": [], "screen": []}
     found: dict[str, int] = {}
-    emulated = 0
+    emulated = modelled = 0
     for _ in range(runs):
-        began = time.monotonic()
-        found["regex"] = sum(parallel(lambda i: regex_search_one(store, i, pattern), infos))
-        best["regex"] = min(best.get("regex", 1e9), time.monotonic() - began)
-        began = time.monotonic()
-        results = list(parallel(lambda i: screen_search_one(store, i, pattern), infos))
-        best["screen"] = min(best.get("screen", 1e9), time.monotonic() - began)
-        found["screen"] = sum(matches for matches, _ in results)
-        emulated = sum(chars for _, chars in results)
+        began, began_cpu = time.monotonic(), time.process_time()
+        found["regex"] = sum(parallel(lambda i: regex_search_one(store, i, pattern), infos,
+                                      workers))
+        seconds["regex"].append(time.monotonic() - began)
+        cpu["regex"].append(time.process_time() - began_cpu)
+        began, began_cpu = time.monotonic(), time.process_time()
+        results = list(parallel(lambda i: screen_search_one(store, i, pattern), infos, workers))
+        seconds["screen"].append(time.monotonic() - began)
+        cpu["screen"].append(time.process_time() - began_cpu)
+        found["screen"] = sum(matches for matches, _, _ in results)
+        emulated = sum(chars for _, chars, _ in results)
+        modelled = sum(chars for _, _, chars in results)
+    best = {name: min(times) for name, times in seconds.items()}
+    ratios = sorted(screen / regex for regex, screen in zip(seconds["regex"],
+                                                             seconds["screen"], strict=True))
+    cpu_ratios = sorted(screen / regex for regex, screen in zip(cpu["regex"], cpu["screen"],
+                                                                 strict=True))
     mb = total / 1e6
-    return {
+    report: dict[str, object] = {
         "data_mb": round(mb, 1), "recordings": len(infos),
         "regex_seconds": round(best["regex"], 2),
         "regex_mb_per_s": round(mb / best["regex"], 1),
         "screen_seconds": round(best["screen"], 2),
         "screen_mb_per_s": round(mb / best["screen"], 1),
         "slowdown": round(best["screen"] / best["regex"], 2),
+        "slowdown_per_run_median": round(statistics.median(ratios), 2),
+        "slowdown_per_run_range": [round(ratios[0], 2), round(ratios[-1], 2)],
+        # CPU time of this process (all threads): the work done, whatever else runs
+        "cpu_seconds_regex_median": round(statistics.median(cpu["regex"]), 2),
+        "cpu_seconds_screen_median": round(statistics.median(cpu["screen"]), 2),
+        "cpu_slowdown_per_run_median": round(statistics.median(cpu_ratios), 2),
+        "cpu_slowdown_per_run_range": [round(cpu_ratios[0], 2), round(cpu_ratios[-1], 2)],
         "emulated_chars": emulated,
         "emulated_percent_of_bytes": round(100 * emulated / total, 1),
+        "row_model_percent_of_emulated": round(100 * modelled / emulated, 1) if emulated else None,
         "matches_regex": found["regex"], "matches_screen": found["screen"],
     }
+    if check:  # once, after the runs: the screen search as it was before the row model
+        began, began_cpu = time.monotonic(), time.process_time()
+        report["matches_pyte_only"] = sum(
+            matches for matches, _, _ in parallel(
+                lambda i: screen_search_one(store, i, pattern, row_model=False), infos, workers))
+        report["pyte_only_slowdown_vs_best_regex"] = round(
+            (time.monotonic() - began) / best["regex"], 2)
+        report["pyte_only_cpu_slowdown_vs_median_regex"] = round(
+            (time.process_time() - began_cpu) / statistics.median(cpu["regex"]), 2)
+    return report
 
 
 def main() -> None:
@@ -205,19 +244,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sets", default="shell,edited,full_screen",
+                        help="which data sets, comma-separated")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help=f"threads, as search uses (default {WORKERS}); 1 for the cost "
+                             "without contention for the interpreter lock")
+    parser.add_argument("--check", action="store_true",
+                        help="also count the matches with pyte alone (the row model off)")
     args = parser.parse_args()
+    sets = args.sets.split(",")
     report: dict[str, object] = {
         "machine": f"{platform.node()}: {os.cpu_count()} cores, "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB, "
                    f"Python {platform.python_version()}",
         "load_average_before": os.getloadavg(),
+        "workers": args.workers,
     }
     for name, make in (("shell", recording), ("edited", edited_recording),
                        ("full_screen", full_screen_recording)):
+        if name not in sets:
+            continue
         with tempfile.TemporaryDirectory() as directory:
             root = Path(directory)
             total = fill(root, args.count, make)
-            report[name] = measure(root, total, args.runs)
+            report[name] = measure(root, total, args.runs, args.check, args.workers)
         print(json.dumps({name: report[name]}, indent=1), flush=True)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=1))

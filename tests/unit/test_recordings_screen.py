@@ -10,7 +10,7 @@ import datetime
 import tracemalloc
 from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.sim.recorder.cast import OutputChunk, SourceNode, cast_header, render_cast
@@ -246,3 +246,105 @@ def test_memory_stays_bounded_on_a_long_emulated_session() -> None:
     # after 500 lines as after 1,600
     assert len(screen._recent) <= 40
     assert sizes[-1] - sizes[4] < 16 << 10
+
+
+# --- the row model against pyte -----------------------------------------------------------
+
+def lines_of(screen: ScreenText, batches: list[list[tuple[float, str]]]
+             ) -> list[tuple[float, str]]:
+    """(time, text) of every line a ScreenText gives for these batches of events."""
+    parts = [part for batch in batches for part in screen.feed(batch)] + screen.finish()
+    return [(part.time_of(index), text) for part in parts if part.count
+            for index, text in enumerate(part.text.split("\n"))]
+
+
+# What full-screen programs and shells write (the row model's own ground), and what it hands
+# over to pyte: the last column, non-ASCII and wide text, scroll regions, inserting and
+# deleting, saved cursors, reverse index, auto-wrap off, sequences split across writes,
+# parameters beyond what a sequence takes.
+SCREEN_PIECES = st.sampled_from([
+    "ab", "top - 09:30", " load 0.42", "x" * 17, "y" * 38, "\r", "\n", "\r\n", "\r\n",
+    "\b", "\b\b", "\t", "\x07", "\x00", "\x0b", "\x7f",
+    ESC + "[H", ESC + "[2J", ESC + "[H" + ESC + "[2J", ESC + "[3;5H", ESC + "[;H",
+    ESC + "[99;99H", ESC + "[2;40f", ESC + "[6H", ESC + "[2A", ESC + "[B", ESC + "[3C",
+    ESC + "[D", ESC + "[30D", ESC + "[E", ESC + "[2F", ESC + "[10G", ESC + "[3d",
+    ESC + "[2e", ESC + "[4a", ESC + "[5`", ESC + "[K", ESC + "[0K", ESC + "[1K", ESC + "[2K",
+    ESC + "[3K", ESC + "[J", ESC + "[1J", ESC + "[3J", ESC + "[3;J", ESC + "[7J",
+    ESC + "[m", ESC + "[1;31m", ESC + "[8m", ESC + "[2S", ESC + "[?1049h", ESC + "[?1049l",
+    ESC + "[?25l", ESC + "[?1h" + ESC + "=", ESC + "[?7l", ESC + "[?7;25h", ESC + "[?7h",
+    ESC + "[2;5r", ESC + "[r", ESC + "[L", ESC + "[2M", ESC + "[P", ESC + "[2X", ESC + "[@",
+    ESC + "[5n", ESC + "[c", ESC + "[22;0;0t", ESC + "[1;2;3H", ESC + "[2;3A",
+    ESC + "7", ESC + "8", ESC + "M", ESC + "D", ESC + "E", ESC + "c", ESC + ">",
+    ESC + "(B", ESC + "(0", ESC + ")0", ESC + "]0;title\x07", ESC + "]2;t" + ESC + "\\",
+    ESC, ESC + "[", "12;", "caf\u00e9", "\u65e5\u672c", "\x9b2J",
+    # to the last column and past it (pyte's pending wrap), whatever the width
+    ESC + "[999Gz", ESC + "[999Gzz", ESC + "[999G", ESC + "[999;999Hz",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(SCREEN_PIECES, min_size=1, max_size=10).map("".join),
+                min_size=1, max_size=30),
+       st.sampled_from([(20, 5), (40, 6), (80, 24)]), st.integers(0, 30))
+# cases found by this test while the row model was written
+@example([ESC + "[5`ab\n"], (20, 5), 0)  # pyte has no CSI `
+@example([ESC + "[J" + ESC + "[2M\n"], (20, 5), 0)  # rows pyte made blank, not absent
+@example([ESC + "[999Gz\bq\n", ESC + "[999Gz" + ESC + "[2D!\r\n"], (20, 5), 1)
+@example([ESC + "[5;1H" + "w" * 45 + "\r\n" + ESC + "[1M"], (20, 5), 1)  # wrap, scroll
+def test_the_row_model_gives_what_pyte_gives(writes: list[str], size: tuple[int, int],
+                                             cut: int) -> None:
+    """On generated sessions of what full-screen programs write, the row model (with pyte
+    where it hands over) gives the same lines at the same times as pyte alone."""
+    events = [(float(index), text) for index, text in enumerate(writes)]
+    batches = [events[:cut], events[cut:]]
+    width, height = size
+    assert lines_of(ScreenText(width, height), batches) == lines_of(
+        ScreenText(width, height, row_model=False), batches)
+
+
+def top_like(frames: int, width: int = 80) -> list[tuple[float, str]]:
+    """A shell command, then a full-screen program drawing frames with cursor positioning
+    (as `top` does), then the shell again."""
+    events = [(0.0, PROMPT), *typed(0.5, "top"), (1.0, "\r\n"),
+              (1.1, ESC + "[?1049h" + ESC + "[?25l" + ESC + "[H" + ESC + "[2J")]
+    for frame in range(frames):
+        rows = [ESC + f"[{row + 1};1H" + ESC + "[1m" + f"{row:>3} worker-{frame}-{row}"[:width - 1]
+                + ESC + "[m" + ESC + "[K" for row in range(24)]
+        events.append((2.0 + frame, "".join(rows) + ESC + "[24;1H"))
+    events.append((3.0 + frames, ESC + "[?25h" + ESC + "[?1049l\r\n" + PROMPT))
+    return events
+
+
+def test_full_screen_frames_need_no_pyte() -> None:
+    screen = ScreenText(80, 24)
+    lines = lines_of(screen, [top_like(3)])
+    assert screen.emulated_chars > 3 * 24 * 20
+    assert screen.modelled_chars == screen.emulated_chars
+    assert screen._kept is None  # pyte's screen was never made
+    # each frame's rows as they showed, at the time their row was first drawn
+    assert (2.0, "  5 worker-0-5") in lines and (2.0, "  5 worker-2-5") in lines
+    assert lines[0] == (0.0, "ops@web1:~$ top")
+    assert lines == lines_of(ScreenText(80, 24, row_model=False), [top_like(3)])
+
+
+def test_the_row_model_hands_over_to_pyte_where_it_must() -> None:
+    # a scroll region (as vim sets one) in the middle of a frame
+    events = top_like(2)
+    events.insert(3, (1.5, ESC + "[1;20r" + ESC + "[5;1H" + ESC + "[2Linserted\r\n"))
+    screen = ScreenText(80, 24)
+    lines = lines_of(screen, [events])
+    assert 0 < screen.modelled_chars < screen.emulated_chars
+    assert screen._kept is not None
+    assert (1.5, "inserted") in lines
+    assert lines == lines_of(ScreenText(80, 24, row_model=False), [events])
+
+
+def test_sequences_pyte_cannot_take_are_ignored_as_terminals_do() -> None:
+    for sequence in ("[3K", "[5J", "[1;2;3H", "[2;3A", "[2;1P", "[1;2;3r", "[1;2L"):
+        for row_model in (True, False):
+            screen = ScreenText(80, 24, row_model=row_model)
+            lines = lines_of(screen, [[(1.0, "$ cat /etc/shadow\r\n"),
+                                       (2.0, "abc" + ESC + sequence + "def\r\n")]])
+            assert lines[0] == (1.0, "$ cat /etc/shadow"), sequence
+            # the search goes on past it (pyte alone would stop with an exception)
+            assert any("def" in text for _, text in lines[1:]), (sequence, lines)

@@ -22,6 +22,16 @@ with the session time at which it started:
   screen is what seeding would rebuild from the lines emitted (or after a screenful of
   plain lines), the fast path takes over again; the screen is kept, and the next start of
   the emulator only scrolls in the lines given since.
+- The row model (`_Model`): the emulator's screen starts as a model of pyte's screen for what
+  full-screen programs send most (text, CR, LF, BS, tab, cursor movement and positioning,
+  erase in line and display, auto-wrap, colours, modes without effect on the text): each
+  row a string, one regular expression match per sequence, rows taken exactly as the
+  emulator takes them. pyte reads one character at a time through a Python parser, about six
+  times slower. At the first thing the model does not cover (non-ASCII, scroll regions,
+  inserting or deleting lines or characters, saved cursors, reverse index, auto-wrap off, a
+  sequence split across writes) it hands its screen over to pyte, which goes on from there
+  until the fast path takes over again. A differential unit test checks
+  the model against pyte alone on generated sessions.
 - Before the emulator, `SafeFilter` (tsops.recordings.inert) drops control strings, reports,
   and concealment, with control strings also ended at a carriage return or newline, so an
   unterminated one cannot hide the rest of a session from search, and pyte's memory stays
@@ -322,7 +332,10 @@ class _Screen(pyte.Screen):
         super().reverse_index()
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
-        """Erasing the display takes the rows it clears first."""
+        """Erasing the display takes the rows it clears first (an unknown kind is ignored,
+        as terminals do; pyte would fail)."""
+        if how not in (0, 1, 2, 3):
+            return
         if how in (2, 3):
             erased = range(self.lines)
         elif how == 1:
@@ -334,7 +347,7 @@ class _Screen(pyte.Screen):
             self.buffer.pop(y, None)
         super().erase_in_display(how, *args, **kwargs)
 
-    def insert_lines(self, count: int | None = None) -> None:
+    def insert_lines(self, count: int | None = None, *_extra: int) -> None:
         """Inserting lines takes the rows pushed past the bottom margin first."""
         top, bottom = self.margins or (0, self.lines - 1)
         if top <= self.cursor.y <= bottom:
@@ -342,7 +355,7 @@ class _Screen(pyte.Screen):
                 self.take(y)
         super().insert_lines(count)
 
-    def delete_lines(self, count: int | None = None) -> None:
+    def delete_lines(self, count: int | None = None, *_extra: int) -> None:
         """Deleting lines takes them first."""
         top, bottom = self.margins or (0, self.lines - 1)
         if top <= self.cursor.y <= bottom:
@@ -354,25 +367,71 @@ class _Screen(pyte.Screen):
         self._enter()
         self.row(self.cursor.y).changed = True
 
-    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
-        """Erase in line (the row changed)."""
+    def erase_in_line(self, how: int = 0, private: bool = False, *_extra: int) -> None:
+        """Erase in line (the row changed); an unknown kind is ignored."""
+        if how not in (0, 1, 2):
+            return
         self._mark_line()
         super().erase_in_line(how, private)
 
-    def delete_characters(self, count: int | None = None) -> None:
+    def delete_characters(self, count: int | None = None, *_extra: int) -> None:
         """Delete characters (the row changed)."""
         self._mark_line()
         super().delete_characters(count)
 
-    def erase_characters(self, count: int | None = None) -> None:
+    def erase_characters(self, count: int | None = None, *_extra: int) -> None:
         """Erase characters (the row changed)."""
         self._mark_line()
         super().erase_characters(count)
 
-    def insert_characters(self, count: int | None = None) -> None:
+    def insert_characters(self, count: int | None = None, *_extra: int) -> None:
         """Insert blanks (the row changed)."""
         self._mark_line()
         super().insert_characters(count)
+
+    # Parameters beyond those a sequence takes are ignored, as terminals do (pyte would fail
+    # on them, and a recording is whatever its author wrote).
+    def cursor_up(self, count: int | None = None, *_extra: int) -> None:
+        """Cursor up."""
+        super().cursor_up(count)
+
+    def cursor_down(self, count: int | None = None, *_extra: int) -> None:
+        """Cursor down."""
+        super().cursor_down(count)
+
+    def cursor_forward(self, count: int | None = None, *_extra: int) -> None:
+        """Cursor forward."""
+        super().cursor_forward(count)
+
+    def cursor_back(self, count: int | None = None, *_extra: int) -> None:
+        """Cursor back."""
+        super().cursor_back(count)
+
+    def cursor_down1(self, count: int | None = None, *_extra: int) -> None:
+        """Cursor to the start of a row below."""
+        super().cursor_down1(count)
+
+    def cursor_up1(self, count: int | None = None, *_extra: int) -> None:
+        """Cursor to the start of a row above."""
+        super().cursor_up1(count)
+
+    def cursor_to_column(self, column: int | None = None, *_extra: int) -> None:
+        """Cursor to a column."""
+        super().cursor_to_column(column)
+
+    def cursor_to_line(self, line: int | None = None, *_extra: int) -> None:
+        """Cursor to a row."""
+        super().cursor_to_line(line)
+
+    def cursor_position(self, line: int | None = None, column: int | None = None,
+                        *_extra: int) -> None:
+        """Cursor to a row and column."""
+        super().cursor_position(line, column)
+
+    def set_margins(self, top: int | None = None, bottom: int | None = None,
+                    *_extra: int) -> None:
+        """Scroll region."""
+        super().set_margins(top, bottom)
 
     def write_process_input(self, data: str) -> None:
         """Never answer: the recording is not a live terminal."""
@@ -388,6 +447,423 @@ class _Buffer(dict[int, StaticDefaultDict[int, Char]]):
     def __missing__(self, key: int) -> StaticDefaultDict[int, Char]:
         row = self[key] = self.factory()
         return row
+
+
+# --- the row model: pyte's behaviour for the sequences full-screen programs use most --------
+
+# What the row model reads, one token per match: printable ASCII (1), with the erase to the
+# end of the row that usually follows it (2); a C0 control or DEL (3); a CSI with numeric
+# parameters (4: "?" or not, 5: parameters, 6: final); a sequence that SafeFilter drops and
+# pyte would never see (7): a terminated OSC of printable ASCII, a
+# charset designation (pyte ignores those in UTF-8 mode), any ESC final SafeFilter drops.
+_DROPPED_ESC_FINALS = "".join(
+    chr(code) for code in range(0x30, 0x7F) if chr(code) not in "78DEMPX[]^_")
+_MODEL_TOKEN = re.compile(
+    r"([\x20-\x7e]+)(\x1b\[0?K)?"
+    r"|([\x00-\x1a\x1c-\x1f\x7f])"
+    r"|\x1b\[(\??)([0-9;]{0,200})([\x40-\x7e])"
+    r"|(\x1b(?:\][\x20-\x7e]*(?:\x07|\x1b\\)|[()*+][\x30-\x7e]|["
+    + re.escape(_DROPPED_ESC_FINALS) + r"]))"
+)
+# CSI finals SafeFilter passes (tsops.recordings.inert) that the row model handles itself;
+# of the others it passes (scroll regions, inserting and deleting lines or characters), the
+# row model hands over to pyte; the rest SafeFilter drops.
+_MODEL_CSI = frozenset("ABCDEFGHJKSTadefm`")
+_FILTER_PASSES_CSI = frozenset("ABCDEFGHJKLMPSTX@`adefm")
+_FILTER_PASSES_MODES = frozenset(("25", "47", "1047", "1049", "2004", "7"))
+
+
+_NUMBERS: dict[str, tuple[int, ...]] = {}
+
+
+def _numbers(parameters: str) -> tuple[int, ...]:
+    """A CSI's parameters as pyte reads them (empty as 0, at most 9999), from a small cache."""
+    numbers = tuple(min(int(number or 0), 9999) for number in parameters.split(";"))
+    if len(_NUMBERS) > 4096:
+        _NUMBERS.clear()
+    _NUMBERS[parameters] = numbers
+    return numbers
+
+
+class _ModelRow:
+    """A row of the row model: its characters (one per cell), and what `_Row` knows."""
+
+    __slots__ = ("cells", "changed", "taken", "text", "time", "wrapped")
+
+    def __init__(self, cells: str = "", time: float | None = None, taken: bool = False,
+                 wrapped: bool = False, text: str | None = None) -> None:
+        self.cells = cells
+        self.time = time
+        self.changed = False
+        self.taken = taken
+        self.wrapped = wrapped
+        self.text = text
+
+
+class _Cursor:
+    __slots__ = ("x", "y")
+
+    def __init__(self) -> None:
+        self.x = 0
+        self.y = 0
+
+
+class _Model:
+    """The screen as `_Screen` keeps it, for the sequences that full-screen programs send most
+    (text with auto-wrap, CR, LF, BS, tab, cursor movement and positioning, erase in line
+    and display, colours and modes without effect on the text), as string operations on
+    whole rows and one regular expression match per sequence, instead of pyte's parser,
+    which reads one character at a time. `feed` stops at the first thing it does not model
+    (non-ASCII text, scroll regions, inserting or deleting, saved cursors, reverse index,
+    auto-wrap off, a sequence split across events) and returns the rest: `hand_over` then
+    puts the screen into pyte, which goes on from there. Rows are taken exactly as `_Screen`
+    takes them; the unit tests compare both on generated sessions."""
+
+    margins = None  # the row model never has a scroll region
+
+    def __init__(self, columns: int, lines: int, emit: Emit) -> None:
+        self.columns = columns
+        self.lines = lines
+        self.emit = emit
+        self.now = 0.0
+        self.cursor = _Cursor()
+        # None where pyte's buffer has no row (which some of its operations tell apart from a
+        # blank row: the row model keeps them apart too, to hand over exactly)
+        self.rows: list[_ModelRow | None] = [None] * lines
+        self._active = 0
+
+    def reset(self) -> None:
+        """A blank screen, the cursor at the top left."""
+        self.rows = [None] * self.lines
+        self.cursor.x = self.cursor.y = 0
+
+    # -- as _Screen ----------------------------------------------------------------------------
+
+    def take(self, y: int) -> None:
+        """Emit row y if it changed, and forget it."""
+        row = self.rows[y]
+        if row is None or not row.changed:
+            return
+        text = row.cells.rstrip()
+        self.emit(row.time if row.time is not None else self.now, text, row.wrapped)
+        row.changed = False
+        row.taken = True
+        row.text = text
+
+    def take_line(self, y: int) -> None:
+        """Take row y and the rows it continues (auto-wrap), first to last."""
+        first = y
+        rows = self.rows
+        while first > 0 and (row := rows[first]) is not None and row.wrapped:
+            first -= 1
+        for row_y in range(first, y + 1):
+            self.take(row_y)
+
+    def take_all(self) -> None:
+        """Emit every changed row, top to bottom."""
+        for y in range(self.lines):
+            self.take(y)
+
+    def changed_rows(self) -> bool:
+        """Whether a row changed since it was last taken."""
+        return any(row is not None and row.changed for row in self.rows)
+
+    def text_of(self, y: int) -> str:
+        """Row y as it shows, blanks at its end removed."""
+        row = self.rows[y]
+        return "" if row is None else row.cells.rstrip()
+
+    def settled(self, expected: list[str]) -> bool:
+        """As `_Screen.settled`."""
+        y = self.cursor.y
+        if self.cursor.x or len(expected) < y:
+            return False
+        if any(self.text_of(below) for below in range(y, self.lines)):
+            return False
+        return all(self._known_text(row) == text
+                   for row, text in enumerate(expected[len(expected) - y:]))
+
+    def _known_text(self, y: int) -> str:
+        row = self.rows[y]
+        if row is not None and not row.changed and row.text is not None:
+            return row.text
+        return self.text_of(y)
+
+    def seed(self, rows: list[tuple[float, str, bool]]) -> None:
+        """As `_Screen.seed`."""
+        self._fill(0, rows)
+        self.cursor.x, self.cursor.y = 0, len(rows)
+        self._active = self.cursor.y
+
+    def _fill(self, first: int, rows: list[tuple[float, str, bool]]) -> None:
+        for y, (time, text, wrapped) in enumerate(rows, first):
+            if y >= 0:  # (_Screen keeps a row above the top, where nothing reads it)
+                self.rows[y] = _ModelRow(text[:self.columns], time, True, wrapped, text)
+
+    def scroll_in(self, cursor_row: int, rows: list[tuple[float, str, bool]]) -> None:
+        """As `_Screen.scroll_in`."""
+        overflow = max(0, cursor_row + len(rows) - (self.lines - 1))
+        if overflow:
+            del self.rows[:overflow]
+            self.rows.extend([None] * overflow)
+        first = cursor_row - overflow
+        for y in range(max(first, 0), first + len(rows)):
+            self.rows[y] = None
+        self._fill(first, rows)
+        self.cursor.x, self.cursor.y = 0, first + len(rows)
+        self._active = self.cursor.y
+
+    def hand_over(self, screen: _Screen) -> None:
+        """Put this screen into a pyte screen (reset first), to go on from there."""
+        screen.reset()
+        screen.now = self.now
+        for y, row in enumerate(self.rows):
+            if row is not None:
+                target = screen.row(y)
+                target.update(screen._cells(row.cells))
+                target.time, target.changed, target.taken = row.time, row.changed, row.taken
+                target.wrapped, target.text = row.wrapped, row.text
+        screen.cursor.x, screen.cursor.y = self.cursor.x, self.cursor.y
+        screen._active = self._active
+
+    # -- the sequences ---------------------------------------------------------------------
+
+    def _row(self, y: int) -> _ModelRow:
+        row = self.rows[y]
+        if row is None:
+            row = self.rows[y] = _ModelRow()
+        return row
+
+    def _enter(self, y: int) -> None:
+        if y != self._active:
+            self.take_line(self._active)
+            self._active = y
+
+    def feed(self, text: str) -> str | None:
+        """Apply `text` (SafeFilter not applied: the row model reads only what it passes
+        unchanged or drops whole); return the rest from the first thing not modelled, or
+        None."""
+        columns, bottom = self.columns, self.lines - 1
+        rows = self.rows
+        cursor = self.cursor
+        x, y = cursor.x, cursor.y
+        position, size = 0, len(text)
+        for token in _MODEL_TOKEN.finditer(text):
+            if token.start() != position:  # something not modelled
+                break
+            kind = token.lastindex
+            if kind is not None and kind <= 2:  # text, and perhaps erase to the end
+                data = token.group(1)
+                if y != self._active:
+                    self._leave(y)
+                row = rows[y]
+                if row is None:
+                    row = rows[y] = _ModelRow()
+                if row.time is None:
+                    row.time = self.now
+                row.changed = True
+                while True:
+                    if x == columns:  # past the last column: auto-wrap, as pyte does
+                        cursor.y = y
+                        row = self._wrap()
+                        y, x = cursor.y, 0
+                    end = x + len(data)
+                    cells = row.cells
+                    if len(cells) < x:
+                        cells += " " * (x - len(cells))
+                    if end <= columns:
+                        row.cells = cells[:x] + data + cells[end:]
+                        x = end
+                        break
+                    row.cells = cells[:x] + data[:columns - x]
+                    data = data[columns - x:]
+                    x = columns
+                if kind == 2:  # ESC[K right after: the row changed already, the cursor on it
+                    row.cells = row.cells[:x]
+            elif kind == 6:  # CSI
+                _, _, _, private, parameters, final, _ = token.groups()
+                if private:  # modes, of which only auto-wrap changes the text
+                    if final in "hl":
+                        modes = parameters.split(";")
+                        if "7" in modes and _FILTER_PASSES_MODES.issuperset(modes):
+                            break
+                elif final in _MODEL_CSI:
+                    if final == "m" or final in "ST`":  # pyte has no S, T, `
+                        position = token.end()
+                        continue
+                    numbers = _NUMBERS.get(parameters)
+                    if numbers is None:
+                        numbers = _numbers(parameters)
+                    first = numbers[0]
+                    if final == "H" or final == "f":
+                        if len(numbers) > 2:
+                            break
+                        y = first - 1 if first else 0
+                        if y > bottom:
+                            y = bottom
+                        x = numbers[1] - 1 if len(numbers) > 1 and numbers[1] else 0
+                        if x >= columns:
+                            x = columns - 1
+                    elif final == "K":
+                        if len(numbers) > 1 or first > 2:
+                            break
+                        if y != self._active:
+                            self._leave(y)
+                        row = rows[y]
+                        if row is None:
+                            row = rows[y] = _ModelRow()
+                        row.changed = True
+                        if first == 0:
+                            row.cells = row.cells[:x]
+                        elif first == 1:
+                            row.cells = " " * (x + 1) + row.cells[x + 1:]
+                        else:
+                            row.cells = ""
+                    elif final == "J":
+                        if parameters != "3":  # (SafeFilter drops "erase scrollback")
+                            if first > 3:
+                                break
+                            cursor.x, cursor.y = x, y
+                            self._erase_in_display(first)
+                            rows = self.rows
+                    elif len(numbers) > 1:
+                        break
+                    else:
+                        count = first or 1
+                        if final == "A":
+                            y = y - count if y > count else 0
+                        elif final == "B" or final == "e":
+                            y = y + count if y + count < bottom else bottom
+                        elif final == "C" or final == "a":
+                            x = x + count if x + count < columns else columns - 1
+                        elif final == "D":
+                            if x == columns:
+                                x -= 1
+                            x = x - count if x > count else 0
+                        elif final == "E":
+                            y, x = (y + count if y + count < bottom else bottom), 0
+                        elif final == "F":
+                            y, x = (y - count if y > count else 0), 0
+                        elif final == "G":
+                            x = first - 1 if first else 0
+                            if x >= columns:
+                                x = columns - 1
+                        else:  # d
+                            y = first - 1 if first else 0
+                            if y > bottom:
+                                y = bottom
+                elif final in _FILTER_PASSES_CSI or final == "r":
+                    break  # scroll regions, inserting and deleting: pyte's
+                # any other CSI: SafeFilter drops it
+            elif kind == 3:  # a C0 control: SafeFilter passes these four, drops the rest
+                char = token.group(3)
+                if char == "\r":
+                    x = 0
+                elif char == "\n":
+                    cursor.x, cursor.y = x, y
+                    self._index()
+                    rows = self.rows
+                    y = cursor.y
+                elif char == "\b":
+                    if x == columns:  # (after the last column, as pyte)
+                        x -= 1
+                    if x:
+                        x -= 1
+                elif char == "\t":
+                    stop = (x // 8 + 1) * 8
+                    x = stop if stop < columns else columns - 1
+            # else a sequence SafeFilter drops whole
+            position = token.end()
+        cursor.x, cursor.y = x, y
+        return None if position >= size else text[position:]
+
+    def _wrap(self) -> _ModelRow:
+        """Auto-wrap: the next row (the screen scrolled up at the bottom), as continuing the
+        cursor's row (as `_Screen.index` and `linefeed` inside `draw`)."""
+        y = self.cursor.y
+        rows = self.rows
+        if y == self.lines - 1:
+            self.take(0)
+            self._scroll()
+        else:
+            y += 1
+        self.cursor.y = self._active = y
+        row = rows[y]
+        if row is None:
+            row = rows[y] = _ModelRow()
+        row.wrapped = True
+        if row.time is None:
+            row.time = self.now
+        row.changed = True
+        return row
+
+    def _scroll(self) -> None:
+        """Every row up by one, a blank one at the bottom (after pyte's `index`, which makes
+        every row it moves)."""
+        rows = self.rows
+        del rows[0]
+        rows.append(None)
+        for y in range(self.lines - 1):
+            if rows[y] is None:
+                rows[y] = _ModelRow()
+
+    def _leave(self, y: int) -> None:
+        """The cursor's row becomes y: the row changed last is taken (as `_Screen._enter`)."""
+        active = self.rows[self._active]
+        if active is not None:
+            if active.wrapped:
+                self.take_line(self._active)
+            elif active.changed:  # self.take(self._active), inline
+                text = active.cells.rstrip()
+                self.emit(active.time if active.time is not None else self.now, text, False)
+                active.changed = False
+                active.taken = True
+                active.text = text
+        self._active = y
+
+    def _index(self) -> None:
+        """A line feed, as `_Screen.index` (no scroll region, not inside a draw)."""
+        y = self.cursor.y
+        self._enter(y)
+        self.take_line(y)
+        row = self._row(y)
+        if not row.taken:
+            self.emit(self.now, "", False)
+            row.taken = True
+        if y == self.lines - 1:
+            self.take(0)
+            self._scroll()
+        else:
+            self.cursor.y = y + 1
+        self._active = self.cursor.y
+
+    def _erase_in_line(self, how: int) -> None:
+        """As `_Screen.erase_in_line` (how 0, 1 or 2)."""
+        x, y = self.cursor.x, self.cursor.y
+        self._enter(y)
+        row = self._row(y)
+        row.changed = True
+        if how == 0:
+            row.cells = row.cells[:x]
+        elif how == 1:
+            row.cells = " " * (x + 1) + row.cells[x + 1:]
+        else:
+            row.cells = ""
+
+    def _erase_in_display(self, how: int) -> None:
+        """As `_Screen.erase_in_display` (how 0 to 3)."""
+        y = self.cursor.y
+        if how in (2, 3):
+            erased = range(self.lines)
+        elif how == 1:
+            erased = range(y)
+        else:
+            erased = range(y + 1, self.lines)
+        for row_y in erased:
+            self.take(row_y)
+            self.rows[row_y] = _ModelRow()  # blank (pyte makes the rows it erases)
+        if how in (0, 1):
+            self._erase_in_line(how)
 
 
 # The last screenful of lines, to seed the emulator: (fast-path Lines, index, text) with the
@@ -466,7 +942,8 @@ class _Batch:
 class ScreenText:
     """Output events in, screen lines out (see the module's description)."""
 
-    def __init__(self, width: int = 0, height: int = 0, *, line_model: bool = True) -> None:
+    def __init__(self, width: int = 0, height: int = 0, *, line_model: bool = True,
+                 row_model: bool = True) -> None:
         self.columns = min(width, MAX_COLUMNS) if width > 0 else DEFAULT_SIZE[0]
         self.rows = min(height, MAX_ROWS) if height > 0 else DEFAULT_SIZE[1]
         self._pending: list[str] = []  # the fast path's incomplete line
@@ -474,10 +951,12 @@ class ScreenText:
         self._pending_time: float | None = None
         self._recent: Recent = deque(maxlen=self.rows)
         self._collector = _Collector(self._recent)
-        self._screen: _Screen | None = None  # set while the emulator has the output
-        self._stream: pyte.Stream | None = None
-        self._kept: _Screen | None = None
+        self._screen: _Screen | _Model | None = None  # set while the emulator has the output
+        self._held: _Screen | _Model | None = None  # the screen the emulator used last
+        self._kept: _Screen | None = None  # pyte's screen and stream, made when first needed
         self._kept_stream: pyte.Stream | None = None
+        self._model: _Model | None = None
+        self._row_model = row_model
         self._filter = SafeFilter(strings_end_at_newline=True)
         self._line_model = line_model
         self._clean_lines = 0
@@ -485,6 +964,7 @@ class ScreenText:
         self._settled_at: int | None = None  # the cursor row when the emulator left settled
         self._fast_lines = 0  # lines the fast path gave since
         self.emulated_chars = 0  # how much text went through the emulator (for the benchmark)
+        self.modelled_chars = 0  # of which the row model took (the rest went through pyte)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -532,7 +1012,7 @@ class ScreenText:
         out: list[AnyLines] = []
         if self._screen is not None:
             self._screen.take_all()
-            self._screen = self._stream = None
+            self._screen = None
         elif self._pending_len:
             text = strip_controls("".join(self._pending))
             time = self._pending_time or 0.0
@@ -648,20 +1128,33 @@ class ScreenText:
 
     # -- the emulator --------------------------------------------------------------------------
 
-    def _start_emulator(self, now: float) -> None:
+    def _pyte(self) -> _Screen:
         if self._kept is None:  # one screen and stream per recording
             self._kept = _Screen(self.columns, self.rows, self._collector.emit)
             self._kept_stream = pyte.Stream(self._kept)
-        self._screen, self._stream = self._kept, self._kept_stream
-        self._screen.now = now
-        if self._settled_at is not None and self._fast_lines <= self.rows:
+        return self._kept
+
+    def _start_emulator(self, now: float) -> None:
+        screen = self._held
+        if (screen is not None and self._settled_at is not None
+                and self._fast_lines <= self.rows):
             # The screen is as it was left, settled; only the lines since then are new.
+            screen.now = now
             fresh = self._recent_rows(self._fast_lines) if self._fast_lines else []
-            self._screen.scroll_in(self._settled_at, fresh)
+            screen.scroll_in(self._settled_at, fresh)
         else:
-            self._screen.reset()
+            # A new screen: the row model's, which hands over to pyte when it must.
+            if not self._row_model:
+                screen = self._pyte()
+            elif self._model is None:
+                screen = self._model = _Model(self.columns, self.rows, self._collector.emit)
+            else:
+                screen = self._model
+            screen.now = now
+            screen.reset()
             rows = self._recent_rows()
-            self._screen.seed(rows[len(rows) - self._cursor_row:] if self._cursor_row else [])
+            screen.seed(rows[len(rows) - self._cursor_row:] if self._cursor_row else [])
+        self._screen = self._held = screen
         self._settled_at = None
         self._fast_lines = 0
         if not self._filter.idle:
@@ -700,7 +1193,7 @@ class ScreenText:
     def _emulate(self, time: float, text: str) -> str | None:
         """Feed one event to the screen; once the screen holds only fast-path lines, empty it
         and return the text after the last newline (for the fast path), else None."""
-        assert self._screen is not None and self._stream is not None
+        assert self._screen is not None
         self._screen.now = time
         clean, dirty = _clean_lines_at_end(text, self.rows)
         self._clean_lines = clean if dirty else self._clean_lines + clean
@@ -724,15 +1217,27 @@ class ScreenText:
         else:
             self._feed_screen(text[cut:])
             return None
-        self._screen = self._stream = None
+        self._screen = None
         return text[cut:]
 
     def _feed_screen(self, text: str) -> None:
-        assert self._stream is not None
-        safe = self._filter.feed(text)
         self.emulated_chars += len(text)
+        screen = self._screen
+        if isinstance(screen, _Model):
+            rest = screen.feed(text)
+            if rest is None:
+                self.modelled_chars += len(text)
+                return
+            # Something the row model does not model: pyte goes on from its screen.
+            self.modelled_chars += len(text) - len(rest)
+            emulator = self._pyte()
+            screen.hand_over(emulator)
+            self._screen = self._held = emulator
+            text = rest
+        safe = self._filter.feed(text)
         if safe:
-            self._stream.feed(safe)
+            assert self._kept_stream is not None
+            self._kept_stream.feed(safe)
 
     def _drain(self, out: list[AnyLines]) -> None:
         lines = self._collector.lines()
