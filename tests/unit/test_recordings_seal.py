@@ -499,3 +499,37 @@ def test_errors_of_the_seal_family_exit_as_documented() -> None:
     assert ChainBroken("x").exit_code == ExitCode.DRIFT
     assert SignatureMismatch("x").exit_code == ExitCode.DRIFT
     assert isinstance(ChainBroken("x"), TsopsError)
+
+
+class NoVersionListing:
+    """An S3 client whose credentials may read objects but not list their versions."""
+
+    def __init__(self) -> None:
+        self.heads: list[str] = []
+
+    def get_paginator(self, name: str) -> object:
+        from botocore.exceptions import ClientError
+
+        assert name == "list_object_versions"
+
+        class Refusing:
+            def paginate(self, **_: object) -> object:
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}},
+                                  "ListObjectVersions")
+
+        return Refusing()
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, str]:
+        self.heads.append(Key)
+        return {"VersionId": f"v-{Key}", "ETag": '"e"'} if "a1" in Key else {"ETag": '"e2"'}
+
+
+def test_s3_versions_come_from_a_head_per_key_when_listing_versions_is_denied() -> None:
+    from tsops.recordings.export import versions
+    from tsops.recordings.store import S3Store
+
+    client = NoVersionListing()
+    store = S3Store(client, "bucket", "rec")  # type: ignore[arg-type]
+    found = versions(store, [A1, C1], {})
+    assert {key: v.token for key, v in found.items()} == {A1: f"s3:v-rec/{A1}", C1: "etag:e2"}
+    assert client.heads == sorted([f"rec/{A1}", f"rec/{C1}"])
