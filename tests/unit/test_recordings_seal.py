@@ -300,7 +300,8 @@ def test_an_intact_chain_verifies(dst: Path, key_file: Path, tmp_path: Path,
     cli.run_verify(RecordingsLocation(str(dst)), None, KeySource(file=key_file), None,
                    "table", directory=seals)
     out = capsys.readouterr().out
-    assert "chain of 4 manifest(s) intact" in out
+    assert "chain of 4 manifest(s) from " in out
+    assert ": signatures and links good; 0 recording(s) deleted or changed between them" in out
     assert "10 intact, 0 missing, 0 altered, 0 unexpected" in out
 
 
@@ -533,3 +534,13 @@ def test_s3_versions_come_from_a_head_per_key_when_listing_versions_is_denied() 
     found = versions(store, [A1, C1], {})
     assert {key: v.token for key, v in found.items()} == {A1: f"s3:v-rec/{A1}", C1: "etag:e2"}
     assert client.heads == sorted([f"rec/{A1}", f"rec/{C1}"])
+
+
+def test_a_seal_not_after_the_newest_manifest_is_refused(dst: Path, key_file: Path,
+                                                         tmp_path: Path) -> None:
+    seals = tmp_path / "seals"
+    newest = seal_into(seals, dst, key_file, 1)
+    for day in (1, 0):  # the same second, and a clock set back
+        with pytest.raises(UsageError, match=f"not after the newest manifest {newest.name}"):
+            seal_into(seals, dst, key_file, day)
+    assert [p.name for p in seals.iterdir()] == [newest.name]

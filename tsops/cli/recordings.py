@@ -399,8 +399,8 @@ def run_verify(source: RecordingsLocation, manifest: Path | None, entry: str | K
             for key_name in keys:
                 console.line(f"{kind:<10}  {visible(key_name)}")
         if len(checked.chain) > 1:
-            console.line(f"chain of {len(checked.chain)} manifest(s) intact from "
-                         f"{checked.chain[0]} to {checked.chain[-1]}; "
+            console.line(f"chain of {len(checked.chain)} manifest(s) from {checked.chain[0]} "
+                         f"to {checked.chain[-1]}: signatures and links good; "
                          f"{len(checked.gone)} recording(s) deleted or changed between them")
         console.line(
             f"{findings.intact} intact, {len(findings.missing)} missing, "

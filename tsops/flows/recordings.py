@@ -226,9 +226,10 @@ def seal(where: RecordingsLocation, manifest: Path | None, entry: str | KeySourc
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
         manifest = directory / manifest_name(document)
-        if before is not None and manifest.resolve() == before.path.resolve():
-            raise UsageError(f"{manifest}: the previous manifest has this name (sealed in the "
-                             "same second); seal again in a second")
+        if before is not None and manifest.name <= before.path.name:
+            raise UsageError(f"{manifest}: not after the newest manifest {before.path.name} "
+                             "(sealed in the same second, or the clock went back); seal again "
+                             "later")
     assert manifest is not None
     write_manifest(manifest, document, force)
     gone = since(before, digests, str(manifest)) if before is not None else []
