@@ -199,9 +199,11 @@ def test_a_key_in_an_environment_variable_base64_or_pem(dst: Path, tmp_path: Pat
                    "not a sealing key")
 
 
-def test_one_key_source_at_a_time(key_file: Path) -> None:
+def test_one_key_source_at_a_time(key_file: Path, tmp_path: Path) -> None:
     one_line_error(tsops("public-key", "--key", "tsops/x", "--key-file", str(key_file)), 2,
                    "at most one of --key, --key-file, --key-env")
+    one_line_error(tsops("verify", "--from", str(tmp_path), "-m", "m.json", "--key-file",
+                         str(key_file), "--public-key", "abc"), 2, "--public-key", "excludes")
     one_line_error(tsops("new-key"), 1, "no secure keyring")
 
 

@@ -530,7 +530,11 @@ def recordings_verify(
 ) -> None:
     """Check the manifest or chain: exit 3 when recordings are missing, altered or unexpected."""
     from tsops.cli.recordings import run_verify
+    from tsops.errors import UsageError
 
+    if public_key is not None and (key, key_file, key_env) != (None, None, None):
+        raise UsageError("--public-key is the key trusted; it excludes --key, --key-file and "
+                         "--key-env (which derive it from the private key)")
     run_verify(_where(location, inventory, endpoint, region), manifest,
                _key_source(key, key_file, key_env), public_key, _output(output), previous,
                manifest_dir)
