@@ -170,8 +170,12 @@ def test_a_symlinked_missing_or_foreign_key_file_is_refused(tmp_path: Path,
                                                             key_file: Path) -> None:
     link = tmp_path / "link.key"
     link.symlink_to(key_file)
-    with pytest.raises(KeySourceError, match="cannot open the key file"):
+    with pytest.raises(KeySourceError, match="a symbolic link; give the key file itself"):
         read_key_file(link)
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(KeySourceError, match="not a regular file"):
+        read_key_file(fifo)
     with pytest.raises(KeySourceError, match="no such key file; create one with"):
         read_key_file(tmp_path / "nope.key")
     garbage = tmp_path / "garbage.key"

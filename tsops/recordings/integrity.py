@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import hashlib
 import itertools
 import json
@@ -186,12 +187,17 @@ def load_private_key(text: str, entry: str) -> Ed25519PrivateKey:
 
 def read_key_file(path: Path) -> Ed25519PrivateKey:
     """The key in `path`, refused unless it is a regular file of yours, mode 0600 or stricter."""
+    # O_NONBLOCK: a FIFO put in its place must not hang the nightly job before it is refused.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        descriptor = os.open(path, flags)
     except FileNotFoundError:
         raise KeySourceError(f"{path}: no such key file; create one with `tsops recordings "
                              f"new-key --key-file {path}`") from None
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise KeySourceError(f"{path}: a symbolic link; give the key file itself, so its "
+                                 "owner and mode are the ones checked") from None
         raise KeySourceError(f"{path}: cannot open the key file: {error.strerror}") from None
     with os.fdopen(descriptor, "rb") as file:
         info = os.fstat(file.fileno())
