@@ -77,6 +77,9 @@ def test_a_forged_overwrite_is_exported_again_and_flagged(
         versions = s3.list_object_versions(Bucket=BUCKET, Prefix=f"rec/{C1}")["Versions"]
         assert {f"s3:{v['VersionId']}" for v in versions} == {
             original, event["labels"]["recording_version"]}
+        kept = s3.get_object(Bucket=BUCKET, Key=f"rec/{C1}",
+                             VersionId=original.removeprefix("s3:"))["Body"].read()
+        assert kept == body  # what the SIEM's previous_version names is the original
     quiet = tsops("export", "--checkpoint", str(checkpoint))
     assert (quiet.returncode, quiet.stdout) == (0, "")
 
