@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := systemd-container debootstrap openssh-client iproute2 util-linux dpkg-dev \
 	apt-utils gnupg
 
-.PHONY: setup demo test unit lint rootfs clean-lab constraints
+.PHONY: setup demo test unit lint rootfs clean-lab lock
 
 setup: .stamps/apt .stamps/venv
 
@@ -22,12 +22,15 @@ setup: .stamps/apt .stamps/venv
 	fi
 	@mkdir -p .stamps && touch $@
 
-.stamps/venv: pyproject.toml constraints.txt
+# Every package comes from requirements.lock, pinned with its hashes (pip refuses any other
+# file); tsops itself is then installed from this checkout, built by the locked hatchling.
+.stamps/venv: pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "tsops needs Python >= 3.11 ($(PYTHON) is older)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@mkdir -p .stamps && touch $@
 
 # The Debian rootfs the lab boots, cached outside the repository (/var/cache/tsops-lab).
@@ -51,11 +54,14 @@ test: rootfs lint
 clean-lab: setup
 	$(PY) -c 'from tests.lab.journal import reap_stale; print(reap_stale(), "reaped")'
 
-# Re-pin every Python package (after a change to pyproject.toml's dependencies), from a fresh
-# virtualenv so that nothing stale is kept.
-constraints:
-	rm -rf .constraints-venv && $(PYTHON) -m venv .constraints-venv
-	.constraints-venv/bin/pip install -q --upgrade pip && .constraints-venv/bin/pip install -q -e '.[dev]'
-	{ sed -n '1,2p' constraints.txt; .constraints-venv/bin/pip freeze --all --exclude-editable \
-		| grep -v '^setuptools=='; } > constraints.txt.new && mv constraints.txt.new constraints.txt
-	rm -rf .constraints-venv
+# Re-pin after a change to pyproject.toml's dependencies: every other pin is kept, and each
+# package's hashes are written beside it. `make lock UPGRADE=1` moves everything to its newest
+# release instead. The pinning tool lives in a throwaway virtualenv, not in the project.
+LOCK_TOOL := pip-tools==7.6.2
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q $(LOCK_TOOL)
+	printf 'pip\nhatchling>=1.25\neditables\n' | .lock-venv/bin/pip-compile -q $(if $(UPGRADE),--upgrade) \
+		--generate-hashes --extra dev --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements.lock pyproject.toml -
+	rm -rf .lock-venv

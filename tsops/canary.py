@@ -145,7 +145,7 @@ def plan_canaries(inventory: LoadedInventory, targets: Sequence[Target],
         if who is None:
             unplanned.append(CanaryResult(target.name, "error", (
                 f"rule {rule.name} names no concrete user ({', '.join(rule.users)}): "
-                "name one to log in as (verify --user, add-server --canary-user)")))
+                "name one to log in as (--canary-user, or canary.user in the inventory)")))
             continue
         device = find_device(devices, target.name)
         address = tailnet_ipv4(device) if device is not None else None

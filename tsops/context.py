@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,18 +31,49 @@ Connect = Callable[[Target], "RemoteLike"]
 ConnectTailnet = Callable[[Target, str], "RemoteLike"]
 
 
+def _matches(pattern: str, target: Target) -> bool:
+    """Whether one --limit pattern (a name, group or tag; `*`, `?` and `[...]` globs) fits."""
+    return any(fnmatchcase(value, pattern) for value in (target.name, target.group, *target.tags)
+               if value)
+
+
 def select(inventory: LoadedInventory, limits: Sequence[str]) -> tuple[Target, ...]:
-    """The servers named by `--limit` (host, group or tag), or every server."""
+    """The servers named by `--limit`, or every server.
+
+    Each value is a comma-separated list of patterns, as in Ansible and pyinfra: a host name,
+    group or tag, with shell globs (`db*`); `!pattern` takes servers out. Values add up. With
+    only exclusions, they apply to every server. A pattern that matches no server is refused
+    (exit 2, and the message says when it names a recorder), so a typo never narrows a run
+    silently; so is a selection that leaves no server.
+    """
     servers = inventory.servers
-    if not limits:
+    patterns = [p.strip() for value in limits for p in value.split(",")]
+    if not patterns:
         return servers
+    if any(not p or p == "!" for p in patterns):
+        raise UsageError(f"--limit {','.join(limits)}: an empty pattern (two commas, or a lone "
+                         "!): write host names, groups or tags separated by single commas")
+    include = [p for p in patterns if not p.startswith("!")]
+    exclude = [p[1:] for p in patterns if p.startswith("!")]
+    for pattern in (*include, *exclude):
+        if any(_matches(pattern, t) for t in servers):
+            continue
+        recorders = [t.name for t in inventory.recorders if fnmatchcase(t.name, pattern)]
+        if recorders:
+            what = "is a recorder" if len(recorders) == 1 else "are recorders"
+            raise UsageError(f"--limit {pattern}: {', '.join(recorders)} {what} of "
+                             f"{inventory.path}, not servers: --limit chooses servers (recorders "
+                             "are always part of bootstrap, plan and status)")
+        raise UsageError(f"--limit {pattern}: no server of {inventory.path} has that name, group "
+                         "or tag")
     chosen = tuple(
-        t for t in servers if any(x in (t.name, t.group) or x in t.tags for x in limits)
+        t for t in servers
+        if (not include or any(_matches(p, t) for p in include))
+        and not any(_matches(p, t) for p in exclude)
     )
-    unmatched = [x for x in limits if not any(x in (t.name, t.group, *t.tags) for t in servers)]
-    if unmatched:
-        raise UsageError(f"--limit {', '.join(unmatched)}: no server of {inventory.path} has "
-                         "that name, group or tag")
+    if not chosen:
+        raise UsageError(f"--limit {','.join(limits)}: selects no server (every match is "
+                         "excluded by a ! pattern)")
     return chosen
 
 

@@ -117,8 +117,8 @@ def test_add_server_then_remove_it(lab: Lab, tailnet: LabTailnet, tmp_path: Path
     # host stays in the inventory for `tsops verify` once the recorder is reachable.
     blocked = f"ip route add prohibit {lab.host('host3').ip}/32"
     lab.host("host2").nsenter(blocked)
-    unproved = tsops(tailnet, "add-server", "--yes", "--no-input", "--timeout", "5", str(path),
-                     "host2")
+    unproved = tsops(tailnet, "add-server", "--yes", "--no-input", "--canary-timeout", "5",
+                     str(path), "host2")
     assert unproved.returncode == 3, unproved.stdout + unproved.stderr
     assert "host2: refused:" in unproved.stderr and "tsops verify" in unproved.stderr
     assert "    host2:\n" in path.read_text()

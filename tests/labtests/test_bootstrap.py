@@ -54,7 +54,7 @@ def expected_tags() -> dict[str, list[str]]:
 def test_bootstrap_from_scratch_then_converged(lab: Lab, tailnet: LabTailnet,
                                                tmp_path: Path) -> None:
     inventory = tailnet.inventory(tmp_path / "inventory.yaml", SERVERS)
-    plan = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))
+    plan = tsops(tailnet, "plan", "--changes-exit-code", str(inventory))
     assert plan.returncode == 3, plan.stderr
     assert "Plan: 4 of 4 host(s) to change" in plan.stdout
     assert tailnet.control.state.devices() == []
@@ -83,7 +83,7 @@ def test_bootstrap_from_scratch_then_converged(lab: Lab, tailnet: LabTailnet,
     calls = tailnet.api_requests(requests_before)
     assert [(c.method, c.path) for c in calls] == [("GET", "/api/v2/tailnet/example.com/devices")]
     assert len(tailnet.control.state.auth_keys()) == 4
-    again = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))
+    again = tsops(tailnet, "plan", "--changes-exit-code", str(inventory))
     assert again.returncode == 0, again.stdout + again.stderr
 
 
@@ -121,7 +121,7 @@ def test_new_login_server_moves_the_running_node_with_force_reauth(
         moved = LabTailnet(lab, control, tailnet.repo, control.state.create_api_token())
         try:
             moved.inventory(inventory, {"host1": ()})
-            plan = tsops(moved, "plan", "--detailed-exitcode", str(inventory))
+            plan = tsops(moved, "plan", "--changes-exit-code", str(inventory))
             assert plan.returncode == 3, plan.stdout + plan.stderr
             assert (
                 f"host1:\n  + move from login server {tailnet.control.url} to {control.url} "

@@ -108,7 +108,7 @@ def test_openssh_restricted_then_off_while_tsops_manages_over_tailscale_ssh(
     assert {h["name"]: (h["outcome"], h["round_trips"]) for h in report["hosts"]} == {
         "host1": ("unchanged", 1), "host2": ("unchanged", 1)}
     assert report["policy"]["changed"] is False
-    planned = tsops(tailnet, "plan", "--no-input", "--detailed-exitcode", "-o", "json",
+    planned = tsops(tailnet, "plan", "--no-input", "--changes-exit-code", "-o", "json",
                     str(path))
     assert planned.returncode == 0, planned.stdout + planned.stderr
     status = tsops(tailnet, "status", "--no-input", "-o", "json", str(path))

@@ -174,7 +174,7 @@ def test_restrict_keeping_the_lab_address_is_applied_once(
     code, again, output = bootstrap(tailnet, path)
     assert code == 0, output
     assert (again["host2"]["outcome"], again["host2"]["round_trips"]) == ("unchanged", 1)
-    assert tsops(tailnet, "plan", "--detailed-exitcode", str(path)).returncode == 0
+    assert tsops(tailnet, "plan", "--changes-exit-code", str(path)).returncode == 0
     status = tsops(tailnet, "status", str(path))
     assert status.returncode == 0, status.stdout + status.stderr
     assert "host2: openssh restrict: matches" in status.stdout.splitlines()

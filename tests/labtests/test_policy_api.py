@@ -137,7 +137,7 @@ def test_apply_writes_once_and_a_second_apply_posts_nothing(
     assert policy_posts(control) == [200]
     assert control.policy().text == text
 
-    diff = tsops("policy", "diff", str(inventory), "--detailed-exitcode")
+    diff = tsops("policy", "diff", str(inventory), "--changes-exit-code")
     assert diff.returncode == 0
     assert "policy: no changes" in diff.stdout
 
@@ -146,7 +146,7 @@ def test_diff_shows_the_change_and_exits_3(
     control: ControlServer, token: str, tmp_path: Path
 ) -> None:
     inventory = write_inventory(tmp_path, control)
-    result = tsops("policy", "diff", str(inventory), "--detailed-exitcode")
+    result = tsops("policy", "diff", str(inventory), "--changes-exit-code")
     assert result.returncode == 3, result.stderr
     assert result.stdout.startswith("--- tailnet example.com policy file (current)")
     assert '"enforceRecorder": true' in added_lines(result.stdout)

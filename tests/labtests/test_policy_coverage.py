@@ -148,7 +148,7 @@ def test_a_shadowing_rule_is_refused_then_managed_first_is_clean_then_no_recorde
     assert checks["recorders-online"]["state"] == "drift"
     assert checks["recorders-online"]["actual"].startswith(
         "no online device with tag:recorder: Tailscale SSH runs the sessions")
-    verified = tsops(tailnet, "verify", "--no-input", "--timeout", "5", str(path))
+    verified = tsops(tailnet, "verify", "--no-input", "--canary-timeout", "5", str(path))
     assert verified.returncode == 3, verified.stdout + verified.stderr
     assert ("no online device carries tag:recorder: Tailscale SSH runs the sessions of the "
             "rules recording to it unrecorded, even with enforceRecorder") in verified.stderr

@@ -141,7 +141,7 @@ def test_s3_recorder_from_scratch_then_converged(
     allow_port_80(host)
     inventory = write_inventory(tailnet, tmp_path / "inventory.yaml", [host.name],
                                 s3_storage(lab_s3), executable)
-    plan = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))
+    plan = tsops(tailnet, "plan", "--changes-exit-code", str(inventory))
     assert plan.returncode == 3, plan.stdout + plan.stderr
     assert f"  + create bucket {BUCKET} in us-east-1 with Object Lock" in plan.stdout
     assert "DenyDeletingRecordings" in plan.stdout  # the policy as a JSON diff
@@ -212,7 +212,7 @@ def test_s3_recorder_from_scratch_then_converged(
     assert (files(host), unit_state(host)) == before
     assert len(s3.list_object_versions(Bucket=BUCKET).get("Versions", [])) == versions
     assert len(tailnet.control.state.auth_keys()) == keys_before
-    again = tsops(tailnet, "plan", "--detailed-exitcode", str(inventory))
+    again = tsops(tailnet, "plan", "--changes-exit-code", str(inventory))
     assert again.returncode == 0, again.stdout + again.stderr
 
 

@@ -127,3 +127,37 @@ def test_cli_against_s3(bucket: S3Client, s3_server: S3Server, tmp_path: Path) -
     assert played.returncode == 0 and "load average" in played.stdout
     found = tsops("search", "-C", "1", "restart nginx")
     assert found.stdout.count("restart nginx") == 2 and "+0:00:31" in found.stdout
+
+
+def test_the_corpus_reads_the_same_from_s3_as_from_a_directory(s3: S3Client,
+                                                               tmp_path: Path) -> None:
+    """Ranged GETs (head, tail, reading further back) give the same verdicts as local reads."""
+    from tests.unit.test_recordings_corpus import NODE, corpus
+    from tsops.recordings.store import LocalStore
+
+    s3.create_bucket(Bucket=BUCKET)
+    (tmp_path / NODE).mkdir()
+    for name, data in corpus().items():
+        s3.put_object(Bucket=BUCKET, Key=f"{NODE}/{name}.cast", Body=data)
+        (tmp_path / NODE / f"{name}.cast").write_bytes(data)
+    remote, local = S3Store(s3, BUCKET), LocalStore(tmp_path)
+
+    def verdicts(store: S3Store | LocalStore) -> tuple[dict[str, object],
+                                                      list[tuple[str, str, str]]]:
+        found = scan(store)
+        return ({r.id: (r.header, r.duration, r.ending) for r in found.recordings},
+                sorted((p.key, p.kind, p.detail) for p in found.problems))
+
+    from_s3 = verdicts(remote)
+    assert from_s3 == verdicts(local)
+    assert len(from_s3[0]) > 50
+    pattern = compile_pattern(r"\S", False)
+    for remote_result, local_result in zip(
+            search(remote, list(remote.list()), pattern), search(local, list(local.list()),
+                                                                 pattern), strict=True):
+        assert [m.line for m in remote_result.matches] == [m.line for m in local_result.matches]
+        assert remote_result.problems == local_result.problems
+        assert (remote_result.recording is None) == (local_result.recording is None)
+        if remote_result.recording and local_result.recording:
+            assert (remote_result.recording.duration, remote_result.recording.ending) == (
+                local_result.recording.duration, local_result.recording.ending)

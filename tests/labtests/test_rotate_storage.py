@@ -300,7 +300,7 @@ def test_bucket_to_bucket_with_sessions_and_an_interrupted_migration(
     old = seed(lab_s3, "lab-a", 600)
     generator = start_sessions(tailnet)
     rotate = [sys.executable, "-m", "tsops", "rotate-storage", str(inventory), "--to",
-              "s3://lab-b", "--migrate", "--yes", "--no-input", "--workers", "2"]
+              "s3://lab-b", "--migrate", "--yes", "--no-input", "--concurrency", "2"]
 
     # Ctrl-C once the migration has verified 50 recordings.
     process = subprocess.Popen(rotate, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -79,7 +79,7 @@ def test_verify_proves_each_server_recorded_then_sees_what_breaks_it(
     blocked = f"ip route add prohibit {recorder.ip}/32"
     for name in ("host1", "host2"):
         lab.host(name).nsenter(blocked)
-    refused = verify(tailnet, path, "-o", "json", "--timeout", "5")
+    refused = verify(tailnet, path, "-o", "json", "--canary-timeout", "5")
     assert refused.returncode == 3, refused.stdout + refused.stderr
     states = {name: s["state"] for name, s in by_name(json.loads(refused.stdout)).items()}
     assert states == {"host1": "refused", "host2": "refused"}
@@ -88,7 +88,7 @@ def test_verify_proves_each_server_recorded_then_sees_what_breaks_it(
 
     # tailscaled stopped on host2: nothing answers Tailscale SSH there; host1 still proved.
     lab.host("host2").nsenter("systemctl stop tailscaled.service")
-    down = verify(tailnet, path, "-o", "json", "--timeout", "10")
+    down = verify(tailnet, path, "-o", "json", "--canary-timeout", "10")
     assert down.returncode == 3, down.stdout + down.stderr
     servers = by_name(json.loads(down.stdout))
     assert servers["host1"]["state"] == "recorded"

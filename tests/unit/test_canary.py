@@ -449,6 +449,7 @@ def test_verify_refuses_an_inventory_without_rules_with_exit_2(tmp_path: Path) -
                             env={**os.environ, "TS_API_TOKEN": "unused-in-this-test"})
     assert result.returncode == 2, result.stderr
     assert "has no ssh_rules" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    zero = subprocess.run([sys.executable, "-m", "tsops", "verify", str(path), "--timeout", "0"],
-                          capture_output=True, text=True, check=False)
-    assert zero.returncode == 2 and "--timeout must be more than 0" in zero.stderr
+    zero = subprocess.run(
+        [sys.executable, "-m", "tsops", "verify", str(path), "--canary-timeout", "0"],
+        capture_output=True, text=True, check=False)
+    assert zero.returncode == 2 and "--canary-timeout must be more than 0" in zero.stderr

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from tsops import __version__
-from tsops.errors import ExitCode, TsopsError
+from tsops.errors import ExitCode, TsopsError, UsageError
 
 if TYPE_CHECKING:
     from tsops.cli.bootstrap import RunOptions
@@ -77,7 +77,8 @@ def check(inventory: InventoryArg) -> None:
 # Options shared by several commands, declared once (ranges are checked by Typer: exit 2).
 LimitOpt = Annotated[
     list[str] | None,
-    typer.Option("--limit", "-l", help="Only these servers: a host, group or tag (repeatable)."),
+    typer.Option("--limit", "-l", help="Only these servers: hosts, groups or tags; globs (db*), "
+                 "commas and !exclusions (repeatable)."),
 ]
 ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, help="How many hosts to work on at once.")
@@ -86,8 +87,32 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show the plan (and any inventory diff); change nothing.")
 ]
-DetailedExitOpt = Annotated[
-    bool, typer.Option("--detailed-exitcode", help="Exit 3 when changes are pending.")
+def _renamed(old: str, new: str, why: str = "") -> Any:
+    """A hidden option for a renamed one: using it is refused (exit 2) naming the new name."""
+
+    def refuse(value: object) -> None:
+        if value not in (None, False):
+            raise UsageError(f"{old} is now {new}{why}")
+
+    return typer.Option(old, hidden=True, expose_value=False, callback=refuse)
+
+
+def _renamed_exitcode(value: bool) -> None:
+    if value:
+        raise UsageError(
+            "--detailed-exitcode is now --changes-exit-code: tsops exits 3 when changes are "
+            "pending, where Terraform's flag exits 2 (tsops's 2 means bad input)")
+
+
+ChangesExitOpt = Annotated[
+    bool, typer.Option("--changes-exit-code",
+                       help="Exit 3 when changes are pending (0 when none, 1 failed, 2 bad input).")
+]
+# Terraform's name with Terraform's numbers would read tsops's "bad input" (2) as "changes": the
+# old spelling is refused with the new one named, so a CI step copied from Terraform stops early.
+RenamedExitOpt = Annotated[
+    bool, typer.Option("--detailed-exitcode", hidden=True, callback=_renamed_exitcode,
+                       expose_value=False)
 ]
 AllowUnverifiedOpt = Annotated[
     bool,
@@ -118,8 +143,31 @@ NoInputOpt = Annotated[
 ]
 
 
+_json_output = False  # the command asked for -o json: a failure is then a JSON object too
+
+
 def _output(value: Output) -> Literal["table", "json"]:
-    return "json" if value is Output.json else "table"
+    global _json_output
+    _json_output = value is Output.json
+    return "json" if _json_output else "table"
+
+
+def _json_error(message: str, code: int, problems: list[str] | None = None) -> None:
+    """In JSON mode, a failure is also one JSON object on stdout (see docs/json.md)."""
+    if not _json_output:
+        return
+    import json
+
+    kind = {ExitCode.FAILED: "failed", ExitCode.BAD_INPUT: "bad-input",
+            ExitCode.DRIFT: "drift", 130: "interrupted"}.get(code, "failed")
+    error: dict[str, object] = {"kind": kind, "message": message, "exit_code": int(code)}
+    if problems:
+        error["problems"] = problems
+    try:
+        sys.stdout.write(json.dumps({"error": error}, indent=2) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
 
 
 def _run(inventory: Path, limit: list[str] | None, concurrency: int, output: Output,
@@ -137,13 +185,14 @@ def plan(
     concurrency: ConcurrencyOpt = 32,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
-    detailed_exitcode: DetailedExitOpt = False,
+    changes_exit_code: ChangesExitOpt = False,
+    _renamed: RenamedExitOpt = False,
 ) -> None:
     """Show what bootstrap would change on each server, and the API calls it would make."""
     from tsops.cli.bootstrap import run_plan
 
     run = _run(inventory, limit, concurrency, output, no_input)
-    _finish(run_plan(run, detailed_exitcode=detailed_exitcode))
+    _finish(run_plan(run, detailed_exitcode=changes_exit_code))
 
 
 @app.command()
@@ -220,11 +269,37 @@ def secrets_list() -> None:
 
 def command() -> Any:
     """The Click command tree of `tsops`, its values named for operators (tsops.cli.help)."""
+    from tsops.cli.completion import enable_if_completing
     from tsops.cli.help import name_values
 
+    enable_if_completing()
     tree = typer.main.get_command(app)
     name_values(tree)
+    _stop_quietly_on_closed_output(tree)
     return tree
+
+
+def _stop_quietly_on_closed_output(command: Any) -> None:
+    """A reader that went away (`tsops recordings list | head`) ends the command with exit 0.
+
+    Click would exit 1 for it, which `set -o pipefail` scripts read as a failure. Standard
+    output is pointed at /dev/null first, so the flush at exit cannot fail again.
+    """
+    callback = getattr(command, "callback", None)
+    if callback is not None and not getattr(callback, "_tsops_pipe_safe", False):
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except BrokenPipeError:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                raise typer.Exit(0) from None
+
+        guarded._tsops_pipe_safe = True  # type: ignore[attr-defined]
+        command.callback = guarded
+    for sub in getattr(command, "commands", {}).values():
+        _stop_quietly_on_closed_output(sub)
 
 
 def main() -> None:
@@ -233,12 +308,20 @@ def main() -> None:
 
     try:
         # Typer's standalone mode reports usage errors itself (exit 2) and exits via SystemExit.
-        command()()
+        command()(prog_name="tsops", complete_var="_TSOPS_COMPLETE")
+    except SystemExit as ended:
+        # Typer ends a help screen written to a closed pipe with exit 1, after it wrapped
+        # stdout to silence the flush at exit: a reader that went away is no failure here either.
+        if ended.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            sys.exit(0)
+        raise
     except TsopsError as error:
         console.error(error.message)
+        _json_error(error.message, error.exit_code, getattr(error, "problems", None))
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         console.error("interrupted")
+        _json_error("interrupted", 130)
         sys.exit(130)
     except Exception as error:
         if _debug:
@@ -247,6 +330,7 @@ def main() -> None:
             f"internal error: {type(error).__name__}: {error}\n"
             "This is a bug in tsops; rerun with --debug for the traceback."
         )
+        _json_error(f"internal error: {type(error).__name__}: {error}", ExitCode.FAILED)
         sys.exit(ExitCode.FAILED)
 
 
@@ -262,12 +346,13 @@ app.add_typer(policy_app, name="policy")
 def policy_diff(
     inventory: InventoryArg,
     no_input: NoInputOpt = False,
-    detailed_exitcode: DetailedExitOpt = False,
+    changes_exit_code: ChangesExitOpt = False,
+    _renamed: RenamedExitOpt = False,
 ) -> None:
     """Show the unified diff tsops would make to the policy file; nothing is written."""
     from tsops.cli.policy import run_diff
 
-    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=detailed_exitcode))
+    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=changes_exit_code))
 
 
 @policy_app.command("apply")
@@ -337,6 +422,22 @@ UntilOpt = Annotated[
 CommandOpt = Annotated[
     str | None, typer.Option("--command", help="Only sessions whose command contains this.")
 ]
+PodOpt = Annotated[
+    list[str] | None,
+    typer.Option("--pod", help="Only kubectl sessions to this POD or NAMESPACE/POD (repeatable)."),
+]
+NamespaceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--namespace", help="Only kubectl sessions in this namespace (repeatable)."),
+]
+ContainerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--container", help="Only kubectl sessions to this container (repeatable)."),
+]
+SessionTypeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--session-type", help="ssh, exec or attach (kubectl) (repeatable)."),
+]
 NamesOpt = Annotated[
     bool,
     typer.Option("--names", help="Show node names from the tailnet API (needs --inventory)."),
@@ -362,6 +463,8 @@ def recordings_list(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    pod: PodOpt = None, namespace: NamespaceOpt = None, container: ContainerOpt = None,
+    session_type: SessionTypeOpt = None,
     sort: Annotated[
         str, typer.Option("--sort", help="start, node, user, duration or size.")
     ] = "start",
@@ -372,7 +475,8 @@ def recordings_list(
     """One row per recording, read from its first and last bytes only."""
     from tsops.cli.recordings import make_filter, run_list
 
-    chosen = make_filter(node or [], user or [], since, until, command)
+    chosen = make_filter(node or [], user or [], since, until, command, pod or [],
+                         namespace or [], container or [], session_type or [])
     run_list(_where(location, inventory, endpoint, region), chosen, sort, reverse,
              _output(output), names)
 
@@ -431,6 +535,8 @@ def recordings_export(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
+    pod: PodOpt = None, namespace: NamespaceOpt = None, container: ContainerOpt = None,
+    session_type: SessionTypeOpt = None,
     form: Annotated[
         ExportFormat, typer.Option("--format", help="jsonl (tsops fields) or ecs.")
     ] = ExportFormat.jsonl,
@@ -444,7 +550,8 @@ def recordings_export(
     """One JSON event per session on stdout, for a SIEM."""
     from tsops.cli.recordings import make_filter, run_export
 
-    chosen = make_filter(node or [], user or [], since, until, command)
+    chosen = make_filter(node or [], user or [], since, until, command, pod or [],
+                         namespace or [], container or [], session_type or [])
     run_export(_where(location, inventory, endpoint, region), chosen,
                "ecs" if form is ExportFormat.ecs else "jsonl", text, checkpoint, names)
 
@@ -455,14 +562,19 @@ def recordings_search(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None, node: NodeOpt = None, user: UserOpt = None,
     since: SinceOpt = None, until: UntilOpt = None, command: CommandOpt = None,
-    ignore_case: Annotated[bool, typer.Option("--ignore-case", "-i")] = False,
+    pod: PodOpt = None, namespace: NamespaceOpt = None, container: ContainerOpt = None,
+    session_type: SessionTypeOpt = None,
+    ignore_case: Annotated[bool, typer.Option(
+        "--ignore-case", help="Match regardless of case (-i is --inventory, as everywhere).")
+    ] = False,
     context: Annotated[int, typer.Option("--context", "-C", help="Lines around.")] = 0,
     output: OutputOpt = Output.table,
 ) -> None:
     """Find lines of recorded output, with session, time offset and context."""
     from tsops.cli.recordings import make_filter, run_search
 
-    chosen = make_filter(node or [], user or [], since, until, command)
+    chosen = make_filter(node or [], user or [], since, until, command, pod or [],
+                         namespace or [], container or [], session_type or [])
     run_search(_where(location, inventory, endpoint, region), chosen, pattern, ignore_case,
                context, _output(output))
 
@@ -586,7 +698,8 @@ def status(
 
 DEFAULT_CANARY_TIMEOUT = 30.0
 CanaryTimeoutOpt = Annotated[float, typer.Option(
-    "--timeout", help="Seconds to wait for the canary's recording to appear.")]
+    "--canary-timeout", help="Seconds to wait for the canary's recording to appear.")]
+OldTimeoutOpt = Annotated[str | None, _renamed("--timeout", "--canary-timeout")]
 
 
 @app.command()
@@ -594,12 +707,15 @@ def verify(
     inventory: InventoryArg,
     limit: LimitOpt = None,
     user: Annotated[str | None, typer.Option(
-        "--user", help="Local user of the canary sessions (default: each rule's first "
-        "concrete user, like root).")] = None,
+        "--canary-user", help="Local user of the canary sessions (default: the inventory's "
+        "canary.user, else each rule's first concrete user, like root).")] = None,
     timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
     concurrency: ConcurrencyOpt = 8,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
+    _old_user: Annotated[str | None, _renamed(
+        "--user", "--canary-user", " (as on add-server, where --user is the SSH user)")] = None,
+    _old_timeout: OldTimeoutOpt = None,
 ) -> None:
     """Prove each server recorded: a canary session, then its recording at the destination."""
     from tsops.cli.verify import run_verify
@@ -636,6 +752,7 @@ def add_server(
         "--canary-user", help="Local user of the canary session (default: the inventory's "
         "canary.user, else the rule's first concrete user, like root).")] = None,
     canary_timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
+    _old_timeout: OldTimeoutOpt = None,
 ) -> None:
     """Add a server to the inventory, enroll it alone, extend the policy, prove it recorded."""
     from tsops.cli.servers import run_add_server
@@ -712,14 +829,15 @@ def rotate_storage(
     retention_days: Annotated[int | None, typer.Option(
         "--retention-days", help="Default retention with --object-lock.")] = None,
     workers: Annotated[int, typer.Option(
-        "--workers", min=1, help="Recordings copied at once by --migrate.")] = 8,
+        "--concurrency", "-c", min=1,
+        help="Recordings copied (or checked) at once by --migrate and --delete-source.")] = 8,
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
+    _old_workers: Annotated[str | None, _renamed("--workers", "--concurrency")] = None,
 ) -> None:
     """Move the recorders to a new destination one at a time, then update the inventory."""
     from tsops.cli.rotate import run_delete_source, run_rotate
-    from tsops.errors import UsageError
     from tsops.rotation.target import RotateOptions
 
     if (to is None) == (delete_source is None):
@@ -737,3 +855,28 @@ def rotate_storage(
         retention_days=retention_days, migrate=migrate)
     _finish(run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input,
                        workers=workers))
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+@app.command()
+def completion(
+    shell: Annotated[Shell, typer.Argument(metavar="bash|zsh|fish", help="Your shell.",
+                                           show_default=False)],
+    install: Annotated[bool, typer.Option(
+        "--install", help="Write it where the shell loads completions from (no startup file "
+        "is edited) instead of printing it.")] = False,
+) -> None:
+    """Print (or install) the shell completion script for commands, options and values."""
+    from tsops.cli import completion as shells
+    from tsops.cli import console
+
+    if not install:
+        sys.stdout.write(shells.script(shell.value))
+        return
+    path, loaded = shells.install(shell.value)
+    console.line(f"wrote {path}: {loaded}")

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.table import Table
 
 from tsops.cli import console
 from tsops.context import check_renderable
-from tsops.inventory.load import load_inventory
+from tsops.inventory.load import MAX_BYTES, STDIN, load_inventory
 
 
 def run_check(path: Path) -> None:
-    """Load the inventory (raising InventoryError on any problem) and print a summary."""
-    inventory = load_inventory(path)
+    """Load the inventory (raising InventoryError on any problem) and print a summary.
+
+    `-` reads it from standard input (named `<stdin>` in messages; relative paths in it, such
+    as an identity file, are taken from the current directory).
+    """
+    if str(path) == "-":
+        inventory = load_inventory(STDIN, sys.stdin.buffer.read(MAX_BYTES + 1))
+        path = STDIN
+    else:
+        inventory = load_inventory(path)
     check_renderable(inventory)
     for message in inventory.warnings:
         console.warning(message)

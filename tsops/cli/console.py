@@ -8,14 +8,38 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from tsops.errors import UsageError
 from tsops.events import Declined
 
-out = Console(highlight=False, soft_wrap=True)
+
+class _Output(Console):
+    """Standard output: a reader that went away raises BrokenPipeError (rich would exit 1).
+
+    The command layer turns it into a quiet stop (exit 0), or an error where a partial output
+    matters (`recordings export`, whose checkpoint then stays unchanged).
+    """
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """Print; a table written to a pipe or a file comes without box-drawing characters."""
+        if not self.is_terminal:
+            for item in objects:
+                if isinstance(item, Table):
+                    item.box = None
+                    item.show_edge = False
+        super().print(*objects, **options)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError("standard output was closed")
+
+
+out = _Output(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -22,14 +22,16 @@ from tsops.cli import console
 from tsops.errors import TsopsError, UsageError
 from tsops.flows import recordings as flow
 from tsops.flows.recordings import DriftFound, RecordingsLocation
-from tsops.recordings.cast import CastError, strip_controls
+from tsops.recordings.cast import CastError, Header, strip_controls
 from tsops.recordings.catalog import (
     Filter,
     Problem,
     Recording,
     find,
     parse_when,
+    truncation,
 )
+from tsops.recordings.export import kubernetes_fields
 from tsops.recordings.inert import SafeFilter, visible
 from tsops.recordings.reader import Stream
 
@@ -56,13 +58,23 @@ def writing(*, fatal: bool) -> Iterator[None]:
         raise TsopsError(f"cannot write to standard output: {error.strerror}") from None
 
 
+SESSION_TYPES = ("ssh", "exec", "attach")
+
+
 def make_filter(nodes: list[str], users: list[str], since: str | None, until: str | None,
-                command: str | None) -> Filter:
-    """The filter the options describe (bad times exit 2)."""
+                command: str | None, pods: Sequence[str] = (), namespaces: Sequence[str] = (),
+                containers: Sequence[str] = (), session_types: Sequence[str] = ()) -> Filter:
+    """The filter the options describe (bad times and unknown session types exit 2)."""
+    for session_type in session_types:
+        if session_type not in SESSION_TYPES:
+            raise UsageError(f"--session-type {session_type}: expected one of "
+                             f"{', '.join(SESSION_TYPES)}")
     return Filter(
         nodes=tuple(nodes), users=tuple(users),
         since=parse_when(since, "--since") if since else None,
         until=parse_when(until, "--until") if until else None, command=command,
+        pods=tuple(pods), namespaces=tuple(namespaces), containers=tuple(containers),
+        session_types=tuple(session_types),
     )
 
 
@@ -81,7 +93,8 @@ def report(problems: Iterable[Problem]) -> int:
 
 
 def _when(recording: Recording) -> str:
-    return recording.started.strftime("%Y-%m-%d %H:%M:%S")
+    started = recording.started
+    return "-" if started is None else started.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _duration(seconds: float | None) -> str:
@@ -109,19 +122,32 @@ def columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
                        row[-1]]).rstrip() for row in rows]
 
 
+def _session(header: Header) -> str:
+    """The SESSION column: `ssh`, or a kubectl session's type and NAMESPACE/POD[/CONTAINER]."""
+    if not header.kubectl:
+        return "ssh"
+    target = "/".join(part for part in (header.namespace, header.pod, header.container) if part)
+    return f"{visible(header.kind)} {visible(target)}".rstrip()
+
+
+def _iso_start(recording: Recording) -> str | None:
+    started = recording.started
+    return None if started is None else started.isoformat().replace("+00:00", "Z")
+
+
 def as_json(recording: Recording) -> dict[str, object]:
     """A recording as a JSON object (the fields of `list -o json` and `show -o json`)."""
     header = recording.header
     return {
         "id": recording.id, "node": recording.node,
-        "start": recording.started.isoformat().replace("+00:00", "Z"),
+        "start": _iso_start(recording),
         "duration": recording.duration, "ssh_user": header.ssh_user,
         "local_user": header.local_user, "src_node": header.src_node,
         "src_node_id": header.src_node_id, "src_node_user": header.src_node_user or None,
         "src_node_tags": list(header.src_node_tags), "command": header.command,
         "connection_id": header.connection_id, "terminal": header.term,
         "width": header.width, "height": header.height, "size": recording.size,
-        "truncated": recording.truncated,
+        "truncated": recording.truncated, **kubernetes_fields(header),
     }
 
 
@@ -139,14 +165,14 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
         console.line(json.dumps({"recordings": listed,
                                  "problems": [vars(p) for p in catalog.problems]}, indent=2))
         return
-    rows = [("ID", "NODE", "START (UTC)", "DURATION", "SSH USER", "LOCAL USER", "SOURCE", "FROM",
-             "SIZE", "COMMAND")]
+    rows = [("ID", "NODE", "START (UTC)", "DURATION", "SESSION", "SSH USER", "LOCAL USER",
+             "SOURCE", "FROM", "SIZE", "COMMAND")]
     for r in recordings:
         header = r.header
         rows.append((
             visible(r.id) + (" (truncated)" if r.truncated else ""),
             visible(hostnames.get(r.node, "-")), _when(r), _duration(r.duration),
-            visible(header.ssh_user), visible(header.local_user),
+            _session(header), visible(header.ssh_user) or "-", visible(header.local_user) or "-",
             visible(header.src_node.split(".", 1)[0]), visible(header.source), _size(r.size),
             visible(header.command) or "(shell)",
         ))
@@ -161,7 +187,7 @@ def run_show(source: RecordingsLocation, recording_id: str, output: OutputFormat
     store = flow.open_store(source)
     recording = flow.one(store, recording_id)
     if recording.truncated:
-        report([Problem(recording.key, "truncated", "the last line is incomplete")])
+        report([truncation(recording)])
     fields = as_json(recording)
     if output == "json":
         console.line(json.dumps(fields, indent=2))

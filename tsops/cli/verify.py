@@ -24,7 +24,7 @@ def run_verify(path: Path, limits: list[str], user: str | None, timeout: float,
                concurrency: int, no_input: bool, output: OutputFormat) -> int:
     """Plan a canary per server, run them, report; exit 0, 3 or 1 as tsops.flows.verify says."""
     if timeout <= 0:
-        raise UsageError("--timeout must be more than 0 seconds")
+        raise UsageError("--canary-timeout must be more than 0 seconds")
     with RunContext.open(path, limits, events=console.ConsoleEvents(no_input=no_input),
                          concurrency=concurrency) as context:
         report = flow.verify(context, user, timeout)

@@ -61,9 +61,9 @@ def refusal(single: bool = False) -> str:
 
 
 def check_workers(workers: int) -> None:
-    """Refuse a `--workers` below 1 (exit 2)."""
+    """Refuse a `--concurrency` below 1 (exit 2)."""
     if workers < 1:
-        raise UsageError("--workers must be at least 1")
+        raise UsageError("--concurrency must be at least 1")
 
 
 def check_old_destination(old: str) -> None:

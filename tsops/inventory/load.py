@@ -77,9 +77,13 @@ class LoadedInventory:
         return tuple(t for t in self.targets if t.role == "recorder")
 
 
-def load_inventory(path: Path) -> LoadedInventory:
-    """Load and validate `path`; raise InventoryError listing every problem found."""
-    text = _read_text(path)
+STDIN = Path("<stdin>")
+
+
+def load_inventory(path: Path, data: bytes | None = None) -> LoadedInventory:
+    """Load and validate `path` (or `data` read elsewhere, named `path` in every message);
+    raise InventoryError listing every problem found."""
+    text = _read_text(path) if data is None else _decode(path, data)
     try:
         yaml = YAML(typ="rt")
         yaml.Composer = _GuardedComposer
@@ -107,7 +111,8 @@ def load_inventory(path: Path) -> LoadedInventory:
     problems = list(_cross_check(path, document, model, targets))
     if problems:
         raise InventoryError(problems)
-    return LoadedInventory(path, model, targets, tuple(_warnings(path, document, model, targets)))
+    return LoadedInventory(path, model, targets,
+                           tuple(_warnings(path, text, document, model, targets)))
 
 
 def _read_text(path: Path) -> str:
@@ -117,6 +122,11 @@ def _read_text(path: Path) -> str:
             data = stream.read(MAX_BYTES + 1)
     except OSError as error:
         raise InventoryError([f"{path}: cannot read the inventory: {error}"]) from error
+    return _decode(path, data)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """At most MAX_BYTES of UTF-8 text, else an error naming where it goes wrong."""
     if len(data) > MAX_BYTES:
         line = data.count(b"\n", 0, MAX_BYTES) + 1
         raise InventoryError([
@@ -723,10 +733,64 @@ def _host_loc(target: Target) -> Loc:
     return ("servers", "hosts", target.name)
 
 
-def _warnings(
-    path: Path, document: CommentedMap, model: Inventory, targets: tuple[Target, ...]
-) -> Iterator[str]:
+def _keyring_refs(node: Any, loc: Loc = ()) -> Iterator[tuple[Loc, Any]]:
+    """Every `keyring:` value of a secret reference, with where it is."""
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            if key == "keyring" and isinstance(value, str):
+                yield (*loc, key), value
+            else:
+                yield from _keyring_refs(value, (*loc, key))
+    elif isinstance(node, CommentedSeq):
+        for index, value in enumerate(node):
+            yield from _keyring_refs(value, (*loc, index))
+
+
+def _offline_warnings(path: Path, text: str, document: CommentedMap, model: Inventory,
+                      targets: tuple[Target, ...]) -> Iterator[str]:
+    """What `check` can see without contacting anything that will fail or hurt later."""
+    from tsops.secrets import ENTRY_RE
+
+    # Values that look like keys are refused before this; one left here is in a comment.
+    for number, content in enumerate(text.splitlines(), 1):
+        found = SECRET_LIKE.search(content)
+        if found:
+            yield (f"{path}:{number}:{found.start() + 1}: a Tailscale or AWS key is written in "
+                   "this file (in a comment): delete it, from the file's history too, and "
+                   "revoke it")
+    for loc, entry in _keyring_refs(document):
+        if not ENTRY_RE.match(entry):
+            line, col = _position(document, loc)
+            yield (f"{path}:{line}:{col}: {_field_path(loc)}: keyring entry {entry!r} is not "
+                   "SERVICE/NAME (letters, digits, '.', '_', '@', '-'), so `tsops secrets set` "
+                   "cannot store it; name it like tsops/api-token")
+    seen: set[str] = set()
+    for target in targets:
+        if target.identity_file is None or target.identity_file in seen:
+            continue
+        seen.add(target.identity_file)
+        key = Path(target.identity_file)
+        where = f"{path}:{target.line}: {target.name}: identity file {key}"
+        if not key.exists():
+            yield f"{where} does not exist: the SSH connection will fail"
+        elif key.stat().st_mode & 0o077:
+            yield (f"{where} is readable by others (mode {key.stat().st_mode & 0o777:o}): "
+                   f"OpenSSH refuses such a key; chmod 600 {key}")
+    if model.recorders is not None:
+        recorders = [t for t in targets if t.role == "recorder"]
+        enforced = [rule.name for rule in model.ssh_rules if rule.enforce_recorder
+                    and (rule.recorder or model.recorders.tag) == model.recorders.tag]
+        if len(recorders) == 1 and enforced:
+            only = recorders[0]
+            yield (f"{path}:{only.line}: {only.name} is the only recorder and rule(s) "
+                   f"{', '.join(enforced)} enforce recording: while it is down, every session "
+                   "they cover is refused (a single point of lockout); add a second recorder host")
+
+
+def _warnings(path: Path, text: str, document: CommentedMap, model: Inventory,
+              targets: tuple[Target, ...]) -> Iterator[str]:
     """Findings that are legal but probably not what the operator meant."""
+    yield from _offline_warnings(path, text, document, model, targets)
     server_tags = {tag for t in targets if t.role == "server" for tag in t.tags}
     for index, rule in enumerate(model.ssh_rules):
         for position, tag in enumerate(rule.dst):

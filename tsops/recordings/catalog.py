@@ -8,7 +8,6 @@ first line is longer) and its duration from a ranged read of its tail.
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,13 +15,21 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from tsops.errors import UsageError
-from tsops.recordings.cast import CastError, Header, parse_header
+from tsops.recordings.cast import (
+    HEADER_MAX,
+    UNTERMINATED_HEADER,
+    V1_DETAIL,
+    CastError,
+    Header,
+    ending_of,
+    looks_v1,
+    parse_header,
+)
 from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
 
 WHOLE = 32 << 10  # files up to this size are read in one request
 HEAD = 8 << 10
 TAIL = 8 << 10
-HEADER_MAX = 1 << 20  # a longer first line is not a header
 WORKERS = 16
 
 T = TypeVar("T")
@@ -48,8 +55,9 @@ class Recording:
     key: str
     size: int
     header: Header
-    duration: float | None  # time of the last complete event; None when none was found
-    truncated: bool  # the file does not end with a complete event line
+    duration: float | None  # time of the last complete event line; None when there is none
+    truncated: bool  # the file does not end with one newline after a complete event
+    ending: str = ""  # why it counts as truncated (tsops.recordings.cast.judge_end)
 
     @property
     def node(self) -> str:
@@ -62,8 +70,8 @@ class Recording:
         return self.key.removesuffix(".cast")
 
     @property
-    def started(self) -> datetime.datetime:
-        """When the session started (UTC)."""
+    def started(self) -> datetime.datetime | None:
+        """When the session started (UTC); None when the header does not say."""
         return self.header.started
 
 
@@ -75,34 +83,15 @@ class Catalog:
     problems: tuple[Problem, ...]
 
 
+def truncation(recording: Recording) -> Problem:
+    """The `truncated` problem of a recording that does not end complete."""
+    return Problem(recording.key, "truncated", recording.ending or "the last line is incomplete")
+
+
 def parallel(function: Callable[[T], R], items: Iterable[T], workers: int = WORKERS) -> Iterator[R]:
     """Map `function` over `items` on a thread pool, results in input order."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(function, items)
-
-
-def last_event_time(tail: bytes) -> float | None:
-    """The time of the last complete event line in final bytes that start at a line start."""
-    for line in reversed(tail.split(b"\n")[:-1]):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, list) and value and isinstance(value[0], int | float):
-            return float(value[0])
-    return None
-
-
-def _ends_complete(data: bytes) -> bool:
-    """Whether data ends with a newline after a line that parses as JSON."""
-    if not data.endswith(b"\n"):
-        return False
-    start = data.rfind(b"\n", 0, len(data) - 1) + 1
-    try:
-        json.loads(data[start:-1])
-    except ValueError:
-        return False
-    return True
 
 
 def probe(store: Store, info: ObjectInfo) -> Recording | Problem:
@@ -118,32 +107,42 @@ def probe(store: Store, info: ObjectInfo) -> Recording | Problem:
 def _probe(store: Store, info: ObjectInfo) -> Recording:
     if info.size == 0:
         raise CastError("empty", "the file is empty")
-    if info.size <= WHOLE:
-        data = store.read_range(info.key, 0, info.size)
-        end = data.find(b"\n")
-        if end < 0:  # the whole file is one unterminated line
-            return Recording(info.key, info.size, parse_header(data), None, True)
-        header = parse_header(data[:end])
-        events = data[end + 1:]
-        if not events:
-            return Recording(info.key, info.size, header, None, False)
-        return Recording(info.key, info.size, header, last_event_time(events),
-                         not _ends_complete(events))
-    head = store.read_range(info.key, 0, HEAD)
-    while b"\n" not in head and len(head) < min(info.size, HEADER_MAX):
+    head = store.read_range(info.key, 0, info.size if info.size <= WHOLE else HEAD)
+    if looks_v1(head):
+        raise CastError("asciicast-v1", V1_DETAIL)
+    while b"\n" not in head and len(head) < min(info.size, HEADER_MAX + 1):
         head += store.read_range(info.key, len(head), len(head) * 3)
     end = head.find(b"\n")
-    if end < 0:
-        if len(head) >= HEADER_MAX:
-            raise CastError("header-too-long", f"no end of the first line in {HEADER_MAX} bytes")
-        return Recording(info.key, info.size, parse_header(head), None, True)
+    if end > HEADER_MAX or (end < 0 and len(head) > HEADER_MAX):
+        raise CastError("header-too-long", f"no end of the first line in {HEADER_MAX} bytes")
+    if end < 0:  # the whole file is one unterminated line
+        return Recording(info.key, info.size, parse_header(head), None, True,
+                         UNTERMINATED_HEADER)
     header = parse_header(head[:end])
-    tail = store.read_tail(info.key, TAIL)
-    start = tail.find(b"\n") + 1  # the range starts inside a line: skip to the next one
-    if start in (0, len(tail)):  # no whole line in the tail: the last line is longer than it
-        return Recording(info.key, info.size, header, None, not tail.endswith(b"\n"))
-    tail = tail[start:]
-    return Recording(info.key, info.size, header, last_event_time(tail), not _ends_complete(tail))
+    events_start = end + 1
+    if len(head) == info.size:  # the whole file is in hand
+        judged = ending_of(head[events_start:], whole=True)
+    else:
+        judged = _tail_ending(store, info, events_start)
+    assert judged is not None  # a whole read always decides
+    duration, ending = judged
+    return Recording(info.key, info.size, header, duration, bool(ending), ending)
+
+
+def _tail_ending(store: Store, info: ObjectInfo,
+                 events_start: int) -> tuple[float | None, str] | None:
+    """Judge the end from the last TAIL bytes, reading further back only while they hold no
+    complete event line (a last write longer than the tail, or a damaged end)."""
+    if events_start >= info.size:  # nothing after the header line (and no empty range GET)
+        return ending_of(b"", whole=True)
+    length = TAIL
+    while True:
+        start = max(events_start, info.size - length)
+        judged = ending_of(store.read_range(info.key, start, info.size - start),
+                           whole=start == events_start)
+        if judged is not None:
+            return judged
+        length *= 4
 
 
 def scan(store: Store, workers: int = WORKERS) -> Catalog:
@@ -156,7 +155,7 @@ def scan(store: Store, workers: int = WORKERS) -> Catalog:
         else:
             recordings.append(result)
             if result.truncated:
-                problems.append(Problem(result.key, "truncated", "the last line is incomplete"))
+                problems.append(truncation(result))
     return Catalog(tuple(recordings), tuple(problems))
 
 
@@ -201,10 +200,17 @@ class Filter:
     since: datetime.datetime | None = None
     until: datetime.datetime | None = None
     command: str | None = None
+    # kubectl sessions (Tailscale's Kubernetes API server proxy); each repeatable, exact
+    pods: tuple[str, ...] = ()  # POD or NAMESPACE/POD
+    namespaces: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    session_types: tuple[str, ...] = ()  # ssh, exec, attach
 
     def keeps(self, recording: Recording, names: dict[str, str] | None = None) -> bool:
         """Whether the recording passes every condition given."""
         header = recording.header
+        if not self._keeps_kubernetes(header):
+            return False
         if self.nodes:
             known = {recording.node, (names or {}).get(recording.node, "")}
             if not known & set(self.nodes):
@@ -212,17 +218,33 @@ class Filter:
         if self.users and not {header.ssh_user, header.local_user,
                                header.src_node_user} & set(self.users):
             return False
-        if self.since is not None and recording.started < self.since:
+        started = recording.started  # a recording with no start passes no time bound
+        if self.since is not None and (started is None or started < self.since):
             return False
-        if self.until is not None and recording.started >= self.until:
+        if self.until is not None and (started is None or started >= self.until):
             return False
         return self.command is None or self.command in header.command
 
+    def _keeps_kubernetes(self, header: Header) -> bool:
+        if self.pods and not {header.pod, f"{header.namespace}/{header.pod}"} & set(self.pods):
+            return False
+        if self.namespaces and header.namespace not in self.namespaces:
+            return False
+        if self.containers and header.container not in self.containers:
+            return False
+        session_type = header.session_type if header.kubectl else "ssh"
+        return not self.session_types or session_type in self.session_types
+
+
+def _start(recording: Recording) -> float:
+    """The start for sorting: recordings without one come first."""
+    return -1.0 if recording.header.timestamp is None else recording.header.timestamp
+
 
 SORT_KEYS: dict[str, Callable[[Recording], tuple[object, ...]]] = {
-    "start": lambda r: (r.header.timestamp, r.key),
-    "node": lambda r: (r.node, r.header.timestamp),
-    "user": lambda r: (r.header.ssh_user, r.header.timestamp),
+    "start": lambda r: (_start(r), r.key),
+    "node": lambda r: (r.node, _start(r)),
+    "user": lambda r: (r.header.ssh_user, _start(r)),
     "duration": lambda r: (r.duration or 0.0, r.key),
     "size": lambda r: (r.size, r.key),
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from tsops.errors import UsageError
-from tsops.recordings.cast import CastError
+from tsops.recordings.cast import CastError, Header
 from tsops.recordings.catalog import Problem, Recording
 from tsops.recordings.reader import Stream, plain_pieces
 from tsops.recordings.store import LocalStore, RecordingMissing, S3Store, Store, StoreError
@@ -29,7 +29,9 @@ Format = Literal["jsonl", "ecs"]
 TEXT_SLOT = "\x00tsops-text\x00"  # replaced by the streamed text; cannot occur in JSON output
 
 
-def _iso(moment: datetime.datetime) -> str:
+def _iso(moment: datetime.datetime | None) -> str | None:
+    if moment is None:  # a header without a timestamp (not written by tsrecorder)
+        return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -38,7 +40,7 @@ def session_event(recording: Recording, form: Format, names: dict[str, str],
     """The event for one session, without its text (a placeholder marks where it goes)."""
     header = recording.header
     start = recording.started
-    end = start + datetime.timedelta(seconds=recording.duration or 0.0)
+    end = start and start + datetime.timedelta(seconds=recording.duration or 0.0)
     hostname = names.get(recording.node, "")
     if form == "jsonl":
         event: dict[str, Any] = {
@@ -50,6 +52,7 @@ def session_event(recording: Recording, form: Format, names: dict[str, str],
             "src_node_tags": list(header.src_node_tags), "command": header.command,
             "connection_id": header.connection_id, "terminal": header.term,
             "size": recording.size, "truncated": recording.truncated,
+            **kubernetes_fields(header),
         }
         if with_text:
             event["text"] = TEXT_SLOT
@@ -78,9 +81,37 @@ def session_event(recording: Recording, form: Format, names: dict[str, str],
         "related": {"user": sorted({u for u in (header.ssh_user, header.local_user,
                                                 header.src_node_user) if u})},
     }
+    if header.kubectl:
+        _ecs_kubernetes(event, header)
     if with_text:
         event["tsops"] = {"text": TEXT_SLOT}
     return event
+
+
+def kubernetes_fields(header: Header) -> dict[str, Any]:
+    """The session kind and, for a kubectl session, its pod, namespace and container (flat
+    fields of `list -o json`, `show` and `export --format jsonl`; None for SSH sessions)."""
+    return {"session": header.kind, "pod": header.pod or None,
+            "namespace": header.namespace or None, "container": header.container or None}
+
+
+def _ecs_kubernetes(event: dict[str, Any], header: Header) -> None:
+    """ECS orchestrator.* and container.* for a `kubectl exec`/`attach` session."""
+    event["event"]["action"] = "kubectl-session-recorded"
+    event["event"]["dataset"] = "tailscale.kubectl"
+    # no SSH or local user: the person is the source node's owner (none for a tagged node)
+    if header.src_node_user and not header.ssh_user:
+        event["user"] = {"name": header.src_node_user}
+    elif not header.ssh_user:
+        del event["user"]
+    orchestrator: dict[str, Any] = {"type": "kubernetes",
+                                    "resource": {"type": "pod", "name": header.pod}}
+    if header.namespace:
+        orchestrator["namespace"] = header.namespace
+    event["orchestrator"] = orchestrator
+    if header.container:
+        event["container"] = {"name": header.container}
+    event["labels"]["session_type"] = header.session_type
 
 
 def _line_safe(encoded: str) -> str:

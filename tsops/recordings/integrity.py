@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tsops.errors import ExitCode, TsopsError, UsageError
+from tsops.recordings.cast import INCOMPLETE_LINE, truncation_of
 from tsops.recordings.catalog import WORKERS, Problem, parallel
 from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
 
@@ -101,23 +102,27 @@ def digest(store: Store, info: ObjectInfo) -> Digest | Problem:
     sha = hashlib.sha256()
     size = 0
     first = b""
-    last = b""
+    before_last = last = b""  # the last two chunks: enough to judge how the file ends
     try:
         for chunk in store.chunks(info.key):
             if not size:
                 first = chunk[:4096]
             sha.update(chunk)
             size += len(chunk)
-            last = chunk[-1:]
+            before_last, last = last, chunk
     except (StoreError, RecordingMissing, OSError) as error:
         return Problem(info.key, "unreadable", str(error))
+    end = before_last + last
+    reason = truncation_of(end, whole=len(end) == size)
+    if reason is None:  # a last line longer than a chunk: judged by the final byte
+        reason = "" if end.endswith(b"\n") else INCOMPLETE_LINE
     problems = []
     if size == 0:
         problems.append(Problem(info.key, "empty", "the file is empty"))
     elif not first.startswith(b"{"):
         problems.append(Problem(info.key, "bad-header", "the first line is not a JSON object"))
-    elif last != b"\n":
-        problems.append(Problem(info.key, "truncated", "the last line is incomplete"))
+    elif reason:
+        problems.append(Problem(info.key, "truncated", reason))
     return Digest(info.key, sha.hexdigest(), size, tuple(problems))
 
 

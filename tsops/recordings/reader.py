@@ -9,11 +9,16 @@ from itertools import accumulate
 from operator import itemgetter
 
 from tsops.recordings.cast import (
+    UNTERMINATED_HEADER,
+    V1_DETAIL,
+    V1_WINDOW,
     BlockReport,
     CastError,
     Header,
     LineBlocks,
     decode_block,
+    judge_end,
+    looks_v1,
     parse_header,
     strip_controls,
 )
@@ -26,48 +31,74 @@ TEXT = itemgetter(1)
 
 @dataclass
 class Stream:
-    """Reads one recording: header, event batches; afterwards, the problems seen."""
+    """Reads one recording: header, event batches; afterwards, the problems seen.
+
+    It judges the file with the same functions as the catalog (tsops.recordings.cast), so
+    `duration`, `truncated` and the header agree with `list` and `show` for every file.
+    """
 
     store: Store
     key: str
     header: Header | None = None
     report: BlockReport = field(default_factory=BlockReport)
-    truncated: bool = False
+    ending: str = ""  # why the file counts as truncated; "" when it ends complete
     size: int = 0
-    last_time: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the file does not end with one newline after a complete event."""
+        return bool(self.ending)
+
+    @property
+    def last_time(self) -> float | None:
+        """The time of the last complete event of any kind (the session's duration)."""
+        return self.report.last_time
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The file's chunks, the first at least V1_WINDOW bytes long (to name v1 files)."""
+        chunks = iter(self.store.chunks(self.key))
+        first = b""
+        for chunk in chunks:
+            first += chunk
+            if len(first) >= V1_WINDOW:
+                break
+        if looks_v1(first):
+            raise CastError("asciicast-v1", V1_DETAIL)
+        if first:
+            yield first
+        yield from chunks
 
     def batches(self) -> Iterator[list[tuple[float, str]]]:
-        """Output events, a batch per block of complete lines; raises CastError on a bad header."""
+        """Output events, a batch per block of complete lines; raises CastError on a bad header.
+
+        A last event without its final newline is given too (it is complete JSON), though the
+        file counts as truncated and the duration is the event before it.
+        """
         splitter = LineBlocks()
         empty = True
-        for chunk in self.store.chunks(self.key):
+        for chunk in self._chunks():
             empty = False
             self.size += len(chunk)
             block = splitter.feed(chunk)
             if self.header is None and splitter.header is not None:
                 self.header = parse_header(splitter.header)
             if block:
-                batch = decode_block(block, self.report)
-                if batch:
-                    self.last_time = batch[-1][0]
-                yield batch
+                yield decode_block(block, self.report)
         if empty:
             raise CastError("empty", "the file is empty")
         if splitter.header is None:
             self.header = parse_header(splitter.tail)
-            self.truncated = True
-        elif splitter.tail:
-            self.truncated = True
-            batch = decode_block(splitter.tail + b"\n", BlockReport())  # keep what parses
-            if batch:
-                self.last_time = batch[-1][0]
-            yield batch
+            self.ending = UNTERMINATED_HEADER
+            return
+        self.ending = judge_end(splitter.last_line, splitter.tail)
+        if splitter.tail.strip():
+            yield decode_block(splitter.tail + b"\n", BlockReport())  # keep what parses
 
     def problems(self) -> list[Problem]:
         """What was wrong in the file, one problem per kind."""
         found = []
-        if self.truncated:
-            found.append(Problem(self.key, "truncated", "the last line is incomplete"))
+        if self.ending:
+            found.append(Problem(self.key, "truncated", self.ending))
         if self.report.bad_lines:
             found.append(Problem(self.key, "bad-event",
                                  f"{self.report.bad_lines} line(s) are not events"))
