@@ -20,6 +20,7 @@ from tsops.errors import ExitCode, TsopsError, UsageError
 if TYPE_CHECKING:
     from tsops.cli.bootstrap import RunOptions
     from tsops.flows.recordings import RecordingsLocation
+    from tsops.recordings.integrity import KeySource
 
 app = typer.Typer(
     name="tsops",
@@ -579,40 +580,94 @@ def recordings_search(
 
 
 ManifestOpt = Annotated[
-    Path, typer.Option("--manifest", "-m", help="The signed manifest file.", show_default=False)
+    Path | None,
+    typer.Option("--manifest", "-m", help="The signed manifest file.", show_default=False),
+]
+ManifestDirOpt = Annotated[
+    Path | None, typer.Option(
+        "--manifest-dir", help="A directory of chained manifests, one per seal, named by time.")
+]
+PreviousOpt = Annotated[
+    Path | None,
+    typer.Option("--previous", help="The manifest before --manifest: the chain's last link."),
 ]
 SealKeyOpt = Annotated[
-    str, typer.Option("--key", help="Keyring entry of the Ed25519 sealing key.")
+    str | None, typer.Option(
+        "--key", help="Keyring entry of the Ed25519 sealing key.  [default: "
+        "tsops/recordings-seal-key]", show_default=False)
 ]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="The sealing key in a file (mode 0600 or stricter, yours)."),
+]
+KeyEnvOpt = Annotated[
+    str | None,
+    typer.Option("--key-env", help="The sealing key in this environment variable (base64)."),
+]
+
+
+def _key_source(key: str | None, key_file: Path | None, key_env: str | None) -> KeySource:
+    from tsops.recordings.integrity import KeySource
+
+    return KeySource.chosen(key, key_file, key_env)
 
 
 @recordings_app.command("seal")
 def recordings_seal(
-    manifest: ManifestOpt, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    manifest: ManifestOpt = None, location: FromOpt = None, inventory: RecInventoryOpt = None,
     endpoint: EndpointOpt = None, region: RegionOpt = None,
-    key: SealKeyOpt = "tsops/recordings-seal-key",
+    key: SealKeyOpt = None, key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
+    manifest_dir: ManifestDirOpt = None, previous: PreviousOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --manifest file.")
+    ] = False,
 ) -> None:
-    """Write a manifest of every recording's SHA-256, signed with the keyring's key."""
+    """Write a manifest of every recording's SHA-256, signed, linked to the previous one."""
     from tsops.cli.recordings import run_seal
 
-    run_seal(_where(location, inventory, endpoint, region), manifest, key)
+    run_seal(_where(location, inventory, endpoint, region), manifest,
+             _key_source(key, key_file, key_env), previous, manifest_dir, force)
 
 
 @recordings_app.command("verify")
 def recordings_verify(
-    manifest: ManifestOpt, location: FromOpt = None, inventory: RecInventoryOpt = None,
+    manifest: ManifestOpt = None, location: FromOpt = None, inventory: RecInventoryOpt = None,
     endpoint: EndpointOpt = None, region: RegionOpt = None,
-    key: SealKeyOpt = "tsops/recordings-seal-key",
+    key: SealKeyOpt = None, key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
     public_key: Annotated[
         str | None, typer.Option("--public-key", help="Trust this key (base64 or a file).")
     ] = None,
+    manifest_dir: ManifestDirOpt = None, previous: PreviousOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Check the manifest: exit 3 when recordings are missing, altered or unexpected."""
+    """Check the manifest or chain: exit 3 when recordings are missing, altered or unexpected."""
     from tsops.cli.recordings import run_verify
+    from tsops.errors import UsageError
 
-    run_verify(_where(location, inventory, endpoint, region), manifest, key, public_key,
-               _output(output))
+    if public_key is not None and (key, key_file, key_env) != (None, None, None):
+        raise UsageError("--public-key is the key trusted; it excludes --key, --key-file and "
+                         "--key-env (which derive it from the private key)")
+    run_verify(_where(location, inventory, endpoint, region), manifest,
+               _key_source(key, key_file, key_env), public_key, _output(output), previous,
+               manifest_dir)
+
+
+@recordings_app.command("public-key")
+def recordings_public_key(
+    key: SealKeyOpt = None, key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
+) -> None:
+    """Print the sealing key's public key (one line of base64) for auditors."""
+    from tsops.cli.recordings import run_public_key
+
+    run_public_key(_key_source(key, key_file, key_env))
+
+
+@recordings_app.command("new-key")
+def recordings_new_key(key: SealKeyOpt = None, key_file: KeyFileOpt = None) -> None:
+    """Make a sealing key in a file (0600) or keyring entry, never over one."""
+    from tsops.cli.recordings import run_new_key
+
+    run_new_key(_key_source(key, key_file, None))
 
 
 recorder_app = typer.Typer(help="The session recorders and their storage.", no_args_is_help=True)

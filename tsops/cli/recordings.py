@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
 
@@ -34,6 +34,9 @@ from tsops.recordings.catalog import (
 from tsops.recordings.export import kubernetes_fields
 from tsops.recordings.inert import SafeFilter, visible
 from tsops.recordings.reader import Stream
+
+if TYPE_CHECKING:
+    from tsops.recordings.integrity import Gone, KeySource
 
 OutputFormat = Literal["table", "json"]
 
@@ -275,8 +278,9 @@ def run_play(source: RecordingsLocation, recording_id: str, speed: float,
 
 def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl", "ecs"],
                with_text: bool, checkpoint_path: Path | None, names: bool = False) -> None:
-    """Write one event per session (new ones only, with a checkpoint) on stdout."""
-    from tsops.recordings.export import Checkpoint, write_event
+    """Write one event per session (new ones only, with a checkpoint, and rewritten ones again,
+    flagged) on stdout."""
+    from tsops.recordings.export import Checkpoint, Pending, pending, write_event
 
     checkpoint = Checkpoint(checkpoint_path) if checkpoint_path else None
     store = flow.open_store(source)
@@ -284,20 +288,33 @@ def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl"
                  else {})
     recordings, catalog = flow.chosen(store, chosen, hostnames)
     report(catalog.problems)
+    adopted = 0
+    if checkpoint is not None:
+        todo, adopted = pending(checkpoint, store, recordings)
+    else:
+        todo = [Pending(recording, None) for recording in recordings]
+    for item in todo:
+        if item.rewritten:
+            console.warning(f"rewritten: {visible(item.recording.key)}: exported before as "
+                            f"version {item.previous}, now {item.version and item.version.token}"
+                            "; exported again with rewritten=true")
     out = console.out.file
     shipped = 0
     with writing(fatal=True):
-        for recording in recordings:
-            if checkpoint is not None and recording.key in checkpoint.exported:
-                continue
-            report(write_event(out, store, recording, form, hostnames, with_text))
+        for item in todo:
+            report(write_event(out, store, item.recording, form, hostnames, with_text, item))
             shipped += 1
             if checkpoint is not None:
-                checkpoint.exported.add(recording.key)
+                checkpoint.record(item.recording.key, item.version)
         out.flush()
     if checkpoint is not None:
         checkpoint.save(store.description)
-    note(f"exported {shipped} session(s) from {store.description}")
+    rewritten = sum(1 for item in todo if item.rewritten)
+    note(f"exported {shipped} session(s) from {store.description}"
+         + (f", {rewritten} of them rewritten since exported" if rewritten else ""))
+    if adopted:
+        note(f"{adopted} session(s) exported by an older checkpoint: their current version is "
+             "now recorded (a rewrite before this run cannot be told)")
 
 
 def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ignore_case: bool,
@@ -340,40 +357,91 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
     note(f"{found} matching line(s) in {matched} of {searched} recording(s)")
 
 
-def run_seal(source: RecordingsLocation, manifest: Path, entry: str) -> None:
-    """Hash every recording and write a manifest signed with the keyring's Ed25519 key."""
-    sealed = flow.seal(source, manifest, entry, console.ConsoleEvents())
+def _gone(gone: Iterable[Gone]) -> None:
+    """One line per recording sealed in one manifest and deleted or changed in the next."""
+    for item in gone:
+        console.line(f"{item.kind:<10}  {visible(item.key)}  (sealed in {item.sealed_in}, "
+                     f"{'missing from' if item.kind == 'deleted' else 'changed in'} {item.then})")
+
+
+def _tampered(gone: Sequence[Gone]) -> DriftFound:
+    first = gone[0]
+    return DriftFound(f"{len(gone)} recording(s) sealed in one manifest are deleted or changed "
+                      f"in the next, e.g. {visible(first.key)}: {first.kind} between "
+                      f"{first.sealed_in} and {first.then}")
+
+
+def run_seal(source: RecordingsLocation, manifest: Path | None, entry: str | KeySource,
+             previous: Path | None = None, directory: Path | None = None,
+             force: bool = False) -> None:
+    """Hash every recording and write a manifest signed with the sealing key, linked to the
+    previous one; exit 3 (after writing) when recordings of the previous one are gone."""
+    sealed = flow.seal(source, manifest, entry, console.ConsoleEvents(), previous=previous,
+                       directory=directory, force=force)
     report(sealed.problems)
-    console.line(f"sealed {sealed.count} recording(s) of {sealed.store} in {manifest}")
+    console.line(f"sealed {sealed.count} recording(s) of {sealed.store} in {sealed.path}")
+    if sealed.previous is not None:
+        console.line(f"previous manifest: {sealed.previous}")
     console.line(f"public key: {sealed.public_key}")
+    _gone(sealed.gone)
+    if sealed.gone:
+        raise _tampered(sealed.gone)
 
 
-def run_verify(source: RecordingsLocation, manifest: Path, entry: str, public_key: str | None,
-               output: OutputFormat) -> None:
-    """Check a sealed manifest against the recordings now; exit 3 when anything differs."""
-    checked = flow.verify(source, manifest, entry, public_key, console.ConsoleEvents())
+def run_public_key(entry: KeySource) -> None:
+    """Print the verification key (base64, one line) for `verify --public-key`."""
+    console.line(flow.public_key(entry, console.ConsoleEvents(no_input=True)))
+    note(f"the public key of the sealing key in {entry}; give it to auditors for "
+         "`tsops recordings verify --public-key FILE`")
+
+
+def run_new_key(entry: KeySource) -> None:
+    """Make a sealing key (a 0600 file, or a keyring entry), never over one; print its
+    public key."""
+    public = flow.new_key(entry)
+    console.line(public)
+    note(f"created a sealing key in {entry}; the line above is its public key")
+
+
+def run_verify(source: RecordingsLocation, manifest: Path | None, entry: str | KeySource,
+               public_key: str | None, output: OutputFormat, previous: Path | None = None,
+               directory: Path | None = None) -> None:
+    """Check a sealed manifest (or a chain) against the recordings now; exit 3 when anything
+    differs."""
+    checked = flow.verify(source, manifest, entry, public_key, console.ConsoleEvents(),
+                          previous=previous, directory=directory)
     report(checked.problems)
     findings = checked.findings
     if output == "json":
         console.line(json.dumps({"intact": findings.intact, "missing": findings.missing,
                                  "altered": findings.altered,
                                  "unexpected": findings.unexpected,
+                                 "between_manifests": [vars(g) for g in checked.gone],
+                                 "chain": list(checked.chain),
                                  "tampered": [t.as_dict() for t in checked.tampered]},
                                 indent=2))
     else:
+        _gone(checked.gone)
         for kind, keys in (("missing", findings.missing), ("altered", findings.altered),
                            ("unexpected", findings.unexpected)):
             for key_name in keys:
                 console.line(f"{kind:<10}  {visible(key_name)}")
         for found in checked.tampered:
             console.line(f"{'tampered':<10}  {visible(found.line())}")
+        if len(checked.chain) > 1:
+            console.line(f"chain of {len(checked.chain)} manifest(s) from {checked.chain[0]} "
+                         f"to {checked.chain[-1]}: signatures and links good; "
+                         f"{len(checked.gone)} recording(s) deleted or changed between them")
         console.line(
             f"{findings.intact} intact, {len(findings.missing)} missing, "
             f"{len(findings.altered)} altered, {len(findings.unexpected)} unexpected "
             f"(manifest sealed {checked.sealed_at})"
             + (f"; {len(checked.tampered)} tampered" if checked.tampered else ""))
+    if checked.gone:
+        raise _tampered(checked.gone)
     if findings.drift:
-        raise DriftFound(f"{checked.store} differs from the manifest {manifest}")
+        raise DriftFound(f"{checked.store} differs from the manifest "
+                         f"{checked.chain[-1] if checked.chain else manifest}")
     if checked.tampered:
         raise DriftFound(f"{checked.store}: {len(checked.tampered)} recording(s) rewritten "
                          "or deleted since they were written")

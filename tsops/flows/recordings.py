@@ -8,6 +8,7 @@ what they found for the CLI to show.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from tsops.recordings.integrity import Findings
+    from tsops.recordings.integrity import Findings, Gone, KeySource
     from tsops.recordings.search import Result
     from tsops.recordings.tamper import Tampered
 
@@ -101,52 +102,141 @@ def node_names(where: RecordingsLocation, events: Events) -> dict[str, str]:
     return {d.node_id: d.hostname or d.name.split(".", 1)[0] for d in devices if d.node_id}
 
 
-def sealing_key(entry: str, *, create: bool, events: Events) -> Ed25519PrivateKey:
-    """The Ed25519 sealing key kept in the keyring entry; made and stored when `create`."""
+def sealing_key(entry: str | KeySource, *, create: bool, events: Events) -> Ed25519PrivateKey:
+    """The Ed25519 sealing key from its source: a key file, an environment variable, or the
+    keyring entry (made and stored there when `create`; a file is made by `new-key` only)."""
     from tsops import secrets
-    from tsops.recordings.integrity import load_private_key, private_key_text
+    from tsops.recordings.integrity import (
+        KeySource,
+        load_private_key,
+        private_key_text,
+        read_key_env,
+        read_key_file,
+    )
 
-    text = secrets.fetch(entry)
+    source = entry if isinstance(entry, KeySource) else KeySource(entry)
+    if source.file is not None:
+        return read_key_file(source.file)
+    if source.env is not None:
+        return read_key_env(source.env)
+    text = secrets.fetch(source.keyring)
     if text is not None:
-        return load_private_key(text, entry)
+        return load_private_key(text, source.keyring)
     if not create:
-        raise TsopsError(f"no sealing key in keyring entry {entry}; seal first, or pass "
-                         "--public-key")
+        raise TsopsError(f"no sealing key in keyring entry {source.keyring}; seal first, or "
+                         "pass --public-key, --key-file or --key-env")
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
-    secrets.store(entry, private_key_text(key))
-    events.warning(f"created a new sealing key in keyring entry {entry}")
+    secrets.store(source.keyring, private_key_text(key))
+    events.warning(f"created a new sealing key in keyring entry {source.keyring}")
     return key
+
+
+def new_key(entry: KeySource) -> str:
+    """Make a sealing key in a file (0600) or a keyring entry, never over one; its public key."""
+    from tsops import secrets
+    from tsops.recordings.integrity import create_key_file, private_key_text, public_key_text
+
+    if entry.env is not None:
+        raise UsageError("new-key writes a key file (--key-file) or a keyring entry (--key); "
+                         "an environment variable is set from one of them")
+    if entry.file is not None:
+        return public_key_text(create_key_file(entry.file).public_key())
+    if secrets.fetch(entry.keyring) is not None:
+        raise UsageError(f"keyring entry {entry.keyring} already holds a key; a sealing key "
+                         "is never replaced (delete it with `tsops secrets delete` first)")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    secrets.store(entry.keyring, private_key_text(key))
+    return public_key_text(key.public_key())
+
+
+def public_key(entry: KeySource, events: Events) -> str:
+    """The verification key of the sealing key, as base64 (what --public-key takes)."""
+    from tsops.recordings.integrity import public_key_text
+
+    return public_key_text(sealing_key(entry, create=False, events=events).public_key())
 
 
 @dataclass(frozen=True)
 class Sealed:
-    """What `seal` wrote."""
+    """What `seal` wrote, and what went missing since the previous manifest."""
 
     count: int
     store: str
     public_key: str
     problems: tuple[Problem, ...]
+    path: Path | None = None
+    previous: Path | None = None
+    gone: tuple[Gone, ...] = ()
 
 
-def seal(where: RecordingsLocation, manifest: Path, entry: str, events: Events) -> Sealed:
-    """Hash every recording and write a manifest signed with the keyring's Ed25519 key."""
-    import json
+def _manifest_options(manifest: Path | None, directory: Path | None,
+                      previous: Path | None) -> None:
+    """Refuse a combination of --manifest, --manifest-dir and --previous that cannot work."""
+    if (manifest is None) == (directory is None):
+        raise UsageError("give exactly one of --manifest FILE or --manifest-dir DIR")
+    if previous is not None and directory is not None:
+        raise UsageError("--previous goes with --manifest; with --manifest-dir the previous "
+                         "manifest is the newest one in the directory")
+    if previous is not None and manifest is not None and previous.resolve() == manifest.resolve():
+        raise UsageError(f"--previous {previous}: it is the manifest being written")
 
-    from tsops.recordings.integrity import digest_all, public_key_text
+
+def seal(where: RecordingsLocation, manifest: Path | None, entry: str | KeySource,
+         events: Events, *, previous: Path | None = None, directory: Path | None = None,
+         force: bool = False, now: datetime.datetime | None = None) -> Sealed:
+    """Hash every recording and write a manifest signed with the sealing key, linked to the
+    previous manifest (--previous, or the newest in --manifest-dir)."""
+    from tsops.recordings.integrity import (
+        Manifest,
+        chain_files,
+        check_signature,
+        digest_all,
+        load_manifest,
+        manifest_name,
+        public_key_text,
+        refuse_existing,
+        since,
+        write_manifest,
+    )
     from tsops.recordings.integrity import seal as sign
 
+    _manifest_options(manifest, directory, previous)
+    if manifest is not None:
+        refuse_existing(manifest, force)
+    if directory is not None and directory.exists() and not directory.is_dir():
+        raise UsageError(f"--manifest-dir {directory}: not a directory")
     key = sealing_key(entry, create=True, events=events)
+    before: Manifest | None = None
+    if previous is not None:
+        before = load_manifest(previous)
+    elif directory is not None and directory.is_dir():
+        files = chain_files(directory)
+        before = load_manifest(files[-1]) if files else None
+    if before is not None:  # never chain onto a manifest someone else signed
+        check_signature(before.document, key.public_key(), before.path)
     store = open_store(where)
+    if before is not None and before.manifest.get("source") != store.description:
+        raise UsageError(f"{before.path}: sealed {before.manifest.get('source')}, not "
+                         f"{store.description}; chain manifests of one destination only")
     digests, problems = digest_all(store)
-    document = sign(digests, store.description, key)
-    try:
-        manifest.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    except OSError as error:
-        raise TsopsError(f"cannot write the manifest {manifest}: {error}") from None
+    document = sign(digests, store.description, key, now, previous=before)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = directory / manifest_name(document)
+        if before is not None and manifest.name <= before.path.name:
+            raise UsageError(f"{manifest}: not after the newest manifest {before.path.name} "
+                             "(sealed in the same second, or the clock went back); seal again "
+                             "later")
+    assert manifest is not None
+    write_manifest(manifest, document, force)
+    gone = since(before, digests, str(manifest)) if before is not None else []
     return Sealed(len(digests), store.description, public_key_text(key.public_key()),
-                  tuple(problems))
+                  tuple(problems), manifest, None if before is None else before.path,
+                  tuple(gone))
 
 
 @dataclass(frozen=True)
@@ -157,32 +247,50 @@ class Checked:
     store: str
     sealed_at: Any
     problems: tuple[Problem, ...]
+    gone: tuple[Gone, ...] = ()
+    chain: tuple[str, ...] = ()
     tampered: tuple[Tampered, ...] = ()  # S3 keys with more than one version
 
 
-def verify(where: RecordingsLocation, manifest: Path, entry: str, public_key: str | None,
-           events: Events) -> Checked:
-    """Check a sealed manifest's signature, then compare it with the recordings now."""
+def verify(where: RecordingsLocation, manifest: Path | None, entry: str | KeySource,
+           public_key: str | None, events: Events, *, previous: Path | None = None,
+           directory: Path | None = None) -> Checked:
+    """Check the manifests' signatures and links (a chain: --manifest-dir, or --manifest with
+    --previous), what went between them, then compare the newest with the recordings now."""
     from tsops.recordings.integrity import (
-        check_signature,
+        chain_files,
+        check_chain,
         compare,
         digest_all,
+        load_manifest,
         load_public_key,
-        read_manifest,
     )
 
-    document = read_manifest(manifest)
+    _manifest_options(manifest, directory, previous)
+    if directory is not None:
+        if not directory.is_dir():
+            raise UsageError(f"--manifest-dir {directory}: not a directory")
+        paths = chain_files(directory)
+        if not paths:
+            raise UsageError(f"--manifest-dir {directory}: holds no manifest (files named "
+                             "like 20261202T031500Z.json)")
+    else:
+        assert manifest is not None
+        paths = [manifest] if previous is None else [previous, manifest]
     trusted: Ed25519PublicKey
     if public_key is not None:
         trusted = load_public_key(public_key)
     else:
         trusted = sealing_key(entry, create=False, events=events).public_key()
-    check_signature(document, trusted)
+    chain = [load_manifest(path) for path in paths]
+    gone = check_chain(chain, trusted, complete=directory is not None)
+    newest = chain[-1]
     store = open_store(where)
     digests, problems = digest_all(store)
-    findings = compare(document["manifest"]["recordings"], digests)
-    return Checked(findings, store.description, document["manifest"].get("sealed_at"),
-                   tuple(problems), tuple(tampered_in(store)))
+    findings = compare(newest.manifest["recordings"], digests)
+    return Checked(findings, store.description, newest.manifest.get("sealed_at"),
+                   tuple(problems), tuple(gone), tuple(str(m.path) for m in chain),
+                   tuple(tampered_in(store)))
 
 
 def tampered_in(store: Store) -> list[Tampered]:
