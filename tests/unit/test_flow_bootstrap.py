@@ -121,8 +121,18 @@ def test_an_unreachable_server_cannot_be_planned_and_is_exit_1(tmp_path: Path) -
         planned = flow.plan(context)
         report = flow.apply(context, planned)
     assert planned.problem and planned.exit_code(detailed=False) == ExitCode.FAILED
+    # Its only server could not be planned: bootstrap stops before asking (nothing_plannable).
+    assert planned.nothing_plannable
     assert [(r.outcome, r.reason) for r in report.hosts] == [("failed", "connection refused")]
     assert report.exit_code == ExitCode.FAILED
+
+
+def test_one_plannable_server_is_enough_to_go_on(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path, INVENTORY)
+    db1 = Db1()
+    with run(path, {"db1": db1.host}, Api(DEVICES)) as context:
+        planned = flow.plan(context)
+    assert not planned.nothing_plannable and planned.pending
 
 
 def test_with_limit_the_policy_is_left_alone(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from tsops.cli import console
 from tsops.cli.recorder import print_recorder_plans, print_recorder_results
 from tsops.context import RunContext
+from tsops.errors import ExitCode
 from tsops.flows import bootstrap as flow
 from tsops.flows.bootstrap import BootstrapPlan, BootstrapReport
 
@@ -69,12 +70,24 @@ def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False,
     output = run.output
     with open_run(run, yes=yes) as context:
         with live(context):
-            planned = flow.plan(context, with_policy=False)
+            # The whole plan before asking, the policy file's diff included; the policy is
+            # computed again after the recorders' health gate, which decides enforceRecorder.
+            planned = flow.plan(context, with_policy=True)
         if output == "table":
             if planned.recorders is not None:
                 print_recorder_plans(planned.recorders)
             _print_plans(planned, output)
-        if not planned.converged:
+            if planned.policy is not None and planned.policy.changed:
+                console.line("policy file: written after the servers, with enforceRecorder only "
+                             "for recorders that pass their health gate")
+        if planned.nothing_plannable:
+            # As `terraform apply` on plan errors: nothing to ask about, nothing applied.
+            if output == "json":
+                console.line(json.dumps(planned.as_dict(), indent=2))
+            console.error("nothing could be planned (every host's reason is above): nothing "
+                          "was changed")
+            return ExitCode.FAILED
+        if planned.pending:
             context.events.confirm("Apply these changes?", PENDING)
         with live(context):
             report = flow.apply(context, planned, allow_unverified=allow_unverified,

@@ -62,6 +62,14 @@ class BootstrapPlan:
         return recorder_problem or any(p.problem for p in self.hosts)
 
     @property
+    def nothing_plannable(self) -> bool:
+        """Whether not one host or recorder could be planned (bootstrap then stops unasked)."""
+        problems = [p.problem for p in self.hosts]
+        if self.recorders is not None:
+            problems += [p.problem for p in self.recorders.hosts]
+        return bool(problems) and all(problems)
+
+    @property
     def converged(self) -> bool:
         """Whether the recorders, the storage and every server need nothing."""
         return (self.recorders is None or self.recorders.converged) and all(
