@@ -19,6 +19,7 @@ from typing import Literal
 from rich.text import Text
 
 from tsops.cli import console
+from tsops.cli.jsonout import utc_time
 from tsops.errors import TsopsError, UsageError
 from tsops.flows import recordings as flow
 from tsops.flows.recordings import DriftFound, RecordingsLocation
@@ -111,7 +112,7 @@ def as_json(recording: Recording) -> dict[str, object]:
     header = recording.header
     return {
         "id": recording.id, "node": recording.node,
-        "start": recording.started.isoformat().replace("+00:00", "Z"),
+        "start": utc_time(recording.started),
         "duration": recording.duration, "ssh_user": header.ssh_user,
         "local_user": header.local_user, "src_node": header.src_node,
         "src_node_id": header.src_node_id, "src_node_user": header.src_node_user or None,
@@ -294,7 +295,7 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
             found += 1
             if output == "json":
                 documents.append({
-                    "id": recording.id, "start": _when(recording),
+                    "id": recording.id, "start": utc_time(recording.started),
                     "line": match.line_number, "offset": match.offset, "text": match.line,
                     "before": match.before, "after": match.after,
                 })
