@@ -59,9 +59,24 @@ def schema(name: str) -> dict[str, Any]:
     return loaded
 
 
+LOOKS_LIKE_A_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def times(value: Any) -> list[str]:
+    """Every string in a document that starts like a date and time."""
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in times(item)]
+    if isinstance(value, list):
+        return [t for item in value for t in times(item)]
+    return [value] if isinstance(value, str) and LOOKS_LIKE_A_TIME.match(value) else []
+
+
 def valid(name: str, document: Any) -> Any:
-    """Validate `document` against the schema `name`; return it."""
+    """Validate `document` against the schema `name`, and every time in it as RFC 3339 UTC
+    with a Z; return it."""
     jsonschema.Draft202012Validator(schema(name)).validate(document)
+    for moment in times(document):
+        assert RFC3339.match(moment), f"{name}: {moment!r} is no RFC 3339 UTC time"
     return document
 
 
