@@ -66,14 +66,6 @@ InventoryArg = Annotated[
 ]
 
 
-@app.command()
-def check(inventory: InventoryArg) -> None:
-    """Validate an inventory offline: nothing remote is contacted."""
-    from tsops.cli.check import run_check
-
-    run_check(inventory)
-
-
 # Options shared by several commands, declared once (ranges are checked by Typer: exit 2).
 LimitOpt = Annotated[
     list[str] | None,
@@ -170,6 +162,14 @@ def _json_error(message: str, code: int, problems: list[str] | None = None) -> N
         pass
 
 
+@app.command()
+def check(inventory: InventoryArg, output: OutputOpt = Output.table) -> None:
+    """Validate an inventory offline: nothing remote is contacted."""
+    from tsops.cli.check import run_check
+
+    run_check(inventory, _output(output))
+
+
 def _run(inventory: Path, limit: list[str] | None, concurrency: int, output: Output,
          no_input: bool) -> RunOptions:
     from tsops.cli.bootstrap import RunOptions
@@ -260,11 +260,11 @@ def secrets_delete(entry: EntryArg) -> None:
 
 
 @secrets_app.command("list")
-def secrets_list() -> None:
+def secrets_list(output: OutputOpt = Output.table) -> None:
     """List the entries tsops stored (names only)."""
     from tsops.cli.secrets import run_list
 
-    run_list()
+    run_list(_output(output))
 
 
 def command() -> Any:
@@ -347,12 +347,14 @@ def policy_diff(
     inventory: InventoryArg,
     no_input: NoInputOpt = False,
     changes_exit_code: ChangesExitOpt = False,
+    output: OutputOpt = Output.table,
     _renamed: RenamedExitOpt = False,
 ) -> None:
     """Show the unified diff tsops would make to the policy file; nothing is written."""
     from tsops.cli.policy import run_diff
 
-    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=changes_exit_code))
+    _finish(run_diff(inventory, no_input=no_input, detailed_exitcode=changes_exit_code,
+                     output=_output(output)))
 
 
 @policy_app.command("apply")
@@ -362,12 +364,13 @@ def policy_apply(
     yes: YesOpt = False,
     allow_unverified_recorder: AllowUnverifiedOpt = False,
     allow_coverage_gaps: AllowGapsOpt = False,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Patch the policy file: show the diff, confirm, validate, write with If-Match."""
     from tsops.cli.policy import run_apply
 
     run_apply(inventory, no_input=no_input, yes=yes, allow_unverified=allow_unverified_recorder,
-              allow_gaps=allow_coverage_gaps)
+              allow_gaps=allow_coverage_gaps, output=_output(output))
 
 
 @policy_app.command("rollback")
@@ -382,11 +385,13 @@ def policy_rollback(
     list_only: Annotated[
         bool, typer.Option("--list", help="List the policy writes tsops kept, and stop.")
     ] = False,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Put the policy back as it was before a write by tsops (kept in the state directory)."""
     from tsops.cli.policy import run_rollback
 
-    run_rollback(inventory, no_input=no_input, yes=yes, number=to, list_only=list_only)
+    run_rollback(inventory, no_input=no_input, yes=yes, number=to, list_only=list_only,
+                 output=_output(output))
 
 
 recordings_app = typer.Typer(
@@ -641,15 +646,24 @@ def recordings_verify(
     output: OutputOpt = Output.table,
 ) -> None:
     """Check the manifest or chain: exit 3 when recordings are missing, altered or unexpected."""
+    from tsops.cli import console
     from tsops.cli.recordings import run_verify
     from tsops.errors import UsageError
+    from tsops.flows.recordings import DriftFound
 
+    mode = _output(output)
     if public_key is not None and (key, key_file, key_env) != (None, None, None):
         raise UsageError("--public-key is the key trusted; it excludes --key, --key-file and "
                          "--key-env (which derive it from the private key)")
-    run_verify(_where(location, inventory, endpoint, region), manifest,
-               _key_source(key, key_file, key_env), public_key, _output(output), previous,
-               manifest_dir)
+    try:
+        run_verify(_where(location, inventory, endpoint, region), manifest,
+                   _key_source(key, key_file, key_env), public_key, mode, previous,
+                   manifest_dir)
+    except DriftFound as drift:
+        if mode != "json":
+            raise
+        console.error(drift.message)  # the findings printed are the one JSON document
+        raise typer.Exit(drift.exit_code) from None
 
 
 @recordings_app.command("public-key")
@@ -752,18 +766,20 @@ def add_server(
         "--canary-user", help="Local user of the canary session (default: the inventory's "
         "canary.user, else the rule's first concrete user, like root).")] = None,
     canary_timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
+    output: OutputOpt = Output.table,
     _old_timeout: OldTimeoutOpt = None,
 ) -> None:
     """Add a server to the inventory, enroll it alone, extend the policy, prove it recorded."""
     from tsops.cli.servers import run_add_server
     from tsops.inventory.edit import NewHost
 
+    mode = _output(output)
     new = NewHost(host, group=group, tags=tuple(tag or ()), user=user, port=port,
                   address=address)
     _finish(run_add_server(inventory, new, dry_run=dry_run, yes=yes, no_input=no_input,
                    allow_unverified=allow_unverified_recorder, allow_gaps=allow_coverage_gaps,
                    canary=not skip_canary, canary_user=canary_user,
-                   canary_timeout=canary_timeout))
+                   canary_timeout=canary_timeout, output=mode))
 
 
 @app.command("remove-server")
@@ -777,12 +793,13 @@ def remove_server(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Take a server out of recording: inventory, its device in the tailnet, optionally logout."""
     from tsops.cli.servers import run_remove_server
 
     _finish(run_remove_server(inventory, host, logout=logout, uninstall=uninstall, dry_run=dry_run,
-                      yes=yes, no_input=no_input))
+                      yes=yes, no_input=no_input, output=_output(output)))
 
 
 class LockMode(StrEnum):
@@ -834,17 +851,19 @@ def rotate_storage(
     dry_run: DryRunOpt = False,
     yes: YesOpt = False,
     no_input: NoInputOpt = False,
+    output: OutputOpt = Output.table,
     _old_workers: Annotated[str | None, _renamed("--workers", "--concurrency")] = None,
 ) -> None:
     """Move the recorders to a new destination one at a time, then update the inventory."""
     from tsops.cli.rotate import run_delete_source, run_rotate
     from tsops.rotation.target import RotateOptions
 
+    mode = _output(output)
     if (to is None) == (delete_source is None):
         raise UsageError("give exactly one of --to DST (rotate) or --delete-source OLD_DST")
     if delete_source is not None:
         _finish(run_delete_source(inventory, delete_source, dry_run=dry_run, yes=yes,
-                                  no_input=no_input, workers=workers))
+                                  no_input=no_input, workers=workers, output=mode))
         return
     assert to is not None
     options = RotateOptions(
@@ -854,7 +873,7 @@ def rotate_storage(
         object_lock=object_lock.value if object_lock is not None else None,
         retention_days=retention_days, migrate=migrate)
     _finish(run_rotate(inventory, options, dry_run=dry_run, yes=yes, no_input=no_input,
-                       workers=workers))
+                       workers=workers, output=mode))
 
 
 class Shell(StrEnum):

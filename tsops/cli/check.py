@@ -8,11 +8,12 @@ from pathlib import Path
 from rich.table import Table
 
 from tsops.cli import console
+from tsops.cli.jsonout import emit
 from tsops.context import check_renderable
 from tsops.inventory.load import MAX_BYTES, STDIN, load_inventory
 
 
-def run_check(path: Path) -> None:
+def run_check(path: Path, output: str = "table") -> None:
     """Load the inventory (raising InventoryError on any problem) and print a summary.
 
     `-` reads it from standard input (named `<stdin>` in messages; relative paths in it, such
@@ -26,6 +27,16 @@ def run_check(path: Path) -> None:
     check_renderable(inventory)
     for message in inventory.warnings:
         console.warning(message)
+    model = inventory.model
+    storage = model.storage.destination if model.storage else None
+    if output == "json":
+        emit({"inventory": str(path), "valid": True, "servers": len(inventory.servers),
+              "recorders": len(inventory.recorders), "ssh_rules": len(model.ssh_rules),
+              "storage": storage, "warnings": list(inventory.warnings),
+              "hosts": [{"name": t.name, "role": t.role, "group": t.group,
+                         "address": t.address, "user": t.user, "port": t.port,
+                         "tags": list(t.tags)} for t in inventory.targets]})
+        return
     table = Table(title=None, show_edge=False, pad_edge=False)
     for column in ("host", "role", "group", "address", "user", "port", "tags"):
         table.add_column(column)
@@ -35,9 +46,7 @@ def run_check(path: Path) -> None:
             str(target.port), " ".join(target.tags),
         )
     console.out.print(table)
-    model = inventory.model
-    storage = model.storage.destination if model.storage else "none"
     console.line(
         f"{path}: valid: {len(inventory.servers)} server(s), {len(inventory.recorders)} "
-        f"recorder(s), {len(model.ssh_rules)} ssh rule(s), storage {storage}"
+        f"recorder(s), {len(model.ssh_rules)} ssh rule(s), storage {storage or 'none'}"
     )

@@ -123,6 +123,8 @@ class ConsoleEvents:
             return
         if self.no_input or not is_interactive():
             raise UsageError(refused)
+        if self.stdout_reserved:  # a prompt would land in the JSON document on stdout
+            raise UsageError(f"{refused} (-o json never prompts)")
         import typer
 
         if not typer.confirm(question, default=False):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from rich.text import Text
 
 from tsops.cli import console
+from tsops.cli.jsonout import utc_time
 from tsops.errors import TsopsError, UsageError
 from tsops.flows import recordings as flow
 from tsops.flows.recordings import DriftFound, RecordingsLocation
@@ -131,8 +132,9 @@ def _session(header: Header) -> str:
 
 
 def _iso_start(recording: Recording) -> str | None:
+    """RFC 3339 UTC to the second; None when the header has no timestamp."""
     started = recording.started
-    return None if started is None else started.isoformat().replace("+00:00", "Z")
+    return None if started is None else utc_time(started)
 
 
 def as_json(recording: Recording) -> dict[str, object]:
@@ -337,7 +339,7 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
             found += 1
             if output == "json":
                 documents.append({
-                    "id": recording.id, "start": _when(recording),
+                    "id": recording.id, "start": _iso_start(recording),
                     "line": match.line_number, "offset": match.offset, "text": match.line,
                     "before": match.before, "after": match.after,
                 })

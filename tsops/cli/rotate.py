@@ -7,10 +7,11 @@ plans against it and moves it over the file once every recorder writes to the ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tsops.cli import console
 from tsops.cli.inventory_file import print_diff
+from tsops.cli.jsonout import emit, reserved_stdout
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError
 from tsops.flows import rotation as flow
@@ -31,37 +32,57 @@ SESSIONS_WARNING = {
 }
 
 
-def _events(yes: bool, no_input: bool) -> console.ConsoleEvents:
-    return console.ConsoleEvents(no_input=no_input, yes=yes)
+def _events(yes: bool, no_input: bool, json_mode: bool = False) -> console.ConsoleEvents:
+    return console.ConsoleEvents(no_input=no_input, yes=yes, stdout_reserved=json_mode)
 
 
 def run_rotate(path: Path, options: RotateOptions, *, dry_run: bool, yes: bool,
-               no_input: bool, workers: int) -> int:
+               no_input: bool, workers: int, output: str = "table") -> int:
     """Rotate the inventory's recorders to `options.to`; with `--migrate`, copy recordings."""
+    json_mode = output == "json"
+    document: dict[str, Any] = {"mode": "rotate", "inventory": str(path), "to": options.to,
+                                "dry_run": dry_run, "state": "planned", "plan": None,
+                                "switch": None, "migration": None}
+    with reserved_stdout(json_mode):
+        code = _rotate(path, options, dry_run=dry_run, yes=yes, no_input=no_input,
+                       workers=workers, json_mode=json_mode, document=document)
+    if json_mode:
+        emit(document)
+    return code
+
+
+def _rotate(path: Path, options: RotateOptions, *, dry_run: bool, yes: bool, no_input: bool,
+            workers: int, json_mode: bool, document: dict[str, Any]) -> int:
     flow.check_workers(workers)
-    with RunContext.open(path, events=_events(yes, no_input)) as context:
+    with RunContext.open(path, events=_events(yes, no_input, json_mode)) as context:
         request = flow.prepare(context, options)
         if isinstance(request, flow.AlreadyThere):
-            return _already_there(context, request, dry_run=dry_run, workers=workers)
+            return _already_there(context, request, dry_run=dry_run, workers=workers,
+                                  document=document)
         with candidate(path, request.after, INVALID_EDIT) as (written, edited):
             print_diff(path, request.before, request.after, "after the rotation")
             planned = flow.plan(context, request, edited, written)
+            document["plan"] = planned.as_dict()
             _print_plan(planned)
             if dry_run:
                 console.line("dry run: nothing was changed")
                 return ExitCode.OK
             report = flow.switch(context, planned)
+            document["switch"] = report.as_dict()
             if report.stopped is not None:
+                document["state"] = "stopped"
                 console.error(report.stopped)
                 return report.exit_code
+            document["state"] = "switched"
             _print_switched(report)
             if not options.migrate:
                 console.line(f"the recordings stay at {report.old_destination}; to copy them: "
                              f"tsops rotate-storage {path} --to {report.destination} --migrate")
                 return ExitCode.OK
             assert report.record is not None
-            return _print_migration(flow.copy_recordings(context, planned, report, workers),
-                                    report.record)
+            migration = flow.copy_recordings(context, planned, report, workers)
+            document["migration"] = migration.as_json()
+            return _print_migration(migration, report.record)
 
 
 def _print_plan(planned: flow.RotationPlan) -> None:
@@ -132,9 +153,10 @@ def _print_migration(report: MigrationReport, record: MigrationRecord) -> int:
 
 
 def _already_there(context: RunContext, there: flow.AlreadyThere, *, dry_run: bool,
-                   workers: int) -> int:
+                   workers: int, document: dict[str, Any]) -> int:
     """`--to` is the destination in use: nothing to switch; `--migrate` resumes a migration."""
     destination = there.current.destination
+    document["state"] = "nothing-to-do"
     console.line(f"nothing to do: {there.inventory} already records to {destination}")
     if not there.migrate:
         return ExitCode.OK
@@ -146,19 +168,38 @@ def _already_there(context: RunContext, there: flow.AlreadyThere, *, dry_run: bo
     console.line(f"migration: resume copying from {planned.source.description} to "
                  f"{destination} ({len(planned.record.verified)} verified before, kept in "
                  f"{planned.record.path})")
+    document["state"] = "resume"
     if dry_run:
         console.line("dry run: nothing was changed")
         return ExitCode.OK
-    return _print_migration(flow.resume(context, planned, workers), planned.record)
+    migration = flow.resume(context, planned, workers)
+    document["migration"] = migration.as_json()
+    return _print_migration(migration, planned.record)
 
 
 def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_input: bool,
-                      workers: int) -> int:
+                      workers: int, output: str = "table") -> int:
     """Delete the recordings of an earlier destination, each verified at the current one."""
+    json_mode = output == "json"
+    document: dict[str, Any] = {"mode": "delete-source", "inventory": str(path), "source": old,
+                                "dry_run": dry_run, "plan": None, "result": None}
+    with reserved_stdout(json_mode):
+        code = _delete_source(path, old, dry_run=dry_run, yes=yes, no_input=no_input,
+                              workers=workers, json_mode=json_mode, document=document)
+    if json_mode:
+        emit(document)
+    return code
+
+
+def _delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_input: bool,
+                   workers: int, json_mode: bool, document: dict[str, Any]) -> int:
     flow.check_old_destination(old)
-    with RunContext.open(path, events=_events(yes, no_input)) as context:
+    with RunContext.open(path, events=_events(yes, no_input, json_mode)) as context:
         planned = flow.plan_delete_source(context, old, workers)
         source, plan = planned.source.description, planned.plan
+        document["plan"] = {"source": source, "current": planned.current.destination,
+                            "to_delete": len(plan.verified),
+                            "kept": [{"key": k, "reason": r} for k, r in plan.kept]}
         console.line(f"{source}: {len(plan.verified)} recording(s) to remove, each present at "
                      f"{planned.current.destination} with the same SHA-256; "
                      f"{len(plan.kept)} kept")
@@ -171,6 +212,7 @@ def run_delete_source(path: Path, old: str, *, dry_run: bool, yes: bool, no_inpu
             console.line("dry run: nothing was deleted")
             return ExitCode.OK
         report = flow.delete_source(context, planned)
+    document["result"] = report.as_dict()
     console.line(f"deleted {report.deleted} recording(s) from {report.source}; {report.kept} "
                  f"kept, {len(report.failed)} failed")
     for key, why in report.failed[:20]:

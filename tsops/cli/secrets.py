@@ -8,6 +8,7 @@ import sys
 from rich.text import Text
 
 from tsops.cli import console
+from tsops.cli.jsonout import emit
 from tsops.errors import UsageError
 from tsops.secrets import (
     SecretError,
@@ -69,10 +70,13 @@ def run_delete(entry: str) -> None:
         console.line(f"{name}: was not set; nothing to delete")
 
 
-def run_list() -> None:
+def run_list(output: str = "table") -> None:
     """Print the entries tsops stored, one SERVICE/NAME per line (names only, never values)."""
-    usable_keyring()
+    backend = usable_keyring()
     names = list_entries()
+    if output == "json":
+        emit({"backend": str(backend), "entries": list(names)})
+        return
     if not names:
         console.err.print(Text("no keyring entries stored by tsops on this machine"))
     for name in names:

@@ -8,6 +8,7 @@ from pathlib import Path
 from tsops.cli import console
 from tsops.cli.bootstrap import PENDING
 from tsops.cli.inventory_file import print_diff
+from tsops.cli.jsonout import emit, reserved_stdout
 from tsops.errors import ExitCode
 from tsops.flows import servers as flow
 from tsops.flows.servers import AddPlan, AddReport, RemovePlan, RemoveReport
@@ -16,11 +17,15 @@ from tsops.inventory.edit import NewHost
 
 def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_input: bool,
                    allow_unverified: bool, allow_gaps: bool = False, canary: bool = True,
-                   canary_user: str | None = None, canary_timeout: float = 30.0) -> int:
+                   canary_user: str | None = None, canary_timeout: float = 30.0,
+                   output: str = "table") -> int:
     """Add `host` to the inventory, enroll it alone, extend the policy when it must."""
-    with flow.adding(path, host) as change:
+    json_mode = output == "json"
+    events = console.ConsoleEvents(no_input=no_input, yes=yes, stdout_reserved=json_mode)
+    report: AddReport | None = None
+    with reserved_stdout(json_mode), flow.adding(path, host) as change:
         print_diff(path, change.before, change.after, "edited")
-        with flow.open_run(change, console.ConsoleEvents(no_input=no_input, yes=yes)) as context:
+        with flow.open_run(change, events) as context:
             planned = flow.plan_add(context, change)
             _print_add_plan(planned)
             planned.policy = flow.preview_policy(context)
@@ -30,28 +35,41 @@ def run_add_server(path: Path, host: NewHost, *, dry_run: bool, yes: bool, no_in
                     console.warning(gap.line())
             if dry_run:
                 console.line("dry run: nothing was changed")
-                return ExitCode.OK
-            context.events.confirm(f"Add {host.name} to {path} and enroll it?", PENDING)
-            report = flow.apply_add(context, planned, allow_unverified=allow_unverified,
-                                    allow_gaps=allow_gaps, canary=canary, canary_user=canary_user,
-                                    canary_timeout=canary_timeout)
-    return _report_add(report)
+            else:
+                context.events.confirm(f"Add {host.name} to {path} and enroll it?", PENDING)
+                report = flow.apply_add(context, planned, allow_unverified=allow_unverified,
+                                        allow_gaps=allow_gaps, canary=canary,
+                                        canary_user=canary_user,
+                                        canary_timeout=canary_timeout)
+        code = ExitCode.OK if report is None else _report_add(report)
+    if json_mode:
+        emit({"inventory": str(path), "name": host.name, "dry_run": dry_run,
+              "plan": planned.as_dict(), "result": None if report is None else report.as_dict()})
+    return code
 
 
 def run_remove_server(path: Path, name: str, *, logout: bool, uninstall: bool, dry_run: bool,
-                      yes: bool, no_input: bool) -> int:
+                      yes: bool, no_input: bool, output: str = "table") -> int:
     """Take `name` out of the inventory and the tailnet, optionally logging it out."""
-    with flow.removing(path, name) as change:
+    json_mode = output == "json"
+    events = console.ConsoleEvents(no_input=no_input, yes=yes, stdout_reserved=json_mode)
+    report: RemoveReport | None = None
+    with reserved_stdout(json_mode), flow.removing(path, name) as change:
         print_diff(path, change.before, change.after, "edited")
-        with flow.open_run(change, console.ConsoleEvents(no_input=no_input, yes=yes)) as context:
+        with flow.open_run(change, events) as context:
             planned = flow.plan_remove(context, change, logout=logout, uninstall=uninstall)
             _print_remove_plan(planned)
             if dry_run:
                 console.line("dry run: nothing was changed")
-                return ExitCode.OK
-            context.events.confirm(f"Remove {name} from {path} and from the tailnet?", PENDING)
-            report = flow.apply_remove(context, planned)
-    return _report_remove(report)
+            else:
+                context.events.confirm(f"Remove {name} from {path} and from the tailnet?",
+                                       PENDING)
+                report = flow.apply_remove(context, planned)
+        code = ExitCode.OK if report is None else _report_remove(report)
+    if json_mode:
+        emit({"inventory": str(path), "name": name, "dry_run": dry_run,
+              "plan": planned.as_dict(), "result": None if report is None else report.as_dict()})
+    return code
 
 
 def _print_add_plan(planned: AddPlan) -> None:

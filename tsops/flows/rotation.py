@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError, UsageError
@@ -164,6 +164,23 @@ class RotationPlan:
         """1 when the rotation cannot start."""
         return ExitCode.FAILED if self.problem is not None else ExitCode.OK
 
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (the `plan` of `rotate-storage -o json`)."""
+        switch, bucket = self.switch, self.switch.bucket
+        return {
+            "from": self.old_destination, "to": self.destination, "problem": self.problem,
+            "sessions": self.sessions,
+            "bucket": None if bucket is None else {
+                "name": bucket.bucket, "problem": bucket.problem,
+                "changes": [c.summary for c in bucket.changes], "notes": list(bucket.notes)},
+            "recorders": [{"name": h.target.name, "problem": h.problem,
+                           "steps": [s.summary for s in h.steps], "warnings": list(h.warnings)}
+                          for h in switch.hosts],
+            "migration": None if self.source is None else {
+                "source": self.source.description, "recordings": len(self.listed),
+                "bytes": sum(i.size for i in self.listed)},
+        }
+
 
 def plan(context: RunContext, edit: StorageEdit, edited: LoadedInventory,
          written: Path) -> RotationPlan:
@@ -202,6 +219,14 @@ class SwitchReport:
     def exit_code(self) -> ExitCode:
         """1 when the rotation stopped."""
         return ExitCode.FAILED if self.stopped is not None else ExitCode.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """The switch as JSON-ready data (the `switch` of `rotate-storage -o json`)."""
+        return {"from": self.old_destination, "to": self.destination,
+                "switched": [{"name": d.name, "gap_seconds": round(d.gap_seconds, 1),
+                              "checks": dict(d.checks)} for d in self.switched],
+                "single": self.single, "gap_seconds": round(self.gap_seconds, 1),
+                "stopped": self.stopped}
 
 
 def switch(context: RunContext, planned: RotationPlan) -> SwitchReport:
@@ -372,6 +397,11 @@ class DeleteSourceReport:
     def exit_code(self) -> ExitCode:
         """1 when any delete failed."""
         return ExitCode.FAILED if self.failed else ExitCode.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """The deletion as JSON-ready data (the `result` of `rotate-storage --delete-source`)."""
+        return {"source": self.source, "deleted": self.deleted, "kept": self.kept,
+                "failed": [{"key": k, "reason": r} for k, r in self.failed]}
 
 
 def delete_source(context: RunContext, planned: DeleteSourcePlan) -> DeleteSourceReport:

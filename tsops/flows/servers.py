@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tsops.canary import DEFAULT_TIMEOUT_S
 from tsops.context import RunContext
@@ -116,6 +116,19 @@ class AddPlan:
     warnings: tuple[str, ...]
     policy: PolicyPreview | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (the `plan` of `add-server -o json`)."""
+        plan = self.host
+        return {
+            "name": plan.target.name, "problem": plan.problem,
+            "changes": [{"kind": s.kind, "summary": s.summary, "api_calls": list(s.api_calls)}
+                        for s in plan.steps],
+            "warnings": list(self.warnings),
+            "policy": None if self.policy is None else {
+                "changed": self.policy.changed, "diff": self.policy.diff,
+                "coverage_gaps": [g.as_dict() for g in self.policy.gaps]},
+        }
+
 
 @dataclass
 class AddReport:
@@ -140,6 +153,21 @@ class AddReport:
         if self.proof is None or self.proof.state == "recorded":
             return ExitCode.OK
         return ExitCode.FAILED if self.proof.state == "error" else ExitCode.DRIFT
+
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as JSON-ready data (the `result` of `add-server -o json`)."""
+        enrollment, proof = self.enrollment, self.proof
+        return {
+            "enrollment": {"outcome": enrollment.outcome, "reason": enrollment.reason or None,
+                           "done": list(enrollment.done)},
+            "policy": {"written": self.policy_error is None, "error": self.policy_error,
+                       "refused": self.policy_refused},
+            "proof": None if proof is None else {
+                "state": proof.state, "detail": proof.detail, "user": proof.user or None,
+                "recording": proof.key, "node_id": proof.node_id or None,
+                "seconds": None if proof.seconds is None else round(proof.seconds, 1)},
+            "exit_code": int(self.exit_code),
+        }
 
 
 def plan_add(context: RunContext, change: InventoryChange) -> AddPlan:
@@ -272,6 +300,18 @@ class RemovePlan:
     logout: bool
     uninstall: bool
 
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (the `plan` of `remove-server -o json`)."""
+        device = self.device
+        return {
+            "name": self.change.target.name,
+            "device": None if device is None else {
+                "id": device.id, "node_id": device.node_id, "name": device.name,
+                "hostname": device.hostname},
+            "problem": self.problem, "unreachable": self.unreachable,
+            "logout": self.logout or self.uninstall, "uninstall": self.uninstall,
+        }
+
 
 @dataclass(frozen=True)
 class RemoveReport:
@@ -289,6 +329,11 @@ class RemoveReport:
     def exit_code(self) -> ExitCode:
         """1 when a step failed, else 0."""
         return ExitCode.FAILED if self.partial else ExitCode.OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as JSON-ready data (the `result` of `remove-server -o json`)."""
+        return {"steps": [{"step": s.step, "failure": s.failure} for s in self.steps],
+                "partial": self.partial, "exit_code": int(self.exit_code)}
 
 
 def plan_remove(context: RunContext, change: InventoryChange, *, logout: bool = False,
