@@ -31,6 +31,19 @@ def lab_unavailable(error: Exception) -> None:
     pytest.skip(f"the lab cannot start here: {error}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """tsops's state (the run log, policy history, rotation records) goes to a directory of
+    this run, for every tsops the tests start, never to the home of whoever runs them."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if before is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Give the processes the tests start a working Ctrl-C, however the suite was started.
 

@@ -303,7 +303,31 @@ def _stop_quietly_on_closed_output(command: Any) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app and turn every outcome into one exit code."""
+    """Entry point: run the app, exit with one code, and log a changing command's run."""
+    import datetime
+
+    from tsops import runlog
+
+    started = datetime.datetime.now(datetime.UTC)
+    code: int = ExitCode.FAILED
+    try:
+        _main()
+        code = ExitCode.OK
+    except SystemExit as ended:
+        code = ended.code if isinstance(ended.code, int) else (
+            ExitCode.OK if ended.code is None else ExitCode.FAILED)
+        raise
+    finally:
+        try:
+            runlog.record(sys.argv[1:], started, code)
+        except OSError as error:
+            from tsops.cli import console
+
+            console.warning(f"the run log {runlog.path()} was not written: {error.strerror}")
+
+
+def _main() -> None:
+    """Run the app and turn every outcome into one exit code."""
     from tsops.cli import console
 
     try:

@@ -92,8 +92,26 @@ def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False,
         with live(context):
             report = flow.apply(context, planned, allow_unverified=allow_unverified,
                                 allow_gaps=allow_gaps)
+        note_changes(report)
     _print_results(report, output)
     return report.exit_code
+
+
+def note_changes(report: BootstrapReport) -> None:
+    """What bootstrap changed, for the run log (tsops.runlog)."""
+    from tsops import runlog
+
+    if report.recorders is not None:
+        for done in report.recorders.storage.done:
+            runlog.note(f"storage {report.recorders.storage.destination}: {done}")
+        for recorder in report.recorders.hosts:
+            for done in recorder.done:
+                runlog.note(f"recorder {recorder.name}: {done}")
+    for host in report.hosts:
+        for done in host.done:
+            runlog.note(f"{host.name}: {done}")
+    if report.policy is not None and report.policy.changed:
+        runlog.note(f"policy file written (ETag {report.policy.etag})")
 
 
 def _print_plans(planned: BootstrapPlan, output: OutputFormat) -> None:

@@ -57,6 +57,13 @@ def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool,
         healthy = online_recorder_tags(api, recorder_tags) if api and recorder_tags else set()
         result = apply_policy(inventory, api, context.events, healthy_recorder_tags=healthy,
                               allow_unverified=allow_unverified, allow_gaps=allow_gaps)
+    if result.changed:
+        from tsops import runlog
+
+        runlog.note(f"policy file written (ETag {result.etag}): rules added "
+                    f"{', '.join(result.added_rules) or 'none'}, changed "
+                    f"{', '.join(result.changed_rules) or 'none'}, removed "
+                    f"{', '.join(result.removed_rules) or 'none'}")
     if output == "json":
         emit(_applied(result))
         return
