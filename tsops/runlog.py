@@ -2,9 +2,10 @@
 
 Kept on the operator's machine at `$XDG_STATE_HOME/tsops/runs.jsonl` (default
 `~/.local/state/tsops/runs.jsonl`; directory 0700, file 0600), appended when the command ends,
-however it ends: when, who (login and machine), the command line (which never holds a secret:
-secrets come from the keyring, the environment or a prompt), the inventory and its SHA-256,
-the exit code, and what the command reported it changed. Read-only commands are not logged.
+however it ends (except a refusal for bad input, exit 2, before anything was done): when, who
+(login and machine), the command line (which never holds a secret: secrets come from the
+keyring, the environment or a prompt), the inventory and its SHA-256, the exit code, and what
+the command reported it changed. Read-only commands are not logged.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ READ_ONLY = {
 # Flags that make a changing command read-only.
 READ_ONLY_FLAGS = {"--dry-run", "--help", "--list"}
 
+BAD_INPUT = 2  # refused before anything was done: nothing to keep evidence of
 _changes: list[str] = []
 
 
@@ -74,7 +76,7 @@ def _who() -> str:
 
 def record(argv: list[str], started: datetime.datetime, exit_code: int) -> None:
     """Append this command's line to the run log (a failure to write it is only reported)."""
-    if not logged(argv):
+    if not logged(argv) or exit_code == BAD_INPUT:
         return
     ended = datetime.datetime.now(datetime.UTC)
     entry: dict[str, Any] = {

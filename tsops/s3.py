@@ -100,3 +100,12 @@ def errors() -> tuple[type[Exception], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     return (ClientError, BotoCoreError)
+
+
+def transfer_config(threshold: int, chunk: int) -> Any:
+    """boto3's managed-transfer settings: parts of `chunk` bytes above `threshold`, one thread
+    per transfer (the callers run transfers in parallel themselves)."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=threshold, multipart_chunksize=chunk,
+                          use_threads=False)

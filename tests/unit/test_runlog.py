@@ -37,10 +37,15 @@ def test_a_changing_command_is_logged_with_who_what_and_how_it_ended(tmp_path: P
     log = state / "tsops" / "runs.jsonl"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
-    # A failed run is logged too, with its exit code; lines accumulate.
-    failed = tsops(state, "inventory", "import", "ansible", str(source), "--to", str(out))
-    assert failed.returncode == 2
-    assert [e["exit_code"] for e in lines(state)] == [0, 2]
+    # Bad input (exit 2) is refused before anything is done: nothing to log.
+    refused = tsops(state, "inventory", "import", "ansible", str(source), "--to", str(out))
+    assert refused.returncode == 2
+    assert [e["exit_code"] for e in lines(state)] == [0]
+    # Lines accumulate.
+    again = tsops(state, "inventory", "import", "ansible", str(source), "--to", str(out),
+                  "--force")
+    assert again.returncode == 0
+    assert [e["exit_code"] for e in lines(state)] == [0, 0]
 
 
 def test_reading_commands_and_dry_runs_are_not_logged(tmp_path: Path) -> None:

@@ -106,6 +106,10 @@ RenamedExitOpt = Annotated[
     bool, typer.Option("--detailed-exitcode", hidden=True, callback=_renamed_exitcode,
                        expose_value=False)
 ]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v",
+                       help="Also show the exact scripts each step runs as root and the files "
+                            "it writes (secrets redacted).")]
 AllowUnverifiedOpt = Annotated[
     bool,
     typer.Option("--allow-unverified-recorder",
@@ -171,11 +175,11 @@ def check(inventory: InventoryArg, output: OutputOpt = Output.table) -> None:
 
 
 def _run(inventory: Path, limit: list[str] | None, concurrency: int, output: Output,
-         no_input: bool) -> RunOptions:
+         no_input: bool, verbose: bool = False) -> RunOptions:
     from tsops.cli.bootstrap import RunOptions
 
     return RunOptions(path=inventory, limits=limit or [], concurrency=concurrency,
-                      output=_output(output), no_input=no_input)
+                      output=_output(output), no_input=no_input, verbose=verbose)
 
 
 @app.command()
@@ -186,12 +190,13 @@ def plan(
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
     changes_exit_code: ChangesExitOpt = False,
+    verbose: VerboseOpt = False,
     _renamed: RenamedExitOpt = False,
 ) -> None:
     """Show what bootstrap would change on each server, and the API calls it would make."""
     from tsops.cli.bootstrap import run_plan
 
-    run = _run(inventory, limit, concurrency, output, no_input)
+    run = _run(inventory, limit, concurrency, output, no_input, verbose)
     _finish(run_plan(run, detailed_exitcode=changes_exit_code))
 
 
@@ -206,11 +211,12 @@ def bootstrap(
     dry_run: DryRunOpt = False,
     allow_unverified_recorder: AllowUnverifiedOpt = False,
     allow_coverage_gaps: AllowGapsOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Recorders, their health, servers, then the policy file: plan, confirm, apply, verify."""
     from tsops.cli.bootstrap import run_bootstrap, run_plan
 
-    run = _run(inventory, limit, concurrency, output, no_input)
+    run = _run(inventory, limit, concurrency, output, no_input, verbose)
     if dry_run:
         _finish(run_plan(run, detailed_exitcode=False))
         return

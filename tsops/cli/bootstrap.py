@@ -17,6 +17,9 @@ from tsops.context import RunContext
 from tsops.errors import ExitCode
 from tsops.flows import bootstrap as flow
 from tsops.flows.bootstrap import BootstrapPlan, BootstrapReport
+from tsops.inventory.load import LoadedInventory
+from tsops.servers.phase import step_script
+from tsops.servers.plan import HostPlan, Step
 
 OutputFormat = Literal["table", "json"]
 PENDING = "changes are pending and there is no terminal to confirm them: rerun with --yes to apply"
@@ -31,6 +34,7 @@ class RunOptions:
     concurrency: int
     output: OutputFormat
     no_input: bool
+    verbose: bool = False  # the scripts and files of each step (tsops plan -v)
 
 
 def open_run(run: RunOptions, *, yes: bool = False) -> RunContext:
@@ -59,8 +63,8 @@ def run_plan(run: RunOptions, *, detailed_exitcode: bool) -> int:
             planned = flow.plan(context, with_policy=False)
         planned.policy = flow.preview_policy(context)
     if output == "table" and planned.recorders is not None:
-        print_recorder_plans(planned.recorders)
-    _print_plans(planned, output)
+        print_recorder_plans(planned.recorders, verbose=run.verbose)
+    _print_plans(planned, output, context.inventory if run.verbose else None)
     return planned.exit_code(detailed_exitcode)
 
 
@@ -75,8 +79,8 @@ def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False,
             planned = flow.plan(context, with_policy=True)
         if output == "table":
             if planned.recorders is not None:
-                print_recorder_plans(planned.recorders)
-            _print_plans(planned, output)
+                print_recorder_plans(planned.recorders, verbose=run.verbose)
+            _print_plans(planned, output, context.inventory if run.verbose else None)
             if planned.policy is not None and planned.policy.changed:
                 console.line("policy file: written after the servers, with enforceRecorder only "
                              "for recorders that pass their health gate")
@@ -97,6 +101,17 @@ def run_bootstrap(run: RunOptions, *, yes: bool, allow_unverified: bool = False,
     return report.exit_code
 
 
+def _script_lines(plan: HostPlan, step: Step, inventory: LoadedInventory | None) -> list[str]:
+    if inventory is None:
+        return []
+    script = step_script(plan, step, inventory)
+    if script is None:
+        return []
+    head = "script (as root; the auth key on its standard input)" if step.kind == "enroll" \
+        else "script (as root)"
+    return [f"{head}:", *(f"  | {line}" for line in script.rstrip("\n").splitlines())]
+
+
 def note_changes(report: BootstrapReport) -> None:
     """What bootstrap changed, for the run log (tsops.runlog)."""
     from tsops import runlog
@@ -114,14 +129,17 @@ def note_changes(report: BootstrapReport) -> None:
         runlog.note(f"policy file written (ETag {report.policy.etag})")
 
 
-def _print_plans(planned: BootstrapPlan, output: OutputFormat) -> None:
+def _print_plans(planned: BootstrapPlan, output: OutputFormat,
+                 scripts_of: LoadedInventory | None = None) -> None:
+    """The plan; with `scripts_of` (-v), each step's script as it will run, under it."""
     plans, policy = planned.hosts, planned.policy
     if output == "json":
         console.line(json.dumps(planned.as_dict(), indent=2))
         return
     for plan in plans:
         console.changes(plan.target.name, plan.problem,
-                        [(s.summary, [f"API {call}" for call in s.api_calls]) for s in plan.steps])
+                        [(s.summary, [f"API {call}" for call in s.api_calls]
+                          + _script_lines(plan, s, scripts_of)) for s in plan.steps])
         for note in plan.notes:
             console.line(f"{plan.target.name}: {note}")
     if policy is not None:

@@ -24,8 +24,19 @@ def run_iam_policy(path: Path) -> None:
     console.line(json.dumps(iam_policy(storage, recorders.ui), indent=2))
 
 
-def print_recorder_plans(plans: RecorderPlans) -> None:
-    """Show what the recorder phase would change, with a JSON diff for the bucket policy."""
+def _redacted(env: str) -> list[str]:
+    """An environment file with the values of secret-looking names replaced."""
+    shown = []
+    for line in env.splitlines():
+        name, equals, _value = line.partition("=")
+        secret = any(word in name.upper() for word in ("KEY", "SECRET", "TOKEN", "PASSWORD"))
+        shown.append(f"{name}=<redacted>" if equals and secret else line)
+    return shown
+
+
+def print_recorder_plans(plans: RecorderPlans, *, verbose: bool = False) -> None:
+    """Show what the recorder phase would change, with a JSON diff for the bucket policy;
+    with `verbose`, the unit and environment file each recorder host gets (secrets redacted)."""
     bucket = plans.bucket
     if bucket is not None:
         console.changes(f"storage {plans.storage.destination}", bucket.problem or None,
@@ -37,6 +48,14 @@ def print_recorder_plans(plans: RecorderPlans) -> None:
     for plan in plans.hosts:
         console.changes(f"recorder {plan.target.name}", plan.problem,
                         [(step.summary, []) for step in plan.steps])
+        if verbose and plan.steps and plan.unit:
+            console.line(f"  unit file of {plan.target.name}:")
+            for line in plan.unit.rstrip("\n").splitlines():
+                console.line(f"    | {line}")
+            if plan.env:
+                console.line(f"  environment file of {plan.target.name} (secrets redacted):")
+                for line in _redacted(plan.env):
+                    console.line(f"    | {line}")
         for warning in plan.warnings:
             console.warning(f"{plan.target.name}: {warning}")
 

@@ -287,10 +287,9 @@ class BucketTarget:
 
     def put(self, fetched: Fetched) -> None:
         """Upload (or copy server-side) one recording, in parts above the threshold."""
-        from boto3.s3.transfer import TransferConfig
+        from tsops.s3 import transfer_config
 
-        config = TransferConfig(multipart_threshold=self.threshold,
-                                multipart_chunksize=self.chunk, use_threads=False)
+        config = transfer_config(self.threshold, self.chunk)
         extra = {"ContentType": "application/x-asciicast", "ChecksumAlgorithm": "SHA256"}
         key = fetched.item.key
         fetched.file.seek(0)

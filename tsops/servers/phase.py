@@ -153,42 +153,32 @@ class ServerPhase:
     def _apply_step(self, plan: HostPlan, step: Step) -> None:
         assert plan.facts is not None
         remote = self._remote(plan.target)
-        install, facts, desired = plan.desired.install, plan.facts, plan.desired
-        if step.kind == "repo":
-            _check(remote, remote.run(scripts.configure_apt_repo(install, facts)), step)
-        elif step.kind == "install" and install.method == "tarball":
+        install, desired = plan.desired.install, plan.desired
+        if step.kind == "install" and install.method == "tarball":
             assert install.tarball is not None
-            uploaded = None
             if install.tarball.path:
                 local = self.inventory.local_path(install.tarball.path)
                 _verify_local_tarball(local, install.tarball.sha256)
-                uploaded = f"/run/tsops-{hashlib.sha256(str(local).encode()).hexdigest()[:8]}.tgz"
-                remote.put(local, uploaded)
+                remote.put(local, upload_path(local))
             _check(remote, run_surviving_restart(
-                remote, scripts.install_tarball(install, facts, uploaded)), step)
+                remote, step_script(plan, step, self.inventory) or ""), step)
         elif step.kind == "install":
-            _check(remote, run_surviving_restart(remote, scripts.install_package(install, facts)),
-                   step)
-        elif step.kind == "service":
-            _check(remote, remote.run(scripts.enable_service()), step)
-        elif step.kind == "account":
-            assert desired.canary_user is not None
-            _check(remote, remote.run(scripts.create_account(desired.canary_user)), step)
+            _check(remote, run_surviving_restart(
+                remote, step_script(plan, step, self.inventory) or ""), step)
         elif step.kind == "enroll":
             key = self.context.api.create_auth_key(desired.tags, f"tsops {desired.hostname}")
             try:
-                _check(remote, remote.run(scripts.enroll(desired), stdin=key.key + "\n"), step)
+                _check(remote, remote.run(step_script(plan, step, self.inventory) or "",
+                                          stdin=key.key + "\n"), step)
             finally:
                 self.context.api.delete_key(key.id)
         elif step.kind == "retag":
             assert plan.device is not None
             self.context.api.set_device_tags(plan.device.id, desired.tags)
-        elif step.kind == "ssh":
-            _check(remote, remote.run(scripts.enable_ssh()), step)
-        elif step.kind == "hostname":
-            _check(remote, remote.run(scripts.rename(desired.hostname)), step)
         elif step.kind == "openssh":
             self._apply_exposure(plan, step)
+        else:
+            _check(remote, remote.run(step_script(plan, step, self.inventory) or ""), step)
 
     def _reconnect(self, target: Target) -> RemoteLike:
         """A new connection over the path tsops uses next, keeping the old one's round trips."""
@@ -299,6 +289,46 @@ def _without(plan: HostPlan, hold: frozenset[StepKind]) -> HostPlan:
 def _check(remote: RemoteLike, result: RunResult, step: Step) -> None:
     if not result.ok:
         raise CommandFailed(remote.name, step.summary, result)
+
+
+def upload_path(local: Path) -> str:
+    """Where a local tarball is uploaded on the host (root-only /run, named by its path)."""
+    return f"/run/tsops-{hashlib.sha256(str(local).encode()).hexdigest()[:8]}.tgz"
+
+
+def step_script(plan: HostPlan, step: Step, inventory: LoadedInventory,
+                label: str = "LABEL") -> str | None:
+    """The exact shell script a step runs as root on the host (None: an API call only).
+
+    Apply runs what this returns; `plan -v` prints it. No script holds a secret: the auth key
+    of `enroll` goes on standard input. `label` names the OpenSSH change's dead-man timer
+    (random at apply time, which runs `_apply_exposure`).
+    """
+    assert plan.facts is not None
+    install, facts, desired = plan.desired.install, plan.facts, plan.desired
+    if step.kind == "repo":
+        return scripts.configure_apt_repo(install, facts)
+    if step.kind == "install" and install.method == "tarball":
+        assert install.tarball is not None
+        uploaded = (upload_path(inventory.local_path(install.tarball.path))
+                    if install.tarball.path else None)
+        return scripts.install_tarball(install, facts, uploaded)
+    if step.kind == "install":
+        return scripts.install_package(install, facts)
+    if step.kind == "service":
+        return scripts.enable_service()
+    if step.kind == "account":
+        assert desired.canary_user is not None
+        return scripts.create_account(desired.canary_user)
+    if step.kind == "enroll":
+        return scripts.enroll(desired)
+    if step.kind == "ssh":
+        return scripts.enable_ssh()
+    if step.kind == "hostname":
+        return scripts.rename(desired.hostname)
+    if step.kind == "openssh":
+        return exposure.apply_script(label, plan.target.openssh)
+    return None
 
 
 def _verify_local_tarball(path: Path, sha256: str) -> None:
