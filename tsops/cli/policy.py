@@ -44,9 +44,12 @@ def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool,
         recorder_tags = enforced_recorder_tags(inventory)
         # The health gate (tsops.recorders.gate), run only when enforcing rules are about to
         # be written: online is not enough, the recorder must write its destination through
-        # its own credentials; needs the API to see it online.
+        # its own credentials; needs the API to see it online. The override skips it (the
+        # policy step then warns that nothing was verified).
         def healthy() -> set[str]:
-            return verified_recorder_tags(context, recorder_tags) if api else set()
+            if allow_unverified or api is None:
+                return set()
+            return verified_recorder_tags(context, recorder_tags)
 
         result = apply_policy(inventory, api, context.events, healthy_recorder_tags=healthy,
                               allow_unverified=allow_unverified, allow_gaps=allow_gaps)

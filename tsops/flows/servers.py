@@ -208,7 +208,9 @@ def _extend_policy(context: RunContext, allow_unverified: bool,
 
     inventory, api = context.inventory, context.api
 
-    def healthy() -> set[str]:
+    def healthy() -> set[str]:  # the override skips the gate (the policy step warns)
+        if allow_unverified:
+            return set()
         return verified_recorder_tags(context, enforced_recorder_tags(inventory))
 
     try:

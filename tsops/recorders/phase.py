@@ -269,10 +269,17 @@ class RecorderPhase:
         recorders = self.inventory.model.recorders
         assert recorders is not None
         spec_targets = {t.name: spec_for(self.inventory, t) for t in chosen}
+        devices = self.api.list_devices()
 
         def one(target: Target) -> RecorderResult:
             result = RecorderResult(target.name, "unchanged")
             plan = RecorderHostPlan(target=target, spec=spec_targets[target.name])
+            device = self._device(devices, target)
+            if device is None or not device.connected_to_control:
+                result.outcome = "failed"
+                result.reason = (f"health: not online with {self.tag} (the API shows no "
+                                 "connected device of that name)")
+                return result
             try:
                 remote = self.remote(target)
                 self._health(plan, remote, result, rewrite_check=True)
