@@ -437,9 +437,16 @@ class RecorderPhase:
             active = recorder_host.unit_state().run(remote)
         result.checks["unit"] = active
         if active != "active":
+            result.verification = "failed"
+            last = recorder_host.last_log_line().run(remote)
+            said = f"; its last log line: {last}" if last else ""
             raise TsopsError(f"{target.name}: health: tsrecorder.service is {active or 'unknown'}"
-                             " (see journalctl -u tsrecorder on the host)")
-        device = self._wait_online(target)
+                             f" (see journalctl -u tsrecorder on the host){said}")
+        try:
+            device = self._wait_online(target)
+        except TsopsError:
+            result.verification = "failed"
+            raise
         result.checks["tailnet"] = f"online as {device.name or device.hostname} with {self.tag}"
         if self.storage.is_s3:
             gate = self.gate().check(target.name, remote, write=rewrite_check)
