@@ -320,3 +320,48 @@ def test_a_not_verified_recorder_fails_nothing_by_itself_but_is_not_healthy() ->
     assert not RecorderPhaseResult("tag:recorder", storage, [unverified]).failed
     assert not RecorderPhaseResult("tag:recorder", storage, [unverified]).healthy_tags
     assert RecorderPhaseResult("tag:recorder", storage, [failed]).failed
+
+
+def test_the_last_log_line_is_the_recorders_own_output_on_one_line() -> None:
+    from tsops.recorders.host import last_log_line
+
+    probe = last_log_line()
+    assert "_TRANSPORT=stdout" in probe.command and "-n 1" in probe.command
+    assert probe.parse("bucket 'b': SignatureDoesNotMatch:  the\tsignature\n") == (
+        "bucket 'b': SignatureDoesNotMatch: the signature")
+    assert probe.parse("") == ""
+
+
+def test_policy_steps_gate_a_tag_only_through_the_inventorys_own_recorders(
+        tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.unit.test_flow_servers import DEVICES, healthy_recorder, run_for
+    from tests.unit.test_flow_servers import write_inventory as write
+    from tests.unit.test_flow_verify import Api
+    from tsops.inventory.load import load_inventory
+    from tsops.recorders.phase import verified_recorder_tags
+
+    inventory = load_inventory(write(tmp_path))
+    events = Recorded()
+    rec1 = healthy_recorder("rec1")
+    with run_for(inventory, {"rec1": rec1}, Api(DEVICES), events) as context:
+        assert verified_recorder_tags(context, {"tag:elsewhere"}) == set()
+        assert rec1.ran == []  # nothing to check: no recorder of this inventory carries it
+        assert verified_recorder_tags(context, {"tag:recorder"}) == {"tag:recorder"}
+    assert events.of("warning") == [
+        "tag:elsewhere: not verified: no recorder in this inventory's recorders section "
+        "carries it, so tsops cannot prove it writes recordings (online is not healthy)"]
+    assert ("info", "recorder rec1: verified: /var/lib/tsrecorder/recordings writable"
+            ) in events.lines
+
+    # The same recorder, offline in the API: not healthy, and its host is not even contacted.
+    offline = [replace(d, connected_to_control=False) if d.hostname == "rec1" else d
+               for d in DEVICES]
+    events, rec1 = Recorded(), healthy_recorder("rec1")
+    with run_for(inventory, {"rec1": rec1}, Api(offline), events) as context:
+        assert verified_recorder_tags(context, {"tag:recorder"}) == set()
+    assert rec1.ran == []
+    assert events.of("warning") == [
+        "recorder rec1: NOT healthy: health: not online with tag:recorder (the API shows no "
+        "connected device of that name)"]

@@ -409,14 +409,14 @@ class RecorderPhase:
             result.done = [s.summary for s in plan.steps]
             result.outcome = "changed"
             if key_id is not None:
-                self._wait_online(plan.target)
+                self._wait_online(plan.target, remote)
                 _check(remote, remote.run(recorder_host.remove_authkey_script()),
                        "remove the auth key file")
         finally:
             if key_id is not None:
                 self.api.delete_key(key_id)
 
-    def _wait_online(self, target: Target) -> Device:
+    def _wait_online(self, target: Target, remote: RemoteLike | None = None) -> Device:
         deadline = time.monotonic() + self.online_timeout
         while True:
             device = self._device(self.api.list_devices(), target)
@@ -425,7 +425,7 @@ class RecorderPhase:
             if time.monotonic() >= deadline:
                 raise TsopsError(f"{target.name}: the recorder did not come online with "
                                  f"{self.tag} within {self.online_timeout:.0f} s "
-                                 "(see journalctl -u tsrecorder on the host)")
+                                 f"(see journalctl -u tsrecorder on the host){_said(remote)}")
             time.sleep(1)
 
     def _health(self, plan: RecorderHostPlan, remote: RemoteLike, result: RecorderResult,
@@ -438,12 +438,10 @@ class RecorderPhase:
         result.checks["unit"] = active
         if active != "active":
             result.verification = "failed"
-            last = recorder_host.last_log_line().run(remote)
-            said = f"; its last log line: {last}" if last else ""
             raise TsopsError(f"{target.name}: health: tsrecorder.service is {active or 'unknown'}"
-                             f" (see journalctl -u tsrecorder on the host){said}")
+                             f" (see journalctl -u tsrecorder on the host){_said(remote)}")
         try:
-            device = self._wait_online(target)
+            device = self._wait_online(target, remote)
         except TsopsError:
             result.verification = "failed"
             raise
@@ -465,6 +463,15 @@ class RecorderPhase:
             result.verification = "verified"
             result.verified_how = f"written on the recorder host as {plan.spec.owner}"
         result.healthy = True
+
+
+def _said(remote: RemoteLike | None) -> str:
+    """`; its last log line: ...` for a recorder that is not running or not online ('' when
+    there is none, or no connection)."""
+    if remote is None:
+        return ""
+    last = recorder_host.last_log_line().run(remote)
+    return f"; its last log line: {last}" if last else ""
 
 
 def _check(remote: RemoteLike, result: RunResult, what: str) -> None:
