@@ -247,6 +247,8 @@ def test_without_keys_the_canary_is_put_from_the_host_with_its_instance_role(
     assert headers["content-md5"] == base64.b64encode(
         hashlib.md5(put["body"], usedforsecurity=False).digest()).decode()
     assert put["body"].startswith(b"tsops canary rec1 ")
+    # Not curl's default form type (a form body is what some servers parse away).
+    assert headers["content-type"] == "application/octet-stream"
     assert [m[:2] for m in seen.metadata] == [
         ("PUT", "/latest/api/token"), ("GET", "/latest/meta-data/iam/security-credentials/"),
         ("GET", "/latest/meta-data/iam/security-credentials/lab-recorder-role")]

@@ -140,6 +140,7 @@ def host_canary_script(storage: Storage, runtime: str, engine: str, key: str,
         "resp=$( { printf 'user = \"%s:%s\"\\n' \"$ak\" \"$sk\"; "
         "[ -z \"$st\" ] || printf 'header = \"x-amz-security-token: %s\"\\n' \"$st\"; } | "
         f"$IN curl -sS -m 30 -K - --aws-sigv4 {quote(f'aws:amz:{region}:s3')} -X PUT "
+        "-H 'Content-Type: application/octet-stream' "
         f"-H {quote(f'Content-MD5: {md5}')} -H {quote(f'x-amz-content-sha256: {sha}')} "
         f"--data-binary {quote(body.decode())} -w '\\nstatus=%{{http_code}}\\n' "
         f"{quote(object_url(storage, key))} 2>&1)",
