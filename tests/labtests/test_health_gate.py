@@ -122,8 +122,8 @@ def test_the_gate_passes_with_exactly_the_printed_policy_and_fails_on_a_wrong_se
     with_wrong = Gate(storage, "binary", "podman", lambda _s, keys: iam_s3.client() if keys
                       is None else principal(iam_s3, keys), (key_id, WRONG_SECRET))
     refused = with_wrong.check(host.name, None)
-    assert refused.line == (f"failed: bucket {BUCKET} refused the recorder's keys: "
-                            "SignatureDoesNotMatch")
+    assert refused.line == (f"failed: bucket {BUCKET} is not writable as the recorder "
+                            "writes (its keys): SignatureDoesNotMatch")
 
     # Without static keys the canary goes from the recorder host itself: this lab host has
     # no instance metadata service, so the recorder is "not verified", saying why.

@@ -206,8 +206,8 @@ def test_a_wrong_secret_fails_the_gate_with_one_line_naming_the_code() -> None:
     result = Gate(s3_storage(), "binary", "podman", Bucket(wrong=keys).client, keys).check(
         "rec1", remote=None)
     assert not result.verified and result.verdict == "failed"
-    assert result.line == ("failed: bucket lab-recordings refused the recorder's keys: "
-                           "SignatureDoesNotMatch")
+    assert result.line == ("failed: bucket lab-recordings is not writable as the recorder "
+                           "writes (its keys): SignatureDoesNotMatch")
     assert "\n" not in result.line and "wrong" not in result.line
 
 
@@ -265,8 +265,8 @@ def test_a_refused_write_from_the_host_fails_with_the_s3_error_code(
     result = Gate(s3_storage(base), "binary", "podman", Bucket(seen).client, None).check(
         "rec1", LocalHost(f"{base}/latest"))
     assert result.verdict == "failed"
-    assert result.line == ("failed: bucket lab-recordings refused the recorder's write: "
-                           "HTTP 403 AccessDenied")
+    assert result.line == ("failed: bucket lab-recordings is not writable as the recorder "
+                           "writes (from its host): HTTP 403 AccessDenied")
 
 
 @needs_curl

@@ -174,8 +174,8 @@ def host_verdict(gate: str, detail: str, how: str, bucket: str) -> GateResult | 
     if gate == "written":
         return None
     if gate == "refused":
-        return GateResult("failed", how, f"bucket {bucket} refused the recorder's write: "
-                                         f"{detail}")
+        return GateResult("failed", how, f"bucket {bucket} is not writable as the recorder "
+                                         f"writes (from its host): {detail}")
     if gate == "unreachable":
         return GateResult("failed", how, f"the recorder host cannot reach S3: "
                                          f"{detail or 'no answer'}")
@@ -258,8 +258,8 @@ class Gate:
             code = s3.error_code(error)
             if not code:
                 return GateResult("failed", self.how, f"cannot reach S3 ({error})")
-            return GateResult("failed", self.how, f"bucket {storage.bucket} refused the "
-                                                  f"recorder's keys: {code}")
+            return GateResult("failed", self.how, f"bucket {storage.bucket} is not writable "
+                                                  f"as the recorder writes (its keys): {code}")
         return None
 
     def _put_from_host(self, remote: RemoteLike, key: str, body: bytes) -> GateResult | None:
