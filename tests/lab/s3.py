@@ -6,10 +6,18 @@ the server. moto runs through `moto_launcher.py`, which makes moto answer the bu
 `aws:SecureTransport` condition (it would otherwise refuse every write tsops's TLS-only policy
 covers). `S3Server(tls=False)` is plain HTTP: for showing that clients refuse it, and for the
 benchmarks, whose recorded numbers were measured without TLS.
+
+`S3Server(iam=True)` checks every request's SigV4 credentials against moto's own IAM and
+enforces identity policies, as S3 does: moto accepts only its first few requests
+unauthenticated (`INITIAL_NO_AUTH_ACTION_COUNT`), and those make the admin principal (the
+operator's credentials, `admin_keys`). `iam_user()` makes any other principal, such as the
+recorder's, with exactly the policy given.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import ssl
@@ -37,6 +45,11 @@ if TYPE_CHECKING:
     from tests.lab.lab import LabHost
 
 LAUNCHER = Path(__file__).with_name("moto_launcher.py")
+# The unauthenticated requests that make the admin: create_user, put_user_policy,
+# create_access_key. Every later request must carry valid credentials.
+ADMIN_REQUESTS = 3
+ADMIN_POLICY = {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 # Where a lab host's trust store takes local CAs (Debian's update-ca-certificates).
 HOST_CA_DIR = "/usr/local/share/ca-certificates"
 
@@ -56,6 +69,8 @@ class S3Server(Managed):
     host: str = "127.0.0.1"
     port: int = 0
     tls: bool = True
+    iam: bool = False
+    admin_keys: tuple[str, str] | None = None
     log_path: Path | None = None
     journal: Journal | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -102,8 +117,12 @@ class S3Server(Managed):
                     *self._certificate(journal)]
         if self.log_path is not None:
             self._log = self.log_path.open("wb")
+        environment = dict(os.environ)
+        if self.iam:
+            environment["INITIAL_NO_AUTH_ACTION_COUNT"] = str(ADMIN_REQUESTS)
         self.process = subprocess.Popen(
             argv,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=self._log if self._log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -117,10 +136,47 @@ class S3Server(Managed):
             try:
                 with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=1,
                                             context=self._ssl_context()):
-                    return
+                    break
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
-        raise LabError(f"moto_server did not answer on {self.endpoint} within 30s")
+        else:
+            raise LabError(f"moto_server did not answer on {self.endpoint} within 30s")
+        if self.iam:
+            self._make_admin()
+
+    def _iam_client(self, keys: tuple[str, str]) -> Any:
+        import boto3
+
+        return boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
+                            verify=str(self.ca_bundle) if self.tls else None,
+                            aws_access_key_id=keys[0], aws_secret_access_key=keys[1])
+
+    def _make_admin(self) -> None:
+        """The operator's principal, made with moto's unauthenticated first requests."""
+        iam = self._iam_client(("bootstrap", "bootstrap"))
+        iam.create_user(UserName="admin")
+        iam.put_user_policy(UserName="admin", PolicyName="admin",
+                            PolicyDocument=json.dumps(ADMIN_POLICY))
+        key = iam.create_access_key(UserName="admin")["AccessKey"]
+        self.admin_keys = (key["AccessKeyId"], key["SecretAccessKey"])
+
+    def iam_user(self, name: str, policy: str | dict[str, Any]) -> tuple[str, str]:
+        """A principal with exactly `policy` (JSON text or data) and an access key: its keys."""
+        if self.admin_keys is None:
+            raise LabError("iam_user needs S3Server(iam=True)")
+        iam = self._iam_client(self.admin_keys)
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy",
+                            PolicyDocument=policy if isinstance(policy, str)
+                            else json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def operator_environment(self) -> dict[str, str]:
+        """The operator's AWS credentials (the admin principal) and trust, for tsops."""
+        keys = self.admin_keys or ("testing", "testing")
+        return {**self.client_environment(), "AWS_ACCESS_KEY_ID": keys[0],
+                "AWS_SECRET_ACCESS_KEY": keys[1]}
 
     def _certificate(self, journal: Journal) -> list[str]:
         """Make the CA and this server's certificate in a private directory; moto's flags."""
@@ -169,17 +225,26 @@ class S3Server(Managed):
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()):
             pass
+        if self.iam:  # the reset forgot every principal: allow the admin's making again
+            request = urllib.request.Request(
+                f"{self.endpoint}/moto-api/reset-auth", method="POST",
+                data=str(ADMIN_REQUESTS).encode(), headers={"Content-Type": "text/plain"})
+            with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()):
+                pass
+            self._make_admin()
 
     def client(self, **kwargs: Any) -> S3Client:
-        """Return a boto3 S3 client for this server with throwaway credentials."""
+        """Return a boto3 S3 client for this server: the admin's keys with `iam`, else
+        throwaway credentials."""
         import boto3
 
+        keys = self.admin_keys or ("testing", "testing")
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             verify=str(self.ca_bundle) if self.tls else None,
             region_name=kwargs.pop("region_name", "us-east-1"),
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
             **kwargs,
         )

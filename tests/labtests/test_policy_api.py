@@ -90,6 +90,12 @@ def write_inventory(folder: Path, control: ControlServer, *, src: str = "group:s
     return path
 
 
+# The inventory's recorder (192.0.2.30) is never reachable here, so it can never pass the
+# health gate: tests about the policy API's mechanics write with the override, and the gate's
+# own refusals are tested below (an online device alone is not a healthy recorder).
+UNVERIFIED = "--allow-unverified-recorder"
+
+
 def recorder_online(control: ControlServer) -> None:
     """Register a device carrying tag:recorder (it stays online for 15 simulated seconds)."""
     key = control.create_auth_key(["tag:recorder"])
@@ -121,7 +127,7 @@ def test_apply_writes_once_and_a_second_apply_posts_nothing(
 ) -> None:
     recorder_online(control)
     inventory = write_inventory(tmp_path, control)
-    first = tsops("policy", "apply", str(inventory), "--yes")
+    first = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert first.returncode == 0, first.stderr
     assert "tsops: sre-to-servers" in added_lines(first.stdout)
     assert policy_posts(control) == [200]
@@ -131,7 +137,7 @@ def test_apply_writes_once_and_a_second_apply_posts_nothing(
     assert (tmp_path / "state" / "0001.json").is_file()
     assert (tmp_path / "state" / "0001.before.hujson").read_text() == SEED
 
-    second = tsops("policy", "apply", str(inventory), "--yes")
+    second = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert second.returncode == 0, second.stderr
     assert "already up to date" in second.stdout
     assert policy_posts(control) == [200]
@@ -195,7 +201,8 @@ def test_a_candidate_the_api_rejects_writes_nothing(
 ) -> None:
     recorder_online(control)
     inventory = write_inventory(tmp_path, control, src="group:nobody")
-    result = tsops("policy", "apply", str(inventory), "--yes", "--allow-coverage-gaps")
+    result = tsops("policy", "apply", str(inventory), "--yes", "--allow-coverage-gaps",
+                   UNVERIFIED)
     assert result.returncode == 1
     assert "rejected the patched policy, nothing was written" in result.stderr
     assert "group:nobody" in result.stderr
@@ -214,7 +221,7 @@ def test_validate_warnings_are_shown_and_the_policy_is_written(
     recorder_online(control)
     control.set_policy_warnings([SCIM_WARNING])
     inventory = write_inventory(tmp_path, control)
-    result = tsops("policy", "apply", str(inventory), "--yes")
+    result = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert result.returncode == 0, result.stderr
     assert ("warning: tailnet example.com policy file: the Tailscale API warns (writing "
             f"anyway): {SCIM_WARNING}\n") in result.stderr
@@ -233,7 +240,7 @@ def test_a_policy_write_that_fails_after_landing_is_recognised_not_repeated(
     control.inject_failure("POST", "/api/v2/tailnet/[^/]+/acl", 503, retry_after="0",
                            after_handling=True)
     inventory = write_inventory(tmp_path, control)
-    result = tsops("policy", "apply", str(inventory), "--yes")
+    result = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert result.returncode == 0, result.stderr
     assert policy_posts(control) == [503, 412]
     versions = control.policy_versions()
@@ -250,7 +257,7 @@ def test_a_rate_limited_validate_is_retried(
     control.inject_failure("POST", "/api/v2/tailnet/[^/]+/acl/validate", 429, retry_after="0",
                            times=2)
     inventory = write_inventory(tmp_path, control)
-    result = tsops("policy", "apply", str(inventory), "--yes")
+    result = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert result.returncode == 0, result.stderr
     assert [r.status for r in control.requests() if r.path.endswith("/acl/validate")] == [
         429, 429, 200]
@@ -274,6 +281,23 @@ def test_enforcement_without_a_healthy_recorder_is_refused(
     assert policy_posts(control) == [200]
 
 
+def test_an_online_recorder_device_alone_is_not_healthy(
+    control: ControlServer, token: str, tmp_path: Path
+) -> None:
+    # The device is online, but the recorder host cannot be reached to prove it writes its
+    # destination: the health gate does not pass, nothing is written.
+    recorder_online(control)
+    inventory = write_inventory(tmp_path, control)
+    # The recorder's address: loopback's discard port, where nothing answers SSH.
+    inventory.write_text(inventory.read_text().replace(
+        "rec1: {address: 192.0.2.30}", "rec1: {address: 127.0.0.1, port: 9}"))
+    result = tsops("policy", "apply", str(inventory), "--yes")
+    assert result.returncode == 1
+    assert "warning: recorder rec1: NOT healthy: " in result.stderr
+    assert "refusing to write enforceRecorder: true" in result.stderr
+    assert policy_posts(control) == []
+
+
 def test_an_offline_recorder_is_not_healthy(
     control: ControlServer, token: str, tmp_path: Path
 ) -> None:
@@ -289,14 +313,14 @@ def test_edits_outside_tsops_are_shown_then_rollback_restores(
 ) -> None:
     recorder_online(control)
     inventory = write_inventory(tmp_path, control)
-    assert tsops("policy", "apply", str(inventory), "--yes").returncode == 0
+    assert tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED).returncode == 0
     patched = control.policy().text
     edited = patched.replace('"tests": [', '// reviewed by erin\n\t"tests": [')
     control.seed_policy(edited)
 
     shown = tsops("policy", "diff", str(inventory))
     assert "policy: no changes" in shown.stdout
-    again = tsops("policy", "apply", str(inventory), "--yes")
+    again = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert again.returncode == 0, again.stderr
     assert "changed outside tsops since its last write" in again.stdout
     assert "+\t// reviewed by erin\n" in again.stdout
@@ -323,7 +347,7 @@ def test_file_source_is_edited_in_place_and_validated(
     policy_file.write_bytes((DATA / "05-crlf.hujson").read_bytes())
     inventory = write_inventory(tmp_path, control,
                                 policy="  source: file\n  file: repo/policy.hujson")
-    result = tsops("policy", "apply", str(inventory), "--yes")
+    result = tsops("policy", "apply", str(inventory), "--yes", UNVERIFIED)
     assert result.returncode == 0, result.stderr
     after = policy_file.read_bytes().decode()
     assert "tsops: sre-to-servers" in after
@@ -332,4 +356,5 @@ def test_file_source_is_edited_in_place_and_validated(
     assert policy_posts(control) == []
     assert [r.path for r in control.requests() if r.path.endswith("/validate")]
     assert hujson.loads(after)["ssh"][-1]["enforceRecorder"] is True
-    assert "already up to date" in tsops("policy", "apply", str(inventory), "--yes").stdout
+    assert "already up to date" in tsops("policy", "apply", str(inventory), "--yes",
+                                         UNVERIFIED).stdout

@@ -413,10 +413,13 @@ def test_an_unwritable_new_bucket_stops_the_rotation(
         before, pids = inventory.read_bytes(), main_pids([host])
         # Over TLS the bucket gets DenyInsecureTransport; moto on its own (not through the
         # lab's launcher, tests/lab/moto_launcher.py) applies a deny statement without its
-        # condition, so every object write is refused: a bucket that is not writable.
+        # condition, so every object write is refused: a bucket that is not writable. The
+        # recorder gets static keys: without them the health gate writes its canary from the
+        # recorder host with an instance role, which no lab host has ("not verified").
         result = tsops({**env, "AWS_CA_BUNDLE": str(cert)}, "rotate-storage", str(inventory),
                        "--to", "s3://lab-locked", "--endpoint", endpoint, "--region",
-                       "us-east-1", "--yes", "--no-input")
+                       "us-east-1", "--access-key-env", "LAB_RECORDER_KEY_ID",
+                       "--secret-key-env", "LAB_RECORDER_SECRET", "--yes", "--no-input")
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from tsops.flows.servers import LOGOUT, UNINSTALL, InventoryChange, StepResult
 from tsops.inventory.edit import NewHost
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.policy.apply import plan_for
+from tsops.recorders.host import status_script
 from tsops.remote import HostUnreachable, RunResult
 from tsops.servers.facts import NODE_STATUS, PROBE
 from tsops.servers.scripts import enable_ssh
@@ -95,6 +97,18 @@ def run_for(change: InventoryChange | LoadedInventory, hosts: dict[str, Host], a
     return context
 
 
+def healthy_recorder(name: str) -> Host:
+    """A recorder host (local destination) that passes the health gate: its unit is active
+    and the canary file written as its user reads back."""
+    def write_check(script: str) -> RunResult:
+        token = re.search(r"printf %s (\w+)", script)
+        assert token is not None
+        return RunResult(0, token.group(1), "")
+
+    return Host(name, {status_script(): RunResult(0, "active\n", "")},
+                prefix={"set -eu\nsetpriv ": write_check})
+
+
 def no_session(address: str, user: str, command: str, timeout: float) -> SessionResult:
     raise AssertionError("no canary session was expected")
 
@@ -149,9 +163,10 @@ def test_the_policy_is_written_before_enrollment_without_asking_again(tmp_path: 
     probes = [SSH_ON.replace('"RunSSH": true', '"RunSSH": false'), SSH_ON]
     db1 = Host("db1", {PROBE: lambda script: RunResult(0, probes.pop(0), ""),
                        enable_ssh(): RunResult(0, "", "")})
+    rec1 = healthy_recorder("rec1")
     events = Recorded(answer=None)  # any question asked would fail: nobody is there
     with flow.adding(path, DB1) as change, \
-            run_for(change, {"db1": db1}, Api(DEVICES), events) as context:
+            run_for(change, {"db1": db1, "rec1": rec1}, Api(DEVICES), events) as context:
         planned = flow.plan_add(context, change)
         planned.policy = flow.preview_policy(context)
         assert planned.policy is not None and planned.policy.changed
@@ -161,6 +176,10 @@ def test_the_policy_is_written_before_enrollment_without_asking_again(tmp_path: 
     assert report.proof is None and report.exit_code == ExitCode.OK
     assert '"tag:db"' in (tmp_path / "policy.hujson").read_text()
     assert db1.ran == [PROBE, enable_ssh(), PROBE]
+    # The enforcing rule is written only after the recorder passed the health gate: unit
+    # active, online, and its destination written as the recorder's user on its host.
+    assert rec1.ran[0] == status_script() and "setpriv" in rec1.ran[1]
+    assert ("info", f"recorder rec1: verified: {DESTINATION} writable") in events.lines
     kinds = [kind for kind, _ in events.lines]
     written = next(i for i, (kind, text) in enumerate(events.lines)
                    if kind == "info" and text.startswith(f"{tmp_path / 'policy.hujson'}: written"))

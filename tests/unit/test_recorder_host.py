@@ -188,8 +188,9 @@ class HostForHealth:
     """A converged recorder host with a local destination; answers the probe, status, canary."""
 
     def __init__(self, active: str, canary_ok: bool,
-                 denied: str = "Permission denied") -> None:
+                 denied: str = "Permission denied", last_log: str = "") -> None:
         self.active = active
+        self.last_log = last_log  # the recorder's last log line (journal)
         self.canary_ok = canary_ok
         self.denied = denied  # what the write check prints when it fails
         self.name = "rec1"
@@ -206,6 +207,8 @@ class HostForHealth:
                              .replace(sha256(ENV), sha256(HEALTH_ENV))
                              .replace("active=active", f"active={self.active}")
                              + "dst=998:700\nfree_kb=999999999\n", "")
+        if script.startswith("journalctl -u tsrecorder.service _TRANSPORT=stdout "):
+            return RunResult(0, self.last_log, "")
         if "setpriv" in script:
             token = script.split("printf %s ")[1].split(" ")[0].strip("'\"")
             return (RunResult(0, token, "") if self.canary_ok
@@ -271,6 +274,16 @@ def test_an_unhealthy_recorder_fails_the_gate(
     assert (failed.outcome, failed.healthy) == ("failed", False)
     assert failed.reason.startswith(reason)
     assert result.healthy_tags == frozenset() and result.failed
+
+
+def test_a_recorder_that_does_not_come_online_is_reported_with_its_last_log_line(
+    tmp_path: Path
+) -> None:
+    host = HostForHealth("active", True, last_log="tsrecorder: bucket 'b': AccessDenied\n")
+    (failed,) = health_run(tmp_path, host, ApiForHealth(False)).hosts
+    assert failed.reason.startswith("the recorder did not come online with tag:recorder")
+    assert failed.reason.endswith("; its last log line: tsrecorder: bucket 'b': AccessDenied")
+    assert failed.verification == "failed"
 
 
 def test_a_destination_inside_the_statedir_is_not_taken_for_state() -> None:

@@ -47,14 +47,23 @@ def run_diff(path: Path, *, no_input: bool, detailed_exitcode: bool,
 
 def run_apply(path: Path, *, no_input: bool, yes: bool, allow_unverified: bool,
               allow_gaps: bool = False, output: str = "table") -> None:
-    """Apply the patch; enforcement needs an online recorder device (or the override), and
-    a patch leaving coverage gaps is refused (exit 3) unless `allow_gaps`."""
-    from tsops.policy.apply import apply_policy, enforced_recorder_tags, online_recorder_tags
+    """Apply the patch; enforcement needs a recorder that passes the health gate now (or the
+    override), and a patch leaving coverage gaps is refused (exit 3) unless `allow_gaps`."""
+    from tsops.policy.apply import apply_policy, enforced_recorder_tags
+    from tsops.recorders.phase import verified_recorder_tags
 
     with _context(path, no_input, yes, output) as context:
         inventory, api = context.inventory, policy_api(context)
         recorder_tags = enforced_recorder_tags(inventory)
-        healthy = online_recorder_tags(api, recorder_tags) if api and recorder_tags else set()
+        # The health gate (tsops.recorders.gate), run only when enforcing rules are about to
+        # be written: online is not enough, the recorder must write its destination through
+        # its own credentials; needs the API to see it online. The override skips it (the
+        # policy step then warns that nothing was verified).
+        def healthy() -> set[str]:
+            if allow_unverified or api is None:
+                return set()
+            return verified_recorder_tags(context, recorder_tags)
+
         result = apply_policy(inventory, api, context.events, healthy_recorder_tags=healthy,
                               allow_unverified=allow_unverified, allow_gaps=allow_gaps)
     if result.changed:

@@ -58,6 +58,8 @@ def print_recorder_plans(plans: RecorderPlans, *, verbose: bool = False) -> None
                     console.line(f"    | {line}")
         for warning in plan.warnings:
             console.warning(f"{plan.target.name}: {warning}")
+    if plans.hosts and plans.gate:
+        console.line(f"health gate: {plans.gate}")
 
 
 def print_recorder_results(result: RecorderPhaseResult) -> None:
@@ -71,12 +73,18 @@ def print_recorder_results(result: RecorderPhaseResult) -> None:
                  + (f" ({writes} S3 write(s))" if writes else ""))
     for host in result.hosts:
         health = "healthy" if host.healthy else "NOT healthy"
+        if host.verification == "not verified":
+            health = "NOT verified"
         console.line(f"recorder {host.name}: {host.outcome}, {len(host.done)} change(s), "
-                     f"{health}")
+                     f"{health}" + (f" (destination {host.verified_how})"
+                                    if host.healthy and host.verified_how else ""))
     if storage.outcome == "failed":
         console.error(f"storage: failed: {storage.reason}")
     for host in result.hosts:
         if host.outcome in ("failed", "skipped"):
             console.error(f"recorder {host.name}: {host.outcome}: {host.reason}")
+        elif not host.healthy:
+            console.warning(f"recorder {host.name}: {host.reason}; enforceRecorder is withheld "
+                            "for it unless --allow-unverified-recorder")
     tags = ", ".join(sorted(result.healthy_tags)) or "none"
     console.line(f"healthy recorder tags: {tags}")

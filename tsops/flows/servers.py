@@ -222,22 +222,25 @@ def apply_add(context: RunContext, planned: AddPlan, *, allow_unverified: bool =
 
 def _extend_policy(context: RunContext, allow_unverified: bool,
                    allow_gaps: bool = False) -> tuple[str | None, bool]:
-    """Patch the policy; an enforcing rule needs a recorder the API shows connected now.
+    """Patch the policy; an enforcing rule needs a recorder that passes the health gate now.
 
-    Without a recorder phase in this run, the health gate is the standalone one: a recorder tag
-    counts as healthy when a device carrying it is connected to the control plane. The operator
-    has confirmed the whole change already, so the policy step asks nothing again. Returns the
-    error, if any, and whether it was a refusal for coverage gaps.
+    Without a recorder phase in this run, the health gate runs on its own
+    (tsops.recorders.phase.verified_recorder_tags): a recorder tag counts as healthy when one of
+    the inventory's recorders is active, online and writes its destination through its own
+    credentials; online alone is not healthy. The operator has confirmed the whole change
+    already, so the policy step asks nothing again. Returns the error, if any, and whether it
+    was a refusal for coverage gaps.
     """
-    from tsops.policy.apply import (
-        CoverageRefused,
-        apply_policy,
-        enforced_recorder_tags,
-        online_recorder_tags,
-    )
+    from tsops.policy.apply import CoverageRefused, apply_policy, enforced_recorder_tags
+    from tsops.recorders.phase import verified_recorder_tags
 
     inventory, api = context.inventory, context.api
-    healthy = online_recorder_tags(api, enforced_recorder_tags(inventory))
+
+    def healthy() -> set[str]:  # the override skips the gate (the policy step warns)
+        if allow_unverified:
+            return set()
+        return verified_recorder_tags(context, enforced_recorder_tags(inventory))
+
     try:
         apply_policy(inventory, api, Confirmed(context.events), healthy_recorder_tags=healthy,
                      allow_unverified=allow_unverified, allow_gaps=allow_gaps)

@@ -8,7 +8,7 @@ The functions here are what `tsops policy` and `tsops bootstrap` call: `diff_pol
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -209,7 +209,7 @@ def apply_policy(
     api: TailscaleApi | None,
     events: Events,
     *,
-    healthy_recorder_tags: set[str],
+    healthy_recorder_tags: set[str] | Callable[[], set[str]],
     allow_unverified: bool,
     allow_gaps: bool = False,
     state_dir: Path | None = None,
@@ -220,7 +220,8 @@ def apply_policy(
     the patch re-applied and re-validated, up to ATTEMPTS times. Every write is kept in the
     state directory. A change leaving coverage gaps is refused (CoverageRefused, exit 3)
     before anything is asked or written, unless `allow_gaps`; gaps in a policy that needs no
-    change are only shown.
+    change are only shown. `healthy_recorder_tags` may be the health gate itself, run only when
+    a change with enforcing rules is about to be written.
     """
     source = open_source(inventory, api)
     history = History(state_dir or default_state_dir(inventory))
@@ -237,6 +238,8 @@ def apply_policy(
                 events.info(f"{source.label}: already up to date")
             return _result(plan, snapshot.etag, diff, attempt, None)
         check_coverage(plan, source.label, allow_gaps)
+        if not isinstance(healthy_recorder_tags, set):
+            healthy_recorder_tags = healthy_recorder_tags() if plan.enforcing else set()
         check_lockout(plan, healthy_recorder_tags, allow_unverified, events)
         if attempt == 1:
             events.confirm(f"Write these changes to {source.label}?", REFUSED)

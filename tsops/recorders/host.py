@@ -296,6 +296,15 @@ def unit_state(settle_seconds: int = 3) -> Probe[str]:
     return Probe("the recorder's unit state", status_script(settle_seconds), str.strip)
 
 
+def last_log_line() -> Probe[str]:
+    """The recorder's last log line (one line, at most 300 characters; empty if none): why a
+    unit that is not active stopped, e.g. the bucket refusing its keys at startup."""
+    # _TRANSPORT=stdout: what the recorder printed, not systemd's own lines about the unit.
+    script = (f"journalctl -u {UNIT_NAME} _TRANSPORT=stdout -n 1 -o cat --no-pager "
+              "2>/dev/null | tail -n 1 | cut -c1-300 || true\n")
+    return Probe("the recorder's last log line", script, lambda out: " ".join(out.split()))
+
+
 def remove_authkey_script() -> str:
     """Remove the one-shot auth key file once the recorder has joined."""
     return STRICT + f"rm -f {AUTHKEY_FILE}\n"

@@ -30,11 +30,11 @@ from tsops.recorders.bucket import (
     plan_bucket,
     verify_bucket,
 )
+from tsops.recorders.gate import Gate
 from tsops.recorders.host import RecorderHostPlan, sha256, spec_for
 from tsops.recorders.render import (
     AUTHKEY_FILE,
     ENV_FILE,
-    WRITE_CHECK_PREFIX,
     render_authkey_env,
     render_env,
     render_unit,
@@ -56,6 +56,8 @@ class RecorderResult(HostResult):
     healthy: bool = False
     checks: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    verification: str = ""  # "verified", "failed" or "not verified" (tsops.recorders.gate)
+    verified_how: str = ""  # how the destination was written, or why it could not be
 
 
 @dataclass
@@ -77,6 +79,7 @@ class RecorderPlans:
     bucket: BucketPlan | None
     bucket_facts: BucketFacts | None
     hosts: list[RecorderHostPlan]
+    gate: str = ""  # how the health gate will prove each recorder writes its destination
 
     def as_dict(self) -> dict[str, Any]:
         """The recorder plan as JSON-ready data."""
@@ -90,7 +93,7 @@ class RecorderPlans:
                 "notes": list(bucket.notes) if bucket else [],
             },
             "hosts": [{"name": p.target.name, "problem": p.problem,
-                       "warnings": list(p.warnings),
+                       "warnings": list(p.warnings), "health_gate": self.gate,
                        "changes": [{"kind": s.kind, "summary": s.summary} for s in p.steps]}
                       for p in self.hosts],
         }
@@ -122,9 +125,12 @@ class RecorderPhaseResult:
 
     @property
     def failed(self) -> bool:
-        """Whether anything failed (exit 1)."""
+        """Whether anything failed (exit 1). A recorder that is only *not verified* (the gate
+        could not be run for it) is no failure by itself: the policy step withholds
+        `enforceRecorder` for it, and that refusal is what fails the run."""
         return self.storage.outcome == "failed" or any(
-            h.outcome in ("failed", "skipped") or not h.healthy for h in self.hosts)
+            h.outcome in ("failed", "skipped")
+            or (not h.healthy and h.verification != "not verified") for h in self.hosts)
 
 
 @dataclass
@@ -213,7 +219,17 @@ class RecorderPhase:
                 bucket = plan_bucket(storage, self.ui, facts)
             except s3.S3Error as error:
                 bucket = BucketPlan(storage.bucket, problem=error.message)
-        return RecorderPlans(storage, bucket, facts, self.plan_hosts(self.inventory.recorders))
+        return RecorderPlans(storage, bucket, facts, self.plan_hosts(self.inventory.recorders),
+                             self.gate_how())
+
+    def gate_how(self) -> str:
+        """How the health gate proves this inventory's recorders write their destination."""
+        if not self.storage.is_s3:
+            return "canary file written on the recorder host as the recorder's user"
+        how = self.gate().how
+        if self._recorder_keys() is None:
+            how += " (needs curl 7.75 or later on the recorder host)"
+        return f"canary object written {how}"
 
     def plan_hosts(self, targets: tuple[Target, ...]) -> list[RecorderHostPlan]:
         """Probe these recorder hosts (one round trip each, in parallel) and plan them."""
@@ -229,8 +245,52 @@ class RecorderPhase:
         return self._apply_host(plan, self._binary(), changed_storage)
 
     def s3_write_check(self, target: Target) -> str:
-        """Write a canary with the recorder's keys and read it back (an S3 destination)."""
-        return self._s3_write_check(target, True)
+        """Write a canary through the recorder's own credentials and network path and read it
+        back (an S3 destination); TsopsError when the gate does not pass."""
+        result = self.gate().check(target.name, self.remote(target))
+        if not result.verified:
+            raise TsopsError(f"{target.name}: health: {result.line}")
+        return result.line
+
+    def gate(self) -> Gate:
+        """The health gate's canary check for this inventory's storage (tsops.recorders.gate)."""
+        recorders = self.inventory.model.recorders
+        assert recorders is not None
+        return Gate(self.storage, recorders.runtime, recorders.container_engine,
+                    self.s3_factory, self._recorder_keys(), on_write=self.writes.calls.append)
+
+    def verify(self, targets: tuple[Target, ...] | None = None) -> list[RecorderResult]:
+        """The health gate alone, changing nothing on the hosts: each recorder's unit active,
+        online with its tag, and its destination written through its own credentials. What
+        `policy apply` and `add-server` run before they write `enforceRecorder`."""
+        chosen = self.inventory.recorders if targets is None else targets
+        if not chosen:
+            return []
+        recorders = self.inventory.model.recorders
+        assert recorders is not None
+        spec_targets = {t.name: spec_for(self.inventory, t) for t in chosen}
+        devices = self.api.list_devices()
+
+        def one(target: Target) -> RecorderResult:
+            result = RecorderResult(target.name, "unchanged")
+            plan = RecorderHostPlan(target=target, spec=spec_targets[target.name])
+            device = self._device(devices, target)
+            if device is None or not device.connected_to_control:
+                result.outcome = "failed"
+                result.reason = (f"health: not online with {self.tag} (the API shows no "
+                                 "connected device of that name)")
+                return result
+            try:
+                remote = self.remote(target)
+                self._health(plan, remote, result, rewrite_check=True)
+            except TsopsError as error:
+                if result.verification != "not verified":
+                    result.outcome = "failed"
+                result.reason = error.message.removeprefix(f"{target.name}: ")
+            return result
+
+        return self.context.runner.each(
+            chosen, one, skipped=lambda t: RecorderResult(t.name, "skipped", INTERRUPTED))
 
     def _plan_host(self, target: Target, env: str, binary: tuple[Path, str] | None,
                    devices: list[Device]) -> RecorderHostPlan:
@@ -306,7 +366,8 @@ class RecorderPhase:
             self._deploy(plan, remote, binary, result)
             self._health(plan, remote, result, rewrite_check=bool(plan.steps) or changed_storage)
         except TsopsError as error:
-            result.outcome = "failed"
+            if result.verification != "not verified":  # deployed, only not provable
+                result.outcome = "failed"
             result.reason = error.message.removeprefix(f"{target.name}: ")
         result.round_trips = remote.round_trips
         self.report(target.name, result.outcome)
@@ -348,14 +409,14 @@ class RecorderPhase:
             result.done = [s.summary for s in plan.steps]
             result.outcome = "changed"
             if key_id is not None:
-                self._wait_online(plan.target)
+                self._wait_online(plan.target, remote)
                 _check(remote, remote.run(recorder_host.remove_authkey_script()),
                        "remove the auth key file")
         finally:
             if key_id is not None:
                 self.api.delete_key(key_id)
 
-    def _wait_online(self, target: Target) -> Device:
+    def _wait_online(self, target: Target, remote: RemoteLike | None = None) -> Device:
         deadline = time.monotonic() + self.online_timeout
         while True:
             device = self._device(self.api.list_devices(), target)
@@ -364,7 +425,7 @@ class RecorderPhase:
             if time.monotonic() >= deadline:
                 raise TsopsError(f"{target.name}: the recorder did not come online with "
                                  f"{self.tag} within {self.online_timeout:.0f} s "
-                                 "(see journalctl -u tsrecorder on the host)")
+                                 f"(see journalctl -u tsrecorder on the host){_said(remote)}")
             time.sleep(1)
 
     def _health(self, plan: RecorderHostPlan, remote: RemoteLike, result: RecorderResult,
@@ -376,12 +437,21 @@ class RecorderPhase:
             active = recorder_host.unit_state().run(remote)
         result.checks["unit"] = active
         if active != "active":
+            result.verification = "failed"
             raise TsopsError(f"{target.name}: health: tsrecorder.service is {active or 'unknown'}"
-                             " (see journalctl -u tsrecorder on the host)")
-        device = self._wait_online(target)
+                             f" (see journalctl -u tsrecorder on the host){_said(remote)}")
+        try:
+            device = self._wait_online(target, remote)
+        except TsopsError:
+            result.verification = "failed"
+            raise
         result.checks["tailnet"] = f"online as {device.name or device.hostname} with {self.tag}"
         if self.storage.is_s3:
-            result.checks["destination"] = self._s3_write_check(target, rewrite_check)
+            gate = self.gate().check(target.name, remote, write=rewrite_check)
+            result.verification, result.verified_how = gate.verdict, gate.how
+            result.checks["destination"] = gate.line
+            if not gate.verified:
+                raise TsopsError(f"{target.name}: health: {gate.line}")
         else:
             token = pysecrets.token_hex(8)
             run = remote.run(recorder_host.write_check_script(plan.spec, token))
@@ -390,35 +460,48 @@ class RecorderPhase:
                                  f"writable by {plan.spec.owner}: "
                                  f"{(run.stderr or run.stdout).strip()[-200:]}")
             result.checks["destination"] = f"{self.storage.destination} writable"
+            result.verification = "verified"
+            result.verified_how = f"written on the recorder host as {plan.spec.owner}"
         result.healthy = True
 
-    def _s3_write_check(self, target: Target, write: bool) -> str:
-        """Put a canary with the recorder's keys (as it writes), read it back with ours."""
-        storage = self.storage
-        key = f"{WRITE_CHECK_PREFIX}{target.name}"
-        reader = self.s3_factory(storage, None)
-        try:
-            if write:
-                body = f"tsops canary {target.name} {time.time():.0f}\n".encode()
-                writer = self.s3_factory(storage, self._recorder_keys())
-                self.writes.calls.append("put_object (canary)")
-                writer.put_object(Bucket=storage.bucket, Key=key, Body=body)
-                back = reader.get_object(Bucket=storage.bucket, Key=key)["Body"].read()
-                if back != body:
-                    raise TsopsError(f"{target.name}: health: the canary read back differs")
-                return f"canary s3://{storage.bucket}/{key} written and read back"
-            reader.head_object(Bucket=storage.bucket, Key=key)
-            return f"canary s3://{storage.bucket}/{key} present (nothing changed: not rewritten)"
-        except s3.errors() as error:
-            code = s3.error_code(error)
-            if not code:
-                raise TsopsError(f"{target.name}: health: cannot reach S3 ({error})") from error
-            if not write and code in s3.NOT_FOUND:
-                return self._s3_write_check(target, True)
-            raise TsopsError(f"{target.name}: health: bucket {storage.bucket} is not writable "
-                             f"as the recorder writes: {code}") from error
+
+def _said(remote: RemoteLike | None) -> str:
+    """`; its last log line: ...` for a recorder that is not running or not online ('' when
+    there is none, or no connection)."""
+    if remote is None:
+        return ""
+    last = recorder_host.last_log_line().run(remote)
+    return f"; its last log line: {last}" if last else ""
 
 
 def _check(remote: RemoteLike, result: RunResult, what: str) -> None:
     if not result.ok:
         raise CommandFailed(remote.name, what, result)
+
+
+def verified_recorder_tags(context: RunContext, tags: set[str]) -> set[str]:
+    """Run the health gate now for the recorders behind `tags`; the tags it verified.
+
+    What `policy apply` and `add-server` call before writing `enforceRecorder`, as bootstrap
+    runs the same gate after deploying. Each recorder's outcome goes to the run's events:
+    verified and how, or why not. A tag that this inventory's recorders do not carry cannot
+    be checked, so it is not verified: a device being online proves nothing about recording.
+    """
+    model = context.inventory.model
+    ours = (model.recorders.tag
+            if model.recorders is not None and model.storage is not None else None)
+    for tag in sorted(tags - {ours} if ours else tags):
+        context.events.warning(
+            f"{tag}: not verified: no recorder in this inventory's recorders section carries "
+            "it, so tsops cannot prove it writes recordings (online is not healthy)")
+    if ours is None or ours not in tags:
+        return set()
+    results = RecorderPhase(context).verify()
+    for result in results:
+        if result.healthy:
+            context.events.info(f"recorder {result.name}: verified: "
+                                f"{result.checks.get('destination', '')}")
+        else:
+            verdict = "not verified" if result.verification == "not verified" else "NOT healthy"
+            context.events.warning(f"recorder {result.name}: {verdict}: {result.reason}")
+    return {ours} if any(r.healthy for r in results) else set()
