@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_flow_servers import DEVICES, ENROLLED, SSH_ON, write_inventory
 from tests.unit.test_flow_verify import Api, Host
 from tsops.context import RunContext
@@ -164,3 +166,36 @@ def test_status_reads_only_and_reports_drift_then_clean(tmp_path: Path) -> None:
         clean = gather_status(context)
     assert clean.exit_code == ExitCode.OK and clean.state == "ok"
     assert clean.as_dict()["hosts"][0]["round_trips"] == 1 and db1.host.ran == [PROBE]
+
+
+def test_verbose_plan_shows_the_exact_script_each_step_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tsops.cli.bootstrap import _print_plans
+
+    path = write_inventory(tmp_path, INVENTORY)
+    db1 = Db1()
+    with run(path, {"db1": db1.host}, Api(DEVICES)) as context:
+        planned = flow.plan(context)
+        _print_plans(planned, "table", context.inventory)
+        shown = capsys.readouterr().out
+        _print_plans(planned, "table")
+        plain = capsys.readouterr().out
+        report = flow.apply(context, planned)
+    assert [r.outcome for r in report.hosts] == ["changed"]
+    # What -v printed under the step is, line for line, what apply ran on the host.
+    script = enable_ssh()
+    assert "  + turn Tailscale SSH on (tailscale set --ssh)" in shown
+    assert "script (as root):" in shown
+    printed = [line.split("| ", 1)[1] for line in shown.splitlines() if "  | " in line]
+    assert printed == script.rstrip("\n").splitlines()
+    assert script in db1.host.ran
+    assert "script (as root)" not in plain
+
+
+def test_a_recorder_environment_file_is_shown_with_its_secrets_redacted() -> None:
+    from tsops.cli.recorder import _redacted
+
+    env = ("AWS_ACCESS_KEY_ID=AKIAEXAMPLEKEY000000\nAWS_SECRET_ACCESS_KEY=s3cr3t\n"
+           "TS_AUTHKEY_FILE=/run/tsrecorder/authkey\nAWS_REGION=eu-central-1\n")
+    assert _redacted(env) == ["AWS_ACCESS_KEY_ID=<redacted>", "AWS_SECRET_ACCESS_KEY=<redacted>",
+                              "TS_AUTHKEY_FILE=<redacted>", "AWS_REGION=eu-central-1"]
