@@ -195,7 +195,7 @@ def test_verbose_plan_shows_the_exact_script_each_step_runs(
 def test_a_recorder_environment_file_is_shown_with_its_secrets_redacted() -> None:
     from tsops.cli.recorder import _redacted
 
-    env = ("AWS_ACCESS_KEY_ID=AKIAEXAMPLEKEY000000\nAWS_SECRET_ACCESS_KEY=s3cr3t\n"
+    env = ("AWS_ACCESS_KEY_ID=AKIDEXAMPLE\nAWS_SECRET_ACCESS_KEY=s3cr3t\n"
            "TS_AUTHKEY_FILE=/run/tsrecorder/authkey\nAWS_REGION=eu-central-1\n")
     assert _redacted(env) == ["AWS_ACCESS_KEY_ID=<redacted>", "AWS_SECRET_ACCESS_KEY=<redacted>",
                               "TS_AUTHKEY_FILE=<redacted>", "AWS_REGION=eu-central-1"]
