@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tsops import __version__
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,3 +167,19 @@ def test_a_failure_in_json_mode_is_also_a_json_error_object_on_stdout(tmp_path: 
         f"{bad}:2:1: (top level): unknown field 'foo'"]
     # In table mode a failure prints nothing on stdout.
     assert tsops("plan", str(bad)).stdout == ""
+
+
+def test_long_reads_show_a_spinner_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tsops.cli import console
+
+    for terminal in (True, False):
+        shown = io.StringIO()
+        monkeypatch.setattr(console, "err", Console(file=shown, force_terminal=terminal,
+                                                    width=80))
+        with console.working("reading the recordings of s3://b"):
+            pass
+        assert ("reading the recordings of s3://b" in shown.getvalue()) is terminal

@@ -534,3 +534,30 @@ def test_a_recording_above_the_threshold_goes_in_parts_with_sha256_checksums(
             assert head.get("ChecksumSHA256"), head  # every part carried a SHA-256 checksum
         got = moto_s3.get_object(Bucket="new", Key=key)["Body"].read()
         assert got == body
+
+
+def test_a_long_migration_says_how_far_it_got(source_objects: dict[str, bytes], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import tsops.rotation.migrate as migration
+
+    monkeypatch.setattr(migration, "PROGRESS_EVERY_S", 0.0)
+    said: list[str] = []
+    progressed = threading.Event()
+
+    class Gated(MemorySource):
+        # Every recording but the first waits until a progress line was said: the run is
+        # then still going when the first one is done, whatever the machine's speed.
+        def fetch(self, batch: list[SourceObject]) -> Iterator[Fetched]:
+            if batch[0].key != min(self.data):
+                progressed.wait(timeout=10)
+            yield from super().fetch(batch)
+
+    def say(message: str) -> None:
+        said.append(message)
+        if " done (" in message:
+            progressed.set()
+
+    report = migrate(Gated(source_objects), MemoryTarget(), record(tmp_path), workers=2, say=say)
+    assert report.copied == 40 and progressed.is_set()
+    progress = [line for line in said if " done (" in line]
+    assert progress and progress[0].startswith("migration: ") and " of 40 done (" in progress[0]

@@ -7,7 +7,8 @@ reports that the command modules render with these functions.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -73,6 +74,25 @@ def changes(name: str, problem: str | None, steps: list[tuple[str, list[str]]]) 
             line(f"  + {summary}")
             for detail in details:
                 line(f"      {detail}")
+
+
+@contextmanager
+def working(message: str) -> Iterator[None]:
+    """A spinner with the time elapsed on stderr while a long read runs (list, search, seal,
+    verify, export of thousands of recordings), on a terminal only; gone when it ends.
+
+    The commands that use it print their results after the work, so it never interleaves
+    with them; it draws nothing when stderr is not a terminal (CI, a pipe, a file).
+    """
+    if not err.is_terminal:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=True) as shown:
+        shown.add_task(message, total=None)
+        yield
 
 
 def is_interactive() -> bool:

@@ -160,7 +160,8 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
     store = flow.open_store(source)
     hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
                  else {})
-    recordings, catalog = flow.chosen(store, chosen, hostnames, sort, reverse)
+    with console.working(f"reading the recordings of {store.description}"):
+        recordings, catalog = flow.chosen(store, chosen, hostnames, sort, reverse)
     report(catalog.problems)
     if output == "json":
         listed = [{**as_json(r), "hostname": hostnames.get(r.node)} for r in recordings]
@@ -288,7 +289,8 @@ def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl"
     store = flow.open_store(source)
     hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
                  else {})
-    recordings, catalog = flow.chosen(store, chosen, hostnames)
+    with console.working(f"reading the recordings of {store.description}"):
+        recordings, catalog = flow.chosen(store, chosen, hostnames)
     report(catalog.problems)
     adopted = 0
     if checkpoint is not None:
@@ -323,7 +325,8 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
                context: int, output: OutputFormat) -> None:
     """Print every line of recorded output matching a regular expression."""
     store = flow.open_store(source)
-    results, problems = flow.search(store, chosen, pattern_text, ignore_case, context)
+    with console.working(f"searching the recordings of {store.description}"):
+        results, problems = flow.search(store, chosen, pattern_text, ignore_case, context)
     report(problems)
     matched = found = searched = 0
     documents = []
@@ -378,8 +381,9 @@ def run_seal(source: RecordingsLocation, manifest: Path | None, entry: str | Key
              force: bool = False) -> None:
     """Hash every recording and write a manifest signed with the sealing key, linked to the
     previous one; exit 3 (after writing) when recordings of the previous one are gone."""
-    sealed = flow.seal(source, manifest, entry, console.ConsoleEvents(), previous=previous,
-                       directory=directory, force=force)
+    with console.working("hashing every recording"):
+        sealed = flow.seal(source, manifest, entry, console.ConsoleEvents(),
+                           previous=previous, directory=directory, force=force)
     report(sealed.problems)
     console.line(f"sealed {sealed.count} recording(s) of {sealed.store} in {sealed.path}")
     if sealed.previous is not None:
@@ -410,8 +414,9 @@ def run_verify(source: RecordingsLocation, manifest: Path | None, entry: str | K
                directory: Path | None = None) -> None:
     """Check a sealed manifest (or a chain) against the recordings now; exit 3 when anything
     differs."""
-    checked = flow.verify(source, manifest, entry, public_key, console.ConsoleEvents(),
-                          previous=previous, directory=directory)
+    with console.working("hashing every recording"):
+        checked = flow.verify(source, manifest, entry, public_key, console.ConsoleEvents(),
+                              previous=previous, directory=directory)
     report(checked.problems)
     findings = checked.findings
     if output == "json":

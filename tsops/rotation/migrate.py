@@ -461,6 +461,10 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
+# A long migration says how far it got this often (a line on stderr, also in CI logs).
+PROGRESS_EVERY_S = 30.0
+
+
 def migrate(source: RecordingSource, destination: RecordingTarget, record: MigrationRecord, *,
             workers: int = 8, say: Say = lambda message: None) -> MigrationReport:
     """Copy what is missing, verify every copy, and append each verified one to the record."""
@@ -495,12 +499,18 @@ def migrate(source: RecordingSource, destination: RecordingTarget, record: Migra
                 report.failed += [(i.key, _reason(error)) for i in batch if i.key not in done]
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    last_said = time.monotonic()
     try:
         pending: set[Future[None]] = {pool.submit(work, b) for b in source.batches(todo)}
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in done:
                 future.result()  # a worker's KeyboardInterrupt or SystemExit stops the run
+            if pending and time.monotonic() - last_said >= PROGRESS_EVERY_S:
+                last_said = time.monotonic()
+                say(f"migration: {report.copied + report.present} of {report.total} done "
+                    f"({_size(report.copied_bytes)} copied, {len(report.failed)} failed), "
+                    f"{time.monotonic() - started:.0f} s")
     except BaseException:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
