@@ -11,11 +11,7 @@ the command reported it changed. Read-only commands are not logged.
 from __future__ import annotations
 
 import datetime
-import getpass
-import hashlib
-import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +55,8 @@ def logged(argv: list[str]) -> bool:
 
 
 def _inventory(argv: list[str]) -> dict[str, str] | None:
+    import hashlib
+
     for word in argv:
         candidate = Path(word)
         if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
@@ -68,6 +66,8 @@ def _inventory(argv: list[str]) -> dict[str, str] | None:
 
 
 def _who() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -78,6 +78,9 @@ def record(argv: list[str], started: datetime.datetime, exit_code: int) -> None:
     """Append this command's line to the run log (a failure to write it is only reported)."""
     if not logged(argv) or exit_code == BAD_INPUT:
         return
+    # Imported here: every command (--help too) passes through, and most are not logged.
+    import json
+    import socket
     ended = datetime.datetime.now(datetime.UTC)
     entry: dict[str, Any] = {
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
