@@ -7,16 +7,19 @@ Two paths, chosen per server by `connection.via` (tsops/context.py decides): `Re
 with keys and known_hosts through Fabric; and `TailnetRemote`, Tailscale SSH to the server's
 tailnet address (tsops/tailnet_ssh.py opens it), where each command is a session the tailnet
 policy can record. Both run the same scripts the same way (`sh -c`, `sudo -n` for a non-root
-user, secrets on stdin).
+user). Files and secrets for a privileged step go through a `Stage`: a private directory the SSH
+user owns, filled without sudo, consumed and removed by the privileged script.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import shlex
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -136,10 +139,13 @@ class Remote:
             )
         except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
-        return RunResult(result.exited, result.stdout, result.stderr)
+        return check_sudo(self.target, command, RunResult(result.exited, result.stdout,
+                                                          result.stderr))
 
     def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to the host (root-only mode), in one round trip."""
+        """Copy a local file to the host as the SSH user (mode 0600), in one round trip.
+
+        `remote` is a path the SSH user can write: a file in a `Stage`."""
         connection = self._connect()
         self.round_trips += 1
         try:
@@ -204,9 +210,121 @@ def shell_command(target: Target, script: str, privileged: bool) -> str:
 
 
 def upload_script(remote: str) -> str:
-    """Write standard input to `remote`, root-only (0600) from its first byte."""
+    """Write standard input to `remote`, owner-only (0600) from its first byte."""
     path = shlex.quote(remote)
     return f"set -e\numask 077\ncat > {path}\nchmod 600 {path}\n"
+
+
+class SudoNeedsPassword(HostUnreachable):
+    """sudo asked for a password: tsops never types one (it runs `sudo -n`)."""
+
+
+SUDO_ASKS = ("a password is required", "a terminal is required")
+
+
+def check_sudo(target: Target, command: str, result: RunResult) -> RunResult:
+    """`result`, unless `command` went through `sudo -n` and sudo refused for want of a
+    password: then SudoNeedsPassword, one line saying what to do (nothing ran)."""
+    if (command.startswith("sudo -n ") and result.exited == 1
+            and any(ask in result.stderr for ask in SUDO_ASKS)
+            and result.stderr.lstrip().startswith("sudo:")):
+        raise SudoNeedsPassword(target.name, (
+            f"sudo asks {target.user} for a password; tsops runs privileged steps with "
+            f"`sudo -n` and never types one: give {target.user} passwordless sudo (NOPASSWD) "
+            "or connect as root (see docs/servers.md, \"SSH users and sudo\")"))
+    return result
+
+
+# On the host, made by `mktemp -d` (a fresh name, 0700, never an existing path).
+STAGE_PREFIX = "/tmp/tsops-stage."  # noqa: S108
+STAGE_VARIABLE = "stage"  # the privileged script finds its staged files in "$stage"
+
+
+def stage_script(names: Iterable[str]) -> str:
+    """Run as the SSH user (no sudo): make a private directory (0700), write each line of
+    standard input (base64) as the 0600 file of the same position in `names`, print its path.
+
+    A secret arrives on this script's own standard input: never on argv, never on sudo's (which
+    sudo's I/O logging records). `printf` is a shell builtin: the value reaches no argv.
+    """
+    lines = ["set -eu", "umask 077", f"d=$(mktemp -d {STAGE_PREFIX}XXXXXXXXXX)",
+             "chmod 700 \"$d\""]
+    for name in names:
+        lines.append(f"IFS= read -r v; printf %s \"$v\" | base64 -d > \"$d\"/{shlex.quote(name)}")
+    lines.append("printf '%s\\n' \"$d\"")
+    return "\n".join(lines) + "\n"
+
+
+def staged_script(stage: str, script: str) -> str:
+    """`script` run privileged with `$stage` naming the staging directory, which is removed
+    when it ends, whether it succeeded or failed (in the same round trip)."""
+    return (f"{STAGE_VARIABLE}={shlex.quote(stage)}\nexport {STAGE_VARIABLE}\n"
+            f"trap 'rm -rf -- \"${STAGE_VARIABLE}\"' EXIT\n"
+            "trap 'exit 129' HUP\ntrap 'exit 130' INT\ntrap 'exit 143' TERM\n"
+            f"sh -c {shlex.quote(script)}\n")
+
+
+def discard_script(stage: str) -> str:
+    """Remove a staging directory as its owner (after a step that could not remove it)."""
+    return f"rm -rf -- {shlex.quote(stage)}\n"
+
+
+class Stage:
+    """A private directory the SSH user owns on one host, for one privileged step's files.
+
+    On entering: one round trip (no sudo) makes it 0700 and writes `texts` (secrets too: they
+    arrive on that unprivileged command's standard input) as 0600 files, then each of `files`
+    is uploaded into it as the SSH user (one round trip each). `run` runs the privileged
+    script that consumes them; the directory is gone when it ends, succeeded or failed. Left
+    any other way (an upload failed, sudo refused, the connection dropped), the directory is
+    removed as its owner on leaving, if the host still answers.
+    """
+
+    def __init__(self, remote: RemoteLike, texts: Mapping[str, str] | None = None,
+                 files: Mapping[str, Path] | None = None) -> None:
+        self.remote = remote
+        self.texts = dict(texts or {})
+        self.files = dict(files or {})
+        self.path: str | None = None
+        self.removed = False
+
+    def __enter__(self) -> Stage:
+        names = list(self.texts)
+        feed = "".join(base64.b64encode(self.texts[name].encode()).decode() + "\n"
+                       for name in names)
+        made = self.remote.run(stage_script(names), stdin=feed, privileged=False)
+        path = made.stdout.strip()
+        if not made.ok or not path.startswith(STAGE_PREFIX) or "\n" in path:
+            raise CommandFailed(self.remote.name, "making a private staging directory", made)
+        self.path = path
+        try:
+            for name, local in self.files.items():
+                self.remote.put(local, f"{path}/{name}")
+        except BaseException:
+            self._discard()
+            raise
+        return self
+
+    def run(self, script: str, *, surviving_restart: bool = False) -> RunResult:
+        """Run `script` privileged (one round trip); it finds its files in `$stage`, and the
+        directory is removed when it ends. `surviving_restart`: see run_surviving_restart."""
+        assert self.path is not None, "Stage.run outside its with block"
+        wrapped = staged_script(self.path, script)
+        result = (run_surviving_restart(self.remote, wrapped) if surviving_restart
+                  else self.remote.run(wrapped))
+        self.removed = result.ok
+        return result
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.removed:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self.path is None or self.removed:
+            return
+        with contextlib.suppress(TsopsError):  # a host that no longer answers: left as is
+            self.remote.run(discard_script(self.path), privileged=False)
+        self.removed = True
 
 
 UPLOAD_CHUNK = 64 * 1024
@@ -302,7 +420,8 @@ class TailnetRemote:
     def run(self, script: str, *, stdin: str | None = None, privileged: bool = True) -> RunResult:
         """Run a shell script on the host in one session; `stdin` keeps secrets out of argv."""
         data = [stdin.encode()] if stdin is not None else []
-        return self._exec(shell_command(self.target, script, privileged), data)
+        command = shell_command(self.target, script, privileged)
+        return check_sudo(self.target, command, self._exec(command, data))
 
     def _wait_for(self, unit: str) -> RunResult:
         """One session of waiting for a detached unit (bounded: its peer may vanish)."""
@@ -374,14 +493,15 @@ class TailnetRemote:
                               f"{COMMAND_TIMEOUT} s; see /run/tsops/ on the host")
 
     def put(self, local: Path, remote: str) -> None:
-        """Copy a local file to the host (mode 0600) through one session's stdin."""
+        """Copy a local file to the host as the SSH user (mode 0600) through one session's
+        stdin, never through sudo: `remote` is a file in a `Stage`."""
         try:
             stream = local.open("rb")
         except OSError as error:
             raise TsopsError(f"cannot read {local}: {error.strerror}") from error
         with stream:
             chunks = iter(lambda: stream.read(UPLOAD_CHUNK), b"")
-            result = self._exec(shell_command(self.target, upload_script(remote), True), chunks)
+            result = self._exec(shell_command(self.target, upload_script(remote), False), chunks)
         if not result.ok:
             raise CommandFailed(self.name, f"copying {local.name} to {remote}", result)
 

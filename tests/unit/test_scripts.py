@@ -38,8 +38,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
         APT.model_copy(update={"version": None}), DEBIAN),
     "rhel-install": lambda: scripts.install_package(
         Install(method="rhel", version="1.78.3"), ROCKY),
-    "tarball-url": lambda: scripts.install_tarball(TARBALL, DEBIAN, None),
-    "tarball-uploaded": lambda: scripts.install_tarball(TARBALL, DEBIAN, "/run/tsops-1.tgz"),
+    "tarball-url": lambda: scripts.install_tarball(TARBALL, DEBIAN, False),
+    "tarball-uploaded": lambda: scripts.install_tarball(TARBALL, DEBIAN, True),
     "service": scripts.enable_service,
     "enroll": lambda: scripts.enroll(DESIRED),
     "enroll-default-server": lambda: scripts.enroll(replace(DESIRED, login_server=None)),
@@ -67,10 +67,13 @@ def test_no_golden_file_is_orphaned() -> None:
     assert {p.stem for p in GOLDEN.glob("*.sh")} == set(RENDERERS)
 
 
-def test_enroll_reads_the_key_from_stdin_and_removes_it() -> None:
+def test_enroll_reads_the_key_from_its_staged_file_and_removes_it() -> None:
+    # The key is staged by the SSH user (tests/unit/test_staging.py runs it in a real shell);
+    # the script reads it by path, never from its standard input, and removes it on any exit.
     script = scripts.enroll(DESIRED)
-    assert "tskey" not in script
-    assert 'cat > "$f"' in script and "trap 'rm -f \"$f\"' EXIT" in script
+    assert "tskey" not in script and "cat" not in script
+    assert '--auth-key="file:$stage/authkey"' in script
+    assert "trap 'rm -f \"$stage/authkey\"' EXIT" in script
     assert "umask 077" in script
 
 

@@ -229,16 +229,26 @@ def plan_recorder_host(
     return plan
 
 
-def prepare_script(spec: RecorderSpec, kinds: set[HostStepKind], uploaded: str | None) -> str:
-    """One script for the file-system steps that carry no secret."""
+# The names of the files tsops stages for a recorder host (tsops.remote.Stage): the privileged
+# script finds them in "$stage".
+STAGED_BINARY = "tsrecorder"
+STAGED_ENV = "env"
+STAGED_UNIT = "unit"
+STAGED_AUTHKEY = "authkey.env"
+
+
+def prepare_script(spec: RecorderSpec, kinds: set[HostStepKind],
+                   uploaded: bool | None = None) -> str:
+    """One script for the file-system steps that carry no secret; `uploaded`: the binary is
+    staged as `$stage/tsrecorder` (see install_script)."""
     user = quote(spec.service_user)
     # Owner and group quoted each: a ':' inside a quoted name must not split it.
     name = str(CONTAINER_UID) if spec.runtime == "container" else spec.service_user
     owner, group = quote(name), quote(name)
     parts = [STRICT, "umask 077\n"]
-    if "binary" in kinds and uploaded is not None:
-        parts.append(f"install -m 0755 -o root -g root {quote(uploaded)} "
-                     f"{quote(spec.binary_path)}\nrm -f {quote(uploaded)}\n")
+    if "binary" in kinds and uploaded:
+        parts.append(f"install -m 0755 -o root -g root \"$stage/{STAGED_BINARY}\" "
+                     f"{quote(spec.binary_path)}\nrm -f \"$stage/{STAGED_BINARY}\"\n")
     if "user" in kinds:
         parts.append(f"id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home "
                      f"--home-dir /nonexistent --shell /usr/sbin/nologin {user}\n")
@@ -253,26 +263,30 @@ def prepare_script(spec: RecorderSpec, kinds: set[HostStepKind], uploaded: str |
     return "".join(parts)
 
 
-def write_root_file_script(path: str) -> str:
-    """Write standard input to a root-only file (mode 0600) atomically."""
-    return STRICT + (
-        "umask 077\n"
-        f"install -d -m 0755 {CONFIG_DIR}\n"
-        f"cat > {quote(path)}.tsops-new\n"
-        f"chown root:root {quote(path)}.tsops-new\n"
-        f"chmod 0600 {quote(path)}.tsops-new\n"
-        f"mv {quote(path)}.tsops-new {quote(path)}\n"
-    )
+def _install_staged(name: str, path: str, mode: str) -> str:
+    """Lines that move the staged file `name` to `path` (root-owned, `mode`) atomically and
+    remove the staged copy at once."""
+    new = quote(f"{path}.tsops-new")
+    return (f"cp \"$stage/{name}\" {new}\nchown root:root {new}\nchmod {mode} {new}\n"
+            f"mv {new} {quote(path)}\nrm -f \"$stage/{name}\"\n")
 
 
-def write_unit_script() -> str:
-    """Write standard input as the unit and reload systemd."""
-    return STRICT + (
-        "umask 022\n"
-        f"cat > {UNIT_PATH}.tsops-new\n"
-        f"mv {UNIT_PATH}.tsops-new {UNIT_PATH}\n"
-        "systemctl daemon-reload\n"
-    )
+def install_script(spec: RecorderSpec, kinds: set[HostStepKind]) -> str:
+    """One privileged script for the file steps: the binary, user and directories, then the
+    environment file and auth key (root-only, 0600) and the unit, each copied from the files
+    the SSH user staged in `$stage` (tsops.remote.Stage): no secret on argv or on sudo's
+    standard input. Each staged copy is removed as soon as it is installed."""
+    parts = [prepare_script(spec, kinds, uploaded="binary" in kinds)]
+    if kinds & {"env", "authkey"}:
+        parts.append(f"install -d -m 0755 {CONFIG_DIR}\n")
+    if "env" in kinds:
+        parts.append(_install_staged(STAGED_ENV, ENV_FILE, "0600"))
+    if "authkey" in kinds:
+        parts.append(_install_staged(STAGED_AUTHKEY, AUTHKEY_FILE, "0600"))
+    if "unit" in kinds:
+        parts.append(_install_staged(STAGED_UNIT, UNIT_PATH, "0644"))
+        parts.append("systemctl daemon-reload\n")
+    return "".join(parts)
 
 
 def start_script(restart: bool) -> str:

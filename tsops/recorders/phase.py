@@ -33,13 +33,11 @@ from tsops.recorders.bucket import (
 from tsops.recorders.gate import Gate
 from tsops.recorders.host import RecorderHostPlan, sha256, spec_for
 from tsops.recorders.render import (
-    AUTHKEY_FILE,
-    ENV_FILE,
     render_authkey_env,
     render_env,
     render_unit,
 )
-from tsops.remote import CommandFailed, RemoteLike, RunResult
+from tsops.remote import CommandFailed, RemoteLike, RunResult, Stage
 from tsops.runner import INTERRUPTED, HostResult, Outcome
 from tsops.tailscale_api import Device, TailscaleApi
 
@@ -380,29 +378,30 @@ class RecorderPhase:
             return
         name = plan.target.name
         self.report(name, "deploying")
-        uploaded = None
-        if "binary" in kinds:
-            assert binary is not None
-            uploaded = f"/run/tsops-tsrecorder-{pysecrets.token_hex(4)}"
-            remote.put(binary[0], uploaded)
-        prepare = kinds & {"binary", "user", "statedir", "destination"}
-        if prepare:
-            _check(remote, remote.run(recorder_host.prepare_script(plan.spec, kinds, uploaded)),
-                   "prepare the recorder's files and user")
-        if "env" in kinds:
-            _check(remote, remote.run(recorder_host.write_root_file_script(ENV_FILE),
-                                      stdin=plan.env), f"write {ENV_FILE}")
-        if "unit" in kinds:
-            _check(remote, remote.run(recorder_host.write_unit_script(), stdin=plan.unit),
-                   "write the unit")
         key_id = None
         try:
+            # Files and secrets are staged by the SSH user in a private directory and installed
+            # by one privileged script (tsops.remote.Stage): nothing through sudo's stdin.
+            texts: dict[str, str] = {}
+            if "env" in kinds:
+                texts[recorder_host.STAGED_ENV] = plan.env
+            if "unit" in kinds:
+                texts[recorder_host.STAGED_UNIT] = plan.unit
             if "authkey" in kinds:
                 key = self.api.create_auth_key((self.tag,), f"tsops recorder {name}")
                 key_id = key.id
-                _check(remote, remote.run(recorder_host.write_root_file_script(AUTHKEY_FILE),
-                                          stdin=render_authkey_env(key.key)),
-                       f"write {AUTHKEY_FILE}")
+                texts[recorder_host.STAGED_AUTHKEY] = render_authkey_env(key.key)
+            files: dict[str, Path] = {}
+            if "binary" in kinds:
+                assert binary is not None
+                files[recorder_host.STAGED_BINARY] = binary[0]
+            if texts or files:
+                with Stage(remote, texts, files) as stage:
+                    _check(remote, stage.run(recorder_host.install_script(plan.spec, kinds)),
+                           "install the recorder's files")
+            elif kinds & {"user", "statedir", "destination"}:
+                _check(remote, remote.run(recorder_host.prepare_script(plan.spec, kinds)),
+                       "prepare the recorder's files and user")
             restart = plan.facts is not None and plan.facts.active == "active"
             self.report(name, "restarting" if restart else "starting")
             _check(remote, remote.run(recorder_host.start_script(restart)), "start the recorder")

@@ -23,6 +23,7 @@ from tsops.remote import (
     HostUnreachable,
     RemoteLike,
     RunResult,
+    Stage,
     run_surviving_restart,
 )
 from tsops.runner import INTERRUPTED, HostResult
@@ -154,22 +155,22 @@ class ServerPhase:
         assert plan.facts is not None
         remote = self._remote(plan.target)
         install, desired = plan.desired.install, plan.desired
-        if step.kind == "install" and install.method == "tarball":
-            assert install.tarball is not None
-            if install.tarball.path:
-                local = self.inventory.local_path(install.tarball.path)
-                _verify_local_tarball(local, install.tarball.sha256)
-                remote.put(local, upload_path(local))
-            _check(remote, run_surviving_restart(
-                remote, step_script(plan, step, self.inventory) or ""), step)
+        if step.kind == "install" and install.method == "tarball" and install.tarball \
+                and install.tarball.path:
+            local = self.inventory.local_path(install.tarball.path)
+            _verify_local_tarball(local, install.tarball.sha256)
+            with Stage(remote, files={scripts.STAGED_TARBALL: local}) as stage:
+                _check(remote, stage.run(step_script(plan, step, self.inventory) or "",
+                                         surviving_restart=True), step)
         elif step.kind == "install":
             _check(remote, run_surviving_restart(
                 remote, step_script(plan, step, self.inventory) or ""), step)
         elif step.kind == "enroll":
             key = self.context.api.create_auth_key(desired.tags, f"tsops {desired.hostname}")
             try:
-                _check(remote, remote.run(step_script(plan, step, self.inventory) or "",
-                                          stdin=key.key + "\n"), step)
+                with Stage(remote, texts={scripts.STAGED_AUTHKEY: key.key + "\n"}) as stage:
+                    _check(remote, stage.run(step_script(plan, step, self.inventory) or ""),
+                           step)
             finally:
                 self.context.api.delete_key(key.id)
         elif step.kind == "retag":
@@ -291,17 +292,13 @@ def _check(remote: RemoteLike, result: RunResult, step: Step) -> None:
         raise CommandFailed(remote.name, step.summary, result)
 
 
-def upload_path(local: Path) -> str:
-    """Where a local tarball is uploaded on the host (root-only /run, named by its path)."""
-    return f"/run/tsops-{hashlib.sha256(str(local).encode()).hexdigest()[:8]}.tgz"
-
-
 def step_script(plan: HostPlan, step: Step, inventory: LoadedInventory,
                 label: str = "LABEL") -> str | None:
     """The exact shell script a step runs as root on the host (None: an API call only).
 
     Apply runs what this returns; `plan -v` prints it. No script holds a secret: the auth key
-    of `enroll` goes on standard input. `label` names the OpenSSH change's dead-man timer
+    of `enroll` and a local tarball are staged by the SSH user in a private directory the
+    script finds as `$stage` (tsops.remote.Stage). `label` names the OpenSSH change's dead-man timer
     (random at apply time, which runs `_apply_exposure`).
     """
     assert plan.facts is not None
@@ -310,9 +307,7 @@ def step_script(plan: HostPlan, step: Step, inventory: LoadedInventory,
         return scripts.configure_apt_repo(install, facts)
     if step.kind == "install" and install.method == "tarball":
         assert install.tarball is not None
-        uploaded = (upload_path(inventory.local_path(install.tarball.path))
-                    if install.tarball.path else None)
-        return scripts.install_tarball(install, facts, uploaded)
+        return scripts.install_tarball(install, facts, uploaded=bool(install.tarball.path))
     if step.kind == "install":
         return scripts.install_package(install, facts)
     if step.kind == "service":

@@ -1,8 +1,9 @@
 """The shell scripts tsops runs on hosts: pure renderers from typed inputs, golden-tested.
 
-Each script is sent as one `sh -c` command (one round trip). Secrets never appear in a script:
-the enrollment key arrives on standard input and lives only in a root-only file that the same
-script removes.
+Each script is sent as one `sh -c` command (one round trip). Secrets never appear in a script,
+nor on sudo's standard input: the enrollment key is staged by the SSH user as a 0600 file in a
+private directory (`tsops.remote.Stage`, named by `$stage` in the script), which the script
+reads and removes; the directory goes when the script ends, succeeded or failed.
 """
 
 from __future__ import annotations
@@ -55,16 +56,22 @@ def install_package(install: Install, facts: HostFacts) -> str:
     raise ValueError(f"install_package does not handle method {install.method!r}")
 
 
-def install_tarball(install: Install, facts: HostFacts, uploaded: str | None) -> str:
+STAGED_TARBALL = "tailscale.tgz"  # a local tarball's name in the step's staging directory
+STAGED_AUTHKEY = "authkey"  # the enrollment key's name there
+
+
+def install_tarball(install: Install, facts: HostFacts, uploaded: bool) -> str:
     """Verify a static tarball against its sha256, then install its binaries and unit.
 
-    `uploaded` is where tsops put a local tarball on the host; without it the host downloads
-    the tarball's URL. Nothing is installed unless the digest matches.
+    `uploaded`: tsops staged a local tarball as `$stage/tailscale.tgz` (the staging directory
+    of `tsops.remote.Stage`); otherwise the host downloads the tarball's URL. Nothing is
+    installed unless the digest matches.
     """
     assert install.tarball is not None
     version = tarball_version(install)
     fetch = (
-        f"cp {quote(uploaded)} \"$d/t.tgz\"\nrm -f {quote(uploaded)}\n" if uploaded
+        f"cp \"$stage/{STAGED_TARBALL}\" \"$d/t.tgz\"\nrm -f \"$stage/{STAGED_TARBALL}\"\n"
+        if uploaded
         else f"curl -fsSL --retry 2 -o \"$d/t.tgz\" {quote(install.tarball.url or '')}\n"
     )
     source = f"\"$d/tailscale_{version}_{facts.arch}\""
@@ -96,7 +103,8 @@ def enable_service() -> str:
 
 
 def enroll(desired: Desired) -> str:
-    """`tailscale up` with the auth key read from standard input into a root-only file.
+    """`tailscale up` with the auth key from the staged 0600 file `$stage/authkey`, removed
+    as soon as `tailscale up` has read it (and with the directory, whatever happens).
 
     `--reset` with every flag restated makes the result independent of earlier settings.
     `--force-reauth` because `tailscale up` uses an auth key only when the node has no node key
@@ -105,7 +113,7 @@ def enroll(desired: Desired) -> str:
     `--accept-risk=lose-ssh` because tsops may itself be connected over Tailscale.
     """
     flags = [
-        "--reset", "--force-reauth", "--auth-key=\"file:$f\"",
+        "--reset", "--force-reauth", f"--auth-key=\"file:$stage/{STAGED_AUTHKEY}\"",
         f"--advertise-tags={quote(','.join(desired.tags))}", "--ssh",
         f"--hostname={quote(desired.hostname)}", "--accept-risk=lose-ssh", "--timeout=60s",
     ]
@@ -113,10 +121,7 @@ def enroll(desired: Desired) -> str:
         flags.append(f"--login-server={quote(desired.login_server)}")
     return STRICT + (
         "umask 077\n"
-        "mkdir -p /run/tsops\n"
-        "f=$(mktemp /run/tsops/authkey.XXXXXX)\n"
-        "trap 'rm -f \"$f\"' EXIT\n"
-        "cat > \"$f\"\n"
+        f"trap 'rm -f \"$stage/{STAGED_AUTHKEY}\"' EXIT\n"
         f"tailscale up {' '.join(flags)}\n"
     )
 

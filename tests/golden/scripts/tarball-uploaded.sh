@@ -1,8 +1,8 @@
 set -eu
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
-cp /run/tsops-1.tgz "$d/t.tgz"
-rm -f /run/tsops-1.tgz
+cp "$stage/tailscale.tgz" "$d/t.tgz"
+rm -f "$stage/tailscale.tgz"
 if ! echo abababababababababababababababababababababababababababababababab'  '"$d/t.tgz" | sha256sum -c --quiet -; then
   echo 'the tarball does not match its sha256: nothing installed' >&2
   exit 3
