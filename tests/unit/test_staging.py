@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_recorder_render import BINARY
 from tsops import remote
 from tsops.errors import TsopsError
 from tsops.inventory.load import Target
 from tsops.inventory.model import Install
+from tsops.recorders.host import install_script
 from tsops.remote import (
     CommandFailed,
     RunResult,
@@ -222,3 +225,23 @@ def test_no_privileged_command_in_tsops_gets_standard_input() -> None:
             if not (isinstance(privileged, ast.Constant) and privileged.value is False):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_recorder_install_script_takes_each_file_from_the_stage_and_removes_it() -> None:
+    """The recorder's environment file (its S3 keys) and auth key are copied from the staged
+    0600 files into root-only files and each staged copy is removed at once; nothing is read
+    from standard input."""
+    script = install_script(BINARY, {"binary", "user", "statedir", "env", "unit", "authkey"})
+    lines = [shlex.split(line) for line in script.splitlines()]
+    for staged, path, mode in [("env", "/etc/tsrecorder/env", "0600"),
+                               ("authkey.env", "/etc/tsrecorder/authkey.env", "0600"),
+                               ("unit", "/etc/systemd/system/tsrecorder.service", "0644")]:
+        new = f"{path}.tsops-new"
+        at = lines.index(["cp", f"$stage/{staged}", new])
+        assert lines[at + 1:at + 5] == [["chown", "root:root", new], ["chmod", mode, new],
+                                        ["mv", new, path], ["rm", "-f", f"$stage/{staged}"]]
+    assert ["install", "-m", "0755", "-o", "root", "-g", "root", "$stage/tsrecorder",
+            BINARY.binary_path] in lines
+    assert ["systemctl", "daemon-reload"] in lines
+    assert "cat" not in script and "umask 077" in script
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
