@@ -135,3 +135,8 @@ def test_the_main_job_through_a_sudo_user_leaks_no_secret_to_sudo_logs(
             assert secret not in journal, f"{host.name}: a secret in the journal"
         assert host.nsenter(f"ls -d {STAGE_PREFIX}* 2>/dev/null | wc -l").stdout.strip() == "0"
         assert host.nsenter("ls -A /run/tsops 2>/dev/null | wc -l").stdout.strip() == "0"
+    # The control: what does go through sudo's standard input is in those logs (so the search
+    # above would have found a secret sent the old way).
+    control = f"stdin-control-{secrets.token_hex(8)}"
+    host1.nsenter(f"printf %s {control} | su ops -c 'sudo -n sh -c cat' >/dev/null")
+    assert control in sudo_io_logs(host1)
