@@ -110,7 +110,8 @@ class TokenGate:
         for name, value in scope.get("headers", []):
             if name != b"cookie":
                 continue
-            for pair in value.decode("latin-1").split(";"):
+            text: str = bytes(value).decode("latin-1")
+            for pair in text.split(";"):
                 key, _, given = pair.strip().partition("=")
                 if key == self.cookie:
                     return given
