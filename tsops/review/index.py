@@ -1,8 +1,9 @@
 """What the review server knows of its source: the catalog, kept fresh between page loads.
 
-A page load lists the source again when the last listing is older than `refresh` seconds and
-probes (first and last bytes, as `recordings list` does) only the files that are new or changed
-since: a warm page costs one listing, whatever the number of recordings. A file that could not
+A page is answered from the last listing; when that is older than `refresh` seconds the source
+is listed again in the background, and only the files new or changed since are probed (first
+and last bytes, as `recordings list` does): a warm page reads nothing from the source, whatever
+the number of recordings. A file that could not
 be read (the source failed) is not remembered, so it is tried again on the next load.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tsops.recordings.catalog import WORKERS, Problem, Recording, parallel, probe, truncation
-from tsops.recordings.store import ObjectInfo, Store
+from tsops.recordings.store import ObjectInfo, Store, StoreError
 
 REFRESH = 10.0  # seconds a listing is reused before the source is listed again
 
@@ -56,15 +57,44 @@ class Index:
         self._lock = threading.Lock()
         self._known: dict[Identity, Recording | Problem] = {}
         self._snapshot: Snapshot | None = None
+        self._failed: StoreError | None = None
+        self._refreshing = False
 
     def snapshot(self, fresh: bool = False) -> Snapshot:
-        """The catalog, listed again when older than `refresh` (or `fresh`); StoreError when
-        the source cannot be listed."""
+        """The catalog. The first call (and `fresh`) lists the source and waits; later calls
+        answer at once from the last listing and, when it is older than `refresh`, list again
+        in the background. While the source fails, every call raises its StoreError (a page
+        says so) and the next call tries again."""
         with self._lock:
             current = self._snapshot
-            if fresh or current is None or self.clock() - current.taken >= self.refresh:
-                current = self._snapshot = self._rebuild()
+            if fresh or current is None:
+                return self._rebuild_now()
+            stale = self.clock() - current.taken >= self.refresh
+            if (stale or self._failed is not None) and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._rebuild_later, daemon=True).start()
+            if self._failed is not None:
+                raise self._failed
             return current
+
+    def _rebuild_now(self) -> Snapshot:
+        """List and probe while holding the lock; remember a failure of the source."""
+        try:
+            self._snapshot = self._rebuild()
+        except StoreError as error:
+            self._failed = error
+            raise
+        self._failed = None
+        return self._snapshot
+
+    def _rebuild_later(self) -> None:
+        try:
+            with self._lock:
+                self._rebuild_now()
+        except StoreError:
+            pass  # remembered: the next page says what failed
+        finally:
+            self._refreshing = False
 
     def _rebuild(self) -> Snapshot:
         infos = list(self.store.list())
