@@ -6,8 +6,10 @@ For each count, a bucket of that many recordings (1-20 KB shell sessions, as ben
 makes them) is served by a real `tsops recordings serve` process. Measured:
 - cold: from the address being printed to the first list page received (the server reads the
   catalog: one ranged read of each recording's head and tail, as `recordings list` does);
-- warm: later list pages (the source is listed again, only new or changed files are read;
-  `refresh=1` forces the listing each time), median of 5;
+- warm: later list pages, median of 5 (answered from the last listing; a listing older than
+  10 s is renewed in the background);
+- relisted: list pages with `refresh=1`, which wait for a new listing of the source (only new
+  or changed files are then read), median of 3;
 - the server's resident memory after the first page, against the recordings' total size.
 """
 
@@ -58,6 +60,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def timed(opener: urllib.request.OpenerDirector, url: str) -> float:
+    """Seconds to receive one page."""
+    started = time.perf_counter()
+    with opener.open(url, timeout=600) as response:
+        response.read()
+    return time.perf_counter() - started
+
+
 def measure(server: S3Server, bucket: str) -> dict[str, float]:
     """Start serve on the bucket; time the first (cold) and later (warm) list pages."""
     environment = {**os.environ, "AWS_ACCESS_KEY_ID": "testing",
@@ -81,13 +91,11 @@ def measure(server: S3Server, bucket: str) -> dict[str, float]:
         cold = time.perf_counter() - started
         memory = rss_mb(process.pid)
         base = url.split("/?", 1)[0]
-        warm = []
-        for _ in range(5):
-            started = time.perf_counter()
-            with opener.open(f"{base}/?refresh=1", timeout=600) as response:
-                response.read()
-            warm.append(time.perf_counter() - started)
-        return {"cold": cold, "warm": statistics.median(warm), "rss": memory}
+        warm = [timed(opener, f"{base}/?page=2") for _ in range(5)]
+        relisted = [timed(opener, f"{base}/?refresh=1") for _ in range(3)]
+        return {"cold": cold, "warm": statistics.median(warm),
+                "relisted": statistics.median(relisted), "rss": memory,
+                "rss_after": rss_mb(process.pid)}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -101,13 +109,15 @@ def main() -> None:
     server.start()
     try:
         print(f"{platform.node()}: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-        print("recordings  total MB  cold first page  warm page (median)  server RSS")
+        print("recordings  total MB  cold first page  warm page  relisted page  server RSS "
+              "(after first page / at the end)")
         for count in counts:
             bucket = f"bench-serve-{count}"
             total = fill(server, bucket, count)
             found = measure(server, bucket)
             print(f"{count:>10}  {total / 1e6:>8.1f}  {found['cold']:>13.2f} s  "
-                  f"{found['warm']:>16.2f} s  {found['rss']:>7.1f} MB")
+                  f"{found['warm']:>7.2f} s  {found['relisted']:>11.2f} s  "
+                  f"{found['rss']:>6.1f} MB / {found['rss_after']:.1f} MB")
     finally:
         server.stop()
 
