@@ -719,14 +719,19 @@ def recordings_serve(
     location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
     region: RegionOpt = None,
     listen: Annotated[str, typer.Option(
-        "--listen", help="Address to serve on; beyond loopback only with --tls-cert/--tls-key.")
+        "--listen", metavar="ADDR",
+        help="Address to serve on; beyond loopback only with --tls-cert/--tls-key.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free one).")] = 8737,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="TCP port (0: any free one).")
+    ] = 8737,
     tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM).")
+        Path | None, typer.Option(
+            "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate (PEM).")
     ] = None,
     tls_key: Annotated[
-        Path | None, typer.Option("--tls-key", help="The certificate's private key (PEM).")
+        Path | None, typer.Option(
+            "--tls-key", metavar="FILE", help="The certificate's private key (PEM).")
     ] = None,
     manifest: Annotated[Path | None, typer.Option(
         "--manifest", "-m", help="Show each recording's seal status from this manifest.")
