@@ -251,3 +251,20 @@ def test_help_does_not_import_the_web_stack() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_index_reads_only_new_or_changed_files(store: FailingStore) -> None:
+    from tsops.review.index import Index
+
+    now = [0.0]
+    index = Index(store, refresh=10, clock=lambda: now[0])
+    first = index.snapshot()
+    assert len(first.recordings) == 31 and len(first.damaged) == 3
+    read = store.bytes_read
+    assert index.snapshot() is first  # within the refresh: nothing listed, nothing read
+    (store.inner.root / "nodeA1CNTRL" / "new.cast").write_bytes(
+        (store.inner.root / f"{VALID}.cast").read_bytes())
+    second = index.snapshot(fresh=True)
+    assert len(second.recordings) == 32
+    assert store.bytes_read - read == (store.inner.root / f"{VALID}.cast").stat().st_size
+    assert second.recording("nodeA1CNTRL/new.cast") is not None
