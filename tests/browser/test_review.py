@@ -108,6 +108,14 @@ def test_the_player_plays_a_recording_to_its_end(browser: Any, served: Served) -
     assert unquote(download) == f"{served.base}/cast/{recording.id}.cast"
 
 
+def test_a_truncated_recording_plays_up_to_where_it_was_cut(browser: Any,
+                                                           served: Served) -> None:
+    signed_in(browser, served, f"/r/{TRUNCATED_ID}?autoplay=1&speed=4")
+    assert "truncated" in browser.find_element("id", "problem").text
+    wait_for(browser, lambda b: player_state(b) == "ended")
+    assert screen_lines(browser) == ["cut short"]
+
+
 def test_a_hostile_header_and_output_are_shown_inert(browser: Any, served: Served) -> None:
     signed_in(browser, served)
     row = browser.find_element("css selector", f'tr.recording[data-id="{HOSTILE_ID}"]')

@@ -268,3 +268,26 @@ def test_the_index_reads_only_new_or_changed_files(store: FailingStore) -> None:
     assert len(second.recordings) == 32
     assert store.bytes_read - read == (store.inner.root / f"{VALID}.cast").stat().st_size
     assert second.recording("nodeA1CNTRL/new.cast") is not None
+
+
+def test_the_player_gets_complete_event_lines_only() -> None:
+    from tsops.review.app import playable
+
+    original = (b'{"version": 2}\n[0.1, "o", "a"]\nnot an event\n[0.2, "o", "b"]\n'
+                b'[0.3, "o", "cut')
+    for size in (1, 5, 1000):  # however the source cuts its chunks
+        chunks = iter([original[i:i + size] for i in range(0, len(original), size)])
+        assert b"".join(playable(chunks)) == \
+            b'{"version": 2}\n[0.1, "o", "a"]\n[0.2, "o", "b"]\n'
+    assert b"".join(playable(iter([b'{"version": 2}']))) == b'{"version": 2}\n'
+
+
+def test_the_download_is_every_byte_of_a_damaged_file(client: TestClient,
+                                                      store: FailingStore) -> None:
+    from tests.browser.corpus import TRUNCATED_ID
+
+    original = (store.inner.root / f"{TRUNCATED_ID}.cast").read_bytes()
+    assert client.get(f"/cast/{TRUNCATED_ID}.cast").content == original
+    played = client.get(f"/play/{TRUNCATED_ID}.cast")
+    assert played.headers["content-type"] == "application/x-asciicast"
+    assert played.content == original[:original.rfind(b"\n") + 1]

@@ -10,9 +10,10 @@ of a non-HTML type, and the player renders output as terminal text, never as mar
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tsops.errors import TsopsError, UsageError
-from tsops.recordings.cast import CastError
+from tsops.recordings.cast import CastError, event_time
 from tsops.recordings.catalog import Problem, Recording
 from tsops.recordings.inert import visible
 from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
@@ -201,9 +202,8 @@ class Pages:
         if text:
             pattern = compile_pattern(text, ignore_case)
             snapshot = self.snapshot(request)
-            targets, _ = Query(**{**query.__dict__, "page": 1,
-                                  "per_page": max(1, len(snapshot.recordings))}).select(
-                snapshot.recordings, self.review.names)
+            every = replace(query, page=1, per_page=max(1, len(snapshot.recordings)))
+            targets, _ = every.select(snapshot.recordings, self.review.names)
             for result in search_text(self.review.store, targets, pattern):
                 searched += 1
                 problems.extend(p for p in result.problems if p.kind != "truncated")
@@ -243,6 +243,14 @@ class Pages:
 
     def cast(self, request: Request) -> Response:
         """The original .cast file, as an attachment of a non-HTML type."""
+        return self._file(request, lambda chunks: chunks)
+
+    def playable(self, request: Request) -> Response:
+        """The recording as the player reads it (see `playable`)."""
+        return self._file(request, playable)
+
+    def _file(self, request: Request,
+              shape: Callable[[Iterator[bytes]], Iterator[bytes]]) -> Response:
         recording_id = request.path_params["recording_id"].removesuffix(".cast")
         key = key_of(recording_id)
         snapshot = self.snapshot(request)
@@ -254,13 +262,36 @@ class Pages:
         chunks = iter(self.review.store.chunks(key))
         first = next(chunks, b"")  # a failing source fails here, before the status is sent
 
-        def body() -> Any:
-            yield first
-            yield from chunks
+        def body() -> Iterator[bytes]:
+            yield from shape(itertools.chain([first], chunks))
 
         name = re.sub(r"[^A-Za-z0-9._-]", "_", key.replace("/", "_"))
         return StreamingResponse(body(), media_type=CAST_TYPE, headers={
             "content-disposition": f'attachment; filename="{name}"'})
+
+
+def playable(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The header line and every complete event line, as the player needs them: a cut-off
+    last line or a line that is not an event would stop asciinema-player from showing any of
+    the recording (the list and the page flag that damage; the download keeps every byte)."""
+    carry = b""
+    header = True
+    for chunk in chunks:
+        data = carry + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+            continue
+        carry = data[cut + 1:]
+        kept = []
+        for line in data[:cut].split(b"\n"):
+            if header or event_time(line) is not None:
+                kept.append(line)
+                header = False
+        if kept:
+            yield b"\n".join(kept) + b"\n"
+    if header and carry:  # a header line without its newline, and nothing else
+        yield carry + b"\n"
 
 
 def _seconds(text: str, name: str) -> float:
@@ -293,6 +324,7 @@ def create_app(review: Review, token: str, *, secure: bool = False,
         Route("/search", pages.guarded(pages.search), methods=["GET"]),
         Route("/r/{recording_id:path}", pages.guarded(pages.recording), methods=["GET"]),
         Route("/cast/{recording_id:path}", pages.guarded(pages.cast), methods=["GET"]),
+        Route("/play/{recording_id:path}", pages.guarded(pages.playable), methods=["GET"]),
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
