@@ -176,7 +176,7 @@ class Pages:
         """The list: filters, sort, pages; damaged files flagged below it."""
         query = Query.parse(request.query_params)
         snapshot = self.snapshot(request)
-        shown, total = query.select(snapshot.recordings, self.review.names)
+        shown, total = query.select(snapshot.recordings, self.review.names, snapshot.orders)
         pages = max(1, -(-total // query.per_page))
         seal = self.review.seal
         missing = seal.missing({*snapshot.by_key, *snapshot.problems}) if seal else []

@@ -31,6 +31,7 @@ class Snapshot:
     problems: dict[str, Problem] = field(default_factory=dict)  # by key, truncation included
     by_key: dict[str, Recording] = field(default_factory=dict)
     taken: float = 0.0
+    orders: dict[tuple[str, str], list[Recording]] = field(default_factory=dict)  # sorted
 
     def recording(self, key: str) -> Recording | None:
         """The readable recording filed under `key`, if any."""

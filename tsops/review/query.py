@@ -86,17 +86,28 @@ class Query:
         for wanted, values in checks:
             if wanted and not _contains(values, wanted):
                 return False
-        started = recording.started  # a recording with no start passes no time bound
-        if since is not None and (started is None or started < since):
+        started = recording.header.timestamp  # one with no start passes no time bound
+        if since is not None and (started is None or started < since.timestamp()):
             return False
-        return until is None or (started is not None and started < until)
+        return until is None or (started is not None and started < until.timestamp())
 
-    def select(self, recordings: Sequence[Recording],
-               names: Mapping[str, str]) -> tuple[list[Recording], int]:
-        """This page's recordings, and how many pass the filters in all."""
-        since, until = self.bounds()
-        kept = [r for r in recordings if self.keeps(r, names, since, until)]
-        kept.sort(key=SORT_KEYS[self.sort], reverse=self.order == "desc")
+    def select(self, recordings: Sequence[Recording], names: Mapping[str, str],
+               orders: dict[tuple[str, str], list[Recording]] | None = None,
+               ) -> tuple[list[Recording], int]:
+        """This page's recordings, and how many pass the filters in all. `orders` keeps the
+        unfiltered list sorted by each sort and order asked (for one snapshot), so a page
+        without filters costs a slice."""
+        if not self.filtered:
+            order = (self.sort, self.order)
+            kept = None if orders is None else orders.get(order)
+            if kept is None:
+                kept = sorted(recordings, key=SORT_KEYS[self.sort], reverse=self.order == "desc")
+                if orders is not None:
+                    orders[order] = kept
+        else:
+            since, until = self.bounds()
+            kept = [r for r in recordings if self.keeps(r, names, since, until)]
+            kept.sort(key=SORT_KEYS[self.sort], reverse=self.order == "desc")
         start = (self.page - 1) * self.per_page
         return kept[start:start + self.per_page], len(kept)
 
