@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # What the lab needs on the control machine: containers, a Debian bootstrapper, SSH, iproute2,
-# and the tools that build and sign the simulated Tailscale apt repository.
+# and the tools that build and sign the simulated Tailscale apt repository. The browser tests of
+# `recordings serve` drive Debian's Chromium through its own chromedriver (nothing downloaded).
 APT_PACKAGES := systemd-container debootstrap openssh-client iproute2 util-linux dpkg-dev \
-	apt-utils gnupg
+	apt-utils gnupg chromium chromium-driver
 
 .PHONY: setup demo test unit lint rootfs clean-lab lock
 
-setup: .stamps/apt .stamps/venv
+setup: .stamps/apt .stamps/venv .stamps/player
 
 .stamps/apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -31,6 +32,28 @@ setup: .stamps/apt .stamps/venv
 	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
+	@mkdir -p .stamps && touch $@
+
+# The web player `recordings serve` ships: asciinema-player from the npm registry, exactly as
+# package-lock.json pins it (npm ci checks every integrity hash; no install scripts run). Its
+# bundle, stylesheet and the licences of what the bundle holds are copied into the package's
+# static directory (not tracked by git; the wheel takes them as build artifacts).
+PLAYER_DIR := tsops/review/static/vendor
+.stamps/player: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to fetch the web player (apt-get install npm)"; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(PLAYER_DIR) && mkdir -p $(PLAYER_DIR)/licenses
+	cp node_modules/asciinema-player/dist/bundle/asciinema-player.min.js \
+		node_modules/asciinema-player/dist/bundle/asciinema-player.css $(PLAYER_DIR)/
+	cp node_modules/asciinema-player/LICENSE $(PLAYER_DIR)/LICENSE
+	for package in $$(cd node_modules && ls -d */ @*/*/ | grep -v '^@[^/]*/$$'); do \
+		name=$${package%/}; \
+		for file in LICENSE LICENSE.md license; do \
+			if [ -f node_modules/$$name/$$file ]; then \
+				cp node_modules/$$name/$$file $(PLAYER_DIR)/licenses/$${name//\//__}.txt; break; \
+			fi; \
+		done; \
+	done
 	@mkdir -p .stamps && touch $@
 
 # The Debian rootfs the lab boots, cached outside the repository (/var/cache/tsops-lab).

@@ -32,7 +32,7 @@ def test_help_does_not_import_heavy_modules() -> None:
         "    pass\n"
         "import json\n"
         "heavy = ('boto3', 'botocore', 'fabric', 'paramiko', 'invoke', 'pydantic', 'httpx', "
-        "'keyring')\n"
+        "'keyring', 'starlette', 'uvicorn')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
     )
     result = subprocess.run(

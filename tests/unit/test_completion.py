@@ -46,7 +46,7 @@ def test_bash_completes_commands_options_and_choices_through_the_script() -> Non
                                 check=True, env={**os.environ, "PATH": path})
         return set(result.stdout.split())
 
-    assert complete("tsops", "recordings", "se") == {"search", "seal"}
+    assert complete("tsops", "recordings", "se") == {"search", "seal", "serve"}
     assert complete("tsops", "boot") == {"bootstrap"}
     assert "--ignore-case" in complete("tsops", "recordings", "search", "--ig")
     assert complete("tsops", "plan", "inv.yaml", "-o", "''") == {"table", "json"}

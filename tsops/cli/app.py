@@ -714,6 +714,40 @@ def recordings_new_key(key: SealKeyOpt = None, key_file: KeyFileOpt = None) -> N
     run_new_key(_key_source(key, key_file, None))
 
 
+@recordings_app.command("serve")
+def recordings_serve(
+    location: FromOpt = None, inventory: RecInventoryOpt = None, endpoint: EndpointOpt = None,
+    region: RegionOpt = None,
+    listen: Annotated[str, typer.Option(
+        "--listen", metavar="ADDR",
+        help="Address to serve on; beyond loopback only with --tls-cert/--tls-key.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="TCP port (0: any free one).")
+    ] = 8737,
+    tls_cert: Annotated[
+        Path | None, typer.Option(
+            "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(
+            "--tls-key", metavar="FILE", help="The certificate's private key (PEM).")
+    ] = None,
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m", help="Show each recording's seal status from this manifest.")
+    ] = None,
+    public_key: Annotated[str | None, typer.Option(
+        "--public-key", help="The key trusted to have signed --manifest (base64 or a file).")
+    ] = None,
+    names: NamesOpt = False,
+) -> None:
+    """Review recordings in a browser: list, search, replay (read-only, token required)."""
+    from tsops.cli.serve import run_serve
+
+    run_serve(_where(location, inventory, endpoint, region), listen, port, tls_cert, tls_key,
+              manifest, public_key, names)
+
+
 recorder_app = typer.Typer(help="The session recorders and their storage.", no_args_is_help=True)
 app.add_typer(recorder_app, name="recorder")
 
