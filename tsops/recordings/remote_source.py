@@ -28,7 +28,6 @@ from __future__ import annotations
 import secrets
 import shlex
 import threading
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -156,12 +155,12 @@ def shown_name(raw: bytes) -> str:
 
 def key_of(raw: bytes) -> str | None:
     """The recording key of a listed path (`./NODE/NAME.cast`), or None when it is not a name
-    tsrecorder writes: not UTF-8, a control or format character, not NODE/NAME.cast."""
+    tsrecorder writes: not UTF-8, a character that is not printable, not NODE/NAME.cast."""
     try:
         key = raw.removeprefix(b"./").decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in key):
+    if not key.isprintable():  # control, format, separator (but space) characters
         return None
     if key.startswith("-") or not is_recording_key(key):
         return None
