@@ -14,6 +14,7 @@ import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -451,3 +452,79 @@ def test_an_inventory_without_recorders_says_to_use_from(tmp_path: Path) -> None
                     f"storage:\n  destination: {DIRECTORY}\n")
     with pytest.raises(TsopsError, match="no recorders; read a directory here with --from"):
         flow.open_store(RecordingsLocation(inventory=path))
+
+
+# --- Remote.stream's channel, with a fake paramiko channel ----------------------------------
+
+
+class FakeChannel:
+    """An exec channel that gives scripted stdout chunks, stderr and an exit status."""
+
+    def __init__(self, out: list[bytes], err: bytes = b"", status: int = 0,
+                 cut_after: int | None = None) -> None:
+        self.out, self.err, self.status, self.cut_after = list(out), err, status, cut_after
+        self.command = ""
+        self.closed = False
+        self.given = 0
+
+    def settimeout(self, timeout: float) -> None:
+        assert timeout > 0
+
+    def exec_command(self, command: str) -> None:
+        self.command = command
+
+    def shutdown_write(self) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        if self.cut_after is not None and self.given == self.cut_after:
+            raise TimeoutError
+        self.given += 1
+        return self.out.pop(0) if self.out else b""
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def recv_stderr(self, size: int) -> bytes:
+        data, self.err = self.err, b""
+        return data
+
+    def recv_exit_status(self) -> int:
+        return self.status
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeTransport:
+    def __init__(self, channel: FakeChannel) -> None:
+        self.channel = channel
+
+    def open_session(self, timeout: float) -> FakeChannel:
+        return self.channel
+
+
+def streamed(channel: FakeChannel) -> Iterator[bytes]:
+    """Remote.stream's channel loop over a fake channel."""
+    from tsops.remote import stream_channel
+
+    transport: Any = FakeTransport(channel)
+    return stream_channel("rec1", transport, "sh -c 'cat x'", "reading x", 15)
+
+
+def test_a_streamed_command_gives_bytes_as_they_come_and_its_failure_after() -> None:
+    ok = FakeChannel([b"\x00\xffbinary", b"\n more"])
+    chunks = streamed(ok)
+    assert ok.command == ""  # nothing runs before the first chunk is asked for
+    assert list(chunks) == [b"\x00\xffbinary", b"\n more"] and ok.closed
+    assert ok.command == "sh -c 'cat x'"
+    failing = FakeChannel([b"partial"], err=b"sh: 1: cd: can't cd to /srv/recordings\n",
+                          status=3)
+    got: list[bytes] = []
+    with pytest.raises(CommandFailed, match="reading x failed \\(exit 3\\): sh: 1: cd"):
+        got.extend(streamed(failing))
+    assert got == [b"partial"] and failing.closed
+    silent = FakeChannel([b"a"], cut_after=1)
+    with pytest.raises(HostUnreachable, match="sent nothing for"):
+        list(streamed(silent))
+    assert silent.closed
