@@ -19,7 +19,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -142,6 +142,22 @@ class Remote:
         return check_sudo(self.target, command, RunResult(result.exited, result.stdout,
                                                           result.stderr))
 
+    def stream(self, script: str, *, privileged: bool = True,
+               what: str = "a command") -> Iterator[bytes]:
+        """Run a shell script in one round trip and yield its standard output as raw bytes
+        while it runs (constant memory); CommandFailed when it exits non-zero.
+
+        The connection opens now; the command starts when the first chunk is asked for, and a
+        consumer that stops early closes the channel (the remote command then ends).
+        """
+        command = shell_command(self.target, script, privileged)
+        connection = self._connect()
+        transport = connection.client.get_transport()
+        if transport is None:
+            raise HostUnreachable(self.name, "the SSH connection is closed")
+        self.round_trips += 1
+        return stream_channel(self.name, transport, command, what, self.timeout)
+
     def put(self, local: Path, remote: str) -> None:
         """Copy a local file to the host as the SSH user (mode 0600), in one round trip.
 
@@ -198,6 +214,54 @@ class Remote:
         except _connection_errors() as error:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
         return connection
+
+
+STREAM_STDERR_KEPT = 64 * 1024
+
+
+def stream_channel(host: str, transport: Transport, command: str, what: str,
+                   timeout: float) -> Iterator[bytes]:
+    """One exec channel whose standard output is yielded as it arrives (see Remote.stream).
+
+    A silence of COMMAND_TIMEOUT seconds ends it; standard error is kept (its first 64 KiB)
+    for the message of a non-zero exit.
+    """
+    import paramiko
+
+    errors = (paramiko.SSHException, OSError, EOFError)
+    try:
+        channel = transport.open_session(timeout=timeout)
+    except errors as error:
+        raise HostUnreachable(host, f"cannot open an SSH channel: "
+                              f"{error or type(error).__name__}") from error
+    err = bytearray()
+
+    def keep_stderr() -> None:
+        while channel.recv_stderr_ready():
+            data = channel.recv_stderr(UPLOAD_CHUNK)
+            if len(err) < STREAM_STDERR_KEPT:
+                err.extend(data)
+
+    try:
+        channel.settimeout(COMMAND_TIMEOUT)
+        channel.exec_command(command)
+        channel.shutdown_write()
+        while data := channel.recv(UPLOAD_CHUNK):
+            keep_stderr()
+            yield data
+        while data := channel.recv_stderr(UPLOAD_CHUNK):
+            if len(err) < STREAM_STDERR_KEPT:
+                err.extend(data)
+        status = channel.recv_exit_status()
+    except TimeoutError:  # socket.timeout: no output for COMMAND_TIMEOUT seconds
+        raise HostUnreachable(host, f"{what} sent nothing for {COMMAND_TIMEOUT} s") from None
+    except errors as error:
+        raise HostUnreachable(host, f"the SSH channel was cut: "
+                              f"{error or type(error).__name__}") from error
+    finally:
+        channel.close()
+    if status != 0:
+        raise CommandFailed(host, what, RunResult(status, "", err.decode(errors="replace")))
 
 
 def shell_command(target: Target, script: str, privileged: bool) -> str:

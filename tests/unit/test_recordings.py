@@ -248,20 +248,6 @@ def test_bad_sort_and_missing_source_are_bad_input(local: LocalStore) -> None:
                      "table")
 
 
-def test_the_inventory_names_the_destination(local: LocalStore, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    inventory = tmp_path / "inv.yaml"
-    inventory.write_text(
-        "version: 1\ntailnet:\n  credentials:\n    api_token: {env: TS_API_KEY}\n"
-        "servers:\n  hosts:\n    web1: {address: 10.0.0.1}\n"
-        "recorders:\n  hosts:\n    rec1: {address: 10.0.0.2}\n"
-        f"storage:\n  destination: {local.root}\n")
-    cli.run_list(RecordingsLocation(inventory=inventory), Filter(nodes=(WEB,)), "start", False,
-                 "json")
-    listed = json.loads(capsys.readouterr().out)
-    assert len(listed["recordings"]) == 3
-
-
 # --- show, cat -----------------------------------------------------------------------------
 
 
@@ -488,13 +474,19 @@ def test_cli_exit_codes(local: LocalStore) -> None:
 def test_names_come_from_the_tailnet_api(local: LocalStore, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.test_recordings_hosts import DIRECTORY, LocalRecorder, age
+    from tsops.flows import recordings as flow
     from tsops.tailscale_api import Device, TailscaleApi
 
     inventory = tmp_path / "inv.yaml"
-    inventory.write_text(
+    inventory.write_text(  # the recordings are on rec1 (read here by LocalRecorder)
         "version: 1\ntailnet:\n  credentials:\n    api_token: {env: TS_TEST_RECORDINGS}\n"
-        "servers:\n  hosts:\n    web1: {address: 10.0.0.1}\n"
-        f"storage:\n  destination: {local.root}\n")
+        "servers:\n  hosts:\n    web1: {address: 192.0.2.10}\n"
+        "recorders:\n  hosts:\n    rec1: {address: 192.0.2.21}\n"
+        f"storage:\n  destination: {DIRECTORY}\n")
+    age(local.root)
+    recorder = LocalRecorder("rec1", local.root)
+    monkeypatch.setattr(flow, "recorder_connector", lambda inv: lambda t: recorder)
     monkeypatch.delenv("TS_TEST_RECORDINGS", raising=False)
     source = RecordingsLocation(inventory=inventory)
     cli.run_list(source, Filter(), "start", False, "json", names=True)

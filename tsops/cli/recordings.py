@@ -38,6 +38,7 @@ from tsops.recordings.reader import Stream
 
 if TYPE_CHECKING:
     from tsops.recordings.integrity import Gone, KeySource
+    from tsops.recordings.store import Store
 
 OutputFormat = Literal["table", "json"]
 
@@ -150,6 +151,7 @@ def as_json(recording: Recording) -> dict[str, object]:
         "connection_id": header.connection_id, "terminal": header.term,
         "width": header.width, "height": header.height, "size": recording.size,
         "truncated": recording.truncated, **kubernetes_fields(header),
+        "recorder": recording.recorder or None,
     }
 
 
@@ -167,9 +169,11 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
         listed = [{**as_json(r), "hostname": hostnames.get(r.node)} for r in recordings]
         console.line(json.dumps({"recordings": listed,
                                  "problems": [vars(p) for p in catalog.problems]}, indent=2))
+        fail_if_incomplete(store, output)
         return
-    rows = [("ID", "NODE", "START (UTC)", "DURATION", "SESSION", "SSH USER", "LOCAL USER",
-             "SOURCE", "FROM", "SIZE", "COMMAND")]
+    rows: list[tuple[str, ...]] = [("ID", "NODE", "START (UTC)", "DURATION", "SESSION",
+                                    "SSH USER", "LOCAL USER", "SOURCE", "FROM", "SIZE",
+                                    "COMMAND")]
     for r in recordings:
         header = r.header
         rows.append((
@@ -179,10 +183,26 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
             visible(header.src_node.split(".", 1)[0]), visible(header.source), _size(r.size),
             visible(header.command) or "(shell)",
         ))
+    if flow.from_recorders(store):  # which recorder host each recording is on
+        rows = [(*row[:2], recorder, *row[2:]) for row, recorder in
+                zip(rows, ["RECORDER", *(visible(r.recorder) for r in recordings)], strict=True)]
     for line in columns(rows):
         console.line(line)
     console.line(f"{len(recordings)} recording(s) of {len(catalog.recordings)} in "
                  f"{store.description}; {len(catalog.problems)} problem(s)")
+    fail_if_incomplete(store, output)
+
+
+def fail_if_incomplete(store: Store, output: OutputFormat) -> None:
+    """Exit 1, after the output, when some recorders could not be read (one line on stderr;
+    in JSON mode the document printed stays the only thing on stdout)."""
+    error = flow.incomplete(store)
+    if error is None:
+        return
+    if output == "json":
+        console.error(error.message)
+        raise SystemExit(int(error.exit_code))
+    raise error
 
 
 def run_show(source: RecordingsLocation, recording_id: str, output: OutputFormat) -> None:
@@ -319,6 +339,7 @@ def run_export(source: RecordingsLocation, chosen: Filter, form: Literal["jsonl"
     if adopted:
         note(f"{adopted} session(s) exported by an older checkpoint: their current version is "
              "now recorded (a rewrite before this run cannot be told)")
+    fail_if_incomplete(store, "json")
 
 
 def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ignore_case: bool,
@@ -342,7 +363,8 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
             found += 1
             if output == "json":
                 documents.append({
-                    "id": recording.id, "start": _iso_start(recording),
+                    "id": recording.id, "recorder": recording.recorder or None,
+                    "start": _iso_start(recording),
                     "line": match.line_number, "offset": match.offset, "text": match.line,
                     "before": match.before, "after": match.after,
                 })
@@ -360,6 +382,7 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
     if output == "json":
         console.line(json.dumps({"matches": documents}, indent=2))
     note(f"{found} matching line(s) in {matched} of {searched} recording(s)")
+    fail_if_incomplete(store, output)
 
 
 def _gone(gone: Iterable[Gone]) -> None:

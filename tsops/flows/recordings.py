@@ -9,7 +9,7 @@ what they found for the CLI to show.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from tsops.recordings.catalog import (
     find,
     probe,
     scan,
+    unread,
 )
 from tsops.recordings.store import LocalStore, S3Store, Store, parse_s3_url
 
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
+    from tsops.inventory.load import LoadedInventory, Target
     from tsops.recordings.integrity import Findings, Gone, KeySource
+    from tsops.recordings.remote_source import HostReader, RecorderHostsStore
     from tsops.recordings.search import Result
     from tsops.recordings.tamper import Tampered
 
@@ -64,9 +67,12 @@ def open_store(where: RecordingsLocation) -> Store:
     if where.inventory is not None:
         from tsops.inventory.load import load_inventory
 
-        storage = load_inventory(where.inventory).model.storage
+        inventory = load_inventory(where.inventory)
+        storage = inventory.model.storage
         if storage is None:
             raise UsageError(f"{where.inventory}: has no storage section; use --from")
+        if not storage.is_s3:
+            return recorder_hosts(inventory, storage.destination)
         location = storage.destination
         endpoint = endpoint or storage.endpoint
         region = region or storage.region
@@ -79,6 +85,71 @@ def open_store(where: RecordingsLocation) -> Store:
     if "://" in location:
         raise UsageError(f"--from {location}: expected s3://BUCKET[/PREFIX] or a directory")
     return LocalStore(Path(location).expanduser())
+
+
+def recorder_connector(inventory: LoadedInventory) -> Callable[[Target], HostReader]:
+    """Management SSH connections to recorder hosts, with the inventory's ssh_config."""
+    from tsops.remote import Remote
+
+    configured = inventory.model.connection.ssh_config
+    ssh_config = str(inventory.local_path(configured)) if configured else None
+    return lambda target: Remote(target, ssh_config=ssh_config)
+
+
+def recorder_hosts(inventory: LoadedInventory, directory: str) -> RecorderHostsStore:
+    """The recordings of an inventory whose destination is a directory: that directory on
+    each recorder host, read over SSH (closed when the command ends)."""
+    import atexit
+
+    from tsops.recordings.remote_source import RecorderHostsStore
+
+    if not inventory.recorders:
+        raise UsageError(f"{inventory.path}: storage.destination {directory} is a directory on "
+                         "the recorders, and the inventory has no recorders; read a directory "
+                         "here with --from DIR")
+    connect = recorder_connector(inventory)
+    store = RecorderHostsStore(directory, [connect(target) for target in inventory.recorders])
+    atexit.register(store.close)
+    return store
+
+
+def from_recorders(store: Store) -> bool:
+    """Whether the store reads recorder hosts (each recording then names its recorder)."""
+    from tsops.recordings.remote_source import RecorderHostsStore
+
+    return isinstance(store, RecorderHostsStore)
+
+
+def recorder_failures(store: Store) -> list[Problem]:
+    """The recorders a store of recorder hosts could not read (wholly or partly) in its last
+    listing; none for other stores."""
+    from tsops.recordings.remote_source import RecorderHostsStore
+
+    if not isinstance(store, RecorderHostsStore):
+        return []
+    return [Problem(u.key, u.kind, u.detail, u.recorder) for u in store.failures()]
+
+
+class RecordersUnread(TsopsError):
+    """Some recorders could not be read: what was shown is incomplete (exit 1)."""
+
+
+def incomplete(store: Store) -> RecordersUnread | None:
+    """The error for a listing that missed recorders (shown after the output), or None."""
+    failures = recorder_failures(store)
+    if not failures:
+        return None
+    names = ", ".join(p.recorder for p in failures)
+    return RecordersUnread(f"{len(failures)} recorder(s) not read ({names}): the output "
+                           "holds only the recordings of the others")
+
+
+def require_every_recorder(store: Store, action: str) -> None:
+    """Refuse to seal or verify from a listing that missed recorders: a manifest must cover
+    every recording, and a recorder not reached is not missing recordings."""
+    failures = recorder_failures(store)
+    if failures:
+        raise RecordersUnread(f"cannot {action}: " + "; ".join(str(p) for p in failures))
 
 
 def node_names(where: RecordingsLocation, events: Events) -> dict[str, str]:
@@ -223,6 +294,8 @@ def seal(where: RecordingsLocation, manifest: Path | None, entry: str | KeySourc
         raise UsageError(f"{before.path}: sealed {before.manifest.get('source')}, not "
                          f"{store.description}; chain manifests of one destination only")
     digests, problems = digest_all(store)
+    require_every_recorder(store, "seal")
+    problems = unread(store) + problems
     document = sign(digests, store.description, key, now, previous=before)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -287,6 +360,8 @@ def verify(where: RecordingsLocation, manifest: Path | None, entry: str | KeySou
     newest = chain[-1]
     store = open_store(where)
     digests, problems = digest_all(store)
+    require_every_recorder(store, "verify")
+    problems = unread(store) + problems
     findings = compare(newest.manifest["recordings"], digests)
     return Checked(findings, store.description, newest.manifest.get("sealed_at"),
                    tuple(problems), tuple(gone), tuple(str(m.path) for m in chain),
@@ -341,7 +416,7 @@ def search(store: Store, keep: Filter, pattern_text: str, ignore_case: bool,
     pattern = compile_pattern(pattern_text, ignore_case)
     if keep == Filter():
         found = scan_text(store, list(store.list()), pattern, context)
-        return found, ()
+        return found, tuple(unread(store))
     targets, catalog = chosen(store, keep)
 
     def without_truncation() -> Iterator[Result]:

@@ -11,7 +11,7 @@ import datetime
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from tsops.errors import UsageError
@@ -25,7 +25,13 @@ from tsops.recordings.cast import (
     looks_v1,
     parse_header,
 )
-from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
+from tsops.recordings.store import (
+    ObjectInfo,
+    RecordingMissing,
+    ReportsUnread,
+    Store,
+    StoreError,
+)
 
 WHOLE = 32 << 10  # files up to this size are read in one request
 HEAD = 8 << 10
@@ -43,9 +49,13 @@ class Problem:
     key: str
     kind: str
     detail: str
+    recorder: str = ""  # the recorder host it is on; with no key, the recorder itself
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.key}: {self.detail}"
+        if not self.key:
+            return f"{self.kind}: recorder {self.recorder}: {self.detail}"
+        where = f" (on recorder {self.recorder})" if self.recorder else ""
+        return f"{self.kind}: {self.key}: {self.detail}{where}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Recording:
     duration: float | None  # time of the last complete event line; None when there is none
     truncated: bool  # the file does not end with one newline after a complete event
     ending: str = ""  # why it counts as truncated (tsops.recordings.cast.judge_end)
+    recorder: str = ""  # the recorder host it was read from ("" for S3 or a local directory)
 
     @property
     def node(self) -> str:
@@ -85,7 +96,16 @@ class Catalog:
 
 def truncation(recording: Recording) -> Problem:
     """The `truncated` problem of a recording that does not end complete."""
-    return Problem(recording.key, "truncated", recording.ending or "the last line is incomplete")
+    return Problem(recording.key, "truncated", recording.ending or "the last line is incomplete",
+                   recording.recorder)
+
+
+def unread(store: Store) -> list[Problem]:
+    """What the store's last listing left out (files that cannot be recordings, recorders not
+    reached), as problems; nothing for a store that lists everything or fails whole."""
+    if not isinstance(store, ReportsUnread):
+        return []
+    return [Problem(u.key, u.kind, u.detail, u.recorder) for u in store.unread()]
 
 
 def parallel(function: Callable[[T], R], items: Iterable[T], workers: int = WORKERS) -> Iterator[R]:
@@ -97,11 +117,12 @@ def parallel(function: Callable[[T], R], items: Iterable[T], workers: int = WORK
 def probe(store: Store, info: ObjectInfo) -> Recording | Problem:
     """Read the header and the duration of one recording from its first and last bytes."""
     try:
-        return _probe(store, info)
+        found = _probe(store, info)
     except CastError as error:
-        return Problem(info.key, error.kind, error.detail)
+        return Problem(info.key, error.kind, error.detail, info.recorder)
     except (StoreError, RecordingMissing, OSError) as error:
-        return Problem(info.key, "unreadable", str(error))
+        return Problem(info.key, "unreadable", str(error), info.recorder)
+    return replace(found, recorder=info.recorder) if info.recorder else found
 
 
 def _probe(store: Store, info: ObjectInfo) -> Recording:
@@ -156,7 +177,7 @@ def scan(store: Store, workers: int = WORKERS) -> Catalog:
             recordings.append(result)
             if result.truncated:
                 problems.append(truncation(result))
-    return Catalog(tuple(recordings), tuple(problems))
+    return Catalog(tuple(recordings), tuple(unread(store) + problems))
 
 
 def find(store: Store, recording_id: str) -> ObjectInfo:
@@ -168,6 +189,10 @@ def find(store: Store, recording_id: str) -> ObjectInfo:
             return info
         if info.node > node:
             break
+    failures = [p for p in unread(store) if not p.key]
+    if failures:  # perhaps on a recorder not read: not the operator's mistake
+        raise StoreError(f"no recording {recording_id} in {store.description} as read; not "
+                         "read: " + "; ".join(str(p) for p in failures))
     raise RecordingMissing(f"no recording {recording_id} in {store.description}")
 
 

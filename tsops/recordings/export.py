@@ -17,13 +17,16 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 from tsops.errors import UsageError
 from tsops.recordings.cast import CastError, Header
 from tsops.recordings.catalog import Problem, Recording
 from tsops.recordings.reader import Stream, plain_pieces
 from tsops.recordings.store import LocalStore, RecordingMissing, S3Store, Store, StoreError
+
+if TYPE_CHECKING:
+    from tsops.recordings.remote_source import RecorderHostsStore
 
 Format = Literal["jsonl", "ecs"]
 TEXT_SLOT = "\x00tsops-text\x00"  # replaced by the streamed text; cannot occur in JSON output
@@ -52,7 +55,7 @@ def session_event(recording: Recording, form: Format, names: dict[str, str],
             "src_node_tags": list(header.src_node_tags), "command": header.command,
             "connection_id": header.connection_id, "terminal": header.term,
             "size": recording.size, "truncated": recording.truncated,
-            **kubernetes_fields(header),
+            **kubernetes_fields(header), "recorder": recording.recorder or None,
         }
         if with_text:
             event["text"] = TEXT_SLOT
@@ -81,6 +84,8 @@ def session_event(recording: Recording, form: Format, names: dict[str, str],
         "related": {"user": sorted({u for u in (header.ssh_user, header.local_user,
                                                 header.src_node_user) if u})},
     }
+    if recording.recorder:  # the recorder host the recording was read from
+        event["observer"] = {"hostname": recording.recorder, "type": "recorder"}
     if header.kubectl:
         _ecs_kubernetes(event, header)
     if with_text:
@@ -298,14 +303,29 @@ def _local_version(store: LocalStore, key: str, known: Version | None) -> Versio
     return Version(f"sha256:{sha.hexdigest()}", now)
 
 
+def _host_version(store: RecorderHostsStore, key: str, known: Version | None) -> Version:
+    """A recorder host's file, as _local_version, with the stat its listing carried."""
+    now = store.stat(key)
+    if known is not None and known.stat == now:
+        return known
+    sha = hashlib.sha256()
+    for chunk in store.chunks(key):
+        sha.update(chunk)
+    return Version(f"sha256:{sha.hexdigest()}", now)
+
+
 def versions(store: Store, keys: Iterable[str],
              known: dict[str, Version | None]) -> dict[str, Version]:
-    """The current version of each key (an S3 bucket, or a local directory)."""
+    """The current version of each key (an S3 bucket, a local directory, recorder hosts)."""
+    from tsops.recordings.remote_source import RecorderHostsStore
+
     wanted = set(keys)
     if isinstance(store, S3Store):
         return _s3_versions(store, wanted)
     if isinstance(store, LocalStore):
         return {key: _local_version(store, key, known.get(key)) for key in sorted(wanted)}
+    if isinstance(store, RecorderHostsStore):
+        return {key: _host_version(store, key, known.get(key)) for key in sorted(wanted)}
     raise TypeError(f"no versions for {type(store).__name__}")
 
 

@@ -137,7 +137,7 @@ def search_one(store: Store, target: Recording | ObjectInfo, pattern: re.Pattern
         recording: Recording | None = target
     elif stream.header is not None:
         recording = Recording(target.key, stream.size, stream.header, stream.last_time,
-                              stream.truncated, stream.ending)
+                              stream.truncated, stream.ending, target.recorder)
     else:
         recording = None
     return Result(recording, searcher.matches, problems)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tsops.errors import TsopsError, UsageError
 
@@ -46,11 +46,23 @@ class ObjectInfo:
     key: str
     size: int
     modified: float | None = None  # seconds since the epoch, when the listing tells
+    recorder: str = ""  # the recorder host it was read from ("" for S3 or a local directory)
 
     @property
     def node(self) -> str:
         """The stable node ID of the SSH server: the directory the recording is filed under."""
         return self.key.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class Unread:
+    """What a listing left out: a file that cannot be a recording (its name, its type), or a
+    whole recorder that could not be read (`key` is then "")."""
+
+    key: str
+    kind: str
+    detail: str
+    recorder: str = ""
 
 
 class Store(Protocol):
@@ -73,6 +85,14 @@ class Store(Protocol):
     @property
     def bytes_read(self) -> int:
         """Bytes read from recordings so far."""
+
+
+@runtime_checkable
+class ReportsUnread(Protocol):
+    """A store whose listing can leave things out (recorder hosts): what and why."""
+
+    def unread(self) -> list[Unread]:
+        """What the last listing left out."""
 
 
 def is_recording_key(key: str) -> bool:
