@@ -81,6 +81,8 @@ class _Choice:
 
 _chosen = _Choice()
 _last_call = threading.local()  # the operation and resource of this thread's latest S3 call
+_loader: list[Any] = []  # botocore's data loader, shared (its cache holds the service model)
+_loader_lock = threading.Lock()
 
 
 def choose(*, profile: str | None = None, timeout: float | None = None) -> None:
@@ -139,7 +141,7 @@ def client(
     try:
         if keys is not None:  # the profile then gives only settings such as the region
             kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = keys
-        made = boto3.session.Session(profile_name=profile).client("s3", **kwargs)
+        made = boto3.session.Session(botocore_session=_session(profile)).client("s3", **kwargs)
     except ProfileNotFound:
         raise S3CredentialsError(f"S3: {_unknown_profile(str(profile), source)}",
                                  reached=False) from None
@@ -150,6 +152,20 @@ def client(
     made.meta.events.register("before-parameter-build.s3",
                               functools.partial(_remember, who, wait))
     return made
+
+
+def _session(profile: str | None) -> Any:
+    """A new botocore session for `profile` (credentials resolved afresh) sharing one data
+    loader: a session of its own would parse S3's service model again (0.1 s of CPU)."""
+    import botocore.loaders
+    import botocore.session
+
+    with _loader_lock:
+        if not _loader:
+            _loader.append(botocore.loaders.create_loader())
+    session = botocore.session.Session(profile=profile)
+    session.register_component("data_loader", _loader[0])
+    return session
 
 
 def client_for(storage: Storage, keys: tuple[str, str] | None = None,
@@ -164,11 +180,10 @@ def _quiet() -> None:
     one S3Error line (logging's last-resort handler would print their warnings)."""
     import logging
 
-    for name in ("botocore", "boto3", "urllib3"):
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
         logger = logging.getLogger(name)
         if not logger.handlers:
             logger.addHandler(logging.NullHandler())
-        logger.propagate = False
 
 
 def _credentials_named(profile: str | None, source: str) -> str:
