@@ -240,7 +240,7 @@ class RunContext:
             return self.s3_factory(storage, keys)
         from tsops import s3
 
-        return s3.client_for(storage, keys)
+        return s3.client_for(storage, keys, self.inventory.model.timeouts.s3)
 
     def secret(self, ref: Any, label: str) -> str:
         """Resolve a secret reference: environment, keyring, or a prompt through the events."""

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.lab.lab import Lab
-from tests.lab.s3 import S3Server
+from tests.lab.s3 import S3Server, free_port
 from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 from tests.labtests.test_main_job import bootstrap
 from tests.labtests.test_recorder import (  # noqa: F401 (executable is a fixture)
@@ -148,3 +148,22 @@ def test_status_sees_a_bucket_policy_changed_by_hand(
     recorder_bootstrap(tailnet, path)
     again = recorder_tsops(tailnet, "status", *env, "-o", "json", str(path))
     assert again.returncode == 0, again.stdout + again.stderr
+
+    # S3 stopped (nothing listens at the endpoint any more): every host is still probed and
+    # reported; what needed S3 is unknown, not drift, and the reason is one problem (exit 1).
+    stopped = {**s3_storage(lab_s3), "endpoint": f"https://127.0.0.1:{free_port('127.0.0.1')}"}
+    down_path = write_inventory(tailnet, tmp_path / "s3-down.yaml", [host.name], stopped,
+                                executable)
+    down = recorder_tsops(tailnet, "status", *env, "--s3-timeout", "2", "-o", "json",
+                          str(down_path))
+    assert down.returncode == 1, down.stdout + down.stderr
+    report = json.loads(down.stdout)
+    assert [h["name"] for h in report["hosts"]] == [host.name]
+    assert checks(report)[(host.name, "reachable")] == "ok"
+    assert checks(report)[(host.name, "unit")] == "ok"
+    assert checks(report)[(host.name, "destination")] == "unknown"
+    assert report["storage"]["state"] == "unknown"
+    assert report["storage"]["actual"].startswith("not checked: S3: read bucket")
+    assert report["recordings"]["state"] == "unknown"
+    assert len(report["problems"]) == 1 and "cannot reach S3" in report["problems"][0]
+    assert "Traceback" not in down.stderr

@@ -474,8 +474,10 @@ def test_a_refused_delete_is_counted_per_recording(source_objects: dict[str, byt
     plan = DeletePlan(verified=[SourceObject(k, len(v)) for k, v in source_objects.items()])
     failed = delete_verified(cast(Any, MemorySource(source_objects)), plan,
                              lambda: cast(Any, Unreachable("AccessDenied")), "old-bucket")
-    assert failed == [(k, "S3: DeleteObjects on s3://old-bucket: AccessDenied: no")
-                      for k in source_objects]
+    assert failed == [(k, "S3: DeleteObjects on s3://old-bucket: access denied: "
+                          "s3:DeleteObject for the default credential chain: allow it in that "
+                          "identity's IAM policy (and the bucket policy), or use other "
+                          "credentials (--profile)") for k in source_objects]
 
 
 MIB = 1024 * 1024

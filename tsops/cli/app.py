@@ -76,6 +76,31 @@ ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", "-c", min=1, help="How many hosts to work on at once.")
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")]
+
+
+def _choose_profile(value: str | None) -> None:
+    if value is not None:
+        from tsops import s3
+
+        s3.choose(profile=value)
+
+
+def _choose_s3_timeout(value: float | None) -> None:
+    if value is not None:
+        from tsops import s3
+
+        s3.choose(timeout=value)
+
+
+# Every command that reaches S3 takes these; they apply to each S3 client of the run (tsops.s3).
+ProfileOpt = Annotated[str | None, typer.Option(
+    "--profile", callback=_choose_profile, expose_value=False,
+    help="AWS profile for tsops's own S3 calls (default: storage.profile, else AWS_PROFILE or "
+         "the default credentials).")]
+S3TimeoutOpt = Annotated[float | None, typer.Option(
+    "--s3-timeout", min=0.1, max=600, callback=_choose_s3_timeout, expose_value=False,
+    help="Seconds to wait for S3 to connect or answer, per attempt (3 attempts; default: "
+         "timeouts.s3, else 4).")]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show the plan (and any inventory diff); change nothing.")
 ]
@@ -192,6 +217,7 @@ def plan(
     changes_exit_code: ChangesExitOpt = False,
     verbose: VerboseOpt = False,
     _renamed: RenamedExitOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Show what bootstrap would change on each server, and the API calls it would make."""
     from tsops.cli.bootstrap import run_plan
@@ -212,6 +238,7 @@ def bootstrap(
     allow_unverified_recorder: AllowUnverifiedOpt = False,
     allow_coverage_gaps: AllowGapsOpt = False,
     verbose: VerboseOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Recorders, their health, servers, then the policy file: plan, confirm, apply, verify."""
     from tsops.cli.bootstrap import run_bootstrap, run_plan
@@ -395,6 +422,7 @@ def policy_apply(
     allow_unverified_recorder: AllowUnverifiedOpt = False,
     allow_coverage_gaps: AllowGapsOpt = False,
     output: OutputOpt = Output.table,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Patch the policy file: show the diff, confirm, validate, write with If-Match."""
     from tsops.cli.policy import run_apply
@@ -506,6 +534,7 @@ def recordings_list(
     reverse: Annotated[bool, typer.Option("--reverse", help="Newest/largest first.")] = False,
     output: OutputOpt = Output.table,
     names: NamesOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """One row per recording, read from its first and last bytes only."""
     from tsops.cli.recordings import make_filter, run_list
@@ -520,6 +549,7 @@ def recordings_list(
 def recordings_show(
     recording: RecordingArg, location: FromOpt = None, inventory: RecInventoryOpt = None,
     endpoint: EndpointOpt = None, region: RegionOpt = None, output: OutputOpt = Output.table,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """What one recording's header and last event say."""
     from tsops.cli.recordings import run_show
@@ -535,6 +565,7 @@ def recordings_cat(
         bool, typer.Option("--plain", help="Remove terminal escape sequences.")
     ] = False,
     raw: RawOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Write a recording's output text, without timing (safe sequences only)."""
     from tsops.cli.recordings import run_cat
@@ -551,6 +582,7 @@ def recordings_play(
         float | None, typer.Option("--idle-limit", help="Cap pauses at this many seconds.")
     ] = None,
     raw: RawOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Replay a recording with its timing (safe sequences only); space pauses, q quits."""
     from tsops.cli.recordings import run_play
@@ -581,6 +613,7 @@ def recordings_export(
         typer.Option("--checkpoint", help="Remember exported sessions here; skip them next time."),
     ] = None,
     names: NamesOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """One JSON event per session on stdout, for a SIEM."""
     from tsops.cli.recordings import make_filter, run_export
@@ -604,6 +637,7 @@ def recordings_search(
     ] = False,
     context: Annotated[int, typer.Option("--context", "-C", help="Lines around.")] = 0,
     output: OutputOpt = Output.table,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Find lines of recorded output, with session, time offset and context."""
     from tsops.cli.recordings import make_filter, run_search
@@ -656,6 +690,7 @@ def recordings_seal(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing --manifest file.")
     ] = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Write a manifest of every recording's SHA-256, signed, linked to the previous one."""
     from tsops.cli.recordings import run_seal
@@ -674,6 +709,7 @@ def recordings_verify(
     ] = None,
     manifest_dir: ManifestDirOpt = None, previous: PreviousOpt = None,
     output: OutputOpt = Output.table,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Check the manifest or chain: exit 3 when recordings are missing, altered or unexpected."""
     from tsops.cli import console
@@ -767,6 +803,7 @@ def status(
     concurrency: ConcurrencyOpt = 32,
     output: OutputOpt = Output.table,
     no_input: NoInputOpt = False,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Check servers, recorders and the policy read-only: exit 0 clean, 3 drift, 1 error."""
     from tsops.cli.status import run_status
@@ -794,6 +831,7 @@ def verify(
     _old_user: Annotated[str | None, _renamed(
         "--user", "--canary-user", " (as on add-server, where --user is the SSH user)")] = None,
     _old_timeout: OldTimeoutOpt = None,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Prove each server recorded: a canary session, then its recording at the destination."""
     from tsops.cli.verify import run_verify
@@ -832,6 +870,7 @@ def add_server(
     canary_timeout: CanaryTimeoutOpt = DEFAULT_CANARY_TIMEOUT,
     output: OutputOpt = Output.table,
     _old_timeout: OldTimeoutOpt = None,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Add a server to the inventory, enroll it alone, extend the policy, prove it recorded."""
     from tsops.cli.servers import run_add_server
@@ -917,6 +956,7 @@ def rotate_storage(
     no_input: NoInputOpt = False,
     output: OutputOpt = Output.table,
     _old_workers: Annotated[str | None, _renamed("--workers", "--concurrency")] = None,
+    _profile: ProfileOpt = None, _s3_timeout: S3TimeoutOpt = None,
 ) -> None:
     """Move the recorders to a new destination one at a time, then update the inventory."""
     from tsops.cli.rotate import run_delete_source, run_rotate

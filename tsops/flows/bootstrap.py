@@ -153,11 +153,23 @@ def manages_policy(context: RunContext) -> bool:
 
 
 def plan(context: RunContext, *, with_policy: bool = True) -> BootstrapPlan:
-    """Gather the recorders, the storage and every chosen server, and plan them; no change."""
-    recorders = RecorderPhase(context).plan() if has_recorders(context) else None
-    hosts = ServerPhase(context).gather_and_plan()
-    preview = preview_policy(context) if with_policy else None
-    return BootstrapPlan(hosts, recorders, preview)
+    """Gather the recorders, the storage and every chosen server, and plan them; no change.
+
+    The three are probed at the same time (a slow bucket or recorder no longer delays the
+    servers' probes); the plan lists them in the same order whatever finished first, and an
+    error that stops planning is the one the sequential order would have met first.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    _ = context.api  # its credentials are resolved (and prompted for) once, before the threads
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        recorders = pool.submit(RecorderPhase(context).plan) if has_recorders(context) else None
+        hosts = pool.submit(ServerPhase(context).gather_and_plan)
+        preview = pool.submit(preview_policy, context) if with_policy else None
+        recorder_plans = recorders.result() if recorders is not None else None
+        host_plans = hosts.result()
+        policy = preview.result() if preview is not None else None
+    return BootstrapPlan(host_plans, recorder_plans, policy)
 
 
 def preview_policy(context: RunContext) -> PolicyPreview | None:

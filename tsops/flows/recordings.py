@@ -64,11 +64,13 @@ def open_store(where: RecordingsLocation) -> Store:
         raise UsageError("give exactly one of --from (s3://BUCKET[/PREFIX] or a directory) "
                          "or --inventory FILE")
     location, endpoint, region = where.location, where.endpoint, where.region
+    profile, timeout = None, None
     if where.inventory is not None:
         from tsops.inventory.load import load_inventory
 
         inventory = load_inventory(where.inventory)
-        storage = inventory.model.storage
+        model = inventory.model
+        storage = model.storage
         if storage is None:
             raise UsageError(f"{where.inventory}: has no storage section; use --from")
         if not storage.is_s3:
@@ -76,12 +78,14 @@ def open_store(where: RecordingsLocation) -> Store:
         location = storage.destination
         endpoint = endpoint or storage.endpoint
         region = region or storage.region
+        profile, timeout = storage.profile, model.timeouts.s3
     assert location is not None
     if location.startswith("s3://"):
         from tsops import s3
 
         bucket, prefix = parse_s3_url(location)
-        return S3Store(s3.client(endpoint=endpoint, region=region), bucket, prefix)
+        return S3Store(s3.client(endpoint=endpoint, region=region, profile=profile,
+                                 timeout=timeout), bucket, prefix)
     if "://" in location:
         raise UsageError(f"--from {location}: expected s3://BUCKET[/PREFIX] or a directory")
     return LocalStore(Path(location).expanduser())

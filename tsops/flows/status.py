@@ -25,7 +25,7 @@ from tsops.checks import (
     tamper_error,
 )
 from tsops.context import RunContext
-from tsops.errors import TsopsError
+from tsops.errors import ExitCode, TsopsError
 from tsops.flows.bootstrap import has_recorders, manages_policy
 from tsops.policy import hujson
 from tsops.policy.coverage import Coverage
@@ -58,9 +58,17 @@ def gather_status(context: RunContext) -> Status:
                 problems.append(f"recorders: {error.message}")
             else:
                 storage = storage_check(recorder_plans.bucket)
+                unread = recorder_plans.bucket
+                if unread is not None and unread.unread and storage is not None:
+                    # Not checked, not wrong: every host is still reported, the run is an error.
+                    storage = Check("storage", "unknown", storage.expected,
+                                    f"not checked: {unread.problem}")
+                    problems.append(f"storage: {unread.problem}")
                 hosts += _recorders(context, phase, recorder_plans, storage)
         policy_result, gaps = policy.result() if policy is not None else (None, None)
         recordings, tampered = tamper.result() if tamper is not None else (None, ())
+    if recordings is not None and recordings.state == "unknown" and not problems:
+        problems.append(f"recordings: {recordings.actual.removeprefix('not checked: ')}")
     checks = tuple(c for c in (presence, gaps and coverage_check(gaps)) if c)
     coverage = CoverageStatus(checks, gaps.gaps if gaps else ()) if checks else None
     warnings = tuple(worm_warnings(phase.storage)) if phase is not None else ()
@@ -82,6 +90,10 @@ def _tamper(context: RunContext) -> tuple[Check | None, list[Tampered]]:
     except StoreError as error:
         if error.code in ("NoSuchBucket", "404"):
             return None, []
+        if not error.code or error.exit_code == ExitCode.BAD_INPUT:  # S3 unreachable, or the
+            # operator's credentials missing or refused: not checked, not wrong
+            return Check("recordings", "unknown", "the bucket's versions listed",
+                         f"not checked: {error.message}"), []
         return tamper_error(error.message), []
     return tamper_check(found), found
 

@@ -287,6 +287,14 @@ def _region(value: str) -> str:
     return value
 
 
+def _aws_profile(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+@-]{0,63}", value):
+        raise PydanticCustomError(
+            "aws_profile", "expected an AWS profile name (letters, digits, and _.+@-), got "
+            "{value}", {"value": repr(value)})
+    return value
+
+
 def _kms_key(value: str) -> str:
     if not KMS_KEY_RE.fullmatch(value):
         raise PydanticCustomError(
@@ -634,6 +642,8 @@ class Storage(Model):
     break_glass_principal: Annotated[str, AfterValidator(_principal)] | None = None
     credentials: S3Credentials | None = None
     min_free_gb: Annotated[int, Field(ge=0)] = 10
+    # The AWS profile tsops itself reads and provisions the bucket with (not the recorders').
+    profile: Annotated[str, AfterValidator(_aws_profile)] | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -728,6 +738,12 @@ class Policy(Model):
         return self
 
 
+class Timeouts(Model):
+    """How long tsops waits for an answer before it gives up on an endpoint, in seconds."""
+
+    s3: Annotated[float, Field(gt=0, le=600)] | None = None  # per attempt (tsops.s3)
+
+
 class Inventory(Model):
     """A whole inventory file."""
 
@@ -741,3 +757,4 @@ class Inventory(Model):
     ssh_rules: tuple[SshRule, ...] = ()
     canary: Canary | None = None
     policy: Policy = Policy()
+    timeouts: Timeouts = Timeouts()

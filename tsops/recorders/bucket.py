@@ -63,6 +63,9 @@ class BucketPlan:
     changes: tuple[BucketChange, ...] = ()
     problem: str | None = None
     notes: tuple[str, ...] = ()
+    # The problem is that the bucket could not be read at all (S3 not reached, or the operator's
+    # credentials missing or refused): its settings are unknown, not wrong.
+    unread: bool = False
 
 
 @dataclass

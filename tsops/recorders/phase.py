@@ -216,7 +216,8 @@ class RecorderPhase:
                 facts = gather_bucket(self.s3_factory(storage, None), storage.bucket)
                 bucket = plan_bucket(storage, self.ui, facts)
             except s3.S3Error as error:
-                bucket = BucketPlan(storage.bucket, problem=error.message)
+                bucket = BucketPlan(storage.bucket, problem=error.message, unread=(
+                    not error.reached or isinstance(error, s3.S3CredentialsError)))
         return RecorderPlans(storage, bucket, facts, self.plan_hosts(self.inventory.recorders),
                              self.gate_how())
 

@@ -190,10 +190,13 @@ class S3Store:
         return self._read.value
 
     def _failed(self, action: str, error: Exception) -> StoreError:
-        from tsops.s3 import error_code
+        from tsops.s3 import error_code, explain
 
-        return StoreError(f"cannot {action} {self.description}: {error}", error_code(error),
-                          str(error))
+        kind, why, _ = explain(error)  # one line with the remedy; credential problems exit 2
+        failed = StoreError(f"cannot {action} {self.description}: {why}", error_code(error),
+                            str(error))
+        failed.exit_code = kind.exit_code
+        return failed
 
     def list(self, node: str = "") -> Iterator[ObjectInfo]:
         """Every `<node>/<name>.cast` below the prefix (only `node`'s when given), in key order

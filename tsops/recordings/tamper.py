@@ -97,15 +97,18 @@ def entries_of(page: dict[str, Any], prefix: str = "") -> Iterator[VersionEntry]
 
 def list_versions(client: S3Client, bucket: str, prefix: str = "") -> Iterator[VersionEntry]:
     """Every version and delete marker below `prefix`, page by page (s3:ListBucketVersions)."""
-    from tsops.s3 import error_code, errors
+    from tsops.s3 import error_code, errors, explain
 
     paginator = client.get_paginator("list_object_versions")
     try:
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             yield from entries_of(dict(page), prefix)
     except errors() as error:
-        raise StoreError(f"cannot list the versions of s3://{bucket}/{prefix}".rstrip("/")
-                         + f": {error}", error_code(error), str(error)) from None
+        kind, why, _ = explain(error)  # one line with the remedy; credential problems exit 2
+        failed = StoreError(f"cannot list the versions of s3://{bucket}/{prefix}".rstrip("/")
+                            + f": {why}", error_code(error), str(error))
+        failed.exit_code = kind.exit_code
+        raise failed from None
 
 
 def tampered(store: S3Store) -> list[Tampered]:
