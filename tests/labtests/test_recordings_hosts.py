@@ -4,8 +4,10 @@ One lab: two recorder hosts deployed by `tsops bootstrap` with a local destinati
 sessions recorded through the recorder simulator (the second after the first recorder stops,
 so each recorder holds one), hostile files beside them; then list, show, cat, search, export,
 seal and verify read the recorders, each recording naming its recorder, and the operator's
-machine's same path is never read (it does not exist here). Last, a recorder whose SSH is down
-is one line and the other is still listed (exit 1).
+machine's same path is never read (it does not exist here). `recordings serve --inventory`
+shows the same recordings in headless Chromium, with their recorders, the hostile files
+flagged, and plays one to its end. Last, a recorder whose SSH is down is one line and the other
+is still listed (exit 1).
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ from typing import Any
 
 import pytest
 
+from tests.browser.conftest import (
+    browser,  # noqa: F401 (fixture)
+    player_state,
+    screen_lines,
+    serve,
+    wait_for,
+)
 from tests.lab.lab import Lab, LabHost
-from tests.lab.tailnet import LabTailnet
+from tests.lab.tailnet import TOKEN_VARIABLE, LabTailnet
 from tests.labtests.test_recorder import (
     SSH_POLICY,
     bootstrap,
@@ -56,7 +65,8 @@ def as_json(result: Any) -> Any:
 
 @pytest.mark.lab(hosts=2)
 def test_recordings_are_read_on_the_recorders(
-    lab: Lab, tailnet: LabTailnet, executable: Path, tmp_path: Path  # noqa: F811
+    lab: Lab, tailnet: LabTailnet, executable: Path, tmp_path: Path,  # noqa: F811
+    browser: Any,  # noqa: F811
 ) -> None:
     assert not Path(DESTINATION).exists()  # were it read here, every command would fail
     for host in lab.hosts:
@@ -125,6 +135,25 @@ def test_recordings_are_read_on_the_recorders(
     checked = as_json(tsops(tailnet, "recordings", "verify", "-m", str(manifest), "--key-file",
                             str(key_file), "-i", str(inventory), "-o", "json"))
     assert (checked["intact"], checked["missing"], checked["altered"]) == (2, [], [])
+
+    # The review UI over the same recorders: every recording with its recorder, the hostile
+    # files flagged (inert), a recording played to its end from the recorder that holds it.
+    for served in serve("-i", str(inventory), environment={TOKEN_VARIABLE: tailnet.token}):
+        browser.get(served.url)
+        wait_for(browser, lambda b: "token=" not in b.current_url)
+        rows = browser.find_elements("css selector", "#recordings tbody tr.recording")
+        assert {row.get_attribute("data-id"): row.find_element("css selector", ".recorder").text
+                for row in rows} == ids
+        damaged = {(item.get_attribute("data-recorder"),
+                    item.find_element("css selector", ".flag").text)
+                   for item in browser.find_elements("css selector", "li.damaged-file")}
+        assert damaged == {(first_host.name, "bad-name"), (first_host.name, "not-a-file"),
+                           (first_host.name, "symlink")}
+        assert "\x1b" not in browser.page_source
+        browser.get(f"{served.base}/r/{second_key.removesuffix('.cast')}?autoplay=1&speed=4")
+        wait_for(browser, lambda b: player_state(b) == "ended")
+        assert browser.find_element("id", "recorder").text == second_host.name
+        assert "web1 on the second recorder" in screen_lines(browser)
 
     # A recorder that cannot be reached: one line, the other still listed, exit 1.
     second_host.nsenter("systemctl stop ssh")

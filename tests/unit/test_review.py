@@ -291,3 +291,41 @@ def test_the_download_is_every_byte_of_a_damaged_file(client: TestClient,
     played = client.get(f"/play/{TRUNCATED_ID}.cast")
     assert played.headers["content-type"] == "application/x-asciicast"
     assert played.content == original[:original.rfind(b"\n") + 1]
+
+
+class TwoRecorders(FailingStore):
+    """Recordings read from recorder hosts: each names its recorder, and the listing left out a
+    hostile name on one recorder and the whole of another (unreachable)."""
+
+    def list(self) -> Iterator[ObjectInfo]:
+        from dataclasses import replace
+
+        return iter([replace(info, recorder="rec1") for info in self.inner.list()])
+
+    def unread(self) -> list[Any]:
+        from tsops.recordings.store import Unread
+
+        return [Unread("nX/evil\n\x1b[2J<b>x</b>.cast", "bad-name", "a control character",
+                       "rec1"),
+                Unread("", "unreachable", "connection refused", "rec2")]
+
+
+def test_recorders_are_named_and_what_they_left_out_is_flagged(tmp_path: Path) -> None:
+    store = TwoRecorders(write_directory(tmp_path / "recordings"))
+    client = TestClient(create_app(Review.of(store, refresh=0), TOKEN, cookie="tsops_review_1"),
+                        follow_redirects=False)
+    assert client.get(f"/?token={TOKEN}").status_code == 303
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "<th>Recorder</th>" in page.text
+    assert '<td class="recorder">rec1</td>' in page.text
+    assert 'data-recorder="rec2">recorder rec2 <span class="flag">unreachable</span>' in page.text
+    assert "<b>x</b>" not in page.text and "\x1b" not in page.text  # the hostile name is inert
+    assert 'href="/r/nX/evil' not in page.text  # a name no recording may have is not a link
+    shown = client.get(f"/r/{VALID}")
+    assert shown.status_code == 200 and '<dd id="recorder">rec1</dd>' in shown.text
+
+
+def test_a_source_of_one_place_has_no_recorder_column(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "<th>Recorder</th>" not in page.text

@@ -184,6 +184,7 @@ class Pages:
             "list.html", query=query, recordings=shown, total=total, pages=pages,
             all_count=len(snapshot.recordings), damaged=snapshot.damaged,
             problems=snapshot.problems, names=self.review.names, missing=missing,
+            with_recorder=any(r.recorder for r in snapshot.recordings),
             seal_of=(lambda r: seal.listed(r.key, r.size)) if seal else None,
             link=_link,
         )

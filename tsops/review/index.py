@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tsops.recordings.catalog import WORKERS, Problem, Recording, parallel, probe, truncation
+from tsops.recordings.catalog import (
+    WORKERS,
+    Problem,
+    Recording,
+    parallel,
+    probe,
+    truncation,
+    unread,
+)
 from tsops.recordings.store import ObjectInfo, Store, StoreError
 
 REFRESH = 10.0  # seconds a listing is reused before the source is listed again
@@ -122,6 +130,10 @@ class Index:
                 recordings.append(found)
                 if found.truncated:
                     problems[found.key] = truncation(found)
+        for left_out in unread(self.store):  # names no recording may have, recorders not read
+            damaged.append(left_out)
+            if left_out.key:
+                problems[left_out.key] = left_out
         return Snapshot(tuple(recordings), tuple(damaged), problems,
                         {r.key: r for r in recordings}, self.clock())
 
