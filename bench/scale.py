@@ -265,6 +265,12 @@ class Fleet(Managed):
 
     def stop(self) -> None:
         """Stop every host and remove every namespace, link and file the fleet made."""
+        for host in self.hosts:
+            # unshare --fork ignores SIGTERM while its child runs: SIGKILL it, and --kill-child
+            # takes the host's PID 1, and with it every process of the host, down too.
+            if host.process is not None and host.process.poll() is None:
+                host.process.kill()
+                host.process.wait()
         if self.journal is not None:
             self.journal.cleanup()
             self.journal = None
@@ -433,7 +439,12 @@ def run_tsops(command: str, inventory: Path, token: str, concurrency: int, fleet
         began = time.monotonic()
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                    env=env, cwd=source)
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:  # Ctrl-C or SIGTERM: no tsops left behind either
+            process.kill()
+            process.wait()
+            raise
         wall = time.monotonic() - began
         process.returncode = os.waitstatus_to_exitcode(status)
         time.sleep(0.2)  # let the hosts' session processes exit and be reaped
@@ -565,7 +576,10 @@ def _wait_port(ip: str, port: int) -> None:
 
 
 def _exit_on_sigterm() -> None:
-    """SIGTERM becomes SystemExit, so the fleet's `with` block cleans up (as Ctrl-C does)."""
+    """SIGTERM becomes SystemExit and Ctrl-C KeyboardInterrupt (even when started from a shell
+    that ignores it), so the fleet's `with` block cleans up."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         sys.exit(128 + signum)
 
