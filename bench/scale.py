@@ -170,10 +170,15 @@ def marginal_ms(smaller: Measurement, larger: Measurement) -> float:
     return 1000 * (larger.tsops_cpu_s - smaller.tsops_cpu_s) / (larger.hosts - smaller.hosts)
 
 
+BASELINE_BELOW = 10  # smaller fleets measure tsops's start-up, not its cost per host
+
+
 def flatness(per_host: dict[int, float]) -> float:
-    """How far tsops CPU per host at the largest size is from the smallest's (0.1: 10% more)."""
-    smallest, largest = min(per_host), max(per_host)
-    return per_host[largest] / per_host[smallest] - 1
+    """How far tsops CPU per host at the largest size is from the smallest's (0.1: 10% more);
+    sizes under BASELINE_BELOW are left out."""
+    fleets = {size: cpu for size, cpu in per_host.items() if size >= BASELINE_BELOW} or per_host
+    smallest, largest = min(fleets), max(fleets)
+    return fleets[largest] / fleets[smallest] - 1
 
 
 # The fleet
@@ -206,6 +211,9 @@ class Fleet(Managed):
     """`size` lightweight hosts on a bridge of the bench's own; always cleaned up."""
 
     size: int
+    # One known_hosts file per host instead of one for the fleet (to tell the cost of reading
+    # a fleet-sized known_hosts for every connection from the rest).
+    split_known_hosts: bool = False
     hosts: list[BenchHost] = field(default_factory=list)
     slot: int = -1
     workdir: Path = Path()
@@ -336,9 +344,13 @@ class Fleet(Managed):
         for host in self.hosts:
             kind, key = (host.workdir / "ssh_host_key.pub").read_text().split()[:2]
             known.append(f"{host.ip} {kind} {key}\n")
+            known_file = self.known_hosts
+            if self.split_known_hosts:
+                known_file = host.workdir / "known_hosts"
+                known_file.write_text(known[-1])
             entries.append(f"Host {host.name}\n  HostName {host.ip}\n  User root\n"
                            f"  IdentityFile {self.client_key}\n  IdentitiesOnly yes\n"
-                           f"  UserKnownHostsFile {self.known_hosts}\n"
+                           f"  UserKnownHostsFile {known_file}\n"
                            "  StrictHostKeyChecking yes\n")
         self.known_hosts.write_text("".join(known))
         self.ssh_config.write_text("\n".join(entries))
@@ -499,11 +511,12 @@ def _host_failed(command: str, host: dict[str, Any]) -> bool:
                    for check in host.get("checks", []))
 
 
-def handshake_cost(fleet: Fleet, count: int, key_type: str) -> tuple[float, float]:
+def handshake_cost(fleet: Fleet, count: int, key_type: str) -> tuple[float, float, float]:
     """A bare paramiko loop, one host: connect, authenticate, `true`, close; `count` times.
 
-    Returns (client CPU per connection, wall per connection), both in milliseconds. The host
-    key and the client key are both `key_type` (ed25519 or rsa, 3072 bits as ssh-keygen makes).
+    Returns (client CPU, server CPU, wall) per connection, in milliseconds; the server's is
+    its sshd's and every session process's. The host key and the client key are both
+    `key_type` (ed25519, or rsa of 3072 bits as ssh-keygen makes).
     """
     import paramiko
 
@@ -538,6 +551,9 @@ def handshake_cost(fleet: Fleet, count: int, key_type: str) -> tuple[float, floa
         public = Path(f"{host_key}.pub").read_text().split()
         server_key = paramiko.PKey.from_type_string(public[0], base64.b64decode(public[1]))
         pkey = paramiko.PKey.from_path(str(client_key))
+        ticks = os.sysconf("SC_CLK_TCK")
+        stat = Path(f"/proc/{sshd.pid}/stat")
+        server_before = process_cpu_seconds(stat.read_text(), ticks)
         cpu_before, began = time.process_time(), time.monotonic()
         for _ in range(count):
             client = paramiko.SSHClient()
@@ -550,10 +566,12 @@ def handshake_cost(fleet: Fleet, count: int, key_type: str) -> tuple[float, floa
             client.close()
         cpu = time.process_time() - cpu_before
         wall = time.monotonic() - began
+        time.sleep(0.2)  # the last session's processes exit and are reaped
+        server = process_cpu_seconds(stat.read_text(), ticks) - server_before
     finally:
         sshd.terminate()
         sshd.wait(10)
-    return 1000 * cpu / count, 1000 * wall / count
+    return 1000 * cpu / count, 1000 * server / count, 1000 * wall / count
 
 
 def _pid1(host: BenchHost) -> int:
@@ -595,6 +613,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="tsops --concurrency")
     parser.add_argument("--handshakes", type=int, default=0,
                         help="also price N bare paramiko connections per key type")
+    parser.add_argument("--split-known-hosts", action="store_true",
+                        help="one known_hosts file per host instead of one for the fleet")
     parser.add_argument("--compare", type=Path, metavar="CHECKOUT",
                         help="also run the tsops of this checkout, alternating, on the same hosts")
     args = parser.parse_args()
@@ -608,7 +628,7 @@ def main() -> None:
     compared: dict[tuple[str, int], Measurement] = {}
     for size in args.hosts:
         began = time.monotonic()
-        with Fleet(size) as fleet, control_plane() as control, \
+        with Fleet(size, args.split_known_hosts) as fleet, control_plane() as control, \
                 tempfile.TemporaryDirectory() as tmp:
             print(f"{size} hosts up in {time.monotonic() - began:.1f} s", file=sys.stderr,
                   flush=True)
@@ -631,10 +651,10 @@ def main() -> None:
                     compared[command, size] = median_run(others)
             if args.handshakes and size == args.hosts[0]:
                 for key_type in ("ed25519", "rsa"):
-                    cpu, wall = handshake_cost(fleet, args.handshakes, key_type)
-                    print(f"bare paramiko connect+auth+exec+close, {key_type} keys: "
-                          f"{cpu:.1f} ms client CPU, {wall:.1f} ms wall per connection",
-                          flush=True)
+                    cpu, server, wall = handshake_cost(fleet, args.handshakes, key_type)
+                    print(f"bare paramiko connect+auth+exec+close, {key_type} keys, per "
+                          f"connection: {cpu:.1f} ms client CPU, {server:.1f} ms server CPU, "
+                          f"{wall:.1f} ms wall", flush=True)
     print_tables(results, cores)
     if compared:
         print(f"\nThe same, with the tsops of {args.compare}:")
@@ -663,8 +683,9 @@ def print_tables(results: dict[tuple[str, int], Measurement], cores: int) -> Non
             print(f"\ntsops CPU per added host, {before.hosts} to {after.hosts} hosts: "
                   f"{marginal_ms(before, after):.0f} ms")
         per_host = {m.hosts: m.tsops_cpu_per_host_ms for m in rows}
-        if len(per_host) > 1:
-            print(f"\ntsops CPU per host, {max(per_host)} hosts against {min(per_host)}: "
+        fleets = [size for size in per_host if size >= BASELINE_BELOW]
+        if len(fleets) > 1:
+            print(f"\ntsops CPU per host, {max(fleets)} hosts against {min(fleets)}: "
                   f"{flatness(per_host):+.0%} (target: within 20%)")
 
 

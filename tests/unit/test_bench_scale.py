@@ -64,6 +64,7 @@ def test_the_median_run_is_a_real_run_and_the_floor_is_the_larger_share() -> Non
 def test_flatness_compares_the_largest_fleet_with_the_smallest() -> None:
     assert flatness({50: 50.0, 100: 52.0, 200: 55.0}) == pytest.approx(0.10)
     assert flatness({200: 45.0, 50: 50.0}) == pytest.approx(-0.10)
+    assert flatness({1: 900.0, 50: 40.0, 200: 44.0}) == pytest.approx(0.10)  # 1: start-up
 
 
 def test_the_cost_of_an_added_host_leaves_start_up_out() -> None:
