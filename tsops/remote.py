@@ -649,8 +649,7 @@ def describe_ssh_error(error: BaseException, timeout: float | None = None,
     if isinstance(error, NoValidConnectionsError | ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, SSHException) and "protocol banner" in text:
-        return (f"no SSH banner{within} (something accepts connections there but does not "
-                "answer as an SSH server)")
+        return f"timed out{within} waiting for the SSH banner"
     # paramiko's handshake wait ends quietly at its timeout; the next call then finds "no
     # existing session".
     if isinstance(error, TimeoutError | socket.timeout) or (isinstance(error, SSHException) and (
