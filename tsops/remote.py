@@ -173,9 +173,12 @@ class Remote:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
 
     def close(self) -> None:
-        """Close the connection if one is open."""
+        """Close the connection if one is open, and the jump hosts' behind it."""
         if self._connection is not None:
+            hops = _hops(self._connection)
             self._connection.close()
+            for hop, _ in hops[1:]:  # fabric closes only the last hop's
+                hop.close()
             self._connection = None
 
     def _connect(self) -> Connection:

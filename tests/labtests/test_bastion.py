@@ -95,7 +95,7 @@ def test_the_main_job_through_a_bastion_and_untrusted_bastions_refused(
         assert sshd_lines_from(lab, host, bastion_ip) == 0, host
 
     # The whole main job through the bastion.
-    path = tailnet.recorded_inventory(tmp_path, {"host1": ()})
+    path = tailnet.recorded_inventory(tmp_path, {"host1": ()}, min_free_gb=1)
     through(path)
     code, report, stderr = bootstrap(tailnet, path)
     assert code == 0, stderr
@@ -107,7 +107,8 @@ def test_the_main_job_through_a_bastion_and_untrusted_bastions_refused(
 
     status = tsops(tailnet, "status", "--no-input", "-o", "json", str(path))
     assert status.returncode == 0, status.stdout + status.stderr
-    assert json.loads(status.stdout)["hosts"][0]["name"] == "host1"
+    assert {h["name"]: h["state"] for h in json.loads(status.stdout)["hosts"]} == {
+        "host1": "ok", "host3": "ok"}
     verified = tsops(tailnet, "verify", "--no-input", str(path))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     added = tsops(tailnet, "add-server", "--yes", "--no-input", str(path), "host2")

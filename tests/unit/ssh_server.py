@@ -1,9 +1,10 @@
 """Small SSH servers on loopback for unit tests of tsops's SSH connections.
 
 `SshServer` is a paramiko server with a host key of its own: it lets any public key in, runs
-no command (each exec exits 0) and, as a bastion, forwards `direct-tcpip` channels to
-loopback. It counts the TCP connections it accepted, so a test can prove a host was never
-contacted. `HungServer` accepts connections and never says a word (a hung sshd).
+no command (each exec exits 0, or never ends with `hang_commands`) and, as a bastion,
+forwards `direct-tcpip` channels to loopback. It counts the TCP connections it accepted, so a
+test can prove a host was never contacted. `HungServer` accepts connections and never says a
+word (a hung sshd).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ ACCEPTED: int = OPEN_SUCCEEDED
 
 
 class _Interface(paramiko.ServerInterface):
-    def __init__(self) -> None:
+    def __init__(self, server: SshServer) -> None:
+        self.server = server
         self.destinations: dict[int, tuple[str, int]] = {}
 
     def get_allowed_auths(self, username: str) -> str:
@@ -36,6 +38,10 @@ class _Interface(paramiko.ServerInterface):
         return ACCEPTED if kind == "session" else REFUSED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self.server.commands.set()
+        if self.server.hang_commands:
+            return True  # the command "runs" forever
+
         def finish() -> None:  # the client closes the channel once it has the status
             channel.send_exit_status(0)
             channel.shutdown_write()
@@ -62,7 +68,9 @@ def _pipe(source: Any, sink: Any) -> None:
 class SshServer:
     """A paramiko SSH server on 127.0.0.1 with its own ECDSA host key."""
 
-    def __init__(self, address: str = "127.0.0.1") -> None:
+    def __init__(self, address: str = "127.0.0.1", hang_commands: bool = False) -> None:
+        self.hang_commands = hang_commands
+        self.commands = threading.Event()  # set once a command was started
         self.host_key = paramiko.ECDSAKey.generate()
         self.address = address
         self.listener = socket.create_server((address, 0))
@@ -99,7 +107,7 @@ class SshServer:
         transport = paramiko.Transport(sock)
         self.transports.append(transport)
         transport.add_server_key(self.host_key)
-        interface = _Interface()
+        interface = _Interface(self)
         try:
             transport.start_server(server=interface)
         except (paramiko.SSHException, EOFError, OSError):

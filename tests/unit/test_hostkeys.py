@@ -128,7 +128,11 @@ def test_a_known_target_through_a_known_bastion(setup: Setup, server: SshServer,
     setup.known.write_text(server.known_line() + bastion.known_line())
     remote = setup.remote(target(server.port, jump_host=f"root@127.0.0.1:{bastion.port}"))
     assert remote.run("true").ok
+    assert remote._connection is not None
+    jump = remote._connection.gateway
+    assert jump.is_connected
     remote.close()
+    assert not jump.is_connected  # closing the host closes the jump host's connection too
     assert (bastion.accepted, server.accepted) == (1, 1)
 
 

@@ -14,7 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.sim.control import ControlServer
-from tests.unit.ssh_server import HungServer
+from tests.unit.ssh_server import HungServer, SshServer, client_key
 
 HANG_BOUND_S = 60  # only catches a hang; never a measure of speed
 
@@ -33,7 +33,8 @@ def hung() -> Iterator[HungServer]:
 
 def write_inventory(folder: Path, control: ControlServer, port: int,
                     ssh_timeout: int | None = None) -> Path:
-    (folder / "ssh_config").write_text(f"Host *\n  UserKnownHostsFile {folder}/known_hosts\n")
+    (folder / "ssh_config").write_text(f"Host *\n  UserKnownHostsFile {folder}/known_hosts\n"
+                                       f"  IdentityFile {client_key(folder)}\n")
     connection: dict[str, object] = {"ssh_config": str(folder / "ssh_config")}
     if ssh_timeout is not None:
         connection["ssh_timeout"] = ssh_timeout
@@ -89,5 +90,22 @@ def test_ctrl_c_mid_connect_prints_one_line_and_exits_130(
     finally:
         if process.poll() is None:
             process.kill()
+    assert process.returncode == 130
+    assert err.splitlines() == ["interrupted"]
+
+
+def test_ctrl_c_while_a_command_runs_prints_one_line_and_exits_130(
+        tmp_path: Path, control: ControlServer) -> None:
+    with SshServer(hang_commands=True) as server:
+        inventory = write_inventory(tmp_path, control, server.port)
+        (tmp_path / "known_hosts").write_text(server.known_line())
+        process = tsops("plan", str(inventory), control=control)
+        try:
+            assert server.commands.wait(HANG_BOUND_S)  # the facts probe is running
+            process.send_signal(signal.SIGINT)
+            _, err = process.communicate(timeout=HANG_BOUND_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
     assert process.returncode == 130
     assert err.splitlines() == ["interrupted"]
