@@ -5,7 +5,8 @@ paramiko's own known_hosts support skips `@cert-authority` and `@revoked` lines 
 adds a key, writes the whole file back from what it understood: comments, markers and lines it
 could not parse are lost. So tsops reads known_hosts itself (this module, no paramiko import),
 hands paramiko only the plain keys of the one host being connected (in memory, for key type
-preference and the changed-key check) and decides about the rest in `HostKeyPolicy`.
+preference and the changed-key check: tsops.remote does that) and decides about the rest in
+`HostKeyPolicy`.
 
 What is refused, with the key's SHA256 fingerprint: a key on a `@revoked` line (for any host);
 a key different from the one known for the host (paramiko's BadHostKeyException, described by
@@ -20,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import os
 import re
 import threading
@@ -34,7 +34,6 @@ GLOBAL_FILES = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 ACCEPT_NEW = ("accept-new", "no", "off")  # "no" never accepts a changed key here
 
 _APPENDING = threading.Lock()
-LOG = logging.getLogger(__name__)
 
 
 class HostKeyRefused(Exception):
@@ -217,8 +216,8 @@ def files_from_config(ssh_config: Any) -> tuple[tuple[Path, ...], tuple[Path, ..
 class HostKeyPolicy:
     """What paramiko asks about a hop whose key type has no plain entry in known_hosts.
 
-    Made by `policy_for` (paramiko is imported only there); `missing_host_key` refuses or
-    appends, as the module docstring says.
+    tsops.remote wraps it in a paramiko MissingHostKeyPolicy (paramiko is imported only
+    there); `missing_host_key` refuses or appends, as the module docstring says.
     """
 
     def __init__(self, known: KnownHosts, label: str, accept_new: bool, hashed: bool) -> None:
@@ -226,7 +225,6 @@ class HostKeyPolicy:
         self.label = label
         self.accept_new = accept_new
         self.hashed = hashed
-        self.added: list[str] = []
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         """Accept (appending) or refuse the key `hostname` offered."""
@@ -249,29 +247,4 @@ class HostKeyPolicy:
                 f"{self.label}: unknown host key ({offered}), not in known_hosts "
                 f"({self.known.describe_files()}): check the fingerprint and add it (ssh to it "
                 "once, or StrictHostKeyChecking accept-new in its ssh_config)")
-        path = self.known.append(hostname, key.get_name(), b64, self.hashed)
-        self.added.append(f"{self.label}: added its {offered} to {path}")
-
-
-def prepare(client: Any, known: KnownHosts, name: str, label: str, ssh_config: Any) -> None:
-    """Set up a paramiko SSHClient to check the hop `name` (a `lookup_name`) against `known`:
-    its plain keys in memory (never saved), and a HostKeyPolicy for the rest."""
-    from paramiko import MissingHostKeyPolicy, PKey
-
-    keys = client.get_host_keys()
-    for entry in known.keys_for(name):
-        try:
-            key = PKey.from_type_string(entry.keytype, base64.b64decode(entry.key))
-        except Exception as error:  # a key type paramiko cannot read: ssh skips it too
-            LOG.debug("%s: skipped (%s)", entry.where, error)
-            continue
-        keys.add(name, entry.keytype, key)
-    strict = str(ssh_config.get("stricthostkeychecking", "yes")).lower()
-    hashed = str(ssh_config.get("hashknownhosts", "no")).lower() == "yes"
-    decider = HostKeyPolicy(known, label, strict in ACCEPT_NEW, hashed)
-
-    class Policy(MissingHostKeyPolicy):
-        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-            decider.missing_host_key(client, hostname, key)
-
-    client.set_missing_host_key_policy(Policy())
+        self.known.append(hostname, key.get_name(), b64, self.hashed)

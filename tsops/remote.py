@@ -260,13 +260,36 @@ def _hops(connection: Connection) -> list[tuple[Connection, str]]:
 
 
 def _check_host_keys(hop: Connection, label: str) -> None:
-    """Set up `hop` to check its server's key against the known_hosts its ssh_config names."""
+    """Set up `hop` to check its server's key against the known_hosts its ssh_config names:
+    the hop's plain keys in paramiko's memory (never saved: paramiko would rewrite the file),
+    and tsops.hostkeys's policy for the rest (unknown, revoked, CA-only, accept-new)."""
+    import base64
+
+    from paramiko import MissingHostKeyPolicy, PKey
+
     from tsops import hostkeys
 
     user_files, global_files = hostkeys.files_from_config(hop.ssh_config)
     known = hostkeys.KnownHosts.read(user_files, global_files)
     name = hostkeys.lookup_name(hop.host, hop.port)
-    hostkeys.prepare(hop.client, known, name, label or f"{hop.host}", hop.ssh_config)
+    keys = hop.client.get_host_keys()
+    for entry in known.keys_for(name):
+        try:
+            key = PKey.from_type_string(entry.keytype, base64.b64decode(entry.key))
+        except Exception:  # noqa: S112 (a key type paramiko cannot read: ssh skips it too)
+            continue
+        keys.add(name, entry.keytype, key)
+    config = hop.ssh_config
+    strict = str(config.get("stricthostkeychecking", "yes")).lower()
+    hashed = str(config.get("hashknownhosts", "no")).lower() == "yes"
+    decider = hostkeys.HostKeyPolicy(known, label or hop.host, strict in hostkeys.ACCEPT_NEW,
+                                     hashed)
+
+    class Policy(MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            decider.missing_host_key(client, hostname, key)
+
+    hop.client.set_missing_host_key_policy(Policy())
     hop._tsops_known = known
 
 

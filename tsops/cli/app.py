@@ -57,7 +57,7 @@ def root(
     ] = False,
     ssh_timeout: Annotated[
         int | None,
-        typer.Option("--ssh-timeout", min=1, max=600, show_default=False,
+        typer.Option("--ssh-timeout", min=1, max=600, show_default=False, metavar="SECONDS",
                      help="Seconds to wait for each SSH hop's connection, banner, key exchange "
                           "and login (default: the inventory's connection.ssh_timeout, 10)."),
     ] = None,
