@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tsops.errors import TsopsError
-from tsops.hostkeys import HostKeyRefused
+from tsops.hostkeys import HostKeyRefused, KnownHosts
 
 if TYPE_CHECKING:
     from fabric import Connection
@@ -211,12 +211,11 @@ class Remote:
             gateway=gateway,
         )
         hops = _hops(connection)
-        for hop, label in hops:
-            _check_host_keys(hop, label)
+        known = {id(hop): _check_host_keys(hop, label) for hop, label in hops}
         try:
             connection.open()
         except _connection_errors() as error:
-            reason = self._failure(error, hops)
+            reason = self._failure(error, hops, known)
             _close_hops(hops)
             raise HostUnreachable(self.name, reason) from error
         except HostKeyRefused as refused:
@@ -225,14 +224,16 @@ class Remote:
             raise HostUnreachable(self.name, reason) from None
         return connection
 
-    def _failure(self, error: BaseException, hops: list[tuple[Connection, str]]) -> str:
+    def _failure(self, error: BaseException, hops: list[tuple[Connection, str]],
+                 known: dict[int, KnownHosts]) -> str:
         """The reason for a failed open, naming the hop that failed and what it waited for."""
         from paramiko.ssh_exception import BadHostKeyException
 
         failed = _failed_hop(hops)
         label = failed[1] if failed is not None else ""
         if isinstance(error, BadHostKeyException):
-            return self._not_contacted(_changed_key(error, failed), hops)
+            hop_known = known.get(id(failed[0])) if failed is not None else None
+            return self._not_contacted(_changed_key(error, failed, hop_known), hops)
         reason = describe_ssh_error(error, self.timeout, _waited_for(failed))
         if failed is not None and reason.startswith(("timed out", "no ")):
             reason += f" (at {failed[0].host}:{failed[0].port})"
@@ -259,7 +260,7 @@ def _hops(connection: Connection) -> list[tuple[Connection, str]]:
     return hops
 
 
-def _check_host_keys(hop: Connection, label: str) -> None:
+def _check_host_keys(hop: Connection, label: str) -> KnownHosts:
     """Set up `hop` to check its server's key against the known_hosts its ssh_config names:
     the hop's plain keys in paramiko's memory (never saved: paramiko would rewrite the file),
     and tsops.hostkeys's policy for the rest (unknown, revoked, CA-only, accept-new)."""
@@ -290,7 +291,7 @@ def _check_host_keys(hop: Connection, label: str) -> None:
             decider.missing_host_key(client, hostname, key)
 
     hop.client.set_missing_host_key_policy(Policy())
-    hop._tsops_known = known
+    return known
 
 
 def _close_hops(hops: list[tuple[Connection, str]]) -> None:
@@ -322,15 +323,16 @@ def _waited_for(failed: tuple[Connection, str] | None) -> str:
     return "the key exchange"
 
 
-def _changed_key(error: Any, failed: tuple[Connection, str] | None) -> str:
+def _changed_key(error: Any, failed: tuple[Connection, str] | None,
+                 known: KnownHosts | None) -> str:
     """The one line for a key that differs from the known one (or is revoked)."""
+    import base64
+
     from tsops import hostkeys
 
     offered = error.key
     blob = offered.asbytes()
     who = failed[1] if failed is not None and failed[1] else error.hostname
-    known: hostkeys.KnownHosts | None = getattr(failed[0], "_tsops_known", None) if failed else None
-    import base64
 
     revoked = known.revoked(base64.b64encode(blob).decode()) if known is not None else None
     if revoked is not None:

@@ -208,6 +208,16 @@ def test_a_revoked_key_is_refused_even_when_listed(setup: Setup, server: SshServ
            f"({setup.known}:2)" in reason
 
 
+def test_a_revoked_key_is_named_revoked_when_another_key_is_known(
+        setup: Setup, server: SshServer) -> None:
+    other = paramiko.ECDSAKey.generate()
+    setup.known.write_text(f"[127.0.0.1]:{server.port} {other.get_name()} {other.get_base64()}\n"
+                           + server.known_line("@revoked *"))
+    reason = setup.refusal(target(server.port))
+    assert reason == (f"host1: 127.0.0.1: its ecdsa-sha2-nistp256 key {sha256(server.host_key)} "
+                      f"is revoked ({setup.known}:2): refusing to connect")
+
+
 def test_a_host_known_only_by_a_certificate_authority_is_refused_clearly(
         setup: Setup, server: SshServer) -> None:
     authority = paramiko.ECDSAKey.generate()
