@@ -367,7 +367,7 @@ _interrupt = _Interrupt()
 # After Ctrl-C the main thread unwinds (finally blocks, closing connections); threads still
 # connecting or running a command on a host are abandoned, not waited for: past this grace the
 # process ends anyway, so Ctrl-C never takes more than about a second.
-INTERRUPT_GRACE_S = 0.5
+INTERRUPT_GRACE_S = 0.8
 
 
 def _on_interrupt(signum: int, frame: object) -> None:
