@@ -104,6 +104,18 @@ def test_markers_comments_and_broken_lines(tmp_path: Path) -> None:
     assert known.authorities_for("a.example.com")[0].line == 3
 
 
+def test_a_hashed_append_matches_only_its_host(tmp_path: Path) -> None:
+    key = paramiko.ECDSAKey.generate()
+    known = hostkeys.KnownHosts((), (), tmp_path / "sub" / "known_hosts")
+    path = known.append("[10.0.0.1]:2222", key.get_name(), key.get_base64(), hashed=True)
+    [entry] = hostkeys.parse(path.read_text(), path)
+    assert entry.hosts.startswith("|1|") and entry.key == key.get_base64()
+    assert hostkeys.host_matches(entry.hosts, "[10.0.0.1]:2222")
+    assert not hostkeys.host_matches(entry.hosts, "10.0.0.1")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+
 def test_the_fingerprint_is_ssh_keygen_s(tmp_path: Path) -> None:
     key = paramiko.ECDSAKey.generate()
     (tmp_path / "k.pub").write_text(f"{key.get_name()} {key.get_base64()}\n")
