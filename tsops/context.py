@@ -90,14 +90,28 @@ def ssh_connector(inventory: LoadedInventory) -> Connect:
 
     configured = inventory.model.connection.ssh_config
     ssh_config = str(inventory.local_path(configured)) if configured else None
-    return lambda target: Remote(target, ssh_config=ssh_config)
+    timeout = ssh_timeout(inventory)
+    return lambda target: Remote(target, ssh_config=ssh_config, timeout=timeout)
 
 
-def tailnet_connector(target: Target, address: str) -> RemoteLike:
+def ssh_timeout(inventory: LoadedInventory | None) -> float:
+    """How long each SSH wait may last: `tsops --ssh-timeout`, else the inventory's
+    `connection.ssh_timeout`."""
+    from tsops import remote
+
+    if remote.ssh_timeout_override is not None:
+        return remote.ssh_timeout_override
+    if inventory is None:
+        return remote.DEFAULT_SSH_TIMEOUT
+    return float(inventory.model.connection.ssh_timeout)
+
+
+def tailnet_connector(target: Target, address: str,
+                      inventory: LoadedInventory | None = None) -> RemoteLike:
     """A Tailscale SSH connection to `target` at its tailnet address."""
     from tsops.remote import TailnetRemote
 
-    return TailnetRemote(target, address)
+    return TailnetRemote(target, address, timeout=ssh_timeout(inventory))
 
 
 def tailnet_address(target: Target, devices: Sequence[Device]) -> tuple[str | None, str]:
@@ -196,7 +210,9 @@ class RunContext:
         if target.via != "openssh":
             address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
             if address is not None:
-                return (self.connect_tailnet or tailnet_connector)(target, address)
+                if self.connect_tailnet is not None:
+                    return self.connect_tailnet(target, address)
+                return tailnet_connector(target, address, self.inventory)
             if target.via == "tailnet":
                 from tsops.remote import HostUnreachable
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tsops.errors import TsopsError
+from tsops.hostkeys import HostKeyRefused, KnownHosts
 
 if TYPE_CHECKING:
     from fabric import Connection
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
 # paramiko's SSHException covers keys, authentication and protocol errors; invoke's
 # CommandTimedOut is a command that outlived COMMAND_TIMEOUT. Anything else is a bug.
 COMMAND_TIMEOUT = 600
+# Seconds each SSH wait may last (TCP connect, banner, key exchange, authentication, opening a
+# channel), per hop: the inventory's `connection.ssh_timeout`, or `tsops --ssh-timeout`, which
+# sets the override for the whole run.
+DEFAULT_SSH_TIMEOUT = 10.0
+ssh_timeout_override: float | None = None
 
 
 _IMPORTING = threading.Lock()
@@ -52,6 +58,22 @@ def _import_ssh_libraries() -> None:
     with _IMPORTING:
         import fabric  # noqa: F401
         import paramiko  # noqa: F401
+
+        _quiet_paramiko()
+
+
+def _quiet_paramiko() -> None:
+    """Keep paramiko's log (tracebacks of its transport thread on a failed handshake) off the
+    terminal: tsops reports each failure in one line. `tsops --debug` leaves it on."""
+    import logging
+    import os
+
+    if os.environ.get("TSOPS_DEBUG", "") not in ("", "0"):
+        return
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -115,7 +137,8 @@ class RemoteLike(Protocol):
 class Remote:
     """An SSH connection to one inventory host, opened on first use."""
 
-    def __init__(self, target: Target, ssh_config: str | None = None, timeout: float = 15) -> None:
+    def __init__(self, target: Target, ssh_config: str | None = None,
+                 timeout: float = DEFAULT_SSH_TIMEOUT) -> None:
         self.target = target
         self.ssh_config = ssh_config
         self.timeout = timeout
@@ -171,9 +194,12 @@ class Remote:
             raise HostUnreachable(self.name, describe_ssh_error(error)) from error
 
     def close(self) -> None:
-        """Close the connection if one is open."""
+        """Close the connection if one is open, and the jump hosts' behind it."""
         if self._connection is not None:
+            hops = _hops(self._connection)
             self._connection.close()
+            for hop, _ in hops[1:]:  # fabric closes only the last hop's
+                hop.close()
             self._connection = None
 
     def _connect(self) -> Connection:
@@ -185,12 +211,17 @@ class Remote:
 
     def _open(self) -> Connection:
         from fabric import Config, Connection
-        from paramiko import AutoAddPolicy, RejectPolicy
 
-        target = self.target
+        target, timeout = self.target, self.timeout
+        # Every hop (a ProxyJump chain from ssh_config, or `jump_host`) gets the same bounded
+        # waits: fabric copies the config into the hops it makes for ProxyJump.
+        waits = {"banner_timeout": timeout, "auth_timeout": timeout, "channel_timeout": timeout}
+        overrides: dict[str, Any] = {"timeouts": {"connect": max(1, round(timeout))},
+                                     "connect_kwargs": dict(waits)}
         config = (Config(ssh_config=parsed_ssh_config(self.ssh_config),
-                         runtime_ssh_path=self.ssh_config) if self.ssh_config else Config())
-        connect_kwargs: dict[str, Any] = {"banner_timeout": self.timeout}
+                         runtime_ssh_path=self.ssh_config, overrides=overrides)
+                  if self.ssh_config else Config(overrides=overrides))
+        connect_kwargs: dict[str, Any] = dict(waits)
         if target.identity_file:
             connect_kwargs["key_filename"] = str(Path(target.identity_file).expanduser())
         gateway = None
@@ -198,23 +229,142 @@ class Remote:
             gateway = Connection(target.jump_host, config=config)
         connection = Connection(
             target.address, user=target.user, port=target.port, config=config,
-            connect_kwargs=connect_kwargs, connect_timeout=int(self.timeout), gateway=gateway,
+            connect_kwargs=connect_kwargs, connect_timeout=max(1, round(timeout)),
+            gateway=gateway,
         )
-        client = connection.client
-        for known in _known_hosts_files(connection.ssh_config):
-            if known.exists():
-                client.load_host_keys(str(known))
-        # Unknown hosts are refused unless the operator's ssh_config says to accept new ones;
-        # a changed key is always refused (paramiko raises BadHostKeyException either way).
-        strict = str(connection.ssh_config.get("stricthostkeychecking", "yes")).lower()
-        client.set_missing_host_key_policy(
-            AutoAddPolicy() if strict in ("no", "accept-new", "off") else RejectPolicy()
-        )
+        hops = _hops(connection)
+        known = {id(hop): _check_host_keys(hop, label) for hop, label in hops}
         try:
             connection.open()
         except _connection_errors() as error:
-            raise HostUnreachable(self.name, describe_ssh_error(error)) from error
+            reason = self._failure(error, hops, known)
+            _close_hops(hops)
+            raise HostUnreachable(self.name, reason) from error
+        except HostKeyRefused as refused:
+            reason = self._not_contacted(str(refused), hops)
+            _close_hops(hops)
+            raise HostUnreachable(self.name, reason) from None
         return connection
+
+    def _failure(self, error: BaseException, hops: list[tuple[Connection, str]],
+                 known: dict[int, KnownHosts]) -> str:
+        """The reason for a failed open, naming the hop that failed and what it waited for."""
+        from paramiko.ssh_exception import BadHostKeyException
+
+        failed = _failed_hop(hops)
+        label = failed[1] if failed is not None else ""
+        if isinstance(error, BadHostKeyException):
+            hop_known = known.get(id(failed[0])) if failed is not None else None
+            return self._not_contacted(_changed_key(error, failed, hop_known), hops)
+        reason = describe_ssh_error(error, self.timeout, _waited_for(failed))
+        if failed is not None and reason.startswith(("timed out", "no ")):
+            reason += f" (at {failed[0].host}:{failed[0].port})"
+        if failed is not None and failed[0] is not hops[0][0]:
+            return self._not_contacted(f"{label}: {reason}", hops)
+        return reason
+
+    def _not_contacted(self, reason: str, hops: list[tuple[Connection, str]]) -> str:
+        """`reason`, and that the target was not contacted when a jump host failed first."""
+        if len(hops) > 1 and hops[0][0].client.get_transport() is None:
+            return f"{reason}; {self.name} was not contacted"
+        return reason
+
+
+def _hops(connection: Connection) -> list[tuple[Connection, str]]:
+    """The connection and each Connection gateway behind it, with their labels for messages."""
+    from fabric import Connection
+
+    hops: list[tuple[Connection, str]] = [(connection, "")]
+    hop = connection.gateway
+    while isinstance(hop, Connection):
+        hops.append((hop, f"jump host {hop.host}"))
+        hop = hop.gateway
+    return hops
+
+
+def _check_host_keys(hop: Connection, label: str) -> KnownHosts:
+    """Set up `hop` to check its server's key against the known_hosts its ssh_config names:
+    the hop's plain keys in paramiko's memory (never saved: paramiko would rewrite the file),
+    and tsops.hostkeys's policy for the rest (unknown, revoked, CA-only, accept-new)."""
+    import base64
+
+    from paramiko import MissingHostKeyPolicy, PKey
+
+    from tsops import hostkeys
+
+    user_files, global_files = hostkeys.files_from_config(hop.ssh_config)
+    known = hostkeys.KnownHosts.read(user_files, global_files)
+    name = hostkeys.lookup_name(hop.host, hop.port)
+    keys = hop.client.get_host_keys()
+    for entry in known.keys_for(name):
+        try:
+            key = PKey.from_type_string(entry.keytype, base64.b64decode(entry.key))
+        except Exception:  # noqa: S112 (a key type paramiko cannot read: ssh skips it too)
+            continue
+        keys.add(name, entry.keytype, key)
+    config = hop.ssh_config
+    strict = str(config.get("stricthostkeychecking", "yes")).lower()
+    hashed = str(config.get("hashknownhosts", "no")).lower() == "yes"
+    decider = hostkeys.HostKeyPolicy(known, label or hop.host, strict in hostkeys.ACCEPT_NEW,
+                                     hashed)
+
+    class Policy(MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            decider.missing_host_key(client, hostname, key)
+
+    hop.client.set_missing_host_key_policy(Policy())
+    return known
+
+
+def _close_hops(hops: list[tuple[Connection, str]]) -> None:
+    for hop, _ in hops:
+        with contextlib.suppress(Exception):  # closing after a failure: nothing to report
+            hop.client.close()
+
+
+def _failed_hop(hops: list[tuple[Connection, str]]) -> tuple[Connection, str] | None:
+    """The innermost hop not connected: the first one tsops was waiting for."""
+    for hop, label in reversed(hops):
+        if not hop.is_connected:
+            return hop, label
+    return None
+
+
+def _waited_for(failed: tuple[Connection, str] | None) -> str:
+    """What the failed hop's transport was waiting for: connect, banner, key exchange or
+    authentication."""
+    if failed is None:
+        return ""
+    transport = failed[0].client.get_transport()
+    if transport is None:
+        return "the TCP connection"
+    if not getattr(transport, "remote_version", ""):
+        return "the SSH banner"
+    if not transport.is_authenticated() and transport.host_key is not None:
+        return "authentication"
+    return "the key exchange"
+
+
+def _changed_key(error: Any, failed: tuple[Connection, str] | None,
+                 known: KnownHosts | None) -> str:
+    """The one line for a key that differs from the known one (or is revoked)."""
+    import base64
+
+    from tsops import hostkeys
+
+    offered = error.key
+    blob = offered.asbytes()
+    who = failed[1] if failed is not None and failed[1] else error.hostname
+
+    revoked = known.revoked(base64.b64encode(blob).decode()) if known is not None else None
+    if revoked is not None:
+        return (f"{who}: its {offered.get_name()} key {hostkeys.fingerprint(blob)} is revoked "
+                f"({revoked.where}): refusing to connect")
+    expected = error.expected_key
+    return (f"{who}: host key changed: it offered {offered.get_name()} key "
+            f"{hostkeys.fingerprint(blob)}, known_hosts has {expected.get_name()} key "
+            f"{hostkeys.fingerprint(expected.asbytes())}: refusing to connect (if the change "
+            "is expected, replace the old key in known_hosts)")
 
 
 STREAM_STDERR_KEPT = 64 * 1024
@@ -491,7 +641,7 @@ class TailnetRemote:
     record SFTP (and the lab's server has none).
     """
 
-    def __init__(self, target: Target, address: str, timeout: float = 15,
+    def __init__(self, target: Target, address: str, timeout: float = DEFAULT_SSH_TIMEOUT,
                  port: int = 22) -> None:
         self.target = target
         self.address = address
@@ -696,13 +846,6 @@ def _drain(channel: Channel, timeout: float) -> tuple[bytearray, bytearray]:
         time.sleep(IDLE_WAIT_S)
 
 
-def _known_hosts_files(ssh_config: Any) -> list[Path]:
-    files = [Path("~/.ssh/known_hosts").expanduser()]
-    for entry in ssh_config.get("userknownhostsfile", "").split():
-        files.append(Path(entry).expanduser())
-    return files
-
-
 def _stream(stdin: str | None) -> Any:
     """An input stream for invoke: the given text, or none (never our own terminal)."""
     if stdin is None:
@@ -712,8 +855,12 @@ def _stream(stdin: str | None) -> Any:
     return io.StringIO(stdin)
 
 
-def describe_ssh_error(error: BaseException) -> str:
-    """Turn a connection failure into the short reason an operator reads in a summary."""
+def describe_ssh_error(error: BaseException, timeout: float | None = None,
+                       waited_for: str = "") -> str:
+    """Turn a connection failure into the short reason an operator reads in a summary.
+
+    `timeout` is the bounded wait that applied and `waited_for` what was awaited (the TCP
+    connection, the SSH banner, the key exchange, authentication), when known."""
     from invoke.exceptions import CommandTimedOut
     from paramiko.ssh_exception import (
         AuthenticationException,
@@ -722,21 +869,32 @@ def describe_ssh_error(error: BaseException) -> str:
         SSHException,
     )
 
+    within = f" within {timeout:g} s" if timeout is not None else ""
+    text = str(error).lower()
     if isinstance(error, CommandTimedOut):
         return f"a command ran longer than {COMMAND_TIMEOUT} s and was stopped"
     if isinstance(error, BadHostKeyException):
         return (f"host key changed for {error.hostname}: refusing to connect (if the change "
                 "is expected, remove the old key from known_hosts)")
+    if isinstance(error, AuthenticationException) and "timeout" in text:
+        return f"no answer to authentication{within}"
     if isinstance(error, AuthenticationException):
         return "authentication failed"
     if isinstance(error, socket.gaierror):
         return f"DNS: cannot resolve the address ({error.strerror})"
     if isinstance(error, NoValidConnectionsError | ConnectionRefusedError):
         return "connection refused"
-    if isinstance(error, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(error, SSHException) and "not found in known_hosts" in str(error):
+    if isinstance(error, SSHException) and "protocol banner" in text:
+        return f"timed out{within} waiting for the SSH banner"
+    # paramiko's handshake wait ends quietly at its timeout; the next call then finds "no
+    # existing session".
+    if isinstance(error, TimeoutError | socket.timeout) or (isinstance(error, SSHException) and (
+            "timed out" in text or "no existing session" in text)):
+        return f"timed out{within} waiting for {waited_for or 'an answer'}"
+    if isinstance(error, SSHException) and "not found in known_hosts" in text:
         return "unknown host key: not in known_hosts (connect once with ssh to verify it)"
+    if isinstance(error, EOFError) or (isinstance(error, SSHException) and "eof" in text):
+        return f"the connection was closed while waiting for {waited_for or 'an answer'}"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return f"{type(error).__name__}: {error}"

@@ -2,17 +2,19 @@
 
 Servers (tsops.servers.phase) and recorders (tsops.recorders.phase) both run their per-host work
 through `Runner.each`: every host ends with a result, one host's failure never stops the others,
-and Ctrl-C stops starting new hosts, lets running steps finish (`stopping` is set for them to
-check between steps) and still returns every host's result.
+and Ctrl-C stops at once: hosts not started never start, `stopping` is set (steps check it
+between steps), and the KeyboardInterrupt goes on without waiting for the hosts still running,
+whose threads the CLI abandons when it exits (every step is safe to run again: a rerun
+finishes the job).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tsops.inventory.load import Target
 
@@ -53,29 +55,24 @@ class Runner:
              skipped: Callable[[Target], T] | None = None) -> list[T]:
         """`work` for every target, in the targets' order.
 
-        With `skipped` (work that changes things), Ctrl-C stops starting hosts, and those not
-        started get `skipped(target)`; without it (reads), Ctrl-C stops the run.
+        `skipped` gives the result of a host not started because `stopping` was already set
+        (work that changes things). Ctrl-C raises KeyboardInterrupt at once, hosts not started
+        are never started, and the pool's threads are not waited for.
         """
         results: dict[str, T] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(targets)))) as pool:
-            futures: dict[Future[T], Target] = {
-                pool.submit(self._unless_stopping, work, skipped, t): t for t in targets
-            }
-            try:
-                wait(futures)
-            except KeyboardInterrupt:
-                self.stopping.set()
-                self.report("*", "interrupted: finishing the steps that are running")
-                for future in futures:
-                    future.cancel()
-                wait(futures)
-                if skipped is None:  # nothing was changed yet: stop here
-                    raise
-            for future, target in futures.items():
-                if future.cancelled() and skipped is not None:
-                    results[target.name] = skipped(target)
-                else:
-                    results[target.name] = future.result()
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(targets))))
+        futures: dict[Future[T], Target] = {
+            pool.submit(self._unless_stopping, work, skipped, t): t for t in targets
+        }
+        try:
+            settle(futures)
+        except KeyboardInterrupt:
+            self.stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        for future, target in futures.items():
+            results[target.name] = future.result()
         return [results[t.name] for t in targets]
 
     def _unless_stopping(self, work: Callable[[Target], T],
@@ -83,3 +80,22 @@ class Runner:
         if self.stopping.is_set() and skipped is not None:
             return skipped(target)
         return work(target)
+
+
+# Python runs signal handlers in the main thread only. SIGINT delivered to a worker thread (the
+# kernel may pick any thread) wakes nothing while the main thread sleeps in a lock wait with
+# no timeout, so Ctrl-C would wait for the hosts. The main thread therefore waits in slices.
+WAKE_S = 0.2
+
+
+def settle(futures: Iterable[Future[Any]]) -> None:
+    """Wait until every future is done, waking every WAKE_S so that Ctrl-C is handled at once."""
+    pending = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=WAKE_S)
+
+
+def result(future: Future[T]) -> T:
+    """`future.result()`, waiting as `settle` does."""
+    settle([future])
+    return future.result()

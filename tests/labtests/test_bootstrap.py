@@ -231,7 +231,7 @@ def test_tarball_is_verified_before_anything_is_installed(
 
 
 @pytest.mark.lab(hosts=3)
-def test_ctrl_c_finishes_running_steps_skips_the_rest_and_reports(
+def test_ctrl_c_mid_step_exits_130_at_once_and_a_rerun_finishes(
     lab: Lab, tailnet: LabTailnet, tmp_path: Path
 ) -> None:
     for host in lab.hosts:
@@ -249,14 +249,19 @@ def test_ctrl_c_finishes_running_steps_skips_the_rest_and_reports(
         assert time.monotonic() < deadline and running.poll() is None
         time.sleep(0.1)
     running.send_signal(signal.SIGINT)
-    _, stderr = running.communicate(timeout=120)
-    assert running.returncode == 1
-    assert "host1: failed: interrupted; rerun to finish" in stderr
-    assert "host2: skipped: interrupted before it started" in stderr
-    assert "host3: skipped: interrupted before it started" in stderr
-    # The install that was running finished; nothing started on the others.
-    assert first.nsenter("tailscale version").stdout.startswith("1.78.3")
-    assert lab.host("host2").nsenter("test -e /run/dpkg-started", check=False).returncode == 1
+    _, stderr = running.communicate(timeout=120)  # a bound that only catches a hang
+    assert running.returncode == 130
+    assert stderr.splitlines() == ["interrupted"]  # one line, whatever was running
+    # Nothing started on the hosts not yet begun.
+    for name in ("host2", "host3"):
+        assert lab.host(name).nsenter("test -e /run/dpkg-started", check=False).returncode == 1
+    # The step cut off on host1 is safe to run again: once whatever it left running on host1
+    # is done, a rerun finishes every host.
+    deadline = time.monotonic() + 120
+    while first.nsenter("cat /proc/[0-9]*/comm | grep -qxE 'apt-get|apt|dpkg'",
+                        check=False).returncode == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
     rerun = bootstrap_json(tailnet, inventory)
     assert {n: h["outcome"] for n, h in rerun.items()} == dict.fromkeys(
         ("host1", "host2", "host3"), "changed")

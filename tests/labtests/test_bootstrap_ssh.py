@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,21 @@ def test_changed_and_unknown_host_keys_are_refused(
     inventory = tailnet.inventory(tmp_path / "inventory.yaml", {h.name: () for h in lab.hosts})
     result = tsops(tailnet, "bootstrap", "--yes", "--no-input", str(inventory))
     assert result.returncode == 1
-    assert (f"host1: failed: host key changed for {host1.ip}: refusing to connect (if the change "
-            "is expected, remove the old key from known_hosts)") in result.stderr
-    assert "host3: failed: unknown host key: not in known_hosts" in result.stderr
+    def fingerprint(line: str) -> str:
+        listed = subprocess.run(["ssh-keygen", "-lf", "-"], input=" ".join(line.split()[1:]),
+                                capture_output=True, text=True, check=True)
+        return listed.stdout.split()[1]
+
+    real1 = (host1.workdir / "ssh_host_ed25519_key.pub").read_text()
+    real3 = (host3.workdir / "ssh_host_ed25519_key.pub").read_text()
+    assert (f"host1: failed: {host1.ip}: host key changed: it offered ssh-ed25519 key "
+            f"{fingerprint('x ' + real1)}, known_hosts has ssh-ed25519 key "
+            f"{fingerprint(forged)}: refusing to connect (if the change is expected, replace the "
+            "old key in known_hosts)") in result.stderr
+    assert (f"host3: failed: {host3.ip}: unknown host key (ssh-ed25519 key "
+            f"{fingerprint('x ' + real3)}), not in known_hosts ({lab.known_hosts}, ") \
+        in result.stderr
+    assert lab.known_hosts.read_text() == f"{forged}\n{lines[host2.ip]}\n"  # never rewritten
     assert sorted(devices(tailnet)) == ["host2"]
     for untouched in (host1, host3):
         assert untouched.nsenter("test -e /usr/bin/tailscale", check=False).returncode == 1

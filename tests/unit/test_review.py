@@ -302,12 +302,12 @@ class TwoRecorders(FailingStore):
 
         return iter([replace(info, recorder="rec1") for info in self.inner.list()])
 
-    def unread(self) -> list[Any]:
+    def unread(self) -> tuple[Any, ...]:
         from tsops.recordings.store import Unread
 
-        return [Unread("nX/evil\n\x1b[2J<b>x</b>.cast", "bad-name", "a control character",
+        return (Unread("nX/evil\n\x1b[2J<b>x</b>.cast", "bad-name", "a control character",
                        "rec1"),
-                Unread("", "unreachable", "connection refused", "rec2")]
+                Unread("", "unreachable", "connection refused", "rec2"))
 
 
 def test_recorders_are_named_and_what_they_left_out_is_flagged(tmp_path: Path) -> None:

@@ -55,10 +55,22 @@ def root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
     ] = False,
+    ssh_timeout: Annotated[
+        int | None,
+        typer.Option("--ssh-timeout", min=1, max=600, show_default=False, metavar="SECONDS",
+                     help="Seconds to wait for each SSH hop's connection, banner, key exchange "
+                          "and login (default: the inventory's connection.ssh_timeout, 10)."),
+    ] = None,
 ) -> None:
     """Record every SSH session on your servers with Tailscale SSH and tsrecorder."""
     global _debug
     _debug = _debug or debug
+    if _debug:
+        os.environ["TSOPS_DEBUG"] = "1"  # tsops.remote then leaves paramiko's log on
+    if ssh_timeout is not None:
+        from tsops import remote
+
+        remote.ssh_timeout_override = float(ssh_timeout)
 
 
 InventoryArg = Annotated[
@@ -338,11 +350,14 @@ def _stop_quietly_on_closed_output(command: Any) -> None:
 def main() -> None:
     """Entry point: run the app, exit with one code, and log a changing command's run."""
     import datetime
+    import signal
 
     from tsops import runlog
 
     started = datetime.datetime.now(datetime.UTC)
+    _interrupt.started = started
     code: int = ExitCode.FAILED
+    previous = signal.signal(signal.SIGINT, _on_interrupt)
     try:
         _main()
         code = ExitCode.OK
@@ -351,12 +366,78 @@ def main() -> None:
             ExitCode.OK if ended.code is None else ExitCode.FAILED)
         raise
     finally:
+        signal.signal(signal.SIGINT, previous)
+        if _interrupt.seen:
+            _exit_interrupted()  # never returns
         try:
             runlog.record(sys.argv[1:], started, code)
         except OSError as error:
             from tsops.cli import console
 
             console.warning(f"the run log {runlog.path()} was not written: {error.strerror}")
+
+
+class _Interrupt:
+    """Ctrl-C's state: seen, reported (once), and when the command started (for the run log)."""
+
+    def __init__(self) -> None:
+        import datetime
+        import threading
+
+        self.seen = False
+        self.reported = False
+        self.lock = threading.RLock()  # the signal handler may run while the main thread holds it
+        self.started = datetime.datetime.now(datetime.UTC)
+
+
+_interrupt = _Interrupt()
+# After Ctrl-C the main thread unwinds (finally blocks, closing connections); threads still
+# connecting or running a command on a host are abandoned, not waited for: past this grace the
+# process ends anyway, so Ctrl-C never takes more than about a second.
+INTERRUPT_GRACE_S = 0.8
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """SIGINT: the first one unwinds the main thread (KeyboardInterrupt) and arms the exit; a
+    second one exits at once."""
+    import threading
+
+    if _interrupt.seen:
+        _exit_interrupted()
+    _interrupt.seen = True
+    timer = threading.Timer(INTERRUPT_GRACE_S, _exit_interrupted)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def _report_interrupted() -> None:
+    """The one line (and the JSON error) an interrupted command prints, printed once."""
+    with _interrupt.lock:
+        if _interrupt.reported:
+            return
+        _interrupt.reported = True
+    from tsops.cli import console
+
+    console.error("interrupted")
+    _json_error("interrupted", 130)
+
+
+def _exit_interrupted() -> None:
+    """End an interrupted command now: its one line, the run log, exit 130, without waiting
+    for threads still busy with hosts (a hung sshd, a running command)."""
+    import contextlib
+
+    from tsops import runlog
+
+    _report_interrupted()
+    with _interrupt.lock:  # the main thread and the timer may both get here: log once
+        with contextlib.suppress(OSError):
+            runlog.record(sys.argv[1:], _interrupt.started, 130)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(130)
 
 
 def _main() -> None:
@@ -377,8 +458,7 @@ def _main() -> None:
         _json_error(error.message, error.exit_code, getattr(error, "problems", None))
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        console.error("interrupted")
-        _json_error("interrupted", 130)
+        _report_interrupted()
         sys.exit(130)
     except Exception as error:
         if _debug:

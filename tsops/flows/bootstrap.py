@@ -161,14 +161,16 @@ def plan(context: RunContext, *, with_policy: bool = True) -> BootstrapPlan:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from tsops.runner import result
+
     _ = context.api  # its credentials are resolved (and prompted for) once, before the threads
     with ThreadPoolExecutor(max_workers=3) as pool:
         recorders = pool.submit(RecorderPhase(context).plan) if has_recorders(context) else None
         hosts = pool.submit(ServerPhase(context).gather_and_plan)
         preview = pool.submit(preview_policy, context) if with_policy else None
-        recorder_plans = recorders.result() if recorders is not None else None
-        host_plans = hosts.result()
-        policy = preview.result() if preview is not None else None
+        recorder_plans = result(recorders) if recorders is not None else None
+        host_plans = result(hosts)
+        policy = result(preview) if preview is not None else None
     return BootstrapPlan(host_plans, recorder_plans, policy)
 
 

@@ -33,6 +33,7 @@ from tsops.policy.plan import coverage_servers, desired_rules, policy_coverage
 from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.recordings.tamper import Tampered
+from tsops.runner import result
 from tsops.servers.phase import ServerPhase
 
 
@@ -48,12 +49,12 @@ def gather_status(context: RunContext) -> Status:
         policy = pool.submit(_policy, context) if manages_policy(context) else None
         tamper = pool.submit(_tamper, context) if phase is not None else None
         presence = _recorders_online(context)
-        plans = servers.result()
+        plans = result(servers)
         hosts = [server_status(p, context.round_trips(p.target.name)) for p in plans]
         storage = None
         if phase is not None and recorders is not None:
             try:
-                recorder_plans = recorders.result()
+                recorder_plans = result(recorders)
             except TsopsError as error:
                 problems.append(f"recorders: {error.message}")
             else:
@@ -65,8 +66,8 @@ def gather_status(context: RunContext) -> Status:
                                     f"not checked: {unread.problem}")
                     problems.append(f"storage: {unread.problem}")
                 hosts += _recorders(context, phase, recorder_plans, storage)
-        policy_result, gaps = policy.result() if policy is not None else (None, None)
-        recordings, tampered = tamper.result() if tamper is not None else (None, ())
+        policy_result, gaps = result(policy) if policy is not None else (None, None)
+        recordings, tampered = result(tamper) if tamper is not None else (None, ())
     if recordings is not None and recordings.state == "unknown" and not problems:
         problems.append(f"recordings: {recordings.actual.removeprefix('not checked: ')}")
     checks = tuple(c for c in (presence, gaps and coverage_check(gaps)) if c)

@@ -446,6 +446,9 @@ class Defaults(Connection):
     """SSH defaults for every host, plus the ssh_config file to read them from."""
 
     ssh_config: Text | None = None
+    # Seconds tsops waits for each of an SSH hop's TCP connection, banner, key exchange and
+    # authentication (`tsops --ssh-timeout` overrides it for one run).
+    ssh_timeout: Annotated[int, Field(ge=1, le=600)] = 10
     tailnet_identity: Annotated[str, AfterValidator(_tailnet_identity)] | None = None
 
 
