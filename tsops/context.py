@@ -103,14 +103,17 @@ def tailnet_connector(target: Target, address: str) -> RemoteLike:
 def tailnet_address(target: Target, devices: Sequence[Device]) -> tuple[str | None, str]:
     """Where to reach `target` over Tailscale SSH, or None and why not.
 
-    Matched to its device as verify matches canaries (hostname, or MagicDNS first label), and
-    only when the control plane sees the device online: a node that is offline does not answer.
+    Matched to its device as verify matches canaries (hostname, or MagicDNS first label; an
+    online device before its stale offline twins), and only when the control plane sees the
+    device online: a node that is offline does not answer.
     """
-    from tsops.canary import find_device, tailnet_ipv4
+    from tsops.canary import tailnet_ipv4
+    from tsops.tailscale_api import find_named
 
-    device = find_device(devices, target.name)
+    device, why = find_named(devices, target.name)
     if device is None:
-        return None, "no single device of that hostname in the tailnet's device list"
+        found = "" if why.startswith("no device") else f" ({why})"
+        return None, f"no single device of that hostname in the tailnet's device list{found}"
     address = tailnet_ipv4(device)
     if address is None:
         return None, f"device {device.id} has no tailnet IPv4 address"

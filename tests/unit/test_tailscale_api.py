@@ -4,6 +4,9 @@ limits (429) and server errors (5xx) that never repeat a request unless that is 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,8 +17,12 @@ import pytest
 
 from tsops.tailscale_api import (
     BACKOFF_S,
+    CONNECT_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
     MAX_ATTEMPTS,
+    MAX_TOTAL_WAIT_S,
     MAX_WAIT_S,
+    TIMEOUT_HINT,
     ApiError,
     OAuthClientCredentials,
     PolicyChanged,
@@ -36,6 +43,7 @@ class Fake:
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
         self.sleeps: list[float] = []
+        self.retries: list[str] = []
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -50,7 +58,9 @@ class Fake:
         if not credentials:
             credentials = {"token": "tskey-api-test"}
         client = TailscaleApi("https://api.example.com", "-", http=http,
-                              sleep=self.sleeps.append, **credentials)  # type: ignore[arg-type]
+                              sleep=self.sleeps.append, jitter=lambda wait: wait,
+                              on_retry=self.retries.append,
+                              **credentials)  # type: ignore[arg-type]
         try:
             yield client
         finally:
@@ -123,15 +133,228 @@ def test_a_rate_limited_key_creation_is_retried_after_retry_after() -> None:
     assert fake.requests[0].content == fake.requests[1].content
 
 
-def test_a_server_error_on_key_creation_is_never_repeated() -> None:
-    fake = Fake(status(503, {"message": "unavailable"}))
+def description_of(request: httpx.Request) -> str:
+    return str(json.loads(request.content)["description"])
+
+
+def test_a_server_error_on_key_creation_revokes_what_it_made_before_trying_again() -> None:
+    made: list[str] = []
+
+    def listed(request: httpx.Request) -> httpx.Response:
+        made.append(description_of(fake.requests[0]))
+        return status(200, {"keys": [
+            {"id": "k0", "description": made[0]},
+            {"id": "other", "description": "tsops host1 0000ffff"},  # another call's key
+            {"id": "old", "description": made[0], "revoked": "2026-01-01T00:00:00Z"},
+        ]})
+
+    fake = Fake(status(503, {"message": "unavailable"}), listed, status(200),
+                status(200, KEY_BODY))
+    with fake.api() as api:
+        key = api.create_auth_key(("tag:server",), "tsops host1")
+    assert key.id == "k1"
+    assert [(r.method, r.url.path) for r in fake.requests] == [
+        ("POST", "/api/v2/tailnet/-/keys"), ("GET", "/api/v2/tailnet/-/keys"),
+        ("DELETE", "/api/v2/tailnet/-/keys/k0"), ("POST", "/api/v2/tailnet/-/keys")]
+    # One description per call, unique, the same on every try, within the API's 50 characters.
+    assert re.fullmatch(r"tsops host1 [0-9a-f]{8}", made[0])
+    assert description_of(fake.requests[3]) == made[0]
+    assert fake.sleeps == [BACKOFF_S[0]]
+    assert fake.retries == [
+        "Tailscale API: create an auth key: HTTP 503 (unavailable) (revoked 1 key(s) the failed "
+        "tries made); trying again in 1.0 s (try 2 of at most 4)"]
+
+
+def test_every_call_gets_its_own_description_cut_to_fit() -> None:
+    fake = Fake(status(200, KEY_BODY), status(200, KEY_BODY))
+    with fake.api() as api:
+        api.create_auth_key(("tag:server",), "tsops recorder " + "r" * 60)
+        api.create_auth_key(("tag:server",), "tsops recorder " + "r" * 60)
+    first, second = (description_of(r) for r in fake.requests)
+    assert first != second and len(first) == len(second) == 50
+    assert first.startswith("tsops recorder rrr")
+
+
+def test_a_terse_key_list_is_read_key_by_key() -> None:
+    def listed(request: httpx.Request) -> httpx.Response:
+        return status(200, {"keys": [{"id": "k0"}, {"id": "k9"}]})
+
+    def one(request: httpx.Request) -> httpx.Response:
+        return status(200, {"id": "k0", "description": description_of(fake.requests[0])})
+
+    fake = Fake(status(502), listed, one, status(200),
+                status(200, {"id": "k9", "description": "x"}), status(200, KEY_BODY))
+    with fake.api() as api:
+        api.create_auth_key(("tag:server",), "tsops host1")
+    assert [(r.method, r.url.path.rsplit("/", 1)[-1]) for r in fake.requests] == [
+        ("POST", "keys"), ("GET", "keys"), ("GET", "k0"), ("DELETE", "k0"), ("GET", "k9"),
+        ("POST", "keys")]
+
+
+def test_key_creation_failing_every_time_gives_up_leaving_no_key() -> None:
+    answers: list[httpx.Response] = []
+    for _ in range(MAX_ATTEMPTS):
+        answers += [status(500, {"message": "boom"}), status(200, {"keys": []})]
+    fake = Fake(*answers)
     with fake.api() as api, pytest.raises(ApiError) as raised:
         api.create_auth_key(("tag:server",), "tsops host1")
-    assert raised.value.status == 503
+    assert raised.value.status == 500
     assert raised.value.message == (
-        "Tailscale API: create an auth key: HTTP 503 (unavailable); not retried: the request "
-        "may have been carried out")
+        f"Tailscale API: create an auth key: HTTP 500 (boom); gave up after {MAX_ATTEMPTS} tries "
+        "(no key was left behind)")
+    assert fake.sleeps == list(BACKOFF_S[:MAX_ATTEMPTS - 1])
+
+
+def test_key_creation_that_timed_out_is_not_retried_and_names_the_key() -> None:
+    def hung(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    fake = Fake(hung)
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.create_auth_key(("tag:server",), "tsops host1")
+    described = description_of(fake.requests[0])
+    assert raised.value.message == (
+        "Tailscale API: create an auth key: POST https://api.example.com/api/v2/tailnet/-/keys: "
+        f"no progress on the answer within {DEFAULT_TIMEOUT_S:g} s ({TIMEOUT_HINT}); a key "
+        f"described {described!r} may have been created: its secret never arrived, it expires "
+        "in 10 min, and it can be revoked in the admin console")
     assert len(fake.requests) == 1 and fake.sleeps == []
+
+
+def test_a_dropped_connection_on_key_creation_is_cleaned_up_and_retried() -> None:
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                        request=request)
+
+    fake = Fake(dropped, status(200, {"keys": []}), status(200, KEY_BODY))
+    with fake.api() as api:
+        assert api.create_auth_key(("tag:server",), "tsops host1").id == "k1"
+    assert [r.method for r in fake.requests] == ["POST", "GET", "POST"]
+    assert fake.retries[0].startswith(
+        "Tailscale API: create an auth key: POST https://api.example.com/api/v2/tailnet/-/keys: "
+        "the connection broke before the answer (Server disconnected without sending a "
+        "response.) (no key was left behind); trying again in 1.0 s")
+
+
+# Bounded waits: no answer is one line naming the endpoint and what was waited for.
+
+
+def test_a_read_timeout_is_one_line_and_not_retried() -> None:
+    def hung(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    fake = Fake(hung)
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.list_devices()
+    assert raised.value.status == 0
+    assert raised.value.message == (
+        "Tailscale API: list devices: GET https://api.example.com/api/v2/tailnet/-/devices: "
+        f"no progress on the answer within {DEFAULT_TIMEOUT_S:g} s ({TIMEOUT_HINT})")
+    assert fake.sleeps == []
+
+
+def test_a_refused_connection_is_not_retried() -> None:
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    fake = Fake(refused)
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.list_devices()
+    assert raised.value.message == (
+        "Tailscale API: list devices: GET https://api.example.com/api/v2/tailnet/-/devices: "
+        "cannot connect ([Errno 111] Connection refused)")
+    assert fake.sleeps == []
+
+
+def test_a_dropped_connection_on_a_read_is_retried() -> None:
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset by peer", request=request)
+
+    fake = Fake(dropped, dropped, status(200, {"devices": []}))
+    with fake.api() as api:
+        assert api.list_devices() == []
+    assert fake.sleeps == [BACKOFF_S[0], BACKOFF_S[1]]
+
+
+def test_a_dropped_connection_gives_up_saying_how_often() -> None:
+    def dropped(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset by peer", request=request)
+
+    fake = Fake(*[dropped] * MAX_ATTEMPTS)
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.list_devices()
+    assert raised.value.message.endswith(
+        f"the connection broke before the answer (connection reset by peer); gave up after "
+        f"{MAX_ATTEMPTS} tries")
+
+
+def test_a_socket_that_accepts_and_never_answers_fails_in_one_line() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        held: list[socket.socket] = []
+        accepting = threading.Thread(target=lambda: held.append(server.accept()[0]),
+                                     daemon=True)
+        accepting.start()
+        port = server.getsockname()[1]
+        api = TailscaleApi(f"http://127.0.0.1:{port}", "-", token="tskey-api-test", timeout=0.5,
+                           sleep=lambda wait: pytest.fail(f"retried after {wait} s"))
+        try:
+            with pytest.raises(ApiError) as raised:
+                api.list_devices()
+        finally:
+            api.close()
+            accepting.join()
+            for connection in held:
+                connection.close()
+    assert raised.value.message == (
+        f"Tailscale API: list devices: GET http://127.0.0.1:{port}/api/v2/tailnet/-/devices: no "
+        f"progress on the answer within 0.5 s ({TIMEOUT_HINT})")
+    assert "\n" not in raised.value.message and api.requests == 1
+
+
+def test_the_default_timeouts_bound_a_hung_api_within_20_seconds() -> None:
+    api = TailscaleApi("https://api.example.com", "-", token="tskey-api-test")
+    try:
+        timeout = api.http.timeout
+        assert timeout.read == timeout.write == DEFAULT_TIMEOUT_S < 20
+        assert timeout.connect == CONNECT_TIMEOUT_S < 20
+    finally:
+        api.close()
+
+
+def test_the_total_wait_of_one_call_is_bounded() -> None:
+    fake = Fake(*[status(429, **{"Retry-After": "25"})] * 3)
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.list_devices()
+    assert fake.sleeps == [25.0, 25.0]  # a third 25 s would pass MAX_TOTAL_WAIT_S
+    assert sum(fake.sleeps) <= MAX_TOTAL_WAIT_S
+    assert raised.value.message.endswith(
+        f"rate limited by the API; gave up after 3 tries: the next wait would pass the "
+        f"{MAX_TOTAL_WAIT_S:.0f} s tsops waits in all")
+
+
+def test_backoff_is_jittered_and_retry_after_is_not() -> None:
+    asked: list[float] = []
+    answers = iter([status(503), status(429, **{"Retry-After": "3"}), status(503),
+                    status(200, {"devices": []})])
+    sleeps: list[float] = []
+    client = TailscaleApi(
+        "https://api.example.com", "-", token="t", sleep=sleeps.append,
+        jitter=lambda wait: asked.append(wait) or wait / 2,  # type: ignore[func-returns-value]
+        http=httpx.Client(transport=httpx.MockTransport(lambda request: next(answers))))
+    try:
+        client.list_devices()
+    finally:
+        client.close()
+    assert asked == [BACKOFF_S[0], BACKOFF_S[2]]
+    assert sleeps == [BACKOFF_S[0] / 2, 3.0, BACKOFF_S[2] / 2]
+
+
+def test_the_default_jitter_stays_in_the_upper_half() -> None:
+    from tsops.tailscale_api import _equal_jitter
+
+    assert all(2.0 <= _equal_jitter(4.0) <= 4.0 for _ in range(200))
 
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504])

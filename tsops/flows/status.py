@@ -34,6 +34,7 @@ from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.recordings.tamper import Tampered
 from tsops.servers.phase import ServerPhase
+from tsops.tailscale_api import find_named
 
 
 def gather_status(context: RunContext) -> Status:
@@ -91,8 +92,7 @@ def _recorders(context: RunContext, phase: RecorderPhase, plans: RecorderPlans,
     devices = context.api.list_devices()
     found = []
     for plan in plans.hosts:
-        device = next((d for d in devices
-                       if d.hostname == plan.target.name and phase.tag in d.tags), None)
+        device = find_named(devices, plan.target.name, tag=phase.tag)[0]
         found.append(recorder_status(plan, device, phase.tag, storage,
                                      plans.storage.min_free_gb,
                                      context.round_trips(plan.target.name)))

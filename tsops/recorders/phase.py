@@ -41,7 +41,7 @@ from tsops.recorders.render import (
 )
 from tsops.remote import CommandFailed, RemoteLike, RunResult
 from tsops.runner import INTERRUPTED, HostResult, Outcome
-from tsops.tailscale_api import Device, TailscaleApi
+from tsops.tailscale_api import Device, TailscaleApi, find_named
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -308,10 +308,9 @@ class RecorderPhase:
             self.storage.min_free_gb)
 
     def _device(self, devices: list[Device], target: Target) -> Device | None:
-        for device in devices:
-            if device.hostname == target.name and self.tag in device.tags:
-                return device
-        return None
+        """The recorder's device: an offline stale twin of the same name never hides the
+        online one (tailscale_api.find_named)."""
+        return find_named(devices, target.name, tag=self.tag)[0]
 
     def apply(self, plans: RecorderPlans) -> RecorderPhaseResult:
         """Provision storage, deploy every recorder host in parallel, then run the health gate."""
