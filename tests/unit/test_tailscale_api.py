@@ -24,10 +24,12 @@ from tsops.tailscale_api import (
     MAX_WAIT_S,
     TIMEOUT_HINT,
     ApiError,
+    Device,
     OAuthClientCredentials,
     PolicyChanged,
     PolicyValidation,
     TailscaleApi,
+    find_named,
     retry_after_seconds,
 )
 
@@ -496,3 +498,49 @@ def test_a_server_error_asking_a_long_wait_says_so() -> None:
         f"HTTP 503 (maintenance); the API asks to wait 600 s, longer than tsops waits "
         f"({MAX_WAIT_S:.0f} s): try again later")
     assert fake.sleeps == []
+
+
+# Stale twins: one rule for which device is a host's, wherever devices are matched by name.
+
+
+def twin(device_id: str, *, online: bool = False, seen: str = "", name: str = "host1",
+         tags: tuple[str, ...] = ("tag:server",)) -> Device:
+    return Device(id=device_id, node_id=f"n{device_id}CNTRL", name=f"{name}.tail1.ts.net",
+                  hostname="host1", tags=tags, addresses=("100.64.0.9",), authorized=True,
+                  connected_to_control=online, last_seen=seen)
+
+
+def test_the_online_device_wins_over_stale_offline_twins() -> None:
+    stale = twin("1", seen="2026-12-01T10:00:00Z")
+    current = twin("2", online=True, seen="2026-11-01T10:00:00Z", name="host1-1")
+    assert find_named([stale, current], "host1") == (current, "")
+    assert find_named([current, stale], "host1") == (current, "")
+
+
+def test_among_offline_twins_the_most_recently_seen_wins() -> None:
+    older, newer = twin("1", seen="2026-11-30T10:00:00Z"), twin("2", seen="2026-12-01T09:00:00Z")
+    assert find_named([newer, older], "host1")[0] == newer
+    assert find_named([older, newer], "host1")[0] == newer
+
+
+def test_twins_that_cannot_be_told_apart_are_never_guessed() -> None:
+    device, why = find_named([twin("2", online=True), twin("1", online=True)], "host1")
+    assert device is None and why == "2 online devices are named host1 (1, 2)"
+    device, why = find_named([twin("1"), twin("2")], "host1")
+    assert device is None and why == (
+        "2 devices are named host1 (1, 2), none online or seen last")
+
+
+def test_a_known_node_id_chooses_exactly_and_only_that_device() -> None:
+    stale, current = twin("1"), twin("2", online=True)
+    assert find_named([stale, current], "host1", node_id="n1CNTRL") == (stale, "")
+    assert find_named([current], "host1", node_id="n1CNTRL") == (
+        None, "no device has node ID n1CNTRL")
+
+
+def test_a_tag_narrows_the_choice_first() -> None:
+    recorder = twin("1", tags=("tag:recorder",), seen="2026-11-01T00:00:00Z")
+    untagged_online = twin("2", online=True, tags=())
+    assert find_named([untagged_online, recorder], "host1", tag="tag:recorder") == (recorder, "")
+    assert find_named([untagged_online], "host1", tag="tag:recorder") == (
+        None, "no device named host1 with tag:recorder")
