@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from tsops.tailscale_api import Device, TailscaleApi
 
 Connect = Callable[[Target], "RemoteLike"]
+
+
+@dataclass
+class Overrides:
+    """Settings the command line gives for the whole run, over the inventory's."""
+
+    api_timeout: float | None = None  # --api-timeout, over timeouts.api
+
+
+OVERRIDES = Overrides()
 ConnectTailnet = Callable[[Target, str], "RemoteLike"]
 
 
@@ -266,12 +276,16 @@ def connect_api(context: RunContext) -> TailscaleApi:
     """A Tailscale API client with the inventory's credentials, resolved now."""
     from tsops.tailscale_api import OAuthClientCredentials, TailscaleApi
 
-    tailnet = context.inventory.model.tailnet
+    model = context.inventory.model
+    tailnet = model.tailnet
     credentials = tailnet.credentials
+    # Each retry of a rate-limited or failed call is a line on stderr, so a slow run says why.
+    settings: dict[str, Any] = {"timeout": OVERRIDES.api_timeout or model.timeouts.api,
+                                "on_retry": context.events.step}
     if credentials.api_token is not None:
         token = context.secret(credentials.api_token, "Tailscale API token")
-        return TailscaleApi(tailnet.api_url, tailnet.name, token=token)
+        return TailscaleApi(tailnet.api_url, tailnet.name, token=token, **settings)
     assert credentials.oauth is not None
     secret = context.secret(credentials.oauth.client_secret, "Tailscale OAuth client secret")
     return TailscaleApi(tailnet.api_url, tailnet.name, oauth=OAuthClientCredentials(
-        credentials.oauth.client_id, secret))
+        credentials.oauth.client_id, secret), **settings)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -544,3 +547,45 @@ def test_a_tag_narrows_the_choice_first() -> None:
     assert find_named([untagged_online, recorder], "host1", tag="tag:recorder") == (recorder, "")
     assert find_named([untagged_online], "host1", tag="tag:recorder") == (
         None, "no device named host1 with tag:recorder")
+
+
+def test_the_inventory_default_is_the_clients() -> None:
+    from tsops.inventory.model import Timeouts
+
+    assert Timeouts().api == DEFAULT_TIMEOUT_S
+
+
+def test_the_api_timeout_comes_from_the_inventory_or_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tsops.context import OVERRIDES, RunContext, connect_api
+    from tsops.events import Recorded
+
+    path = tmp_path / "inventory.yaml"
+    path.write_text("version: 1\ntailnet:\n  credentials: {api_token: {env: TS_TEST_TOKEN}}\n"
+                    "servers:\n  hosts:\n    web1:\ntimeouts:\n  api: 3\n")
+    monkeypatch.setenv("TS_TEST_TOKEN", "tskey-api-test")
+    events = Recorded()
+    context = RunContext.open(path, events=events)
+    api = connect_api(context)
+    try:
+        assert (api.timeout, api.http.timeout.read, api.http.timeout.connect) == (3, 3, 3)
+    finally:
+        api.close()
+    monkeypatch.setattr(OVERRIDES, "api_timeout", 40.0)
+    api = connect_api(context)
+    try:
+        assert (api.http.timeout.read, api.http.timeout.connect) == (40, CONNECT_TIMEOUT_S)
+        # Retries are told to the operator through the run's events (stderr in the CLI).
+        api._retrying("list devices", "HTTP 503", 0.0, 1)
+    finally:
+        api.close()
+    assert events.of("step") == [
+        "Tailscale API: list devices: HTTP 503; trying again in 0.0 s (try 2 of at most 4)"]
+
+
+def test_a_bad_api_timeout_option_is_bad_input(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "tsops", "--api-timeout", "0", "status",
+                             str(tmp_path / "none.yaml")], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2 and "--api-timeout" in result.stderr

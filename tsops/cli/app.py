@@ -55,10 +55,20 @@ def root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
     ] = False,
+    api_timeout: Annotated[
+        float | None,
+        typer.Option("--api-timeout", min=0.1, max=600, metavar="SECONDS",
+                     help="How long to wait for each Tailscale API answer (default: the "
+                          "inventory's timeouts.api, else 15).", show_default=False),
+    ] = None,
 ) -> None:
     """Record every SSH session on your servers with Tailscale SSH and tsrecorder."""
     global _debug
     _debug = _debug or debug
+    if api_timeout is not None:
+        from tsops.context import OVERRIDES
+
+        OVERRIDES.api_timeout = api_timeout
 
 
 InventoryArg = Annotated[

@@ -728,6 +728,14 @@ class Policy(Model):
         return self
 
 
+class Timeouts(Model):
+    """How long tsops waits on an outside system before it gives up, in seconds."""
+
+    # Each read of a Tailscale API answer (connecting: at most 5 s of it); tailscale_api.py's
+    # DEFAULT_TIMEOUT_S is the same default. A hung API then fails within 20 s.
+    api: Annotated[float, Field(gt=0, le=600)] = 15.0
+
+
 class Inventory(Model):
     """A whole inventory file."""
 
@@ -741,3 +749,4 @@ class Inventory(Model):
     ssh_rules: tuple[SshRule, ...] = ()
     canary: Canary | None = None
     policy: Policy = Policy()
+    timeouts: Timeouts = Timeouts()
