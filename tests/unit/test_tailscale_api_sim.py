@@ -100,3 +100,37 @@ def test_a_long_outage_gives_up_after_a_bounded_number_of_tries(
         api.list_devices()
     assert len([r for r in control.requests() if r.path.endswith("/devices")]) == 4
     assert len(sleeps) == 3
+
+
+def test_a_hung_endpoint_fails_in_one_line_without_retrying(
+    control: ControlServer, sleeps: list[float]
+) -> None:
+    delay = control.inject_delay("GET", "/api/v2/tailnet/[^/]+/devices", 3600, times=None)
+    client = TailscaleApi(control.url, "-", token=control.create_api_token(), timeout=0.5,
+                          sleep=sleeps.append)
+    try:
+        with pytest.raises(ApiError) as raised:
+            client.list_devices()
+    finally:
+        client.close()
+    assert raised.value.message == (
+        f"Tailscale API: list devices: GET {control.api_url}/tailnet/-/devices: no progress on "
+        "the answer within 0.5 s (change it with --api-timeout or timeouts.api in the inventory)")
+    assert delay.served == 1 and sleeps == []
+
+
+def test_a_key_created_behind_a_hung_answer_is_named_and_never_made_twice(
+    control: ControlServer, sleeps: list[float]
+) -> None:
+    control.inject_delay("POST", KEYS, 3600, after_handling=True)
+    client = TailscaleApi(control.url, "-", token=control.create_api_token(), timeout=0.5,
+                          sleep=sleeps.append)
+    try:
+        with pytest.raises(ApiError) as raised:
+            client.create_auth_key(("tag:server",), "tsops host1")
+    finally:
+        client.close()
+    [hidden] = control.auth_keys()
+    assert f"a key described {hidden.description!r} may have been created" in (
+        raised.value.message)
+    assert hidden.uses == 0 and key_posts(control) == [] and sleeps == []
