@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tsops.errors import UsageError
+from tsops.errors import TsopsError, UsageError
 from tsops.events import Events, Recorded
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.runner import Runner
@@ -148,6 +148,7 @@ class RunContext:
     remotes: dict[str, RemoteLike] = field(default_factory=dict)
     _api: TailscaleApi | None = None
     _devices: list[Device] | None = None
+    _devices_error: TsopsError | None = None  # the API failed to list devices in this run
     _devices_lock: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Runner | None = None
@@ -207,7 +208,17 @@ class RunContext:
         (or whose OpenSSH was just closed) is then reached over Tailscale SSH.
         """
         if target.via != "openssh":
-            address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
+            try:
+                address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
+            except TsopsError as error:
+                if target.via == "tailnet":
+                    from tsops.remote import HostUnreachable
+
+                    raise HostUnreachable(target.name, (
+                        f"via tailnet, but the tailnet's device list is unknown: "
+                        f"{error.message}")) from None
+                # tailnet-once-enrolled: the API is down, OpenSSH is the first-contact path.
+                address, why = None, error.message
             if address is not None:
                 return (self.connect_tailnet or tailnet_connector)(target, address)
             if target.via == "tailnet":
@@ -222,8 +233,16 @@ class RunContext:
         """The tailnet's device list, read once per run (again with `refresh`) for choosing
         connection paths."""
         with self._devices_lock:
+            if self._devices_error is not None and not refresh:
+                # The API already failed this run: say so at once instead of waiting again.
+                raise self._devices_error
             if self._devices is None or refresh:
-                self._devices = self.api.list_devices()
+                try:
+                    self._devices = self.api.list_devices()
+                except TsopsError as error:
+                    self._devices_error = error
+                    raise
+                self._devices_error = None
             return self._devices
 
     def reconnect(self, target: Target) -> RemoteLike:
