@@ -298,6 +298,7 @@ def test_a_socket_that_accepts_and_never_answers_fails_in_one_line() -> None:
         server.bind(("127.0.0.1", 0))
         server.listen()
         held: list[socket.socket] = []
+        server.settimeout(60)  # a broken test must not hang the suite
         accepting = threading.Thread(target=lambda: held.append(server.accept()[0]),
                                      daemon=True)
         accepting.start()
