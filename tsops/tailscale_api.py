@@ -271,8 +271,9 @@ class TailscaleApi:
         waited, tries = 0.0, 0
         while True:
             tries += 1
+            asked: float | None = None  # what a 5xx's Retry-After asks for
             try:
-                response, sent = self._send("POST", path, what, idempotent=False, json=body)
+                response, posts = self._send("POST", path, what, idempotent=False, json=body)
             except NoAnswer as error:
                 if not error.sent:
                     raise
@@ -285,14 +286,25 @@ class TailscaleApi:
                 cause, status = error.message.split(": ", 2)[-1], 0
             else:
                 if response.status_code < 500:
-                    _raise_for_status(response, what, sent, safe=False)
+                    _raise_for_status(response, what, posts, safe=False)
                     data = _json_of(response, what)
                     return AuthKey(id=str(data["id"]), key=str(data["key"]))
                 cause, status = _message(response), response.status_code
-            revoked = self._revoke_described(unique)
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+            try:
+                revoked = self._revoke_described(unique)
+            except ApiError as error:
+                raise ApiError(what, status, (
+                    f"{cause}; a key described {unique!r} may have been created and could not "
+                    f"be looked up ({error.message}): it expires in {expiry_seconds // 60} min "
+                    "unused, and it can be revoked in the admin console")) from error
             left = (f"revoked {revoked} key(s) the failed tries made" if revoked
                     else "no key was left behind")
-            wait = _backoff(tries, self._jitter)
+            wait = _backoff(tries, self._jitter) if asked is None else asked
+            if wait > MAX_WAIT_S:
+                raise ApiError(what, status, (
+                    f"{cause}; the API asks to wait {wait:.0f} s, longer than tsops waits "
+                    f"({MAX_WAIT_S:.0f} s): try again later ({left})"))
             if tries >= MAX_ATTEMPTS or waited + wait > MAX_TOTAL_WAIT_S:
                 raise ApiError(what, status, f"{cause}; gave up after {tries} tries ({left})")
             self._retrying(what, f"{cause} ({left})", wait, tries)

@@ -590,3 +590,37 @@ def test_a_bad_api_timeout_option_is_bad_input(tmp_path: Path) -> None:
                              str(tmp_path / "none.yaml")], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 2 and "--api-timeout" in result.stderr
+
+
+def test_a_key_creation_503_with_retry_after_waits_as_asked() -> None:
+    fake = Fake(status(503, **{"Retry-After": "7"}), status(200, {"keys": []}),
+                status(200, KEY_BODY))
+    with fake.api() as api:
+        api.create_auth_key(("tag:server",), "tsops host1")
+    assert fake.sleeps == [7.0]
+
+
+def test_a_key_that_cannot_be_looked_up_after_a_503_is_named() -> None:
+    fake = Fake(status(503), *[status(403, {"message": "no auth_keys:read"})])
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.create_auth_key(("tag:server",), "tsops host1")
+    described = description_of(fake.requests[0])
+    assert raised.value.status == 503
+    assert raised.value.message == (
+        f"Tailscale API: create an auth key: HTTP 503; a key described {described!r} may have "
+        "been created and could not be looked up (Tailscale API: list auth keys: permission "
+        "denied: the credential lacks the scope for this call (no auth_keys:read)): it expires "
+        "in 10 min unused, and it can be revoked in the admin console")
+    assert fake.sleeps == []
+
+
+def test_a_key_creation_503_asking_a_long_wait_gives_up_clean() -> None:
+    fake = Fake(status(503, {"message": "maintenance"}, **{"Retry-After": "600"}),
+                status(200, {"keys": []}))
+    with fake.api() as api, pytest.raises(ApiError) as raised:
+        api.create_auth_key(("tag:server",), "tsops host1")
+    assert raised.value.message == (
+        "Tailscale API: create an auth key: HTTP 503 (maintenance); the API asks to wait 600 s, "
+        f"longer than tsops waits ({MAX_WAIT_S:.0f} s): try again later (no key was left "
+        "behind)")
+    assert fake.sleeps == []
