@@ -114,9 +114,11 @@ def tailnet_ipv4(device: Device) -> str | None:
 
 
 def find_device(devices: Sequence[Device], name: str) -> Device | None:
-    """The enrolled device of server `name` (its hostname, or its MagicDNS name's first label)."""
-    found = [d for d in devices if d.hostname == name or d.name.split(".", 1)[0] == name]
-    return found[0] if len(found) == 1 else None
+    """The enrolled device of server `name` (its hostname, or its MagicDNS name's first label),
+    chosen among stale twins as tailscale_api.find_named says."""
+    from tsops.tailscale_api import find_named
+
+    return find_named(devices, name)[0]
 
 
 def plan_canaries(inventory: LoadedInventory, targets: Sequence[Target],

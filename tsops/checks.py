@@ -36,6 +36,7 @@ RECORDER_STEP_CHECK: dict[HostStepKind, str] = {
     "destination": "destination", "authkey": "tailnet",
 }
 _RANK: dict[State, int] = {"ok": 0, "unknown": 0, "drift": 1, "error": 2}
+API_DOWN = "not checked: the Tailscale API did not answer"
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,13 @@ class Status:
     recordings: Check | None = None  # tamper detection over the bucket's versions
     tampered: tuple[Tampered, ...] = ()
     warnings: tuple[str, ...] = ()
+    # Outside systems that did not answer, as (service, message): what needs them is unknown.
+    unavailable: tuple[tuple[str, str], ...] = ()
 
     @property
     def state(self) -> State:
         """The worst state of all hosts, the storage and the policy."""
-        if self.problems:
+        if self.problems or self.unavailable:
             return "error"
         states = [h.state for h in self.hosts]
         if self.storage is not None:
@@ -148,6 +151,8 @@ class Status:
             "recordings": None if self.recordings is None else {
                 **self.recordings.as_dict(), "tampered": [t.as_dict() for t in self.tampered]},
             "warnings": list(self.warnings),
+            "unavailable": [{"service": service, "message": message}
+                            for service, message in self.unavailable],
         }
 
 
@@ -171,8 +176,9 @@ def _not_planned(name: str, role: Role, problem: str, reached: bool,
     return HostStatus(name, role, (reachable, *rest), reason=problem, round_trips=round_trips)
 
 
-def server_status(plan: HostPlan, round_trips: int = 0) -> HostStatus:
-    """The checks of one server, from its plan."""
+def server_status(plan: HostPlan, round_trips: int = 0, api_down: bool = False) -> HostStatus:
+    """The checks of one server, from its plan (`api_down`: without the API's device list,
+    the tags it holds there are unknown)."""
     name = plan.target.name
     facts = plan.facts
     if facts is None:
@@ -206,6 +212,9 @@ def server_status(plan: HostPlan, round_trips: int = 0) -> HostStatus:
             status.tags if status is not None else ())
         tags = Check("tags", _failed(failed, "tags"), expected_tags,
                      " ".join(sorted(current)) or "(untagged)")
+        if api_down:
+            tags = Check("tags", "unknown", expected_tags,
+                         f"{API_DOWN} (the node reports {tags.actual})")
         ssh = Check("ssh", _failed(failed, "ssh"), "on",
                     "on" if prefs is not None and prefs.run_ssh else "off")
     reachable = Check("reachable", "ok", "one probe answers", "answered")
@@ -229,8 +238,10 @@ def openssh_check(exposure: Exposure) -> Check:
 
 
 def recorder_status(plan: RecorderHostPlan, device: Device | None, tag: str,
-                    storage: Check | None, min_free_gb: int, round_trips: int = 0) -> HostStatus:
-    """The checks of one recorder, from its plan, its API device and the storage check."""
+                    storage: Check | None, min_free_gb: int, round_trips: int = 0,
+                    api_down: bool = False) -> HostStatus:
+    """The checks of one recorder, from its plan, its API device and the storage check
+    (`api_down`: whether it is online in the tailnet is unknown)."""
     name = plan.target.name
     facts = plan.facts
     if facts is None:
@@ -252,6 +263,8 @@ def recorder_status(plan: RecorderHostPlan, device: Device | None, tag: str,
         online = f"online with {tag}" + ("" if facts.has_state else ", but has no state")
     tailnet_ok = device is not None and device.connected_to_control and "tailnet" not in failed
     tailnet = Check("tailnet", "ok" if tailnet_ok else "drift", f"online with {tag}", online)
+    if api_down:
+        tailnet = Check("tailnet", "unknown", f"online with {tag}", API_DOWN)
     changes = failed.get("files")
     files = Check("files", _failed(failed, "files"),
                   "binary, user, statedir, env and unit as the inventory renders them",

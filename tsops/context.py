@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tsops.errors import UsageError
+from tsops.errors import TsopsError, UsageError
 from tsops.events import Events, Recorded
 from tsops.inventory.load import LoadedInventory, Target, load_inventory
 from tsops.runner import Runner
@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from tsops.tailscale_api import Device, TailscaleApi
 
 Connect = Callable[[Target], "RemoteLike"]
+
+
+@dataclass
+class Overrides:
+    """Settings the command line gives for the whole run, over the inventory's."""
+
+    api_timeout: float | None = None  # --api-timeout, over timeouts.api
+
+
+OVERRIDES = Overrides()
 ConnectTailnet = Callable[[Target, str], "RemoteLike"]
 
 
@@ -117,14 +127,17 @@ def tailnet_connector(target: Target, address: str,
 def tailnet_address(target: Target, devices: Sequence[Device]) -> tuple[str | None, str]:
     """Where to reach `target` over Tailscale SSH, or None and why not.
 
-    Matched to its device as verify matches canaries (hostname, or MagicDNS first label), and
-    only when the control plane sees the device online: a node that is offline does not answer.
+    Matched to its device as verify matches canaries (hostname, or MagicDNS first label; an
+    online device before its stale offline twins), and only when the control plane sees the
+    device online: a node that is offline does not answer.
     """
-    from tsops.canary import find_device, tailnet_ipv4
+    from tsops.canary import tailnet_ipv4
+    from tsops.tailscale_api import find_named
 
-    device = find_device(devices, target.name)
+    device, why = find_named(devices, target.name)
     if device is None:
-        return None, "no single device of that hostname in the tailnet's device list"
+        found = "" if why.startswith("no device") else f" ({why})"
+        return None, f"no single device of that hostname in the tailnet's device list{found}"
     address = tailnet_ipv4(device)
     if address is None:
         return None, f"device {device.id} has no tailnet IPv4 address"
@@ -149,6 +162,7 @@ class RunContext:
     remotes: dict[str, RemoteLike] = field(default_factory=dict)
     _api: TailscaleApi | None = None
     _devices: list[Device] | None = None
+    _devices_error: TsopsError | None = None  # the API failed to list devices in this run
     _devices_lock: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Runner | None = None
@@ -208,7 +222,17 @@ class RunContext:
         (or whose OpenSSH was just closed) is then reached over Tailscale SSH.
         """
         if target.via != "openssh":
-            address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
+            try:
+                address, why = tailnet_address(target, self.devices(refresh=fresh_devices))
+            except TsopsError as error:
+                if target.via == "tailnet":
+                    from tsops.remote import HostUnreachable
+
+                    raise HostUnreachable(target.name, (
+                        f"via tailnet, but the tailnet's device list is unknown: "
+                        f"{error.message}")) from None
+                # tailnet-once-enrolled: the API is down, OpenSSH is the first-contact path.
+                address, why = None, error.message
             if address is not None:
                 if self.connect_tailnet is not None:
                     return self.connect_tailnet(target, address)
@@ -225,8 +249,16 @@ class RunContext:
         """The tailnet's device list, read once per run (again with `refresh`) for choosing
         connection paths."""
         with self._devices_lock:
+            if self._devices_error is not None and not refresh:
+                # The API already failed this run: say so at once instead of waiting again.
+                raise self._devices_error
             if self._devices is None or refresh:
-                self._devices = self.api.list_devices()
+                try:
+                    self._devices = self.api.list_devices()
+                except TsopsError as error:
+                    self._devices_error = error
+                    raise
+                self._devices_error = None
             return self._devices
 
     def reconnect(self, target: Target) -> RemoteLike:
@@ -279,12 +311,16 @@ def connect_api(context: RunContext) -> TailscaleApi:
     """A Tailscale API client with the inventory's credentials, resolved now."""
     from tsops.tailscale_api import OAuthClientCredentials, TailscaleApi
 
-    tailnet = context.inventory.model.tailnet
+    model = context.inventory.model
+    tailnet = model.tailnet
     credentials = tailnet.credentials
+    # Each retry of a rate-limited or failed call is a line on stderr, so a slow run says why.
+    settings: dict[str, Any] = {"timeout": OVERRIDES.api_timeout or model.timeouts.api,
+                                "on_retry": context.events.step}
     if credentials.api_token is not None:
         token = context.secret(credentials.api_token, "Tailscale API token")
-        return TailscaleApi(tailnet.api_url, tailnet.name, token=token)
+        return TailscaleApi(tailnet.api_url, tailnet.name, token=token, **settings)
     assert credentials.oauth is not None
     secret = context.secret(credentials.oauth.client_secret, "Tailscale OAuth client secret")
     return TailscaleApi(tailnet.api_url, tailnet.name, oauth=OAuthClientCredentials(
-        credentials.oauth.client_id, secret))
+        credentials.oauth.client_id, secret), **settings)

@@ -384,3 +384,19 @@ def test_removing_what_is_not_a_server_is_refused_before_anything(
     with pytest.raises(UsageError, match=message), flow.removing(path, name):
         raise AssertionError("no change may be prepared")
     assert leftovers(tmp_path) == []
+
+
+def test_a_remove_never_deletes_a_twin_of_another_node_id(tmp_path: Path) -> None:
+    path = write_inventory(tmp_path)
+    # The host says it is node nGONECNTRL, already gone from the tailnet; the device left of
+    # the same name is a stale twin (or another machine): it is not the host's, never deleted.
+    twin = device("web1", "100.64.0.3")
+    web1 = Host("web1", {STATUS: RunResult(0, '{"BackendState": "Running", "Self": {"ID": '
+                                               '"nGONECNTRL", "HostName": "web1"}}', "")})
+    api = Api([twin])
+    with flow.removing(path, "web1") as change, run_for(change, {"web1": web1}, api) as context:
+        planned = flow.plan_remove(context, change)
+        assert (planned.device, planned.problem) == (None, None)
+        report = flow.apply_remove(context, planned)
+    assert api.deleted == []
+    assert report.steps == [StepResult(f"remove web1 from {path}")]

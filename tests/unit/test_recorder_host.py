@@ -334,3 +334,26 @@ def test_a_value_the_unit_cannot_carry_is_refused_naming_the_inventory(tmp_path:
         f"{path}: storage.destination: holds the control character U+000A, which the "
         "recorder's systemd unit cannot carry safely")
     assert refused.value.exit_code == 2
+
+
+class ApiWithStaleTwin(ApiForHealth):
+    """rec1 online, listed after an older offline rec1 with the same tag (a stale twin)."""
+
+    def list_devices(self) -> list[Device]:
+        stale = Device(id="d0", node_id="n0", name="rec1.example.ts.net", hostname="rec1",
+                       tags=("tag:recorder",), addresses=("100.64.0.8",), authorized=True,
+                       connected_to_control=False, last_seen="2026-11-01T00:00:00Z")
+        current = Device(id="d1", node_id="n1", name="rec1-1.example.ts.net", hostname="rec1",
+                         tags=("tag:recorder",), addresses=("100.64.0.9",), authorized=True,
+                         connected_to_control=self.online, last_seen="2026-12-01T00:00:00Z")
+        return [stale, current]
+
+
+def test_a_stale_offline_twin_never_hides_the_online_recorder(tmp_path: Path) -> None:
+    result = health_run(tmp_path, HostForHealth("active", True), ApiWithStaleTwin(True))
+    (host,) = result.hosts
+    assert (host.outcome, host.healthy) == ("unchanged", True)
+    assert host.checks["tailnet"] == "online as rec1-1.example.ts.net with tag:recorder"
+    (failed,) = health_run(tmp_path, HostForHealth("active", True),
+                           ApiWithStaleTwin(False)).hosts
+    assert failed.reason.startswith("the recorder did not come online with tag:recorder")

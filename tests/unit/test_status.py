@@ -115,9 +115,11 @@ def test_a_reached_but_unplannable_server_is_an_error_and_claims_nothing() -> No
 def recorder(facts: RecorderFacts, device: Device | None = RECORDER, **kwargs: object) -> (
         HostStatus):
     """The status of rec1 (binary runtime, S3 unless a spec is given)."""
+    api_down = bool(kwargs.pop("api_down", False))
     plan: RecorderHostPlan = recorder_plan(facts, **kwargs)
     bucket = Check("storage", "ok", "bucket settings", "match")
-    return recorder_status(plan, device, "tag:recorder", bucket, 10, round_trips=1)
+    return recorder_status(plan, device, "tag:recorder", bucket, 10, round_trips=1,
+                           api_down=api_down)
 
 
 def test_a_converged_recorder_passes_every_check() -> None:

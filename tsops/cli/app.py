@@ -61,6 +61,12 @@ def root(
                      help="Seconds to wait for each SSH hop's connection, banner, key exchange "
                           "and login (default: the inventory's connection.ssh_timeout, 10)."),
     ] = None,
+    api_timeout: Annotated[
+        float | None,
+        typer.Option("--api-timeout", min=0.1, max=600, metavar="SECONDS",
+                     help="How long to wait for each Tailscale API answer (default: the "
+                          "inventory's timeouts.api, else 15).", show_default=False),
+    ] = None,
 ) -> None:
     """Record every SSH session on your servers with Tailscale SSH and tsrecorder."""
     global _debug
@@ -71,6 +77,10 @@ def root(
         from tsops import remote
 
         remote.ssh_timeout_override = float(ssh_timeout)
+    if api_timeout is not None:
+        from tsops.context import OVERRIDES
+
+        OVERRIDES.api_timeout = api_timeout
 
 
 InventoryArg = Annotated[

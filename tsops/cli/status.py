@@ -67,6 +67,8 @@ def print_status(status: Status, symbols: bool) -> None:
             _print_exposure(host.name, host.exposure)
     for problem in status.problems:
         console.error(problem)
+    for _, message in status.unavailable:
+        console.error(f"{message} (what needs it is marked unknown: -)")
     if status.storage is not None:
         _print_line(status.storage)
     if status.recordings is not None:
@@ -86,6 +88,8 @@ def print_status(status: Status, symbols: bool) -> None:
     extra = "" if status.policy is None else f"; policy {WORDS[status.policy.check.state]}"
     if status.coverage is not None:
         extra += f"; coverage {WORDS[worst(c.state for c in status.coverage.checks)]}"
+    if status.unavailable:
+        extra += f"; unavailable: {', '.join(service for service, _ in status.unavailable)}"
     console.line(f"{len(status.hosts)} host(s): {counts['ok']} ok, {counts['drift']} drift, "
                  f"{counts['error']} error{extra}.")
 

@@ -379,11 +379,12 @@ def _node_id(remote: RemoteLike) -> tuple[str | None, str | None]:
 
 def _find_device(devices: list[Device], target: Target,
                  node_id: str | None) -> tuple[Device | None, str | None]:
-    """The host's device: by node ID when the host told it, else by a unique hostname."""
+    """The host's device: by node ID when the host told it (no other device is ever deleted
+    then: a device of the same name with another node ID is a stale twin, or another
+    machine), else by a unique hostname."""
     if node_id is not None:
         by_node = [d for d in devices if d.node_id == node_id]
-        if by_node:
-            return by_node[0], None
+        return (by_node[0] if by_node else None), None
     by_name = [d for d in devices if d.hostname == target.name
                or d.name.split(".", 1)[0] == target.name]
     if len(by_name) > 1:

@@ -2,6 +2,11 @@
 
 The comparisons themselves are pure (tsops.checks); this flow gathers what they compare: one
 probe per host through the same planners bootstrap uses, the bucket, the devices and the policy.
+
+The device list is read once, first. When the Tailscale API does not answer, status still
+probes every host it can reach and reports it; what needs the API (a server's tags in the
+tailnet, a recorder online, the recorder tags' presence, a policy kept in the API) is marked
+unknown, and the API's failure makes the whole status an error (exit 1).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from tsops.checks import (
+    API_DOWN,
     Check,
     CoverageStatus,
     HostStatus,
@@ -35,22 +41,25 @@ from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.recordings.tamper import Tampered
 from tsops.runner import result
 from tsops.servers.phase import ServerPhase
+from tsops.tailscale_api import Device, find_named
 
 
 def gather_status(context: RunContext) -> Status:
     """Every check of the chosen servers, the recorders, the storage and the policy."""
     phase = RecorderPhase(context) if has_recorders(context) else None
     problems: list[str] = []
+    devices, api_problem = _devices(context)
+    down = devices is None
     with ThreadPoolExecutor(max_workers=3) as pool:
-        servers = pool.submit(ServerPhase(context).gather_and_plan)
+        servers = pool.submit(ServerPhase(context).gather_and_plan, without_api=down)
         recorders: Future[RecorderPlans] | None = None
         if phase is not None:
-            recorders = pool.submit(phase.plan)
-        policy = pool.submit(_policy, context) if manages_policy(context) else None
+            recorders = pool.submit(phase.plan, devices or [])
+        policy = pool.submit(_policy, context, down) if manages_policy(context) else None
         tamper = pool.submit(_tamper, context) if phase is not None else None
-        presence = _recorders_online(context)
+        presence = _recorders_online(context, devices)
         plans = result(servers)
-        hosts = [server_status(p, context.round_trips(p.target.name)) for p in plans]
+        hosts = [server_status(p, context.round_trips(p.target.name), down) for p in plans]
         storage = None
         if phase is not None and recorders is not None:
             try:
@@ -65,7 +74,7 @@ def gather_status(context: RunContext) -> Status:
                     storage = Check("storage", "unknown", storage.expected,
                                     f"not checked: {unread.problem}")
                     problems.append(f"storage: {unread.problem}")
-                hosts += _recorders(context, phase, recorder_plans, storage)
+                hosts += _recorders(context, phase, recorder_plans, storage, devices)
         policy_result, gaps = result(policy) if policy is not None else (None, None)
         recordings, tampered = result(tamper) if tamper is not None else (None, ())
     if recordings is not None and recordings.state == "unknown" and not problems:
@@ -73,8 +82,17 @@ def gather_status(context: RunContext) -> Status:
     checks = tuple(c for c in (presence, gaps and coverage_check(gaps)) if c)
     coverage = CoverageStatus(checks, gaps.gaps if gaps else ()) if checks else None
     warnings = tuple(worm_warnings(phase.storage)) if phase is not None else ()
+    unavailable = (("tailscale-api", api_problem),) if api_problem is not None else ()
     return Status(tuple(hosts), storage, policy_result, tuple(problems), coverage,
-                  recordings, tuple(tampered), warnings)
+                  recordings, tuple(tampered), warnings, unavailable)
+
+
+def _devices(context: RunContext) -> tuple[list[Device] | None, str | None]:
+    """The tailnet's devices, or None and the API's failure (one line)."""
+    try:
+        return context.devices(), None
+    except TsopsError as error:
+        return None, error.message
 
 
 def _tamper(context: RunContext) -> tuple[Check | None, list[Tampered]]:
@@ -100,23 +118,24 @@ def _tamper(context: RunContext) -> tuple[Check | None, list[Tampered]]:
 
 
 def _recorders(context: RunContext, phase: RecorderPhase, plans: RecorderPlans,
-               storage: Check | None) -> list[HostStatus]:
-    devices = context.api.list_devices()
+               storage: Check | None, devices: list[Device] | None) -> list[HostStatus]:
     found = []
     for plan in plans.hosts:
-        device = next((d for d in devices
-                       if d.hostname == plan.target.name and phase.tag in d.tags), None)
+        device = find_named(devices or [], plan.target.name, tag=phase.tag)[0]
         found.append(recorder_status(plan, device, phase.tag, storage,
                                      plans.storage.min_free_gb,
-                                     context.round_trips(plan.target.name)))
+                                     context.round_trips(plan.target.name),
+                                     api_down=devices is None))
     return found
 
 
-def _policy(context: RunContext) -> tuple[PolicyStatus, Coverage | None]:
+def _policy(context: RunContext, api_down: bool = False) -> tuple[PolicyStatus, Coverage | None]:
     """The managed rules' check, and the coverage of the policy as it is now."""
     from tsops.policy.apply import diff_policy
 
     inventory = context.inventory
+    if api_down and inventory.model.policy.source == "api":
+        return PolicyStatus(Check("policy", "unknown", "the policy file readable", API_DOWN)), None
     rules = tuple(rule.name for rule in inventory.model.ssh_rules)
     try:
         plan, diff = diff_policy(inventory, context.api)
@@ -127,11 +146,16 @@ def _policy(context: RunContext) -> tuple[PolicyStatus, Coverage | None]:
     return policy_status(plan, rules, diff), current
 
 
-def _recorders_online(context: RunContext) -> Check | None:
+def _recorders_online(context: RunContext, devices: list[Device] | None) -> Check | None:
     """Whether every managed rule's recorder tag has an online device (None: no such tag)."""
-    from tsops.policy.apply import managed_recorder_tags, online_recorder_tags
+    from tsops.policy.apply import managed_recorder_tags
 
     tags = managed_recorder_tags(context.inventory)
     if not tags:
         return None
-    return recorders_online_check(tags, online_recorder_tags(context.api, tags))
+    if devices is None:
+        return Check("recorders-online", "unknown",
+                     f"an online device with {', '.join(sorted(tags))}", API_DOWN)
+    online = {tag for device in devices if device.connected_to_control
+              for tag in device.tags if tag in tags}
+    return recorders_online_check(tags, online)

@@ -742,9 +742,12 @@ class Policy(Model):
 
 
 class Timeouts(Model):
-    """How long tsops waits for an answer before it gives up on an endpoint, in seconds."""
+    """How long tsops waits on an outside system before it gives up, in seconds."""
 
     s3: Annotated[float, Field(gt=0, le=600)] | None = None  # per attempt (tsops.s3)
+    # Each read of a Tailscale API answer (connecting: at most 5 s of it); tailscale_api.py's
+    # DEFAULT_TIMEOUT_S is the same default. A hung API then fails within 20 s.
+    api: Annotated[float, Field(gt=0, le=600)] = 15.0
 
 
 class Inventory(Model):

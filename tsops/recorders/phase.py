@@ -39,7 +39,7 @@ from tsops.recorders.render import (
 )
 from tsops.remote import CommandFailed, RemoteLike, RunResult, Stage
 from tsops.runner import INTERRUPTED, HostResult, Outcome
-from tsops.tailscale_api import Device, TailscaleApi
+from tsops.tailscale_api import Device, TailscaleApi, find_named
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -205,8 +205,11 @@ class RecorderPhase:
         except OSError as error:
             raise TsopsError(f"recorders.binary: cannot read {path}: {error.strerror}") from error
 
-    def plan(self) -> RecorderPlans:
-        """Read the bucket and every recorder host (one round trip each); plan (no change)."""
+    def plan(self, devices: list[Device] | None = None) -> RecorderPlans:
+        """Read the bucket and every recorder host (one round trip each); plan (no change).
+
+        `devices`: the device list already read (status passes [] when the API is down),
+        else it is read now."""
         storage = self.storage
         bucket: BucketPlan | None = None
         facts: BucketFacts | None = None
@@ -218,7 +221,8 @@ class RecorderPhase:
             except s3.S3Error as error:
                 bucket = BucketPlan(storage.bucket, problem=error.message, unread=(
                     not error.reached or isinstance(error, s3.S3CredentialsError)))
-        return RecorderPlans(storage, bucket, facts, self.plan_hosts(self.inventory.recorders),
+        return RecorderPlans(storage, bucket, facts,
+                             self.plan_hosts(self.inventory.recorders, devices),
                              self.gate_how())
 
     def gate_how(self) -> str:
@@ -230,14 +234,15 @@ class RecorderPhase:
             how += " (needs curl 7.75 or later on the recorder host)"
         return f"canary object written {how}"
 
-    def plan_hosts(self, targets: tuple[Target, ...]) -> list[RecorderHostPlan]:
+    def plan_hosts(self, targets: tuple[Target, ...],
+                   devices: list[Device] | None = None) -> list[RecorderHostPlan]:
         """Probe these recorder hosts (one round trip each, in parallel) and plan them."""
         keys = self._recorder_keys()
         env = render_env(*(keys or (None, None)))
         binary = self._binary()
-        devices = self.api.list_devices()
+        listed = self.api.list_devices() if devices is None else devices
         return self.context.runner.each(
-            targets, lambda t: self._plan_host(t, env, binary, devices))
+            targets, lambda t: self._plan_host(t, env, binary, listed))
 
     def apply_host(self, plan: RecorderHostPlan, changed_storage: bool) -> RecorderResult:
         """Deploy one planned recorder host and run its health gate (canary rewritten)."""
@@ -307,10 +312,9 @@ class RecorderPhase:
             self.storage.min_free_gb)
 
     def _device(self, devices: list[Device], target: Target) -> Device | None:
-        for device in devices:
-            if device.hostname == target.name and self.tag in device.tags:
-                return device
-        return None
+        """The recorder's device: an offline stale twin of the same name never hides the
+        online one (tailscale_api.find_named)."""
+        return find_named(devices, target.name, tag=self.tag)[0]
 
     def apply(self, plans: RecorderPlans) -> RecorderPhaseResult:
         """Provision storage, deploy every recorder host in parallel, then run the health gate."""

@@ -50,9 +50,19 @@ class ServerPhase:
         """Where per-host progress goes."""
         return self.context.events.progress
 
-    def gather_and_plan(self) -> list[HostPlan]:
-        """Probe every chosen server in parallel (one round trip each) and plan it."""
-        devices = self.context.devices()  # also what chooses each server's connection path
+    def gather_and_plan(self, *, without_api: bool = False) -> list[HostPlan]:
+        """Probe every chosen server in parallel (one round trip each) and plan it.
+
+        `without_api`: when the device list cannot be read, plan from the hosts alone (status
+        reports what it could probe; nothing is applied from such plans).
+        """
+        devices: list[Device] | None
+        try:
+            devices = self.context.devices()  # also what chooses each server's connection path
+        except TsopsError:
+            if not without_api:
+                raise
+            devices = None
         return self.context.runner.each(self.context.targets,
                                         lambda target: self._plan_one(target, devices))
 
@@ -114,7 +124,7 @@ class ServerPhase:
     def _facts(self, target: Target) -> HostFacts:
         return FACTS.run(self._remote(target))
 
-    def _plan_one(self, target: Target, devices: list[Device]) -> HostPlan:
+    def _plan_one(self, target: Target, devices: list[Device] | None) -> HostPlan:
         desired = desired_for(self.inventory, target)
         self.report(target.name, "gathering facts")
         try:

@@ -101,9 +101,12 @@ def tarball_version(install: Install) -> str | None:
 
 
 def plan_host(
-    target: Target, desired: Desired, facts: HostFacts, devices: list[Device]
+    target: Target, desired: Desired, facts: HostFacts, devices: list[Device] | None
 ) -> HostPlan:
     """Compute the steps that bring one server to the desired state.
+
+    `devices` None: the API's device list could not be read (status goes on without it); the
+    tags are then compared with what the node itself reports, and no retag is planned.
 
     OpenSSH exposure comes last, after enrollment: a failed enrollment never leaves a host
     whose OpenSSH was already closed.
@@ -123,7 +126,7 @@ def plan_host(
 
 
 def _plan_tailscale(
-    target: Target, desired: Desired, facts: HostFacts, devices: list[Device]
+    target: Target, desired: Desired, facts: HostFacts, devices: list[Device] | None
 ) -> HostPlan:
     """The Tailscale steps of one server."""
     plan = HostPlan(target=target, desired=desired, facts=facts)
@@ -163,7 +166,7 @@ def _plan_tailscale(
                                      "(locked system account, for verify's Tailscale SSH session)"))
     status, prefs = facts.status, facts.prefs
     device = next(
-        (d for d in devices if status is not None and d.node_id == status.node_id), None
+        (d for d in devices or () if status is not None and d.node_id == status.node_id), None
     )
     plan = HostPlan(target=target, desired=desired, facts=facts, device=device)
     tags = " ".join(desired.tags)
@@ -192,7 +195,7 @@ def _plan_tailscale(
         return _with_steps(plan, steps)
     assert status is not None and prefs is not None
     current_tags = device.tags if device is not None else status.tags
-    if sorted(current_tags) != sorted(desired.tags):
+    if sorted(current_tags) != sorted(desired.tags) and devices is not None:
         if device is None:
             return _problem(plan, f"node {status.node_id} is not in the API's device list; "
                                   "cannot retag it")

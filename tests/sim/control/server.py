@@ -16,6 +16,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from tests.sim.control import hujson, policy
+from tests.sim.control.slow import Delay, Delays
 from tests.sim.control.state import (
     MAX_KEY_EXPIRY,
     AuthKey,
@@ -447,6 +448,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise ControlError(
                     403, "calling actor does not have enough permissions to perform this function"
                 )
+        delay = control.delays.take(method, path)
+        if delay is not None and not delay.after_handling:
+            control.delays.wait(delay)
+        elif delay is not None:
+            answer = self._handled(control, found, match, headers, body, credential)
+            control.delays.wait(delay)
+            return answer
         failure = control.state.take_failure(method, path)
         if failure is None:
             return found.handler(control, Request(match.groupdict(), headers, body, credential))
@@ -454,6 +462,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
             found.handler(control, Request(match.groupdict(), headers, body, credential))
         extra = (("Retry-After", failure.retry_after),) if failure.retry_after is not None else ()
         return Response(failure.status, json.dumps(failure.body()).encode(), JSON, extra)
+
+
+    def _handled(self, control: ControlServer, found: Route, match: re.Match[str],
+                 headers: dict[str, str], body: bytes, credential: Credential | None,
+                 ) -> Response:
+        """The route's answer, with an error it raises as its answer (a delayed answer)."""
+        try:
+            return found.handler(control, Request(match.groupdict(), headers, body, credential))
+        except ControlError as error:
+            return json_response(error.body(), error.status)
 
 
 class ControlServer:
@@ -470,6 +488,7 @@ class ControlServer:
         self.host = host
         self.requested_port = port
         self.state = ControlState(tailnet, ipv4_prefix)
+        self.delays = Delays()
         self._http: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -492,6 +511,7 @@ class ControlServer:
         """Stop serving and close the socket (safe to call twice)."""
         if self._http is None:
             return
+        self.delays.stop()
         self._http.shutdown()
         self._http.server_close()
         if self._thread is not None:
@@ -605,6 +625,12 @@ class ControlServer:
         """Answer matching API requests with 429 or a 5xx (ControlState.inject_failure)."""
         self.state.inject_failure(method, path, status, retry_after=retry_after, times=times,
                                   after_handling=after_handling)
+
+    def inject_delay(self, method: str, path: str, seconds: float, *, times: int | None = 1,
+                     after_handling: bool = False) -> Delay:
+        """Answer matching API requests `seconds` late (slow.Delays.add); the returned switch
+        counts the requests it held (`served`)."""
+        return self.delays.add(method, path, seconds, times=times, after_handling=after_handling)
 
     def set_policy_warnings(self, warnings: list[str]) -> None:
         """Make validate answer with warnings (ControlState.set_policy_warnings)."""
