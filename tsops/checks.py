@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tsops.errors import ExitCode
 from tsops.policy.coverage import Coverage, Gap
@@ -19,6 +19,9 @@ from tsops.recordings.tamper import Tampered
 from tsops.servers.exposure import Exposure
 from tsops.servers.plan import HostPlan, StepKind, tarball_version
 from tsops.tailscale_api import Device
+
+if TYPE_CHECKING:
+    from tsops.audit.streaming import StreamStatus
 
 State = Literal["ok", "drift", "error", "unknown"]
 Role = Literal["server", "recorder"]
@@ -108,6 +111,7 @@ class Status:
     recordings: Check | None = None  # tamper detection over the bucket's versions
     tampered: tuple[Tampered, ...] = ()
     warnings: tuple[str, ...] = ()
+    log_streaming: tuple[StreamStatus, ...] | None = None  # None: the inventory has none
 
     @property
     def state(self) -> State:
@@ -123,6 +127,8 @@ class Status:
             states += [c.state for c in self.coverage.checks]
         if self.recordings is not None:
             states.append(self.recordings.state)
+        for stream in self.log_streaming or ():
+            states += [c.state for c in stream.checks]
         return worst(states)
 
     @property
@@ -148,6 +154,8 @@ class Status:
             "recordings": None if self.recordings is None else {
                 **self.recordings.as_dict(), "tampered": [t.as_dict() for t in self.tampered]},
             "warnings": list(self.warnings),
+            "log_streaming": None if self.log_streaming is None else [
+                s.as_dict() for s in self.log_streaming],
         }
 
 

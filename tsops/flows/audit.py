@@ -9,6 +9,17 @@ from typing import Any
 
 from tsops.audit.events import AuditEvent, EventFilter, Window, iso, parse_events
 from tsops.audit.policy import PolicyChange, attribute
+from tsops.audit.streaming import (
+    LOG_TYPES,
+    Records,
+    StreamPlan,
+    StreamStatus,
+    Wanted,
+    body,
+    compare,
+    stream_status,
+    wanted,
+)
 from tsops.audit.timeline import Entry, Scope, merge
 from tsops.context import RunContext
 from tsops.errors import TsopsError, UsageError
@@ -145,3 +156,138 @@ def timeline(context: RunContext, window: Window, scope: Scope,
         scope = Scope(names.get(server, server), scope.user)
     entries = merge(events, changes, recordings, names, scope, window.start, window.end)
     return TimelineReport(window, scope, entries, names, problems)
+
+
+# Log streaming (inventory `log_streaming`): planned and applied by bootstrap, checked by status.
+
+
+def manages_log_streaming(context: RunContext) -> bool:
+    """Whether this run manages log streaming (the inventory has it; no `--limit`)."""
+    return context.inventory.model.log_streaming is not None and not context.limited
+
+
+@dataclass(frozen=True)
+class LogStreamingPlan:
+    """Each managed log type's stream plan, or why none could be made."""
+
+    streams: tuple[StreamPlan, ...] = ()
+    error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether a stream would be written."""
+        return any(s.action != "none" for s in self.streams)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data (`plan -o json`'s `log_streaming`)."""
+        return {"error": self.error, "streams": [s.as_dict() for s in self.streams]}
+
+
+@dataclass(frozen=True)
+class StreamOutcome:
+    """What bootstrap did to one stream: created, updated, unchanged or failed."""
+
+    log_type: str
+    outcome: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {"log_type": self.log_type, "outcome": self.outcome, "error": self.error}
+
+
+@dataclass(frozen=True)
+class LogStreamingReport:
+    """How bootstrap's log streaming step ended."""
+
+    streams: tuple[StreamOutcome, ...] = ()
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the plan or a write failed."""
+        return self.error is not None or any(s.outcome == "failed" for s in self.streams)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data (`bootstrap -o json`'s `log_streaming`)."""
+        return {"error": self.error, "streams": [s.as_dict() for s in self.streams]}
+
+
+def _wanted(context: RunContext) -> list[Wanted]:
+    streaming = context.inventory.model.log_streaming
+    assert streaming is not None
+    return [wanted(log_type, stream) for log_type in LOG_TYPES
+            if (stream := getattr(streaming, log_type)) is not None]
+
+
+def _values(context: RunContext, want: Wanted) -> dict[str, str]:
+    """The secrets of a stream, resolved from their references (environment, keyring)."""
+    return {name: context.secret(ref, f"log streaming {want.log_type} {name}")
+            for name, ref in want.references.items()}
+
+
+def _streaming_error(error: ApiError) -> str:
+    if error.status == 403:
+        return ("log streaming: the credential lacks the log_streaming scope (the API answered "
+                "403): give the API token or OAuth client that scope (docs/audit.md)")
+    return f"log streaming: {error.message}"
+
+
+def _plans(context: RunContext) -> list[tuple[StreamPlan, dict[str, str]]]:
+    records = Records(_state_dir(context)).load()
+    found = []
+    for want in _wanted(context):
+        values = _values(context, want)
+        current = context.api.get_log_stream(want.log_type)
+        found.append((compare(want, current, values, records.get(want.log_type)), values))
+    return found
+
+
+def _state_dir(context: RunContext) -> Path:
+    from tsops.policy.store import default_state_dir
+
+    return default_state_dir(context.inventory)
+
+
+def plan_log_streaming(context: RunContext) -> LogStreamingPlan:
+    """Read each managed stream and compare it with the inventory; nothing is written."""
+    try:
+        return LogStreamingPlan(tuple(plan for plan, _ in _plans(context)))
+    except ApiError as error:
+        return LogStreamingPlan(error=_streaming_error(error))
+
+
+def apply_log_streaming(context: RunContext, planned: LogStreamingPlan) -> LogStreamingReport:
+    """Write the streams that differ (PUT with their secrets), and record what was written."""
+    if planned.error is not None:
+        return LogStreamingReport(error=planned.error)
+    records = Records(_state_dir(context))
+    outcomes = []
+    values_of = {want.log_type: _values(context, want) for want in _wanted(context)}
+    for plan in planned.streams:
+        if plan.action == "none":
+            outcomes.append(StreamOutcome(plan.log_type, "unchanged"))
+            continue
+        values = values_of[plan.log_type]
+        try:
+            context.api.set_log_stream(plan.log_type, body(plan.want, values))
+        except ApiError as error:
+            outcomes.append(StreamOutcome(plan.log_type, "failed", _streaming_error(error)))
+            continue
+        records.save(plan.log_type, values)
+        outcomes.append(StreamOutcome(plan.log_type,
+                                      "created" if plan.action == "create" else "updated"))
+    return LogStreamingReport(tuple(outcomes))
+
+
+def log_streaming_status(context: RunContext) -> tuple[tuple[StreamStatus, ...], str | None]:
+    """Each managed stream's match with the inventory and its publishing status, or an error."""
+    try:
+        found = []
+        for plan, _ in _plans(context):
+            status = (context.api.log_stream_status(plan.log_type)
+                      if plan.current is not None else None)
+            found.append(stream_status(plan, status))
+        return tuple(found), None
+    except ApiError as error:
+        return (), _streaming_error(error)

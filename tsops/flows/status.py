@@ -7,6 +7,7 @@ probe per host through the same planners bootstrap uses, the bucket, the devices
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from tsops.checks import (
     Check,
@@ -34,6 +35,9 @@ from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.recordings.tamper import Tampered
 from tsops.servers.phase import ServerPhase
+
+if TYPE_CHECKING:
+    from tsops.audit.streaming import StreamStatus
 
 
 def gather_status(context: RunContext) -> Status:
@@ -64,8 +68,21 @@ def gather_status(context: RunContext) -> Status:
     checks = tuple(c for c in (presence, gaps and coverage_check(gaps)) if c)
     coverage = CoverageStatus(checks, gaps.gaps if gaps else ()) if checks else None
     warnings = tuple(worm_warnings(phase.storage)) if phase is not None else ()
+    streams = _log_streaming(context, problems)
     return Status(tuple(hosts), storage, policy_result, tuple(problems), coverage,
-                  recordings, tuple(tampered), warnings)
+                  recordings, tuple(tampered), warnings, streams)
+
+
+def _log_streaming(context: RunContext, problems: list[str]) -> tuple[StreamStatus, ...] | None:
+    """Each managed stream against the inventory, and its publishing (None: not managed)."""
+    from tsops.flows.audit import log_streaming_status, manages_log_streaming
+
+    if not manages_log_streaming(context):
+        return None
+    streams, error = log_streaming_status(context)
+    if error is not None:
+        problems.append(error)
+    return streams
 
 
 def _tamper(context: RunContext) -> tuple[Check | None, list[Tampered]]:
