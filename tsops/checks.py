@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from tsops.errors import ExitCode
 from tsops.policy.coverage import Coverage, Gap
@@ -19,9 +19,6 @@ from tsops.recordings.tamper import Tampered
 from tsops.servers.exposure import Exposure
 from tsops.servers.plan import HostPlan, StepKind, tarball_version
 from tsops.tailscale_api import Device
-
-if TYPE_CHECKING:
-    from tsops.audit.streaming import StreamStatus
 
 State = Literal["ok", "drift", "error", "unknown"]
 Role = Literal["server", "recorder"]
@@ -97,6 +94,28 @@ class CoverageStatus:
         """JSON-ready data: the checks and every gap."""
         return {"checks": [c.as_dict() for c in self.checks],
                 "gaps": [g.as_dict() for g in self.gaps]}
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """`status` of one log type's stream (tsops.audit.streaming): whether it matches the
+    inventory, and whether it publishes (the API's stream status: last error, entries sent)."""
+
+    log_type: str
+    check: Check
+    publishing: Check | None = None
+    details: dict[str, Any] | None = None
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Both checks (the second only when the stream exists)."""
+        return (self.check,) if self.publishing is None else (self.check, self.publishing)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data (an entry of `status -o json`'s `log_streaming`)."""
+        return {"log_type": self.log_type, **self.check.as_dict(),
+                "publishing": None if self.publishing is None else {
+                    **self.publishing.as_dict(), "status": self.details}}
 
 
 @dataclass(frozen=True)

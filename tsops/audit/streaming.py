@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsops.checks import Check
+from tsops.checks import Check, StreamStatus
 from tsops.files import replace_file
 from tsops.inventory.model import LogStream, SecretRef
 
@@ -167,28 +167,6 @@ class Records:
         # A private file (0600, written atomically): the digests are salted, yet not for others.
         replace_file(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
                      expected=None)
-
-
-@dataclass(frozen=True)
-class StreamStatus:
-    """`status` of one log type's stream: whether it matches the inventory, and whether it
-    publishes (the API's stream status: last error, entries sent, last activity)."""
-
-    log_type: str
-    check: Check
-    publishing: Check | None = None
-    details: dict[str, Any] | None = None
-
-    @property
-    def checks(self) -> tuple[Check, ...]:
-        """Both checks (the second only when the stream exists)."""
-        return (self.check,) if self.publishing is None else (self.check, self.publishing)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready data (an entry of `status -o json`'s `log_streaming`)."""
-        return {"log_type": self.log_type, **self.check.as_dict(),
-                "publishing": None if self.publishing is None else {
-                    **self.publishing.as_dict(), "status": self.details}}
 
 
 def stream_status(plan: StreamPlan, status: dict[str, Any] | None) -> StreamStatus:

@@ -13,7 +13,6 @@ from tsops.audit.streaming import (
     LOG_TYPES,
     Records,
     StreamPlan,
-    StreamStatus,
     Wanted,
     body,
     compare,
@@ -21,6 +20,7 @@ from tsops.audit.streaming import (
     wanted,
 )
 from tsops.audit.timeline import Entry, Scope, merge
+from tsops.checks import StreamStatus
 from tsops.context import RunContext
 from tsops.errors import TsopsError, UsageError
 from tsops.recordings.catalog import Recording

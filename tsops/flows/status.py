@@ -7,7 +7,6 @@ probe per host through the same planners bootstrap uses, the bucket, the devices
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from tsops.checks import (
     Check,
@@ -15,6 +14,7 @@ from tsops.checks import (
     HostStatus,
     PolicyStatus,
     Status,
+    StreamStatus,
     coverage_check,
     policy_error,
     policy_status,
@@ -35,9 +35,6 @@ from tsops.recorders.bucket import worm_warnings
 from tsops.recorders.phase import RecorderPhase, RecorderPlans
 from tsops.recordings.tamper import Tampered
 from tsops.servers.phase import ServerPhase
-
-if TYPE_CHECKING:
-    from tsops.audit.streaming import StreamStatus
 
 
 def gather_status(context: RunContext) -> Status:
