@@ -98,6 +98,28 @@ class CoverageStatus:
 
 
 @dataclass(frozen=True)
+class StreamStatus:
+    """`status` of one log type's stream (tsops.audit.streaming): whether it matches the
+    inventory, and whether it publishes (the API's stream status: last error, entries sent)."""
+
+    log_type: str
+    check: Check
+    publishing: Check | None = None
+    details: dict[str, Any] | None = None
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """Both checks (the second only when the stream exists)."""
+        return (self.check,) if self.publishing is None else (self.check, self.publishing)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready data (an entry of `status -o json`'s `log_streaming`)."""
+        return {"log_type": self.log_type, **self.check.as_dict(),
+                "publishing": None if self.publishing is None else {
+                    **self.publishing.as_dict(), "status": self.details}}
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything `tsops status` found."""
 
@@ -111,6 +133,7 @@ class Status:
     warnings: tuple[str, ...] = ()
     # Outside systems that did not answer, as (service, message): what needs them is unknown.
     unavailable: tuple[tuple[str, str], ...] = ()
+    log_streaming: tuple[StreamStatus, ...] | None = None  # None: the inventory has none
 
     @property
     def state(self) -> State:
@@ -126,6 +149,8 @@ class Status:
             states += [c.state for c in self.coverage.checks]
         if self.recordings is not None:
             states.append(self.recordings.state)
+        for stream in self.log_streaming or ():
+            states += [c.state for c in stream.checks]
         return worst(states)
 
     @property
@@ -153,6 +178,8 @@ class Status:
             "warnings": list(self.warnings),
             "unavailable": [{"service": service, "message": message}
                             for service, message in self.unavailable],
+            "log_streaming": None if self.log_streaming is None else [
+                s.as_dict() for s in self.log_streaming],
         }
 
 

@@ -36,7 +36,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -495,6 +495,69 @@ class TailscaleApi:
         self._oauth_token = str(data["access_token"])
         self._expires = time.monotonic() + float(data.get("expires_in", 3600))
 
+    # The logging API (reference §6; docs/audit.md): the configuration audit log, network flow
+    # logs, and log streaming per log type. Scopes: `logs:configuration:read`,
+    # `logs:network:read`, `log_streaming` (`log_streaming:read` to read a stream).
+
+    def configuration_log(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The configuration audit events from `start` to `end` (both required by the API, no
+        pagination), as the API returns them (tsops.audit.events parses them)."""
+        data = self._json("GET", f"/tailnet/{self.tailnet}/logging/configuration",
+                          "read the configuration audit log",
+                          params={"start": _rfc3339(start), "end": _rfc3339(end)})
+        logs = data.get("logs")
+        return [e for e in logs if isinstance(e, dict)] if isinstance(logs, list) else []
+
+    def network_log(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Network flow log entries from `start` to `end` (plans with network flow logs)."""
+        data = self._json("GET", f"/tailnet/{self.tailnet}/logging/network",
+                          "read the network flow logs",
+                          params={"start": _rfc3339(start), "end": _rfc3339(end)})
+        logs = data.get("logs")
+        return [e for e in logs if isinstance(e, dict)] if isinstance(logs, list) else []
+
+    def get_log_stream(self, log_type: str) -> dict[str, Any] | None:
+        """A log type's stream configuration without its secrets (the API never returns
+        them), or None when none is configured."""
+        response = self._request("GET", f"/tailnet/{self.tailnet}/logging/{log_type}/stream",
+                                 f"read the {log_type} log stream", allow=(404,))
+        if response.status_code == 404 or not response.content:
+            return None
+        try:
+            data = response.json()
+        except ValueError as error:
+            raise ApiError(f"read the {log_type} log stream", response.status_code,
+                           "the answer is not JSON") from error
+        if not isinstance(data, dict) or not data.get("destinationType"):
+            return None
+        return data
+
+    def set_log_stream(self, log_type: str, config: dict[str, Any]) -> None:
+        """Create or replace a log type's stream (`config` in the API's field names, secrets
+        included: they are write-only)."""
+        self._request("PUT", f"/tailnet/{self.tailnet}/logging/{log_type}/stream",
+                      f"set the {log_type} log stream", json=config)
+
+    def delete_log_stream(self, log_type: str) -> None:
+        """Stop streaming a log type (none configured, 404, is fine)."""
+        self._request("DELETE", f"/tailnet/{self.tailnet}/logging/{log_type}/stream",
+                      f"delete the {log_type} log stream", allow=(404,))
+
+    def log_stream_status(self, log_type: str) -> dict[str, Any] | None:
+        """A log type's stream publishing status (lastActivity, lastError, numEntriesSent...),
+        or None when no stream is configured."""
+        response = self._request(
+            "GET", f"/tailnet/{self.tailnet}/logging/{log_type}/stream/status",
+            f"read the {log_type} log stream status", allow=(404,))
+        if response.status_code == 404 or not response.content:
+            return None
+        try:
+            data = response.json()
+        except ValueError as error:
+            raise ApiError(f"read the {log_type} log stream status", response.status_code,
+                           "the answer is not JSON") from error
+        return data if isinstance(data, dict) else None
+
 
 def _equal_jitter(wait: float) -> float:
     """A backoff wait spread over its upper half, so that parallel callers do not retry in step."""
@@ -618,3 +681,11 @@ def _message(response: httpx.Response) -> str:
         429: "rate limited by the API",
     }.get(response.status_code, f"HTTP {response.status_code}")
     return f"{hint} ({message})" if message else hint
+
+
+def _rfc3339(moment: datetime) -> str:
+    """An aware time as the logging API's RFC 3339 UTC (`2026-12-02T07:00:00Z`)."""
+    if moment.tzinfo is None:
+        raise ValueError("a time without a time zone")
+    text = moment.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")

@@ -1120,3 +1120,77 @@ def inventory_import_ansible(
     from tsops.cli.inventory_import import run_import_ansible
 
     run_import_ansible(source, base=base, to=to, force=force)
+
+
+# The audit trail beside the recordings (issue 19): the configuration audit log, one timeline.
+audit_app = typer.Typer(
+    help="Who changed what, and when, beside the recorded sessions: the configuration audit "
+         "log and one timeline.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+AuditSinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="Window start: ISO date/time or an age like 24h, 7d (default 7d).")]
+AuditUntilOpt = Annotated[str | None, typer.Option(
+    "--until", help="Window end: ISO date/time or an age (default now).")]
+
+
+class TimelineOutput(StrEnum):
+    """How `audit timeline` prints."""
+
+    table = "table"
+    json = "json"
+    ecs = "ecs"
+
+
+@audit_app.command("log")
+def audit_log(
+    inventory: InventoryArg,
+    since: AuditSinceOpt = None,
+    until: AuditUntilOpt = None,
+    actor: Annotated[list[str] | None, typer.Option(
+        "--actor", help="Only changes by this login name, display name or id (substring; "
+        "repeatable).")] = None,
+    action: Annotated[list[str] | None, typer.Option(
+        "--action", help="Only this action (CREATE, UPDATE, DELETE) or kind (policy, "
+        "enrolment, tags, removal, auth-key, log-streaming) (repeatable).")] = None,
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", help="Only changes to this target name, id or type (substring; "
+        "repeatable).")] = None,
+    output: OutputOpt = Output.table,
+    no_input: NoInputOpt = False,
+) -> None:
+    """The configuration audit events of a window; policy diffs from tsops's history."""
+    from tsops.cli.audit import run_log
+
+    _finish(run_log(inventory, since, until, actor or [], action or [], target or [],
+                    _output(output), no_input))
+
+
+@audit_app.command("timeline")
+def audit_timeline(
+    inventory: InventoryArg,
+    since: AuditSinceOpt = None,
+    until: AuditUntilOpt = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Only this server (host name or node ID); policy changes always.")
+    ] = None,
+    user: Annotated[str | None, typer.Option(
+        "--user", help="Only changes and sessions of this user (login, SSH or local user).")
+    ] = None,
+    recordings: Annotated[str | None, typer.Option(
+        "--recordings", help="Where the sessions are: s3://BUCKET[/PREFIX] or a directory "
+        "(default: the inventory's storage, when readable from here).")] = None,
+    output: Annotated[TimelineOutput, typer.Option(
+        "--output", "-o", help="table, json, or ecs (JSON lines, as recordings export)."),
+    ] = TimelineOutput.table,
+    no_input: NoInputOpt = False,
+) -> None:
+    """Policy changes, enrolments, tag changes, removals and sessions, in time order."""
+    from tsops.cli.audit import run_timeline
+
+    global _json_output
+    _json_output = output is TimelineOutput.json
+    _finish(run_timeline(inventory, since, until, server, user, recordings, output.value,
+                         no_input))

@@ -127,6 +127,9 @@ def note_changes(report: BootstrapReport) -> None:
             runlog.note(f"{host.name}: {done}")
     if report.policy is not None and report.policy.changed:
         runlog.note(f"policy file written (ETag {report.policy.etag})")
+    for stream in report.log_streaming.streams if report.log_streaming is not None else ():
+        if stream.outcome in ("created", "updated"):
+            runlog.note(f"log streaming {stream.log_type} {stream.outcome}")
 
 
 def _print_plans(planned: BootstrapPlan, output: OutputFormat,
@@ -150,6 +153,8 @@ def _print_plans(planned: BootstrapPlan, output: OutputFormat,
             console.line("policy file: no change")
         for gap in policy.gaps:
             console.warning(gap.line())
+    if planned.log_streaming is not None:
+        _print_streaming_plan(planned)
     pending = sum(1 for p in plans if p.steps)
     console.line(f"Plan: {pending} of {len(plans)} host(s) to change, "
                  f"{sum(1 for p in plans if p.problem)} cannot be planned"
@@ -182,6 +187,26 @@ def _print_results(report: BootstrapReport, output: OutputFormat) -> None:
         console.error(f"policy file: failed: {policy.error}")
     elif policy is not None:
         console.line(f"policy file: {'changed' if policy.changed else 'unchanged'}")
+    if report.log_streaming is not None:
+        if report.log_streaming.error is not None:
+            console.error(report.log_streaming.error)
+        for stream in report.log_streaming.streams:
+            if stream.error is not None:
+                console.error(f"log streaming {stream.log_type}: failed: {stream.error}")
+            else:
+                console.line(f"log streaming {stream.log_type}: {stream.outcome}")
+
+
+def _print_streaming_plan(planned: BootstrapPlan) -> None:
+    """Each managed stream's change (secrets named, never shown) and its API call."""
+    streaming = planned.log_streaming
+    assert streaming is not None
+    if streaming.error is not None:
+        console.error(streaming.error)
+    for stream in streaming.streams:
+        console.line(stream.summary())
+        if stream.action != "none":
+            console.line(f"  API PUT /tailnet/-/logging/{stream.log_type}/stream")
 
 
 class Progress:

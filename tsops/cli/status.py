@@ -84,6 +84,9 @@ def print_status(status: Status, symbols: bool) -> None:
             _print_line(check)
         for gap in status.coverage.gaps:
             console.line(gap.line())
+    for stream in status.log_streaming or ():
+        for check in stream.checks:
+            _print_line(check)
     counts = {s: sum(1 for h in status.hosts if h.state == s) for s in ("ok", "drift", "error")}
     extra = "" if status.policy is None else f"; policy {WORDS[status.policy.check.state]}"
     if status.coverage is not None:

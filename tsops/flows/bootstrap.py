@@ -9,7 +9,7 @@ recorder tags verified healthy in this run.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tsops.context import RunContext
 from tsops.errors import ExitCode, TsopsError
@@ -19,6 +19,9 @@ from tsops.recorders.phase import RecorderPhase, RecorderPhaseResult, RecorderPl
 from tsops.runner import HostResult
 from tsops.servers.phase import ServerPhase
 from tsops.servers.plan import HostPlan, StepKind
+
+if TYPE_CHECKING:
+    from tsops.flows.audit import LogStreamingPlan, LogStreamingReport
 
 
 @dataclass(frozen=True)
@@ -51,15 +54,17 @@ class BootstrapPlan:
     hosts: list[HostPlan]
     recorders: RecorderPlans | None = None
     policy: PolicyPreview | None = None
+    log_streaming: LogStreamingPlan | None = None  # None: the inventory has no log_streaming
 
     @property
     def problem(self) -> bool:
-        """Whether a host, a recorder or the storage cannot be planned."""
+        """Whether a host, a recorder, the storage or log streaming cannot be planned."""
         recorders = self.recorders
         recorder_problem = recorders is not None and (
             bool(recorders.bucket and recorders.bucket.problem)
             or any(p.problem for p in recorders.hosts))
-        return recorder_problem or any(p.problem for p in self.hosts)
+        streaming_problem = self.log_streaming is not None and self.log_streaming.error is not None
+        return recorder_problem or streaming_problem or any(p.problem for p in self.hosts)
 
     @property
     def nothing_plannable(self) -> bool:
@@ -80,7 +85,8 @@ class BootstrapPlan:
         """Whether anything would change, the policy file included."""
         return (any(p.steps for p in self.hosts)
                 or (self.recorders is not None and not self.recorders.converged)
-                or (self.policy is not None and self.policy.changed))
+                or (self.policy is not None and self.policy.changed)
+                or (self.log_streaming is not None and self.log_streaming.pending))
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as JSON-ready data (what `plan -o json` prints)."""
@@ -97,6 +103,8 @@ class BootstrapPlan:
                         for s in p.steps],
             **({"openssh": p.exposure.as_dict()} if p.exposure is not None else {}),
         } for p in self.hosts]
+        if self.log_streaming is not None:
+            data["log_streaming"] = self.log_streaming.as_dict()
         return data
 
     def exit_code(self, detailed: bool) -> ExitCode:
@@ -113,6 +121,7 @@ class BootstrapReport:
     hosts: list[HostResult]
     recorders: RecorderPhaseResult | None = None
     policy: PolicyOutcome | None = None
+    log_streaming: LogStreamingReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The results as JSON-ready data (what `bootstrap -o json` prints)."""
@@ -126,6 +135,8 @@ class BootstrapReport:
                                "etag": self.policy.etag})
             data["policy"]["coverage_gaps"] = [g.as_dict() for g in self.policy.gaps]
         data["hosts"] = [asdict(r) for r in self.hosts]
+        if self.log_streaming is not None:
+            data["log_streaming"] = self.log_streaming.as_dict()
         return data
 
     @property
@@ -135,7 +146,8 @@ class BootstrapReport:
         policy = self.policy
         failed = (any(r.failed for r in self.hosts)
                   or (self.recorders is not None and self.recorders.failed)
-                  or (policy is not None and policy.error is not None and not policy.refused))
+                  or (policy is not None and policy.error is not None and not policy.refused)
+                  or (self.log_streaming is not None and self.log_streaming.failed))
         if failed:
             return ExitCode.FAILED
         return ExitCode.DRIFT if policy is not None and policy.refused else ExitCode.OK
@@ -168,10 +180,19 @@ def plan(context: RunContext, *, with_policy: bool = True) -> BootstrapPlan:
         recorders = pool.submit(RecorderPhase(context).plan) if has_recorders(context) else None
         hosts = pool.submit(ServerPhase(context).gather_and_plan)
         preview = pool.submit(preview_policy, context) if with_policy else None
+        streaming = pool.submit(plan_streaming, context)
         recorder_plans = result(recorders) if recorders is not None else None
         host_plans = result(hosts)
         policy = result(preview) if preview is not None else None
-    return BootstrapPlan(host_plans, recorder_plans, policy)
+        stream_plan = result(streaming)
+    return BootstrapPlan(host_plans, recorder_plans, policy, stream_plan)
+
+
+def plan_streaming(context: RunContext) -> LogStreamingPlan | None:
+    """Log streaming's pending writes, when the inventory has `log_streaming` (docs/audit.md)."""
+    from tsops.flows.audit import manages_log_streaming, plan_log_streaming
+
+    return plan_log_streaming(context) if manages_log_streaming(context) else None
 
 
 def preview_policy(context: RunContext) -> PolicyPreview | None:
@@ -206,7 +227,12 @@ def apply(context: RunContext, planned: BootstrapPlan, *,
         if policy is not None and (policy.error is not None or policy.refused):
             blocked = "because the policy file was not written"
         hosts = servers.finish(planned.hosts, hosts, hold, blocked)
-    return BootstrapReport(hosts, recorders, policy)
+    streaming = None
+    if planned.log_streaming is not None:
+        from tsops.flows.audit import apply_log_streaming
+
+        streaming = apply_log_streaming(context, planned.log_streaming)
+    return BootstrapReport(hosts, recorders, policy, streaming)
 
 
 def apply_policy(context: RunContext, healthy: set[str],

@@ -20,6 +20,7 @@ from tsops.checks import (
     HostStatus,
     PolicyStatus,
     Status,
+    StreamStatus,
     coverage_check,
     policy_error,
     policy_status,
@@ -83,8 +84,10 @@ def gather_status(context: RunContext) -> Status:
     coverage = CoverageStatus(checks, gaps.gaps if gaps else ()) if checks else None
     warnings = tuple(worm_warnings(phase.storage)) if phase is not None else ()
     unavailable = (("tailscale-api", api_problem),) if api_problem is not None else ()
+    streams = _log_streaming(context, problems)
     return Status(tuple(hosts), storage, policy_result, tuple(problems), coverage,
-                  recordings, tuple(tampered), warnings, unavailable)
+                  recordings, tuple(tampered), warnings, unavailable=unavailable,
+                  log_streaming=streams)
 
 
 def _devices(context: RunContext) -> tuple[list[Device] | None, str | None]:
@@ -93,6 +96,18 @@ def _devices(context: RunContext) -> tuple[list[Device] | None, str | None]:
         return context.devices(), None
     except TsopsError as error:
         return None, error.message
+
+
+def _log_streaming(context: RunContext, problems: list[str]) -> tuple[StreamStatus, ...] | None:
+    """Each managed stream against the inventory, and its publishing (None: not managed)."""
+    from tsops.flows.audit import log_streaming_status, manages_log_streaming
+
+    if not manages_log_streaming(context):
+        return None
+    streams, error = log_streaming_status(context)
+    if error is not None:
+        problems.append(error)
+    return streams
 
 
 def _tamper(context: RunContext) -> tuple[Check | None, list[Tampered]]:

@@ -750,6 +750,69 @@ class Timeouts(Model):
     api: Annotated[float, Field(gt=0, le=600)] = 15.0
 
 
+LOG_DESTINATIONS = ("splunk", "elastic", "panther", "cribl", "datadog", "axiom", "s3")
+
+
+class LogStream(Model):
+    """Where Tailscale streams one log type (docs/audit.md): a SIEM's URL and token, or an S3
+    bucket; every secret by reference, never inline."""
+
+    destination: Literal["splunk", "elastic", "panther", "cribl", "datadog", "axiom", "s3"]
+    url: Url | None = None
+    user: Text | None = None
+    token: SecretRef | None = None
+    compression: Literal["none", "zstd", "gzip"] = "none"
+    upload_period_minutes: Annotated[int, Field(ge=0, le=1440)] = 0
+    s3_bucket: Text | None = None
+    s3_region: Annotated[str, AfterValidator(_region)] | None = None
+    s3_key_prefix: Text | None = None
+    s3_authentication: Literal["accesskey", "rolearn"] | None = None
+    s3_access_key_id: SecretRef | None = None
+    s3_secret_access_key: SecretRef | None = None
+    s3_role_arn: Text | None = None
+    s3_external_id: Text | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_destination(self) -> LogStream:
+        s3 = {"s3_bucket": self.s3_bucket, "s3_region": self.s3_region,
+              "s3_key_prefix": self.s3_key_prefix, "s3_authentication": self.s3_authentication,
+              "s3_access_key_id": self.s3_access_key_id,
+              "s3_secret_access_key": self.s3_secret_access_key,
+              "s3_role_arn": self.s3_role_arn, "s3_external_id": self.s3_external_id}
+        if self.destination != "s3":
+            missing = [n for n, v in (("url", self.url), ("token", self.token)) if v is None]
+            if missing:
+                raise PydanticCustomError(
+                    "log_stream", "destination {kind} needs {missing}",
+                    {"kind": self.destination, "missing": " and ".join(missing)})
+            extra = [n for n, v in s3.items() if v is not None]
+            if extra:
+                raise PydanticCustomError(
+                    "log_stream", "{extra}: only for destination s3",
+                    {"extra": ", ".join(extra)})
+            return self
+        if self.url is not None or self.token is not None or self.user is not None:
+            raise PydanticCustomError("log_stream", "url, user and token are not used by "
+                                      "destination s3 (give s3_bucket, s3_region...)")
+        need = ["s3_bucket", "s3_region", "s3_authentication"]
+        if self.s3_authentication == "accesskey":
+            need += ["s3_access_key_id", "s3_secret_access_key"]
+        elif self.s3_authentication == "rolearn":
+            need += ["s3_role_arn", "s3_external_id"]
+        missing = [n for n in need if s3[n] is None]
+        if missing:
+            raise PydanticCustomError("log_stream", "destination s3 needs {missing}",
+                                      {"missing": ", ".join(missing)})
+        return self
+
+
+class LogStreaming(Model):
+    """Log streaming per log type: configuration audit logs and network flow logs."""
+
+    configuration: LogStream | None = None
+    network: LogStream | None = None
+
+
 class Inventory(Model):
     """A whole inventory file."""
 
@@ -764,3 +827,4 @@ class Inventory(Model):
     canary: Canary | None = None
     policy: Policy = Policy()
     timeouts: Timeouts = Timeouts()
+    log_streaming: LogStreaming | None = None

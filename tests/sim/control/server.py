@@ -9,13 +9,13 @@ import re
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from tests.sim.control import hujson, policy
+from tests.sim.control import audit, hujson, policy
 from tests.sim.control.slow import Delay, Delays
 from tests.sim.control.state import (
     MAX_KEY_EXPIRY,
@@ -41,6 +41,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     credential: Credential | None
+    query: dict[str, str] = field(default_factory=dict)  # first value of each parameter
 
     def json(self) -> dict[str, Any]:
         """Return the body as a JSON object, or raise 400."""
@@ -406,10 +407,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length", "0")
         body = self.rfile.read(int(length)) if length.isdigit() else b""
         path = urlsplit(self.path).path
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
         control = self.server.control
         self.credential_token = None
         try:
-            response = self._answer(control, method, path, body)
+            response = self._answer(control, method, path, body, query)
         except ControlError as error:
             response = json_response(error.body(), error.status)
         except Exception as error:  # a simulator bug: answer it plainly rather than drop the line
@@ -425,7 +427,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(response.body)
 
-    def _answer(self, control: ControlServer, method: str, path: str, body: bytes) -> Response:
+    def _answer(self, control: ControlServer, method: str, path: str, body: bytes,
+                query: dict[str, str] | None = None) -> Response:
         """Return the response of the matching route, or raise ControlError."""
         matches = [(r, m) for r in ROUTES if (m := r.pattern.match(path))]
         if not matches:
@@ -448,28 +451,28 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise ControlError(
                     403, "calling actor does not have enough permissions to perform this function"
                 )
+        request = Request(match.groupdict(), headers, body, credential, query or {})
         delay = control.delays.take(method, path)
         if delay is not None and not delay.after_handling:
             control.delays.wait(delay)
         elif delay is not None:
-            answer = self._handled(control, found, match, headers, body, credential)
+            answer = self._handled(control, found, request)
             control.delays.wait(delay)
             return answer
         failure = control.state.take_failure(method, path)
         if failure is None:
-            return found.handler(control, Request(match.groupdict(), headers, body, credential))
+            return audit.handle(control, found, request)  # audited when it changes something
         if failure.after_handling:
-            found.handler(control, Request(match.groupdict(), headers, body, credential))
+            audit.handle(control, found, request)
         extra = (("Retry-After", failure.retry_after),) if failure.retry_after is not None else ()
         return Response(failure.status, json.dumps(failure.body()).encode(), JSON, extra)
 
 
-    def _handled(self, control: ControlServer, found: Route, match: re.Match[str],
-                 headers: dict[str, str], body: bytes, credential: Credential | None,
-                 ) -> Response:
-        """The route's answer, with an error it raises as its answer (a delayed answer)."""
+    def _handled(self, control: ControlServer, found: Route, request: Request) -> Response:
+        """The route's answer (audited when it changes something), with an error it raises as
+        its answer (a delayed answer)."""
         try:
-            return found.handler(control, Request(match.groupdict(), headers, body, credential))
+            return audit.handle(control, found, request)
         except ControlError as error:
             return json_response(error.body(), error.status)
 
@@ -489,6 +492,7 @@ class ControlServer:
         self.requested_port = port
         self.state = ControlState(tailnet, ipv4_prefix)
         self.delays = Delays()
+        self.logging = audit.LoggingState(self.state)  # audit events, flow logs, log streams
         self._http: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -566,9 +570,9 @@ class ControlServer:
         """Return the tailnet's MagicDNS suffix (no leading or trailing dot)."""
         return self.state.magic_dns_suffix
 
-    def create_api_token(self, scopes: list[str] | None = None) -> str:
-        """Return a new `tskey-api-...` token of the admin; None means every scope."""
-        return self.state.create_api_token(scopes)
+    def create_api_token(self, scopes: list[str] | None = None, user: str | None = None) -> str:
+        """Return a new `tskey-api-...` token of the admin (or of `user`); None: every scope."""
+        return self.state.create_api_token(scopes, user)
 
     def create_oauth_client(self, scopes: list[str], tags: list[str]) -> tuple[str, str]:
         """Return (client_id, client_secret) of a new OAuth client."""
@@ -639,3 +643,6 @@ class ControlServer:
     def advance_clock(self, seconds: float) -> None:
         """Move simulated time forward."""
         self.state.advance_clock(seconds)
+
+
+audit.register_routes()  # the logging API's endpoints (tests/sim/control/audit.py)

@@ -22,7 +22,9 @@ USER_KEY_EXPIRY = 180 * 24 * 3600  # node key expiry of user-owned devices
 ACCESS_TOKEN_SECONDS = 3600  # OAuth access tokens expire after an hour (reference §5)
 ZERO_TIME = "0001-01-01T00:00:00Z"  # how the API spells "no expiry"
 SCOPES = frozenset(
-    {"all", "policy_file", "auth_keys", "devices:core"}
+    {"all", "policy_file", "auth_keys", "devices:core",
+     # the logging API (tests/sim/control/audit.py)
+     "logs:configuration", "logs:network", "log_streaming"}
 )  # each also has a `:read` variant
 IPV4_BASE = ipaddress.IPv4Address("100.64.0.0")
 IPV6_BASE = ipaddress.IPv6Address("fd7a:115c:a1e0::")
@@ -90,6 +92,7 @@ class Credential:
     user: str | None
     client_tags: list[str] | None = None
     expires: float | None = None
+    client_id: str | None = None  # the OAuth client an access token was issued to
 
 
 @dataclass
@@ -353,11 +356,13 @@ class ControlState:
 
     # Credentials.
 
-    def create_api_token(self, scopes: list[str] | None = None) -> str:
-        """Create an API token of the admin user, limited to scopes when given."""
+    def create_api_token(self, scopes: list[str] | None = None, user: str | None = None) -> str:
+        """Create an API token of the admin user (or of `user`, another admin of the tailnet,
+        whose edits the audit log names), limited to scopes when given."""
         token = f"tskey-api-{_stable_id('k')}-{secrets.token_hex(16)}"
         with self._lock:
-            self._store.credentials[token] = Credential(token, self._scopes(scopes), self.admin)
+            self._store.credentials[token] = Credential(token, self._scopes(scopes),
+                                                        user or self.admin)
         return token
 
     def create_oauth_client(self, scopes: list[str], tags: list[str]) -> tuple[str, str]:
@@ -391,7 +396,8 @@ class ControlState:
                 raise ControlError(400, f"scope {sorted(scopes - client.scopes)} not granted")
             token = f"tskey-api-{_stable_id('k')}-{secrets.token_hex(16)}"
             self._store.credentials[token] = Credential(
-                token, scopes, None, list(client.tags), self.now() + ACCESS_TOKEN_SECONDS
+                token, scopes, None, list(client.tags), self.now() + ACCESS_TOKEN_SECONDS,
+                client_id=client.client_id,
             )
         return {
             "access_token": token,
