@@ -28,8 +28,10 @@ from tsops.recordings.catalog import (
     Filter,
     Problem,
     Recording,
+    duration_text,
     find,
     parse_when,
+    size_text,
     truncation,
 )
 from tsops.recordings.export import kubernetes_fields
@@ -99,24 +101,6 @@ def _when(recording: Recording) -> str:
     return "-" if started is None else started.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-
-
-def _size(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            break
-    return f"{value:.1f} {unit}"
-
-
 def columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Rows as aligned text columns, never cut (the last column is not padded)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -178,9 +162,9 @@ def run_list(source: RecordingsLocation, chosen: Filter, sort: str, reverse: boo
         header = r.header
         rows.append((
             visible(r.id) + (" (truncated)" if r.truncated else ""),
-            visible(hostnames.get(r.node, "-")), _when(r), _duration(r.duration),
+            visible(hostnames.get(r.node, "-")), _when(r), duration_text(r.duration),
             _session(header), visible(header.ssh_user) or "-", visible(header.local_user) or "-",
-            visible(header.src_node.split(".", 1)[0]), visible(header.source), _size(r.size),
+            visible(header.src_node.split(".", 1)[0]), visible(header.source), size_text(r.size),
             visible(header.command) or "(shell)",
         ))
     if flow.from_recorders(store):  # which recorder host each recording is on
@@ -369,7 +353,7 @@ def run_search(source: RecordingsLocation, chosen: Filter, pattern_text: str, ig
                     "before": match.before, "after": match.after,
                 })
                 continue
-            where = (f"{visible(recording.id)} +{_duration(match.offset)} "
+            where = (f"{visible(recording.id)} +{duration_text(match.offset)} "
                      f"line {match.line_number}")
             if context:
                 for line in match.before:

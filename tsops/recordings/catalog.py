@@ -273,3 +273,23 @@ SORT_KEYS: dict[str, Callable[[Recording], tuple[object, ...]]] = {
     "duration": lambda r: (r.duration or 0.0, r.key),
     "size": lambda r: (r.size, r.key),
 }
+
+
+def duration_text(seconds: float | None) -> str:
+    """A recording's length as H:MM:SS ("-" when unknown), as the list and the review UI show it."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def size_text(size: int) -> str:
+    """A size in bytes as people read it: 512 B, 1.5 KiB, 3.2 MiB."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"

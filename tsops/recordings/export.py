@@ -294,18 +294,16 @@ def _local_version(store: LocalStore, key: str, known: Version | None) -> Versio
     """A file's version: the SHA-256 of its bytes, hashed again only when its size, mtime or
     ctime changed (a write always changes ctime, which no user process can set back)."""
     info = (store.root / key).stat()
-    now = (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    if known is not None and known.stat == now:
-        return known
-    sha = hashlib.sha256()
-    for chunk in store.chunks(key):
-        sha.update(chunk)
-    return Version(f"sha256:{sha.hexdigest()}", now)
+    return _hashed(store, key, (info.st_size, info.st_mtime_ns, info.st_ctime_ns), known)
 
 
 def _host_version(store: RecorderHostsStore, key: str, known: Version | None) -> Version:
     """A recorder host's file, as _local_version, with the stat its listing carried."""
-    now = store.stat(key)
+    return _hashed(store, key, store.stat(key), known)
+
+
+def _hashed(store: Store, key: str, now: tuple[int, int, int], known: Version | None) -> Version:
+    """The version `known` when the file's stat is still `now`, else its bytes hashed anew."""
     if known is not None and known.stat == now:
         return known
     sha = hashlib.sha256()

@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from tsops.errors import TsopsError, UsageError
 from tsops.recordings.cast import CastError, event_time
-from tsops.recordings.catalog import Problem, Recording
+from tsops.recordings.catalog import Problem, Recording, duration_text, size_text
 from tsops.recordings.inert import visible
 from tsops.recordings.store import ObjectInfo, RecordingMissing, Store, StoreError
 from tsops.review.index import Index, Snapshot
@@ -90,26 +90,10 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["shown"] = lambda text: visible(str(text)) if text else ""
-    environment.filters["duration"] = _duration
-    environment.filters["size"] = _size
+    environment.filters["duration"] = duration_text
+    environment.filters["size"] = size_text
     environment.filters["when"] = _when
     return environment
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _when(moment: datetime.datetime | None) -> str:
