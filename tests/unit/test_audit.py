@@ -435,3 +435,55 @@ def test_the_api_client_reads_flow_logs_and_streams_as_the_api_answers(
             api.configuration_log(datetime.datetime(2026, 1, 1), now)
     finally:
         api.close()
+
+
+def test_the_timeline_is_a_page_of_recordings_serve(
+    control: ControlServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`recordings serve --inventory` shows the same timeline, its sessions linked to the
+    player and the policy diff inert; without an inventory the page says what it needs."""
+    import warnings
+
+    from tsops.cli.serve import _timeline
+    from tsops.recordings.store import LocalStore
+    from tsops.review.app import Review, create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    token = control.create_api_token()
+    monkeypatch.setenv(TOKEN_VARIABLE, token)
+    path = inventory(tmp_path / "inventory.yaml", control)
+    tsops_write(control, token, tmp_path / "policy-state",
+                TSOPS_POLICY.replace('"tagOwners"', '// <b>x</b>\n  "tagOwners"'))
+    web = enroll(control, "web1")
+    recordings = tmp_path / "recordings"
+    cast(recordings, web, datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5),
+         "alice@example.com", "uptime")
+
+    def client(review: Review) -> TestClient:
+        served = TestClient(create_app(review, "t0ken", cookie="c"), follow_redirects=False)
+        assert served.get("/?token=t0ken").status_code == 303
+        return served
+
+    served = client(Review.of(LocalStore(recordings), refresh=0, timeline=_timeline(path)))
+    page = served.get("/timeline")
+    assert page.status_code == 200, page.text
+    assert 'id="nav-timeline"' in page.text
+    kinds = [line.split('"')[3] for line in page.text.splitlines()
+             if line.startswith('<tr class="entry" data-kind=')]
+    assert kinds == ["session", "policy", "enrolment"]  # in time order: the session came first
+    session_id = f"{web}/" + next((recordings / web).iterdir()).name.removesuffix(".cast")
+    from urllib.parse import quote
+
+    assert f'<a class="session" href="/r/{quote(session_id)}">' in page.text
+    assert "&lt;b&gt;x&lt;/b&gt;" in page.text and "<b>x</b>" not in page.text
+    assert served.get("/timeline?user=alice@example.com").text.count('class="entry"') == 1
+    refused = served.get("/timeline?since=2026-01-02&until=2026-01-01")
+    assert refused.status_code == 400 and "must end after it starts" in refused.text
+
+    plain = client(Review.of(LocalStore(recordings), refresh=0))
+    assert 'id="nav-timeline"' not in plain.get("/").text
+    missing = plain.get("/timeline")
+    assert missing.status_code == 404 and "--inventory" in missing.text

@@ -5,12 +5,21 @@ Starlette and uvicorn are imported here only, when `serve` runs, so `tsops --hel
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tsops.cli import console
 from tsops.errors import UsageError
 from tsops.flows import recordings as flow
 from tsops.flows.recordings import RecordingsLocation
+
+if TYPE_CHECKING:
+    from tsops.audit.events import Window
+    from tsops.audit.timeline import Scope
+    from tsops.context import RunContext
+    from tsops.flows.audit import TimelineReport
+    from tsops.recordings.catalog import Recording
 
 
 def run_serve(source: RecordingsLocation, listen_address: str, port: int,
@@ -35,7 +44,8 @@ def run_serve(source: RecordingsLocation, listen_address: str, port: int,
     store = flow.open_store(source)
     hostnames = (flow.node_names(source, console.ConsoleEvents(no_input=True)) if names
                  else {})
-    review = Review.of(store, hostnames, seal)
+    review = Review.of(store, hostnames, seal,
+                       timeline=_timeline(source.inventory) if source.inventory else None)
 
     def announce(url: str, base: str) -> None:
         console.line(f"serving the recordings of {store.description} (read-only) at {base}")
@@ -45,3 +55,24 @@ def run_serve(source: RecordingsLocation, listen_address: str, port: int,
         console.out.file.flush()
 
     serve(review, listen, announce)
+
+
+def _timeline(inventory: Path) -> Callable[[Window, Scope, Sequence[Recording]], TimelineReport]:
+    """The timeline page's reader: the inventory's tailnet, opened on the first request (the
+    recordings are served even when the API's credentials are not at hand), one at a time."""
+    import threading
+
+    from tsops.cli.bootstrap import RunOptions, open_run
+    from tsops.flows.audit import timeline
+
+    lock = threading.Lock()
+    opened: list[RunContext] = []
+
+    def read(window: Window, scope: Scope, sessions: Sequence[Recording]) -> TimelineReport:
+        with lock:
+            if not opened:
+                opened.append(open_run(RunOptions(path=inventory, limits=[], concurrency=1,
+                                                  output="table", no_input=True)))
+            return timeline(opened[0], window, scope, None, sessions)
+
+    return read

@@ -3,6 +3,7 @@ tell the policy diffs from tsops's history, and merge in the recorded sessions; 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,8 @@ def audit_log(context: RunContext, window: Window, keep: EventFilter) -> AuditLo
 
 def _recordings(context: RunContext, location: str | None,
                 problems: list[str]) -> list[Recording]:
-    """Every readable recording of the location given, else of the inventory's storage when
-    it can be read from here (S3, or a directory on this machine)."""
+    """Every readable recording of the location given, else of the inventory's storage (S3, or
+    a directory on the recorder hosts, read over SSH)."""
     from tsops.flows.recordings import RecordingsLocation, open_store
     from tsops.recordings.catalog import scan
     from tsops.recordings.store import StoreError
@@ -111,10 +112,6 @@ def _recordings(context: RunContext, location: str | None,
     if location is None:
         if storage is None:
             problems.append("sessions: the inventory has no storage; give --recordings")
-            return []
-        if not storage.is_s3 and not Path(storage.destination).is_dir():
-            problems.append(f"sessions: {storage.destination} is on the recorder, not on this "
-                            "machine; give --recordings (a copy, or s3://...)")
             return []
         where = RecordingsLocation(inventory=context.inventory.path)
     else:
@@ -131,8 +128,13 @@ def _recordings(context: RunContext, location: str | None,
 
 
 def timeline(context: RunContext, window: Window, scope: Scope,
-             recordings_from: str | None) -> TimelineReport:
-    """Policy changes, enrolments, tag changes, removals and sessions of the window, merged."""
+             recordings_from: str | None,
+             sessions: Sequence[Recording] | None = None) -> TimelineReport:
+    """Policy changes, enrolments, tag changes, removals and sessions of the window, merged.
+
+    `sessions`: recordings already read (the review UI's catalog); else they are read from
+    `recordings_from` or the inventory's storage.
+    """
     events = read_events(context, window)
     changes = policy_changes(context, events)
     names = {d.node_id: d.hostname or d.name.split(".", 1)[0]
@@ -142,7 +144,8 @@ def timeline(context: RunContext, window: Window, scope: Scope,
             names.setdefault(event.target.id, event.target.name.split(".", 1)[0])
     problems: list[str] = []
     try:
-        recordings = _recordings(context, recordings_from, problems)
+        recordings = (list(sessions) if sessions is not None else
+                      _recordings(context, recordings_from, problems))
     except TsopsError as error:
         if isinstance(error, UsageError):
             raise

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from starlette.applications import Starlette
@@ -33,6 +33,11 @@ from tsops.review.index import Index, Snapshot
 from tsops.review.query import Query, QueryError
 from tsops.review.seal import Seal
 from tsops.review.security import ASGIApp, SecurityHeaders, TokenGate
+
+if TYPE_CHECKING:
+    from tsops.audit.events import Window
+    from tsops.audit.timeline import Scope
+    from tsops.flows.audit import TimelineReport
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -64,13 +69,18 @@ class Review:
     index: Index
     names: dict[str, str] = field(default_factory=dict)
     seal: Seal | None = None
+    # The tailnet's audit timeline around these recordings (serve --inventory): the window,
+    # the scope and the recordings already read give the report (tsops.flows.audit.timeline).
+    timeline: Callable[[Window, Scope, Sequence[Recording]], TimelineReport] | None = None
 
     @classmethod
     def of(cls, store: Store, names: dict[str, str] | None = None,
-           seal: Seal | None = None, refresh: float | None = None) -> Review:
+           seal: Seal | None = None, refresh: float | None = None,
+           timeline: Callable[[Window, Scope, Sequence[Recording]], TimelineReport] | None = None,
+           ) -> Review:
         """The review of a store, its catalog read on the first page load."""
         index = Index(store) if refresh is None else Index(store, refresh=refresh)
-        return cls(store, index, names or {}, seal)
+        return cls(store, index, names or {}, seal, timeline)
 
 
 class PageError(Exception):
@@ -123,7 +133,7 @@ class Pages:
         """A page from its template; the source's description and the seal are always there."""
         template = self.templates.get_template(template_name)
         text = template.render(source=self.review.store.description, seal=self.review.seal,
-                               **values)
+                               has_timeline=self.review.timeline is not None, **values)
         return HTMLResponse(text, status_code=status)
 
     def guarded(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
@@ -226,6 +236,29 @@ class Pages:
             autoplay=request.query_params.get("autoplay") == "1", sealed=sealed,
             name=self.review.names.get(recording.node, ""), link=_link)
 
+    def timeline(self, request: Request) -> Response:
+        """The tailnet's policy changes, enrolments, tag changes and removals beside the
+        sessions of this source, in time order (`tsops audit timeline`, as a page)."""
+        from tsops.audit.events import iso, window
+        from tsops.audit.timeline import Scope
+        from tsops.tailscale_api import ApiError
+
+        if self.review.timeline is None:
+            raise PageError(404, "No timeline", "The timeline reads the tailnet's configuration "
+                            "audit log, which needs the inventory: start `tsops recordings serve "
+                            "--inventory FILE`.")
+        params = request.query_params
+        server, user = params.get("server") or None, params.get("user") or None
+        if server is not None and user is not None:
+            raise UsageError("give a server or a user, not both (neither: the whole tailnet)")
+        chosen = window(params.get("since") or None, params.get("until") or None)
+        snapshot = self.snapshot(request)
+        try:
+            report = self.review.timeline(chosen, Scope(server, user), snapshot.recordings)
+        except ApiError as error:
+            raise PageError(502, "The Tailscale API cannot be read", error.message) from None
+        return self.render("timeline.html", report=report, query=params, link=_link, iso=iso)
+
     def cast(self, request: Request) -> Response:
         """The original .cast file, as an attachment of a non-HTML type."""
         return self._file(request, lambda chunks: chunks)
@@ -307,6 +340,7 @@ def create_app(review: Review, token: str, *, secure: bool = False,
     routes = [
         Route("/", pages.guarded(pages.listing), methods=["GET"]),
         Route("/search", pages.guarded(pages.search), methods=["GET"]),
+        Route("/timeline", pages.guarded(pages.timeline), methods=["GET"]),
         Route("/r/{recording_id:path}", pages.guarded(pages.recording), methods=["GET"]),
         Route("/cast/{recording_id:path}", pages.guarded(pages.cast), methods=["GET"]),
         Route("/play/{recording_id:path}", pages.guarded(pages.playable), methods=["GET"]),
