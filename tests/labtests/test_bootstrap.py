@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,9 @@ def test_bootstrap_from_scratch_then_converged(lab: Lab, tailnet: LabTailnet,
     assert len(keys) == 4
     assert all(k.uses == 1 and not k.reusable and k.revoked is not None for k in keys)
     for host in lab.hosts:
-        assert host.nsenter("ls -A /run/tsops").stdout == ""
+        # Nothing staged is left: no staging directory, nothing in tsops's run directory.
+        assert host.nsenter("ls -d /tmp/tsops-stage.* /run/tsops/* 2>/dev/null | wc -l"
+                            ).stdout.strip() == "0"
         status = json.loads(host.nsenter("tailscale status --json").stdout)
         assert status["BackendState"] == "Running"
         assert sorted(status["Self"]["Tags"]) == expected_tags()[host.name]
@@ -178,7 +181,9 @@ def test_the_auth_key_never_shows(lab: Lab, tailnet: LabTailnet, tmp_path: Path)
     host.nsenter("kill $(cat /root/sampler.pid)")
     (key,) = tailnet.control.state.auth_keys()
     ps_log = host.nsenter("cat /root/ps.log").stdout
-    assert "tailscale up --reset --force-reauth --auth-key=file:/run/tsops/authkey." in ps_log
+    # The key is read from the staged 0600 file, by path: never in an argument.
+    assert re.search(r"tailscale up --reset --force-reauth "
+                     r"--auth-key=file:/tmp/tsops-stage\.\w{10}/authkey ", ps_log), ps_log[-2000:]
     assert key.secret not in ps_log
     assert key.secret not in result.stdout + result.stderr
     leftover = host.nsenter(f"grep -rl {key.secret} /run /tmp /var/tmp /root /etc "
