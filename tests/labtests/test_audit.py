@@ -115,6 +115,11 @@ def test_one_timeline_with_the_other_persons_edit_and_streaming_kept(
     assert f"+    {BOB_LINE}" in diff.splitlines()
     assert [line for line in diff.splitlines()
             if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [f"+    {BOB_LINE}"]
+    # Without --recordings the sessions are read where they are: on the recorder, over SSH.
+    direct = tsops(tailnet, "audit", "timeline", str(path), "--since", "1h", "-o", "json")
+    assert direct.returncode == 0, direct.stdout + direct.stderr
+    assert [e for e in json.loads(direct.stdout)["entries"] if e["kind"] == "session"] == [
+        e for e in entries if e["kind"] == "session"]
     server = tsops(tailnet, "audit", "timeline", str(path), "--server", "host2",
                    "--recordings", str(recordings), "-o", "json")
     assert {e["target"] for e in json.loads(server.stdout)["entries"]} == {
