@@ -40,7 +40,8 @@ setup: .stamps/apt .stamps/venv .stamps/player
 # static directory (not tracked by git; the wheel takes them as build artifacts).
 PLAYER_DIR := tsops/review/static/vendor
 .stamps/player: package.json package-lock.json
-	@command -v npm >/dev/null || { echo "npm is needed to fetch the web player (apt-get install npm)"; exit 1; }
+	@command -v npm >/dev/null || { echo "installing: npm (the web player comes from the npm registry)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	rm -rf $(PLAYER_DIR) && mkdir -p $(PLAYER_DIR)/licenses
 	cp node_modules/asciinema-player/dist/bundle/asciinema-player.min.js \
