@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.sim.control import ControlServer
+from tests.unit.conftest import Run
 from tsops.audit.events import Actor, AuditEvent, Target, window
 from tsops.audit.policy import attribute
-from tsops.cli import app
 from tsops.errors import UsageError
 from tsops.policy.store import History, Snapshot
 from tsops.tailscale_api import TailscaleApi
@@ -35,32 +34,11 @@ POLICY = """{
 TSOPS_POLICY = POLICY.replace('"tag:server": []', '"tag:server": [], "tag:recorder": []')
 BOB_POLICY = TSOPS_POLICY.replace('"tag:recorder": []', '"tag:recorder": [], "tag:db": []')
 
-Run = Callable[..., tuple[int, str, str]]
-
-
 @pytest.fixture
 def control() -> Iterator[ControlServer]:
     with ControlServer() as server:
         server.seed_policy(POLICY)
         yield server
-
-
-@pytest.fixture
-def tsops(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run `tsops ARGS` through the real entry point: (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["tsops", *args])
-        monkeypatch.setattr(app, "_json_output", False)
-        try:
-            app.main()
-            code = 0
-        except SystemExit as ended:
-            code = ended.code if isinstance(ended.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def inventory(path: Path, control: ControlServer, extra: dict[str, Any] | None = None) -> Path:

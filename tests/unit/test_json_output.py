@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import jsonschema
 import keyring.core
 import pytest
 
+from tests.unit.conftest import Run
 from tests.unit.test_flow_bootstrap import INVENTORY as ONE_SERVER
 from tests.unit.test_flow_bootstrap import Db1
 from tests.unit.test_flow_rotation import (  # noqa: F401 (fixtures: fakes, state)
@@ -38,7 +38,6 @@ from tests.unit.test_flow_verify import Api, Host, Tailnet
 from tests.unit.test_policy_cli import BASE, RULES
 from tests.unit.test_recordings import DB, archive, write_archive
 from tests.unit.test_secrets import MemoryKeyring
-from tsops.cli import app
 from tsops.flows import servers as servers_flow
 from tsops.inventory.edit import NewHost
 from tsops.inventory.model import Storage
@@ -51,7 +50,6 @@ SCHEMAS = REPO / "tests" / "data" / "json_schemas"
 DOCS = REPO / "docs" / "json.md"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
-Run = Callable[..., tuple[int, str, str]]
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -78,24 +76,6 @@ def valid(name: str, document: Any) -> Any:
     for moment in times(document):
         assert RFC3339.match(moment), f"{name}: {moment!r} is no RFC 3339 UTC time"
     return document
-
-
-@pytest.fixture
-def tsops(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run `tsops ARGS` as the entry point does: (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["tsops", *args])
-        monkeypatch.setattr(app, "_json_output", False)
-        try:
-            app.main()
-            code = 0
-        except SystemExit as ended:
-            code = ended.code if isinstance(ended.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def document(out: str) -> Any:
